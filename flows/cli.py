@@ -1,0 +1,100 @@
+"""The ``spark`` command line.
+
+Prefect is configured (home inside the run folder, analytics off) before it is first imported,
+so every command works offline with an embedded, temporary Prefect server.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from spark_core.config import ConfigError, RunConfig, load_config
+from spark_core.runtime import configure_prefect_env
+from spark_core.sources import SourceError
+
+app = typer.Typer(help="SPaRK: step-wise offline RL for diverse tool use.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config preset (YAML).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: section.key=value (repeatable)."),
+]
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _load(config: str | None, overrides: list[str] | None) -> RunConfig:
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_prefect_env(cfg.runtime.runs_dir)
+    return cfg
+
+
+def _run_flow(fn, cfg: RunConfig) -> Any:
+    try:
+        return fn(cfg)
+    except (SourceError, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _print_ingest(refs: dict[str, Any]) -> None:
+    from spark_core.artifacts import ArtifactStore
+
+    questions = refs["questions"]
+    root = questions.uri.rsplit("/", 3)[0]
+    table = ArtifactStore(root).read(questions.name).to_pandas()
+    counts = table.groupby(["category", "split"]).size().unstack(fill_value=0)
+    view = Table(title=f"questions ({questions.rows} rows)")
+    view.add_column("category")
+    for col in counts.columns:
+        view.add_column(col, justify="right")
+    for category, row in counts.iterrows():
+        view.add_row(category, *[str(v) for v in row])
+    console.print(view)
+    console.print(f"questions: {questions.uri}")
+    console.print(f"rejected:  {refs['rejected'].uri} ({refs['rejected'].rows} rows)")
+
+
+@app.command()
+def ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Validate, sample and split MMLU-Pro questions into the `questions` artifact."""
+    cfg = _load(config, set_)
+    from flows.ingest import ingest as ingest_flow
+
+    _print_ingest(_run_flow(ingest_flow, cfg))
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run the whole pipeline (every stage, cached and resumable)."""
+    cfg = _load(config, set_)
+    from flows.pipeline import pipeline
+
+    result = _run_flow(pipeline, cfg)
+    _print_ingest(result["ingest"])
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the fully resolved run config."""
+    cfg = _load(config, set_)
+    sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from spark_core.config import ConfigError, RunConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("preset", ["demo.yaml", "paper.yaml"])
+def test_presets_load(preset):
+    cfg = load_config(CONFIGS / preset)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_paper_preset_is_the_published_setting():
+    cfg = load_config(CONFIGS / "paper.yaml")
+    assert cfg.data.total == 2500
+    assert cfg.rollout.steps == 5
+    assert len(cfg.rollout.actions) == 9 and "cot" in cfg.rollout.actions
+    assert cfg.rollout.viable_threshold == 6.0
+    assert cfg.rollout.selection == "rarity_first"
+    assert cfg.generator.name == "meta-llama/Llama-3.1-8B-Instruct"
+    assert (cfg.judge.backend, cfg.judge.name) == ("openai", "gpt-4o")
+    assert cfg.training.quantization == "4bit"
+
+
+def test_set_overrides_are_typed():
+    cfg = load_config(
+        CONFIGS / "demo.yaml",
+        ["data.per_category=3", "rollout.selection=greedy", "data.categories=[math, law]"],
+    )
+    assert cfg.data.per_category == 3
+    assert cfg.rollout.selection == "greedy"
+    assert cfg.data.categories == ["math", "law"]
+
+
+def test_bad_value_names_file_field_and_expectation():
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "demo.yaml", ["data.per_category=-1"])
+    msg = str(err.value)
+    assert "demo.yaml" in msg and "data.per_category" in msg
+    assert "greater than 0" in msg and "-1" in msg
+
+
+def test_bad_value_in_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("rollout:\n  selection: best_first\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "rollout.selection" in msg
+    assert "'rarity_first'" in msg  # what was expected
+
+
+def test_unknown_field_and_category_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.per_categroy"):
+        load_config(None, ["data.per_categroy=3"])
+    with pytest.raises(ConfigError, match="unknown categories"):
+        load_config(None, ["data.categories=[astrology]"])
+    with pytest.raises(ConfigError, match="at most one"):
+        load_config(None, ["data.per_category=3", "data.total=10"])
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["data.seed"])
