@@ -21,6 +21,8 @@ from spark_core.sources import SourceError
 app = typer.Typer(help="SPaRK: step-wise offline RL for diverse tool use.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+tools_app = typer.Typer(help="List and run the tools (in the sandbox).", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -94,6 +96,53 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the fully resolved run config."""
     cfg = _load(config, set_)
     sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+@tools_app.command("list")
+def tools_list() -> None:
+    """Every candidate action: the registered tools, then chain-of-thought."""
+    from spark_core.tools.registry import COT, COT_DESCRIPTION, discover
+
+    view = Table(title="actions")
+    for column in ("name", "description", "input"):
+        view.add_column(column, overflow="fold")
+    for tool in discover().values():
+        view.add_row(tool.name, tool.description, tool.input_format)
+    view.add_row(COT, COT_DESCRIPTION, "the thought itself")
+    console.print(view)
+
+
+@tools_app.command("run")
+def tools_run(
+    name: Annotated[str, typer.Argument(help="Tool name (see `spark tools list`).")],
+    text: Annotated[str, typer.Argument(help="The tool input, as a model would write it.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result object as JSON.")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run one tool call through the sandbox, with the limits of the run config."""
+    import json
+
+    from spark_core.tools.batch import ToolCall, run_batch
+    from spark_core.tools.registry import action_names
+    from spark_core.tools.sandbox import Sandbox, SandboxLimits
+
+    cfg = _load(config, set_)
+    if name not in action_names():
+        _fail(f"unknown tool {name!r}; known: {', '.join(action_names())}")
+    with Sandbox(SandboxLimits.from_config(cfg.tools), {"corpus": cfg.tools.corpus}) as sandbox:
+        (row,) = run_batch([ToolCall(0, 0, name, text)], sandbox, 1)
+    result = {k: row[k] for k in ("status", "output", "error", "latency_ms")}
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        style = "green" if result["status"] == "ok" else "red"
+        console.print(f"[{style}]{result['status']}[/] ({result['latency_ms']:.1f} ms)")
+        console.print(result["output"] or result["error"], highlight=False, markup=False)
+    if result["status"] != "ok":
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":
