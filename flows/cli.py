@@ -98,6 +98,65 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="A prompt; or use --question-id.")] = None,
+    question_id: Annotated[
+        int | None, typer.Option(help="Ask this question from data.source (default: bundled).")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Override generator.max_new_tokens.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Answer a prompt or an MMLU-Pro question with the configured generator (default: the
+    bundled SmolLM2-135M-Instruct, offline on CPU)."""
+    from spark_core.answers import extract_answer
+    from spark_core.models.calls import make_generator
+    from spark_core.models.requests import ChatRequest
+    from spark_core.models.response_cache import ResponseCache
+    from spark_core.prompts import direct_answer_prompt
+    from spark_core.questions import validate
+    from spark_core.sources import read_source
+
+    cfg = _load(config, set_)
+    if (prompt is None) == (question_id is None):
+        _fail("give either a PROMPT or --question-id")
+    expected = None
+    if question_id is not None:
+        try:
+            rows = validate(
+                read_source(cfg.data.source, cfg.data.hub_split, cfg.data.hub_revision)
+            ).accepted
+        except (SourceError, ValueError) as exc:
+            _fail(str(exc))
+        match = next((r for r in rows if r["question_id"] == question_id), None)
+        if match is None:
+            _fail(f"question_id {question_id} is not in {cfg.data.source}")
+        prompt = direct_answer_prompt(match["question"], match["options"], match["category"])
+        expected = match["answer"]
+    gen_cfg = cfg.generator
+    request = ChatRequest.user(
+        prompt,
+        max_new_tokens=max_new_tokens or gen_cfg.max_new_tokens,
+        temperature=gen_cfg.temperature,
+    )
+    generator = make_generator(gen_cfg, ResponseCache(cfg.runtime.response_cache_path()))
+    (completion,) = generator.generate([request])
+    if completion.finish_reason == "error":
+        _fail(completion.extra.get("error", "generation failed"))
+    console.print(completion.text, highlight=False, markup=False)
+    if expected is not None:
+        console.print(f"extracted answer: {extract_answer(completion.text)}  (correct: {expected})")
+    usage = generator.usage.summary()
+    console.print(
+        f"[dim]{gen_cfg.backend}:{gen_cfg.name} — {usage['prompt_tokens']} prompt + "
+        f"{usage['completion_tokens']} completion tokens"
+        f"{' (cached)' if completion.cached else ''}[/]"
+    )
+
+
 @tools_app.command("list")
 def tools_list() -> None:
     """Every candidate action: the registered tools, then chain-of-thought."""

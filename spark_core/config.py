@@ -123,14 +123,20 @@ class ModelConfig(_Section):
     concurrency: int = Field(16, gt=0, description="Concurrent requests (openai backend).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
     max_retries: int = Field(5, ge=0)
+    price_per_1k_prompt: float | None = Field(
+        None, ge=0, description="USD per 1k prompt tokens (default: known OpenAI prices)."
+    )
+    price_per_1k_completion: float | None = Field(None, ge=0)
 
 
 class JudgeConfig(ModelConfig):
     """The judge that scores every candidate 0-10."""
 
     max_new_tokens: int = Field(8, gt=0)
-    price_per_1k_prompt: float | None = Field(None, ge=0, description="USD, for cost estimates.")
-    price_per_1k_completion: float | None = Field(None, ge=0)
+    attempts: int = Field(3, gt=0, description="Tries for a reply that carries a score.")
+    mode: Literal["prefix", "batched", "single"] = Field(
+        "prefix", description="Local judge: reuse the step's shared prompt prefix (KV cache)."
+    )
 
 
 class RewardsConfig(_Section):
@@ -180,8 +186,14 @@ class RuntimeConfig(_Section):
         description="Artifact root (any fsspec URL, e.g. s3://bucket/spark); "
         "default <runs_dir>/<run_name>/artifacts.",
     )
+    response_cache: str | None = Field(
+        None, description="SQLite file caching every model call (default <runs_dir>/cache/)."
+    )
     task_runner: Literal["threads", "dask"] = "threads"
     max_workers: int = Field(2, gt=0)
+
+    def response_cache_path(self) -> str:
+        return self.response_cache or str(Path(self.runs_dir) / "cache" / "responses.sqlite")
 
     def artifacts_url(self) -> str:
         if self.artifacts_root:

@@ -45,3 +45,42 @@ def run_config(tmp_path):
         return load_config(None, [f"runtime.runs_dir={tmp_path / 'runs'}", *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny, randomly initialised Llama with the real SmolLM2 tokenizer (chat template and
+    single-token digits), built here: fast enough for unit tests, real enough for the code."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from spark_core.models.default_model import DEFAULT_MODEL, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def loopback_openai():
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 for the whole session."""
+    from tests.openai_server import LoopbackOpenAI
+
+    with LoopbackOpenAI() as server:
+        yield server

