@@ -39,7 +39,7 @@ class Generator:
             self.usage.record(stored["prompt_tokens"], stored["completion_tokens"], cached=True)
         if missing:
             fresh = self.backend.generate([requests[i] for i in missing])
-            for i, completion in zip(missing, fresh):
+            for i, completion in zip(missing, fresh, strict=True):
                 results[i] = completion
                 if completion.finish_reason == "error":
                     self.usage.add_failure()
@@ -80,7 +80,7 @@ class Judge:
             self.usage.record(stored["prompt_tokens"], stored["completion_tokens"], cached=True)
         if missing:
             fresh = self.scorer.score([items[i] for i in missing])
-            for i, judgement in zip(missing, fresh):
+            for i, judgement in zip(missing, fresh, strict=True):
                 results[i] = judgement
                 if judgement.status != "ok":
                     self.usage.add_failure()

@@ -137,7 +137,9 @@ class HFBackend:
             for indices in groups.values():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
-                    for i, done in zip(chunk, self._generate_batch([requests[i] for i in chunk])):
+                    for i, done in zip(
+                        chunk, self._generate_batch([requests[i] for i in chunk]), strict=True
+                    ):
                         results[i] = done
         return [r for r in results if r is not None]
 
@@ -162,7 +164,7 @@ class HFBackend:
         new = out[:, enc["input_ids"].shape[1] :]
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         completions = []
-        for row, mask in zip(new.tolist(), enc["attention_mask"].tolist()):
+        for row, mask in zip(new.tolist(), enc["attention_mask"].tolist(), strict=True):
             n = next((j for j, t in enumerate(row) if t in eos), len(row))
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             reason = "stop" if n < len(row) else "length"

@@ -197,6 +197,10 @@ class HFJudge:
             for i, item in enumerate(items):
                 groups.setdefault(item.shared_part, []).append(i)
             for indices in groups.values():
-                for i, s in zip(indices, self._prefix_group([rows[i] for i in indices])):
+                for i, s in zip(
+                    indices, self._prefix_group([rows[i] for i in indices]), strict=True
+                ):
                     scores[i] = s
-        return [Judgement(s, "ok", f"{s:.2f}", "", len(r), 0) for s, r in zip(scores, rows)]
+        return [
+            Judgement(s, "ok", f"{s:.2f}", "", len(r), 0) for s, r in zip(scores, rows, strict=True)
+        ]

@@ -61,7 +61,7 @@ def run_batch(calls: list[ToolCall], sandbox: Sandbox, parallelism: int) -> list
             "tool_input": c.tool_input,
             **r.to_dict(),
         }
-        for c, r in zip(calls, results, strict=False)
+        for c, r in zip(calls, results, strict=True)
     ]
 
 

@@ -80,7 +80,7 @@ def search(text: str) -> str:
     k = min(TOP_K, len(passages))
     ids, scores = _STATE["retriever"].retrieve(tokens, k=k, show_progress=False)
     hits = []
-    for doc_id, score in zip(ids[0], scores[0], strict=False):
+    for doc_id, score in zip(ids[0], scores[0], strict=True):
         if score <= 0:
             continue
         p = passages[int(doc_id)]
