@@ -135,3 +135,22 @@ class LoopbackOpenAI:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def main() -> None:
+    """Run the server as its own process (benchmarks: no GIL shared with the client)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--reply", default=None)
+    args = parser.parse_args()
+    state = ServerState(latency_s=args.latency, default_reply=args.reply)
+    uvicorn.run(
+        build_app(state), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()
