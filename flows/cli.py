@@ -81,6 +81,53 @@ def ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_ingest(_run_flow(ingest_flow, cfg))
 
 
+def _print_synthesis(result: dict[str, Any]) -> None:
+    from spark_core.artifacts import ArtifactStore
+    from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
+
+    per_action_ref, run_ref = result["summary"]
+    root = run_ref.uri.rsplit("/", 3)[0]
+    store = ArtifactStore(root)
+    run = store.read(run_ref.name, RUN_SCHEMA).to_pylist()[0]
+    view = Table(
+        title=f"synthesis: {run['questions']} questions, {run['steps']} steps, "
+        f"entropy {run['entropy_bits']:.2f} bits, "
+        f"fallback {run['fallback_rate']:.0%}"
+    )
+    for column in ("action", "chosen", "viable rate", "score mean", "tool errors"):
+        view.add_column(column, justify="left" if column == "action" else "right")
+    for a in store.read(per_action_ref.name, ACTIONS_SCHEMA).to_pylist():
+        mean = "–" if a["score_mean"] is None else f"{a['score_mean']:.2f}"
+        view.add_row(
+            a["action"],
+            str(a["chosen"]),
+            f"{a['viable_rate']:.0%}",
+            mean,
+            f"{a['tool_error_rate']:.0%}",
+        )
+    console.print(view)
+
+
+@app.command()
+def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Roll out the train questions: candidates, judge scores, rarity-first selection."""
+    cfg = _load(config, set_)
+    from flows.synthesize import synthesize as synthesize_flow
+
+    _print_synthesis(_run_flow(synthesize_flow, cfg))
+
+
+@app.command()
+def label(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Label the synthesized steps with rewards, returns and advantages (`trajectories`)."""
+    cfg = _load(config, set_)
+    from flows.label import label as label_flow
+
+    refs = _run_flow(label_flow, cfg)
+    console.print(f"trajectories: {refs['trajectories'].uri} ({refs['trajectories'].rows} rows)")
+    console.print(f"candidate pool: {refs['candidate_pool'].uri}")
+
+
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run the whole pipeline (every stage, cached and resumable)."""
@@ -89,6 +136,9 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
     result = _run_flow(pipeline, cfg)
     _print_ingest(result["ingest"])
+    _print_synthesis(result["synthesize"])
+    traj = result["label"]["trajectories"]
+    console.print(f"trajectories: {traj.uri} ({traj.rows} rows)")
 
 
 @config_app.command("show")

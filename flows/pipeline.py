@@ -1,7 +1,6 @@
 """The SPaRK pipeline, in the order of the paper's figure.
 
-Stages land here as they are built: ingest today; synthesize -> label -> train -> evaluate
-follow (see the open issues).
+ingest -> synthesize -> label; train and evaluate follow (see the open issues).
 """
 
 from __future__ import annotations
@@ -9,6 +8,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.ingest import ingest
+from flows.label import label
+from flows.synthesize import synthesize
 from spark_core.config import RunConfig
 
 
@@ -16,4 +17,6 @@ from spark_core.config import RunConfig
 def pipeline(config: RunConfig) -> dict:
     """Run every stage of a SPaRK run; each stage is cached on the content of its inputs."""
     questions = ingest(config)
-    return {"ingest": questions}
+    synthesis = synthesize(config, questions["questions"])
+    trajectories = label(config, synthesis)
+    return {"ingest": questions, "synthesize": synthesis, "label": trajectories}

@@ -87,6 +87,16 @@ class RolloutConfig(_Section):
         "rarity_first", description="Selection rule among the judged candidates."
     )
     shards: int = Field(2, gt=0, description="Question shards processed in parallel.")
+    thought_tokens: int = Field(48, gt=0, description="Max new tokens for a step's thought.")
+    input_tokens: int = Field(32, gt=0, description="Max new tokens for an action input.")
+    observation_chars: int = Field(300, gt=0, description="Observation kept in the state.")
+    seed: int = Field(0, description="Seed for sampled generation and no-answer guesses.")
+
+    @model_validator(mode="after")
+    def _check_actions(self) -> RolloutConfig:
+        if len(set(self.actions)) != len(self.actions) or not self.actions:
+            raise ValueError("rollout.actions must be a non-empty list without repeats")
+        return self
 
 
 class ToolsConfig(_Section):
@@ -145,8 +155,14 @@ class RewardsConfig(_Section):
     w_quality: float = 1.0
     w_diversity: float = 0.5
     w_correct: float = 1.0
-    rarity_bonus: Literal["one_minus_p", "neg_log_p"] = "one_minus_p"
+    rarity_bonus: Literal["one_minus_p", "neg_log_p"] = Field(
+        "one_minus_p", description="Diversity bonus from the action's global usage share p."
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="Discount for returns.")
+    baseline: Literal["step_mean", "global_mean", "none"] = Field(
+        "step_mean", description="Subtracted from returns: mean return at the same step index."
+    )
+    normalize_advantages: bool = True
 
 
 class TrainingConfig(_Section):

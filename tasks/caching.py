@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect.context import TaskRunContext
 
-from spark_core.artifacts import ArtifactStore
+from spark_core.artifacts import ArtifactRef, ArtifactStore
 from spark_core.config import RunConfig
 
 
@@ -23,7 +23,7 @@ def store_for(cfg: RunConfig) -> ArtifactStore:
 
 
 def cache_key_from(
-    key_fn: Callable[..., str], outputs: Callable[[str], list[str]]
+    key_fn: Callable[..., str], outputs: Callable[..., list[str]]
 ) -> Callable[[TaskRunContext, dict[str, Any]], str | None]:
     """Prefect ``cache_key_fn`` returning the stage key — unless Prefect holds a record for
     it whose artifacts were deleted since, in which case a one-off key forces a recompute
@@ -33,10 +33,17 @@ def cache_key_from(
     def compute(ctx: TaskRunContext, params: dict[str, Any]) -> str:
         key = key_fn(**params)
         store = store_for(params["cfg"])
-        if all(store.exists(name) for name in outputs(key)):
+        if all(store.exists(name) for name in outputs(key, **params)):
             return key
         if ctx.result_store.exists(key):
             return f"{key}-rebuild-{uuid.uuid4().hex}"
         return key
 
     return compute
+
+
+def existing(store: ArtifactStore, names: list[str]) -> list[ArtifactRef] | None:
+    """Refs to a unit's outputs when all of them exist (the unit finished earlier)."""
+    if all(store.exists(name) for name in names):
+        return [store.ref(name) for name in names]
+    return None

@@ -21,7 +21,7 @@ def ingest_key(cfg: RunConfig) -> str:
     )
 
 
-def ingest_outputs(key: str) -> list[str]:
+def ingest_outputs(key: str, **_: object) -> list[str]:
     prefix = f"ingest/{key[:16]}"
     return [f"{prefix}/questions_rejected", f"{prefix}/questions"]
 

@@ -12,6 +12,7 @@ import math
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ class ServerState:
     replies: list[str] = field(default_factory=list)  # scripted replies, consumed in order
     default_reply: str | None = None  # None: echo the last user message
     logprobs: dict[str, float] | None = None  # token -> probability for the first position
+    reply_fn: Callable[[list[dict]], str] | None = None  # reply computed from the messages
+    log: list[list[dict]] = field(default_factory=list)  # the messages of every request
     requests: int = 0
     keys_seen: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -40,6 +43,7 @@ def build_app(state: ServerState) -> FastAPI:
         body = await request.json()
         with state.lock:
             state.requests += 1
+            state.log.append(body.get("messages", []))
             auth = request.headers.get("authorization", "")
             state.keys_seen.add(auth.removeprefix("Bearer "))
             status = state.inject.pop(0) if state.inject else None
@@ -51,6 +55,8 @@ def build_app(state: ServerState) -> FastAPI:
         if state.latency_s:
             await asyncio.sleep(state.latency_s)
         messages = body.get("messages", [])
+        if reply is None and state.reply_fn is not None:
+            reply = state.reply_fn(messages)
         if reply is None:
             reply = state.default_reply
         if reply is None:
@@ -118,6 +124,8 @@ class LoopbackOpenAI:
                 "replies",
                 "default_reply",
                 "logprobs",
+                "reply_fn",
+                "log",
                 "requests",
                 "keys_seen",
             ):

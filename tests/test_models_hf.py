@@ -139,3 +139,29 @@ def test_default_model_answers_offline():
         [ChatRequest.user("What is the capital of France? One word.", max_new_tokens=12)]
     )
     assert "Paris" in done.text
+
+
+def test_shared_prefix_generation_matches_separate_generation(backend):
+    """The tool inputs of one step share their messages and differ in the prefill."""
+    messages = ChatRequest.user("A train travels 120 km in 2 hours. Speed?").messages
+    requests = [
+        ChatRequest(messages, max_new_tokens=10, prefill=f"Action: {tool}\nAction Input:")
+        for tool in ("calculator", "python", "unit_converter", "knowledge_search")
+    ]
+    together = backend.generate(requests)  # one prefix forward for all four
+    alone = [backend.generate([r])[0] for r in requests]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert [c.completion_tokens for c in together] == [c.completion_tokens for c in alone]
+    sampled = [
+        ChatRequest(
+            messages,
+            max_new_tokens=10,
+            temperature=1.0,
+            seed=5,
+            prefill=f"Action: {tool}\nAction Input:",
+        )
+        for tool in ("a", "b")
+    ]
+    assert [c.text for c in backend.generate(sampled)] == [
+        c.text for c in backend.generate(sampled)
+    ]

@@ -6,15 +6,53 @@ Only finished calls are cached — a failed request or judgement is retried by t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from spark_core.config import JudgeConfig, ModelConfig
 from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
-from spark_core.models.requests import ChatRequest, Completion
+from spark_core.models.requests import ChatRequest, Completion, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
 from spark_core.models.usage import Usage, prices_for
 
 log = logging.getLogger(__name__)
+
+
+def through_cache(
+    cache: ResponseCache | None,
+    usage: Usage,
+    keys: list[str],
+    items: list[Any],
+    compute: Callable[[list[Any], OnDone], list[Any]],
+    restore: Callable[[dict[str, Any]], Any],
+    ok: Callable[[Any], bool],
+) -> list[Any]:
+    """Serve what the cache holds; compute the rest, checkpointing each result the moment it
+    exists — a crash loses only the calls in flight. Failed results are not cached."""
+    results: list[Any] = [None] * len(items)
+    missing = []
+    for i, key in enumerate(keys):
+        stored = cache.get(key) if cache is not None else None
+        if stored is None:
+            missing.append(i)
+            continue
+        results[i] = restore(stored)
+        usage.record(stored["prompt_tokens"], stored["completion_tokens"], cached=True)
+
+    def checkpoint(j: int, result: Any) -> None:
+        i = missing[j]
+        results[i] = result
+        if not ok(result):
+            usage.add_failure()
+            return
+        usage.record(result.prompt_tokens, result.completion_tokens)
+        if cache is not None:
+            cache.put(keys[i], result.to_dict())
+
+    if missing:
+        compute([items[i] for i in missing], checkpoint)
+    return results
 
 
 class Generator:
@@ -27,27 +65,15 @@ class Generator:
         return request_key(self.backend.backend, self.backend.model_id, request.to_dict())
 
     def generate(self, requests: list[ChatRequest]) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(requests)
-        keys = [self._key(r) for r in requests]
-        missing = []
-        for i, key in enumerate(keys):
-            stored = self.cache.get(key) if self.cache is not None else None
-            if stored is None:
-                missing.append(i)
-                continue
-            results[i] = Completion(**{**stored, "cached": True})
-            self.usage.record(stored["prompt_tokens"], stored["completion_tokens"], cached=True)
-        if missing:
-            fresh = self.backend.generate([requests[i] for i in missing])
-            for i, completion in zip(missing, fresh, strict=True):
-                results[i] = completion
-                if completion.finish_reason == "error":
-                    self.usage.add_failure()
-                    continue
-                self.usage.record(completion.prompt_tokens, completion.completion_tokens)
-                if self.cache is not None:
-                    self.cache.put(keys[i], completion.to_dict())
-        return [r for r in results if r is not None]
+        return through_cache(
+            self.cache,
+            self.usage,
+            [self._key(r) for r in requests],
+            requests,
+            self.backend.generate,
+            lambda d: Completion(**{**d, "cached": True}),
+            lambda c: c.finish_reason != "error",
+        )
 
 
 class Judge:
@@ -68,28 +94,19 @@ class Judge:
         return request_key(self.backend_name, self.scorer.model_id, request, kind="judge")
 
     def score(self, items: list[JudgeItem]) -> list[Judgement]:
-        results: list[Judgement | None] = [None] * len(items)
-        keys = [self._key(item) for item in items]
-        missing = []
-        for i, key in enumerate(keys):
-            stored = self.cache.get(key) if self.cache is not None else None
-            if stored is None:
-                missing.append(i)
-                continue
-            results[i] = Judgement(**stored)
-            self.usage.record(stored["prompt_tokens"], stored["completion_tokens"], cached=True)
-        if missing:
-            fresh = self.scorer.score([items[i] for i in missing])
-            for i, judgement in zip(missing, fresh, strict=True):
-                results[i] = judgement
-                if judgement.status != "ok":
-                    self.usage.add_failure()
-                    log.warning("judgement failed: %s", judgement.error)
-                    continue
-                self.usage.record(judgement.prompt_tokens, judgement.completion_tokens)
-                if self.cache is not None:
-                    self.cache.put(keys[i], judgement.to_dict())
-        return [r for r in results if r is not None]
+        results = through_cache(
+            self.cache,
+            self.usage,
+            [self._key(i) for i in items],
+            items,
+            self.scorer.score,
+            lambda d: Judgement(**{**d, "cached": True}),
+            lambda j: j.status == "ok",
+        )
+        for judgement in results:
+            if judgement.status != "ok":
+                log.warning("judgement failed: %s", judgement.error)
+        return results
 
 
 def make_backend(cfg: ModelConfig):

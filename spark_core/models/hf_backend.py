@@ -12,9 +12,24 @@ from typing import Any
 import torch
 
 from spark_core.models.default_model import resolve_model
-from spark_core.models.requests import ChatRequest, Completion
+from spark_core.models.prefix_cache import cache_arg, shared_forward
+from spark_core.models.requests import ChatRequest, Completion, OnDone
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
+_COMPUTE_LOCKS: dict[str, threading.RLock] = {}
+
+
+def compute_lock(device: str) -> threading.RLock:
+    """One lock per device for every forward pass in the process: threads (parallel shards,
+    generator and judge) take turns instead of oversubscribing the same cores."""
+    with _MODELS_LOCK:
+        return _COMPUTE_LOCKS.setdefault(device, threading.RLock())
+
+
+def _sampling(request: ChatRequest) -> tuple:
+    return (request.max_new_tokens, request.temperature, request.top_p, request.seed, request.stop)
+
+
 _MODELS_LOCK = threading.Lock()
 
 
@@ -80,7 +95,7 @@ class HFBackend:
         self.model = load_model(self.path, self.device, self.dtype)
         self.adapter: str | None = None
         self._adapters: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = compute_lock(self.device)
 
     # -- adapters ---------------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, path: str | Path) -> None:
@@ -126,22 +141,101 @@ class HFBackend:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     # -- generation -------------------------------------------------------------------------
-    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
-        """Generate for every request, batching those with the same sampling parameters."""
+    def generate(self, requests: list[ChatRequest], on_done: OnDone = None) -> list[Completion]:
+        """Generate for every request. Requests with the same messages and sampling (the inputs
+        for each tool of one step differ only in the assistant's prefill) share one prefix
+        forward; the rest are batched by sampling parameters."""
         results: list[Completion | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
+        shared: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
-            key = (req.max_new_tokens, req.temperature, req.top_p, req.seed, req.stop)
-            groups.setdefault(key, []).append(i)
+            shared.setdefault((_sampling(req), req.messages), []).append(i)
+        batched: dict[tuple, list[int]] = {}
         with self._lock:
-            for indices in groups.values():
+            for (sampling, _), indices in shared.items():
+                if len(indices) == 1:
+                    batched.setdefault(sampling, []).append(indices[0])
+                    continue
+                out = self._generate_shared([requests[i] for i in indices])
+                for i, done in zip(indices, out, strict=True):
+                    results[i] = done
+                    if on_done is not None:
+                        on_done(i, done)
+            for indices in batched.values():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
-                    for i, done in zip(
-                        chunk, self._generate_batch([requests[i] for i in chunk]), strict=True
-                    ):
+                    out = self._generate_batch([requests[i] for i in chunk])
+                    for i, done in zip(chunk, out, strict=True):
                         results[i] = done
+                        if on_done is not None:
+                            on_done(i, done)
         return [r for r in results if r is not None]
+
+    def _next_tokens(
+        self, logits: torch.Tensor, request: ChatRequest, rng: torch.Generator | None
+    ) -> torch.Tensor:
+        if rng is None:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / request.temperature, dim=-1)
+        if request.top_p < 1.0:
+            ordered, index = probs.sort(dim=-1, descending=True)
+            drop = ordered.cumsum(dim=-1) - ordered > request.top_p
+            ordered[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, index, ordered)
+        return torch.multinomial(probs.cpu(), 1, generator=rng).squeeze(-1).to(logits.device)
+
+    @torch.inference_mode()
+    def _generate_shared(self, batch: list[ChatRequest]) -> list[Completion]:
+        """Decode several continuations of one shared prompt prefix, computing it once."""
+        first = batch[0]
+        rows = [
+            self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids for r in batch
+        ]
+        with self._adapter_context():
+            fwd = shared_forward(self.model, rows, self.tokenizer.pad_token_id, self.device)
+            rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
+            index = torch.arange(len(rows))
+            ends = torch.tensor(fwd.lengths) - 1
+            tokens = self._next_tokens(fwd.logits[index, ends], first, rng)
+            eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+            generated: list[list[int]] = [[] for _ in rows]
+            finished = [False] * len(rows)
+            positions = torch.tensor([fwd.prefix_len + n for n in fwd.lengths], device=self.device)
+            mask, cache, arg = fwd.mask, fwd.cache, cache_arg(self.model)
+            for step in range(first.max_new_tokens):
+                for i, t in enumerate(tokens.tolist()):
+                    if finished[i]:
+                        continue
+                    if t in eos:
+                        finished[i] = True
+                        continue
+                    generated[i].append(t)
+                    if first.stop and any(
+                        stop in self.tokenizer.decode(generated[i][-8:]) for stop in first.stop
+                    ):
+                        finished[i] = True
+                if all(finished) or step == first.max_new_tokens - 1:
+                    break
+                mask = torch.cat(
+                    [mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1
+                )
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=positions[:, None],
+                    use_cache=True,
+                    **{arg: cache},
+                )
+                cache, positions = getattr(out, arg), positions + 1
+                tokens = self._next_tokens(out.logits[:, -1], first, rng)
+        completions = []
+        for row, tokens_out, done in zip(rows, generated, finished, strict=True):
+            text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)
+            reason = "stop" if done else "length"
+            for stop in first.stop:
+                if stop in text:
+                    text, reason = text[: text.index(stop)], "stop"
+            completions.append(Completion(text, len(row), len(tokens_out), reason))
+        return completions
 
     def _generate_batch(self, batch: list[ChatRequest]) -> list[Completion]:
         first = batch[0]

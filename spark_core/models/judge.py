@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -21,7 +20,8 @@ import torch
 from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge_prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai_backend import BackendError, OpenAIBackend
-from spark_core.models.requests import ChatRequest
+from spark_core.models.prefix_cache import shared_forward
+from spark_core.models.requests import ChatRequest, OnDone
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Judgement:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 1
+    cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,8 +111,8 @@ class OpenAIJudge:
             None, "failed", raw, error, prompt_tokens, completion_tokens, self.attempts
         )
 
-    def score(self, items: list[JudgeItem]) -> list[Judgement]:
-        return self.backend.map(self._one, items)
+    def score(self, items: list[JudgeItem], on_done: OnDone = None) -> list[Judgement]:
+        return self.backend.map(self._one, items, on_done)
 
 
 class HFJudge:
@@ -123,10 +124,6 @@ class HFJudge:
         self.digit_ids = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
         if any(i is None or i == tok.unk_token_id for i in self.digit_ids):
             raise ValueError(f"{backend.name}: the tokenizer has no single-token digits")
-        # transformers 5.x renamed past_key_values to cache; support both
-        base = getattr(backend.model, "get_base_model", lambda: backend.model)()
-        params = inspect.signature(base.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def prompt_ids(self, item: JudgeItem) -> list[int]:
         text = self.backend.prompt_text(ChatRequest(judge_messages(item), prefill=SCORE_PREFILL))
@@ -142,65 +139,41 @@ class HFJudge:
         expected = (p * values).sum(dim=-1) + p[:, 1] * p_ten * 9.0  # "1" -> "10" adds 9
         return [round(float(v), 4) for v in expected]
 
-    @torch.inference_mode()
-    def _forward(self, rows: list[list[int]], past=None, prefix_len: int = 0) -> tuple:
-        """Right-padded rows, each ending in an extra '1'; logits at each row's end and after
-        the '1'."""
-        one = self.digit_ids[1]
-        rows = [r + [one] for r in rows]
-        width = max(len(r) for r in rows)
-        pad = self.backend.tokenizer.pad_token_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        device = self.backend.device
-        kwargs: dict[str, Any] = {}
-        if past is not None:
-            full_mask = torch.cat([torch.ones(len(rows), prefix_len, dtype=mask.dtype), mask], 1)
-            positions = torch.arange(prefix_len, prefix_len + width).expand(len(rows), -1)
-            kwargs = {self._cache_arg: past, "position_ids": positions.to(device)}
-            mask = full_mask
-        with self.backend._adapter_context():
-            logits = self.backend.model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs
-            ).logits
-        ends = torch.tensor([len(r) - 2 for r in rows])
+    def _score_rows(self, rows: list[list[int]], reuse_prefix: bool) -> list[float]:
+        """Each row plus a trailing '1': logits at the prompt's end give P(first digit), the
+        logits after the '1' give P('0'|'1') — one forward pass for both."""
+        rows = [r + [self.digit_ids[1]] for r in rows]
+        with self.backend._lock, self.backend._adapter_context():
+            fwd = shared_forward(
+                self.backend.model,
+                rows,
+                self.backend.tokenizer.pad_token_id,
+                self.backend.device,
+                reuse_prefix,
+            )
         index = torch.arange(len(rows))
-        return logits[index, ends].cpu(), logits[index, ends + 1].cpu()
+        ends = torch.tensor([n - 2 for n in fwd.lengths])
+        return self._scores_from_logits(
+            fwd.logits[index, ends].float().cpu(), fwd.logits[index, ends + 1].float().cpu()
+        )
 
-    @torch.inference_mode()
-    def _prefix_group(self, rows: list[list[int]]) -> list[float]:
-        shortest = min(len(r) for r in rows)
-        common = 0
-        while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
-            common += 1
-        if common == 0 or len(rows) == 1:
-            return self._scores_from_logits(*self._forward(rows))
-        prefix = torch.tensor([rows[0][:common]], device=self.backend.device)
-        with self.backend._adapter_context():
-            out = self.backend.model(input_ids=prefix, use_cache=True)
-        past = getattr(out, self._cache_arg)
-        past.batch_repeat_interleave(len(rows))
-        return self._scores_from_logits(*self._forward([r[common:] for r in rows], past, common))
-
-    def score(self, items: list[JudgeItem]) -> list[Judgement]:
+    def score(self, items: list[JudgeItem], on_done: OnDone = None) -> list[Judgement]:
         rows = [self.prompt_ids(item) for item in items]
-        scores: list[float] = [0.0] * len(items)
         if self.mode == "single":
-            for i, row in enumerate(rows):
-                scores[i] = self._scores_from_logits(*self._forward([row]))[0]
+            units = [[i] for i in range(len(items))]
         elif self.mode == "batched":
-            for start in range(0, len(rows), self.backend.batch_size):
-                chunk = rows[start : start + self.backend.batch_size]
-                scores[start : start + len(chunk)] = self._scores_from_logits(*self._forward(chunk))
-        else:
+            size = self.backend.batch_size
+            units = [list(range(s, min(s + size, len(items)))) for s in range(0, len(items), size)]
+        else:  # the candidates of one step share everything before the candidate
             groups: dict[tuple, list[int]] = {}
             for i, item in enumerate(items):
                 groups.setdefault(item.shared_part, []).append(i)
-            for indices in groups.values():
-                for i, s in zip(
-                    indices, self._prefix_group([rows[i] for i in indices]), strict=True
-                ):
-                    scores[i] = s
-        return [
-            Judgement(s, "ok", f"{s:.2f}", "", len(r), 0) for s, r in zip(scores, rows, strict=True)
-        ]
+            units = list(groups.values())
+        results: list[Judgement | None] = [None] * len(items)
+        for unit in units:
+            values = self._score_rows([rows[i] for i in unit], reuse_prefix=self.mode == "prefix")
+            for i, value in zip(unit, values, strict=True):
+                results[i] = Judgement(value, "ok", f"{value:.2f}", "", len(rows[i]), 0)
+                if on_done is not None:
+                    on_done(i, results[i])
+        return [r for r in results if r is not None]

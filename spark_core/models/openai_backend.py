@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from spark_core.models.requests import ChatRequest, Completion
+from spark_core.models.requests import ChatRequest, Completion, OnDone
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.25
@@ -127,15 +127,23 @@ class OpenAIBackend:
             finish_reason=choice.finish_reason or "stop",
         )
 
-    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
-        return self.map(self._one, requests)
+    def generate(self, requests: list[ChatRequest], on_done: OnDone = None) -> list[Completion]:
+        return self.map(self._one, requests, on_done)
 
-    def map(self, fn, items: list[Any]) -> list[Any]:
-        """Run ``fn`` over ``items`` with at most ``concurrency`` requests in flight."""
+    def map(self, fn, items: list[Any], on_done: OnDone = None) -> list[Any]:
+        """Run ``fn`` over ``items`` with at most ``concurrency`` requests in flight; each
+        result is handed to ``on_done`` the moment it returns."""
+
+        def run(indexed: tuple[int, Any]) -> Any:
+            result = fn(indexed[1])
+            if on_done is not None:
+                on_done(indexed[0], result)
+            return result
+
         if len(items) <= 1:
-            return [fn(i) for i in items]
+            return [run(pair) for pair in enumerate(items)]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai") as pool:
-            return list(pool.map(fn, items))
+            return list(pool.map(run, enumerate(items)))
 
 
 def _describe(exc: Exception) -> str:

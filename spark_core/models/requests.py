@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 Message = tuple[str, str]  # (role, content)
+OnDone = Callable[[int, Any], None] | None
+"""Called with (index, result) as soon as each result exists, so callers can checkpoint."""
 
 
 @dataclass(frozen=True)

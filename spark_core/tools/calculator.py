@@ -172,8 +172,7 @@ def calculate(text: str) -> str:
 
 TOOL = Tool(
     name="calculator",
-    description="Evaluates arithmetic with elementary functions (sqrt, log, exp, trig, "
-    "factorial, comb).",
+    description="arithmetic with sqrt, log, exp, trig, factorial, comb.",
     input_format="one arithmetic expression, e.g. 2.5*(3+4)/sqrt(2) or 0.07*1200",
     run=calculate,
     example="500 * 2**6",

@@ -75,8 +75,7 @@ def _prepare(_config: dict) -> None:
 
 TOOL = Tool(
     name="chemistry",
-    description="Molar mass and mass composition of a chemical formula, or the properties of "
-    "an element (periodictable).",
+    description="molar mass of a formula, element properties.",
     input_format="a formula such as H2SO4 or Ca(OH)2, or an element symbol/name such as Fe",
     run=analyse,
     prepare=_prepare,

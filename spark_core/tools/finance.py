@@ -88,8 +88,7 @@ def compute(text: str) -> str:
 
 TOOL = Tool(
     name="finance",
-    description="Time value of money: npv, irr, pv, fv, pmt (loan payment), nper, compound "
-    "interest and annuities. Rates are per period (0.08 or 8%); npv's first cash flow is t=0.",
+    description="NPV, IRR, loan payments, compound interest, annuities.",
     input_format="a call such as npv(0.08, [-1000, 300, 400, 500]), irr([-1000, 300, 400, 500]),"
     " pmt(0.05/12, 360, 200000), compound(1000, 0.05, 10, n=12), annuity_pv(100, 0.05, 10)",
     run=compute,

@@ -101,7 +101,7 @@ def _prepare(config: dict) -> None:
 
 TOOL = Tool(
     name="knowledge_search",
-    description="Searches a local reference corpus (BM25) and returns the best passages.",
+    description="searches a reference corpus for relevant passages.",
     input_format="a short search query with the key terms, e.g. 'Hardy-Weinberg heterozygote "
     "frequency'",
     run=search,

@@ -45,8 +45,7 @@ def run_program(text: str) -> str:
 
 TOOL = Tool(
     name="python",
-    description="Runs a short Python program (math, itertools, fractions, statistics are "
-    "available) and returns what it prints.",
+    description="runs a short Python program and returns what it prints.",
     input_format="a Python program; print() the result",
     run=run_program,
     example="print(sum(range(1, 51)))",

@@ -180,8 +180,7 @@ def _prepare(_config: dict) -> None:
 
 TOOL = Tool(
     name="statistics",
-    description="Probability distributions (binom, norm, poisson, t, chi2, ...), descriptive "
-    "statistics and hypothesis tests (scipy.stats).",
+    description="probability distributions, descriptive statistics, tests (scipy).",
     input_format="dist.method(x, params) e.g. binom.cdf(3, n=10, p=0.5), norm.sf(1.96); "
     "mean([1, 2, 3]); zscore(130, 100, 15); ttest_1samp([..], 5)",
     run=compute,

@@ -185,8 +185,7 @@ def _prepare(_config: dict) -> None:
 
 TOOL = Tool(
     name="symbolic_math",
-    description="Symbolic mathematics with sympy: solve equations, simplify, differentiate, "
-    "integrate, limits, series.",
+    description="solve equations, simplify, differentiate, integrate (sympy).",
     input_format="'<operation>: <expression>', operation one of solve, simplify, diff, "
     "integrate, limit, factor, expand, series, evaluate; e.g. 'solve: x^2-5x+6=0', "
     "'integrate: 2x, 0, 3'",

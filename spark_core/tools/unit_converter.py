@@ -80,7 +80,7 @@ def _prepare(_config: dict) -> None:
 
 TOOL = Tool(
     name="unit_converter",
-    description="Converts between units and gives physical constants in SI units (pint).",
+    description="converts units; gives physical constants (pint).",
     input_format="'<quantity> to <unit>', e.g. '5 km/h to m/s', '100 degF to degC', or a "
     "constant such as 'speed_of_light' or 'boltzmann_constant'",
     run=convert,

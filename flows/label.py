@@ -1,0 +1,19 @@
+"""The ``label`` flow: composite rewards, returns and advantages -> ``trajectories``."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from spark_core.artifacts import ArtifactRef
+from spark_core.config import RunConfig
+from tasks.label import label_trajectories
+
+
+@flow(name="label", log_prints=True)
+def label(config: RunConfig, synthesis: dict | None = None) -> dict[str, ArtifactRef]:
+    """Label the synthesized trajectories (runs synthesis first when not given; cached)."""
+    if synthesis is None:
+        from flows.synthesize import synthesize
+
+        synthesis = synthesize(config)
+    return label_trajectories(config, synthesis)

@@ -1,0 +1,139 @@
+"""Labeling: synthesis artifacts -> ``trajectories`` (one row per question x step) for training.
+
+Each row holds the policy's state (system + user prompt), the chosen action text (the
+completion), every reward component, the return and advantage, and the question's final
+answer and correctness. ``candidate_pool`` keeps all judged candidates of every step with their
+scores, for training on every candidate with group-relative advantages.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+
+from spark_core.action_format import render_step, state_message, system_prompt
+from spark_core.config import RunConfig
+from spark_core.rewards import advantages, discounted_returns, step_rewards, usage_shares
+from spark_core.rollout import tool_lines
+
+CODE_VERSION = "1"
+TRAJECTORIES_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("system", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("judge_score", pa.float64(), nullable=False),
+        pa.field("viable", pa.bool_(), nullable=False),
+        pa.field("r_quality", pa.float64(), nullable=False),
+        pa.field("r_diversity", pa.float64(), nullable=False),
+        pa.field("r_correct", pa.float64(), nullable=False),
+        pa.field("reward", pa.float64(), nullable=False),
+        pa.field("return", pa.float64(), nullable=False),
+        pa.field("advantage", pa.float64(), nullable=False),
+        pa.field("final_answer", pa.string(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("correct", pa.bool_(), nullable=False),
+        pa.field("num_steps", pa.int32(), nullable=False),
+    ]
+)
+CANDIDATE_POOL_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("system", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("judge_score", pa.float64(), nullable=False),
+        pa.field("chosen", pa.bool_(), nullable=False),
+    ]
+)
+
+
+def label(
+    cfg: RunConfig,
+    questions: list[dict[str, Any]],
+    selected: list[dict[str, Any]],
+    finals: list[dict[str, Any]],
+) -> pa.Table:
+    """The ``trajectories`` table (rows ordered by question_id, step)."""
+    system = system_prompt(tool_lines(cfg.rollout.actions))
+    by_id = {q["question_id"]: q for q in questions}
+    final_of = {f["question_id"]: f["final_answer"] for f in finals}
+    shares = usage_shares([s["action"] for s in selected])
+    steps_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in selected:
+        steps_of[row["question_id"]].append(row)
+    rows: list[dict[str, Any]] = []
+    for qid in sorted(steps_of):
+        q, steps = by_id[qid], sorted(steps_of[qid], key=lambda r: r["step"])
+        correct = final_of[qid] == q["answer"]
+        parts = step_rewards(
+            [s["score"] for s in steps], [s["action"] for s in steps], shares, correct, cfg.rewards
+        )
+        returns = discounted_returns([p["reward"] for p in parts], cfg.rewards.gamma)
+        for s, p, g in zip(steps, parts, returns, strict=True):
+            rows.append(
+                {
+                    "question_id": qid,
+                    "category": q["category"],
+                    "step": s["step"],
+                    "system": system,
+                    "prompt": state_message(q["question"], q["options"], s["trajectory_before"]),
+                    "completion": s["completion"],
+                    "action": s["action"],
+                    "judge_score": s["score"],
+                    "viable": s["viable"],
+                    **p,
+                    "return": g,
+                    "advantage": 0.0,
+                    "final_answer": final_of[qid],
+                    "answer": q["answer"],
+                    "correct": correct,
+                    "num_steps": len(steps),
+                }
+            )
+    adv = advantages([r["return"] for r in rows], [r["step"] for r in rows], cfg.rewards)
+    for row, a in zip(rows, adv, strict=True):
+        row["advantage"] = a
+    return pa.Table.from_pylist(rows, schema=TRAJECTORIES_SCHEMA)
+
+
+def candidate_pool(
+    cfg: RunConfig,
+    questions: list[dict[str, Any]],
+    selected: list[dict[str, Any]],
+    candidates: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+) -> pa.Table:
+    """Every judged candidate as a (prompt, completion, score) row; ``chosen`` marks the pick."""
+    system = system_prompt(tool_lines(cfg.rollout.actions))
+    by_id = {q["question_id"]: q for q in questions}
+    before = {(s["question_id"], s["step"]): s for s in selected}
+    score_of = {(s["question_id"], s["step"], s["action"]): s["score"] for s in scores}
+    rows = []
+    for c in sorted(candidates, key=lambda r: (r["question_id"], r["step"], r["action"])):
+        key = (c["question_id"], c["step"])
+        score = score_of.get((*key, c["action"]))
+        if key not in before or score is None:
+            continue
+        q, pick = by_id[c["question_id"]], before[key]
+        rows.append(
+            {
+                "question_id": c["question_id"],
+                "step": c["step"],
+                "system": system,
+                "prompt": state_message(q["question"], q["options"], pick["trajectory_before"]),
+                "completion": render_step(c["thought"], c["action"], c["tool_input"]),
+                "action": c["action"],
+                "judge_score": score,
+                "chosen": c["action"] == pick["action"],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=CANDIDATE_POOL_SCHEMA)

@@ -1,0 +1,215 @@
+"""One step of the SPaRK rollout for one shard of questions: generate -> execute -> judge.
+
+For every active question the generator writes a thought, then an input for each candidate
+action (the tools, and ``cot`` whose input is its reasoning); the tools run in the sandbox;
+the judge scores all candidates. Every generation and judgement goes through the response
+cache, so a crashed shard resumes without paying for a finished call twice. Selection is not
+here: it is a barrier over all shards (``step_selection.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from spark_core.action_format import COT, state_message, system_prompt
+from spark_core.config import RunConfig
+from spark_core.models.calls import Generator, Judge
+from spark_core.models.judge_prompt import JudgeItem
+from spark_core.models.requests import ChatRequest
+from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
+from spark_core.tools.registry import discover
+from spark_core.tools.sandbox import Sandbox
+
+CODE_VERSION = "1"
+THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
+INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
+
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        *TOOL_CALLS_SCHEMA,
+        pa.field("thought", pa.string(), nullable=False),
+        pa.field("gen_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("gen_completion_tokens", pa.int64(), nullable=False),
+        pa.field("gen_cached", pa.bool_(), nullable=False),
+    ]
+)
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("score", pa.float64()),  # null: the judgement failed
+        pa.field("judge_status", pa.string(), nullable=False),
+        pa.field("judge_error", pa.string(), nullable=False),
+        pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("judge_completion_tokens", pa.int64(), nullable=False),
+        pa.field("judge_cached", pa.bool_(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: int
+    question: str
+    options: tuple[str, ...]
+    category: str
+    answer: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Question:
+        return cls(
+            row["question_id"],
+            row["question"],
+            tuple(row["options"]),
+            row["category"],
+            row["answer"],
+        )
+
+
+def tool_lines(actions: list[str]) -> list[str]:
+    tools = discover()
+    return [f"{a}: {tools[a].description}" for a in actions if a != COT]
+
+
+def check_actions(actions: list[str]) -> None:
+    unknown = [a for a in actions if a != COT and a not in discover()]
+    if unknown:
+        raise ValueError(
+            f"rollout.actions names unknown tools {unknown}; "
+            f"registered: {sorted(discover())} and {COT!r}"
+        )
+
+
+def policy_messages(q: Question, trajectory: str, actions: list[str]) -> tuple:
+    """The policy's prompt (state): shared by synthesis, training and evaluation."""
+    return (
+        ("system", system_prompt(tool_lines(actions))),
+        ("user", state_message(q.question, q.options, trajectory)),
+    )
+
+
+def _request(
+    cfg: RunConfig, messages: tuple, prefill: str, max_tokens: int, stop: tuple, salt: int
+) -> ChatRequest:
+    gen = cfg.generator
+    return ChatRequest(
+        messages,
+        max_new_tokens=max_tokens,
+        temperature=gen.temperature,
+        seed=cfg.rollout.seed * 1_000_003 + salt,
+        stop=stop,
+        prefill=prefill,
+    )
+
+
+def rollout_step(
+    cfg: RunConfig,
+    step: int,
+    questions: list[Question],
+    trajectories: dict[int, str],
+    generator: Generator,
+    judge: Judge,
+    sandbox: Sandbox,
+    timings: dict[str, float] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Candidates and their judge scores for ``questions`` (all active) at ``step``.
+    ``timings`` (if given) accumulates seconds spent generating, running tools and judging."""
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[phase] = timings.get(phase, 0.0) + now - clock
+        clock = now
+
+    actions = cfg.rollout.actions
+    prompts = {
+        q.question_id: policy_messages(q, trajectories[q.question_id], actions) for q in questions
+    }
+    thoughts = generator.generate(
+        [
+            _request(
+                cfg,
+                prompts[q.question_id],
+                "Thought:",
+                cfg.rollout.thought_tokens,
+                THOUGHT_STOP,
+                q.question_id * 31 + step,
+            )
+            for q in questions
+        ]
+    )
+    thought_of = {q.question_id: t.text.strip() for q, t in zip(questions, thoughts, strict=True)}
+
+    pairs = [(q, a) for q in questions for a in actions]
+    inputs = generator.generate(
+        [
+            _request(
+                cfg,
+                prompts[q.question_id],
+                f"Thought: {thought_of[q.question_id]}\nAction: {a}\nAction Input:",
+                cfg.rollout.input_tokens,
+                INPUT_STOP,
+                q.question_id * 31 + step,
+            )
+            for q, a in pairs
+        ]
+    )
+    calls = [
+        ToolCall(q.question_id, step, a, c.text.strip())
+        for (q, a), c in zip(pairs, inputs, strict=True)
+    ]
+    lap("generation")
+    rows = run_batch(calls, sandbox, cfg.tools.parallelism)
+    lap("tools")
+    for row, (q, _), completion in zip(rows, pairs, inputs, strict=True):
+        row.update(
+            thought=thought_of[q.question_id],
+            gen_prompt_tokens=completion.prompt_tokens,
+            gen_completion_tokens=completion.completion_tokens,
+            gen_cached=completion.cached,
+        )
+        if completion.finish_reason == "error":
+            row.update(
+                status="error",
+                output="",
+                error=f"generation failed: {completion.extra.get('error', '')}"[:500],
+            )
+
+    items = [
+        JudgeItem(
+            q.question,
+            q.options,
+            trajectories[q.question_id],
+            row["action"],
+            row["tool_input"],
+            row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}",
+        )
+        for row, (q, _) in zip(rows, pairs, strict=True)
+    ]
+    judgements = judge.score(items)
+    lap("judging")
+    scores = [
+        {
+            "question_id": row["question_id"],
+            "step": step,
+            "action": row["action"],
+            "score": j.score,
+            "judge_status": j.status,
+            "judge_error": j.error,
+            "judge_prompt_tokens": j.prompt_tokens,
+            "judge_completion_tokens": j.completion_tokens,
+            "judge_cached": j.cached,
+        }
+        for row, j in zip(rows, judgements, strict=True)
+    ]
+    return (
+        pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA),
+        pa.Table.from_pylist(scores, schema=SCORES_SCHEMA),
+    )

@@ -1,0 +1,189 @@
+"""The barrier of a rollout step: select one candidate per question over *all* shards (global
+usage counts, ascending question_id), append its observation to the trajectory, and close
+the questions that stated a final answer. After the last step, every open question is asked
+for its final answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from spark_core.action_format import COT, final_answer, render_step, trajectory_entry
+from spark_core.answers import LETTERS, extract_answer
+from spark_core.config import RunConfig
+from spark_core.models.calls import Generator
+from spark_core.models.requests import ChatRequest
+from spark_core.rollout import Question, policy_messages
+from spark_core.selection import select_in_order
+
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("trajectory", pa.string(), nullable=False),
+        pa.field("steps_taken", pa.int32(), nullable=False),
+        pa.field("done", pa.bool_(), nullable=False),
+        pa.field("final_answer", pa.string()),
+    ]
+)
+SELECTED_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("viable", pa.bool_(), nullable=False),
+        pa.field("usage_before", pa.int64(), nullable=False),
+        pa.field("trajectory_before", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("observation", pa.string(), nullable=False),
+        pa.field("final_answer", pa.string()),
+    ]
+)
+USAGE_SCHEMA = pa.schema(
+    [pa.field("action", pa.string(), nullable=False), pa.field("count", pa.int64(), nullable=False)]
+)
+FINAL_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("final_answer", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # stated | answer_step | guess
+        pa.field("answer_text", pa.string(), nullable=False),
+    ]
+)
+
+
+def initial_states(question_ids: list[int]) -> pa.Table:
+    rows = [
+        {"question_id": q, "trajectory": "", "steps_taken": 0, "done": False, "final_answer": None}
+        for q in sorted(question_ids)
+    ]
+    return pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
+
+
+def usage_table(usage: Counter) -> pa.Table:
+    rows = [{"action": a, "count": c} for a, c in sorted(usage.items())]
+    return pa.Table.from_pylist(rows, schema=USAGE_SCHEMA)
+
+
+def observation_text(row: dict[str, Any], limit: int) -> str:
+    text = row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}"
+    text = " ".join(text.split()) if row["action"] == COT else text.strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def select_step(
+    cfg: RunConfig,
+    step: int,
+    candidates: pa.Table,
+    scores: pa.Table,
+    states: pa.Table,
+    usage: Counter,
+) -> tuple[pa.Table, pa.Table]:
+    """Pick one candidate per active question; returns (selected, next states). ``usage`` is
+    updated in place."""
+    by_question: dict[int, dict[str, float | None]] = {}
+    for row in scores.to_pylist():
+        by_question.setdefault(row["question_id"], {})[row["action"]] = row["score"]
+    candidate = {(r["question_id"], r["action"]): r for r in candidates.to_pylist()}
+    picks = dict(
+        select_in_order(
+            list(by_question.items()), usage, cfg.rollout.selection, cfg.rollout.viable_threshold
+        )
+    )
+    selected, next_states = [], []
+    for state in states.to_pylist():
+        qid = state["question_id"]
+        if state["done"] or qid not in picks:
+            next_states.append(state)
+            continue
+        pick = picks[qid]
+        row = candidate[(qid, pick.action)]
+        completion = render_step(row["thought"], pick.action, row["tool_input"])
+        observation = observation_text(row, cfg.rollout.observation_chars)
+        stated = final_answer(f"{row['thought']}\n{row['tool_input']}")
+        entry = trajectory_entry(completion, observation)
+        trajectory = f"{state['trajectory']}\n{entry}" if state["trajectory"] else entry
+        selected.append(
+            {
+                "question_id": qid,
+                "step": step,
+                "action": pick.action,
+                "score": pick.score,
+                "viable": pick.viable,
+                "usage_before": pick.usage_before,
+                "trajectory_before": state["trajectory"],
+                "completion": completion,
+                "observation": observation,
+                "final_answer": stated,
+            }
+        )
+        next_states.append(
+            {
+                "question_id": qid,
+                "trajectory": trajectory,
+                "steps_taken": step,
+                "done": stated is not None or step >= cfg.rollout.steps,
+                "final_answer": stated,
+            }
+        )
+    return (
+        pa.Table.from_pylist(selected, schema=SELECTED_SCHEMA),
+        pa.Table.from_pylist(next_states, schema=STATE_SCHEMA),
+    )
+
+
+def answer_request(cfg: RunConfig, q: Question, trajectory: str) -> ChatRequest:
+    """Ask for the final letter after the last step: the answer action, prefilled."""
+    prefill = "Thought: I can now give the final answer.\nAction: answer\nAction Input: ("
+    return ChatRequest(
+        policy_messages(q, trajectory, cfg.rollout.actions),
+        max_new_tokens=3,
+        temperature=0.0,
+        prefill=prefill,
+        stop=(")",),
+    )
+
+
+def final_answers(
+    cfg: RunConfig, questions: dict[int, Question], states: pa.Table, generator: Generator
+) -> pa.Table:
+    """Every question's final answer: stated during the rollout, asked for afterwards, or —
+    MMLU-Pro's rule when no letter can be read — a seeded random guess."""
+    rows, pending = [], []
+    for state in states.to_pylist():
+        if state["final_answer"]:
+            rows.append(
+                {
+                    "question_id": state["question_id"],
+                    "final_answer": state["final_answer"],
+                    "source": "stated",
+                    "answer_text": "",
+                }
+            )
+        else:
+            pending.append(state)
+    completions = generator.generate(
+        [answer_request(cfg, questions[s["question_id"]], s["trajectory"]) for s in pending]
+    )
+    for state, completion in zip(pending, completions, strict=True):
+        q = questions[state["question_id"]]
+        text = f"({completion.text.strip()})"
+        letter = extract_answer(f"the answer is {text}")
+        source = "answer_step"
+        if letter is None or LETTERS.index(letter) >= len(q.options):
+            rng = random.Random(f"guess:{cfg.rollout.seed}:{q.question_id}")
+            letter, source = LETTERS[rng.randrange(len(q.options))], "guess"
+        rows.append(
+            {
+                "question_id": q.question_id,
+                "final_answer": letter,
+                "source": source,
+                "answer_text": completion.text,
+            }
+        )
+    rows.sort(key=lambda r: r["question_id"])
+    return pa.Table.from_pylist(rows, schema=FINAL_SCHEMA)

@@ -1,0 +1,130 @@
+"""What a synthesis run did: action usage and its entropy, viable rate and judge score
+distribution per tool, fallback rate, judge tokens and estimated cost."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from spark_core.metrics import entropy_bits, normalized_entropy, quantile
+from spark_core.models.usage import prices_for
+
+ACTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("chosen", pa.int64(), nullable=False),
+        pa.field("chosen_share", pa.float64(), nullable=False),
+        pa.field("candidates", pa.int64(), nullable=False),
+        pa.field("viable_rate", pa.float64(), nullable=False),
+        pa.field("tool_error_rate", pa.float64(), nullable=False),
+        pa.field("score_mean", pa.float64()),
+        pa.field("score_std", pa.float64()),
+        pa.field("score_p10", pa.float64()),
+        pa.field("score_p50", pa.float64()),
+        pa.field("score_p90", pa.float64()),
+    ]
+)
+RUN_SCHEMA = pa.schema(
+    [
+        pa.field("questions", pa.int64(), nullable=False),
+        pa.field("steps", pa.int64(), nullable=False),
+        pa.field("entropy_bits", pa.float64(), nullable=False),
+        pa.field("normalized_entropy", pa.float64(), nullable=False),
+        pa.field("fallback_rate", pa.float64(), nullable=False),
+        pa.field("failed_judgements", pa.int64(), nullable=False),
+        pa.field("judge_calls", pa.int64(), nullable=False),
+        pa.field("judge_cached_calls", pa.int64(), nullable=False),
+        pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("judge_completion_tokens", pa.int64(), nullable=False),
+        pa.field("judge_cost_usd", pa.float64()),
+        pa.field("generated_tokens", pa.int64(), nullable=False),
+    ]
+)
+
+
+def summarize(
+    actions: list[str],
+    selected: list[dict[str, Any]],
+    candidates: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    threshold: float,
+    judge_model: str,
+    judge_prices: tuple[float | None, float | None] = (None, None),
+) -> tuple[pa.Table, pa.Table]:
+    chosen = Counter(s["action"] for s in selected)
+    total = sum(chosen.values()) or 1
+    per_action = []
+    for action in actions:
+        judged = [s["score"] for s in scores if s["action"] == action and s["score"] is not None]
+        cands = [c for c in candidates if c["action"] == action]
+        per_action.append(
+            {
+                "action": action,
+                "chosen": chosen[action],
+                "chosen_share": chosen[action] / total,
+                "candidates": len(cands),
+                "viable_rate": sum(v >= threshold for v in judged) / len(judged) if judged else 0.0,
+                "tool_error_rate": sum(c["status"] != "ok" for c in cands) / len(cands)
+                if cands
+                else 0.0,
+                "score_mean": statistics.fmean(judged) if judged else None,
+                "score_std": statistics.pstdev(judged) if judged else None,
+                "score_p10": quantile(judged, 0.1) if judged else None,
+                "score_p50": quantile(judged, 0.5) if judged else None,
+                "score_p90": quantile(judged, 0.9) if judged else None,
+            }
+        )
+    fresh = [s for s in scores if not s["judge_cached"]]
+    prompt_tokens = sum(s["judge_prompt_tokens"] for s in fresh)
+    completion_tokens = sum(s["judge_completion_tokens"] for s in fresh)
+    prices = prices_for(judge_model, *judge_prices)
+    run = {
+        "questions": len({s["question_id"] for s in selected}),
+        "steps": len(selected),
+        "entropy_bits": entropy_bits(chosen),
+        "normalized_entropy": normalized_entropy(chosen, len(actions)),
+        "fallback_rate": sum(not s["viable"] for s in selected) / total,
+        "failed_judgements": sum(s["judge_status"] != "ok" for s in scores),
+        "judge_calls": len(scores),
+        "judge_cached_calls": len(scores) - len(fresh),
+        "judge_prompt_tokens": prompt_tokens,
+        "judge_completion_tokens": completion_tokens,
+        "judge_cost_usd": None
+        if prices is None
+        else (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1000,
+        "generated_tokens": sum(c["gen_completion_tokens"] for c in candidates),
+    }
+    return (
+        pa.Table.from_pylist(per_action, schema=ACTIONS_SCHEMA),
+        pa.Table.from_pylist([run], schema=RUN_SCHEMA),
+    )
+
+
+def markdown(per_action: pa.Table, run: pa.Table) -> str:
+    r = run.to_pylist()[0]
+    lines = [
+        "# Synthesis summary",
+        "",
+        f"- questions: {r['questions']}, selected steps: {r['steps']}",
+        f"- chosen-action entropy: {r['entropy_bits']:.3f} bits "
+        f"(normalised {r['normalized_entropy']:.3f})",
+        f"- fallback rate (nothing viable): {r['fallback_rate']:.1%}",
+        f"- judge calls: {r['judge_calls']} ({r['judge_cached_calls']} cached, "
+        f"{r['failed_judgements']} failed), tokens {r['judge_prompt_tokens']} prompt + "
+        f"{r['judge_completion_tokens']} completion"
+        + (f", est. cost ${r['judge_cost_usd']:.4f}" if r["judge_cost_usd"] is not None else ""),
+        "",
+        "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    for a in per_action.to_pylist():
+        lines.append(
+            f"| {a['action']} | {a['chosen']} | {a['chosen_share']:.1%} | {a['viable_rate']:.1%} "
+            f"| {a['tool_error_rate']:.1%} | {fmt(a['score_mean'])} | {fmt(a['score_p10'])} "
+            f"| {fmt(a['score_p50'])} | {fmt(a['score_p90'])} |"
+        )
+    return "\n".join(lines)

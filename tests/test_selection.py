@@ -1,0 +1,57 @@
+"""Selection strategies on hand-made score tables, with exact expected picks."""
+
+from collections import Counter
+
+import pytest
+
+from spark_core.selection import Pick, select, select_in_order
+
+SCORES = {"calculator": 9.0, "python": 8.0, "chemistry": 6.0, "cot": 7.5, "finance": 3.0}
+
+
+def test_rarity_first_takes_the_least_used_viable_action():
+    usage = Counter({"calculator": 5, "python": 2, "chemistry": 1, "cot": 0})
+    assert select(SCORES, usage) == Pick("cot", 7.5, True, 0)
+    usage["cot"] = 4
+    assert select(SCORES, usage) == Pick("chemistry", 6.0, True, 1)
+
+
+def test_rarity_first_ties_break_by_lower_score_then_name():
+    assert select(SCORES, Counter()) == Pick("chemistry", 6.0, True, 0)
+    tied = {"python": 7.0, "calculator": 7.0, "cot": 9.0}
+    assert select(tied, Counter()).action == "calculator"
+
+
+def test_non_viable_candidates_are_never_chosen_while_one_is_viable():
+    usage = Counter({"calculator": 3, "python": 3, "chemistry": 3, "cot": 3})
+    assert select(SCORES, usage).action == "chemistry"  # finance is unused but scores 3.0
+
+
+def test_lowest_viable_and_greedy():
+    assert select(SCORES, Counter(), "lowest_viable") == Pick("chemistry", 6.0, True, 0)
+    assert select(SCORES, Counter({"calculator": 9}), "greedy") == Pick("calculator", 9.0, True, 9)
+
+
+def test_fallback_to_the_highest_score_when_nothing_is_viable():
+    low = {"calculator": 2.0, "python": 5.5, "cot": None, "finance": 5.5}
+    pick = select(low, Counter(), threshold=6.0)
+    assert pick == Pick("finance", 5.5, False, 0)  # tie on score broken by name
+    with pytest.raises(ValueError):
+        select({"cot": None}, Counter())
+
+
+def test_usage_accumulates_in_question_order():
+    table = [
+        (30, {"calculator": 8.0, "cot": 8.0}),
+        (10, {"calculator": 8.0, "cot": 9.0}),
+        (20, {"calculator": 8.0, "cot": 9.0}),
+    ]
+    usage = Counter()
+    picks = select_in_order(table, usage)
+    assert [(q, p.action) for q, p in picks] == [
+        (10, "calculator"),
+        (20, "cot"),
+        (30, "calculator"),
+    ]
+    assert usage == Counter({"calculator": 2, "cot": 1})
+    assert picks[2][1].usage_before == 1
