@@ -128,6 +128,20 @@ def label(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(f"candidate pool: {refs['candidate_pool'].uri}")
 
 
+def _print_train(result: dict[str, Any]) -> None:
+    for trainer in ("sft", "spark"):
+        console.print(f"{trainer} adapter: {result[trainer]['adapter']}")
+
+
+@app.command()
+def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Train the SFT baseline and the SPaRK (offline PPO) adapters on the trajectories."""
+    cfg = _load(config, set_)
+    from flows.train import train as train_flow
+
+    _print_train(_run_flow(train_flow, cfg))
+
+
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run the whole pipeline (every stage, cached and resumable)."""
@@ -139,6 +153,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_synthesis(result["synthesize"])
     traj = result["label"]["trajectories"]
     console.print(f"trajectories: {traj.uri} ({traj.rows} rows)")
+    _print_train(result["train"])
 
 
 @config_app.command("show")

@@ -1,6 +1,6 @@
 """The SPaRK pipeline, in the order of the paper's figure.
 
-ingest -> synthesize -> label; train and evaluate follow (see the open issues).
+ingest -> synthesize -> label -> train; evaluate follows (see the open issues).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from prefect import flow
 from flows.ingest import ingest
 from flows.label import label
 from flows.synthesize import synthesize
+from flows.train import train
 from spark_core.config import RunConfig
 
 
@@ -19,4 +20,5 @@ def pipeline(config: RunConfig) -> dict:
     questions = ingest(config)
     synthesis = synthesize(config, questions["questions"])
     trajectories = label(config, synthesis)
-    return {"ingest": questions, "synthesize": synthesis, "label": trajectories}
+    adapters = train(config, trajectories)
+    return {"ingest": questions, "synthesize": synthesis, "label": trajectories, "train": adapters}

@@ -171,16 +171,27 @@ class TrainingConfig(_Section):
     quantization: Literal["auto", "none", "4bit"] = "auto"
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(16, gt=0)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1, description="0 keeps PPO's ratio exactly 1 at the start of an epoch."
+    )
     learning_rate: float = Field(1e-4, gt=0)
     epochs: int = Field(1, gt=0)
     batch_size: int = Field(4, gt=0)
     grad_accum: int = Field(1, gt=0)
     max_seq_len: int = Field(256, gt=0)
-    clip_eps: float = Field(0.2, gt=0)
-    kl_coef: float = Field(0.05, ge=0)
+    clip_eps: float = Field(0.2, gt=0, description="PPO clip range epsilon.")
+    kl_coef: float = Field(0.05, ge=0, description="beta: weight of KL(policy || reference).")
+    kl_estimator: Literal["k1", "k3"] = "k3"
     entropy_coef: float = Field(0.0, ge=0)
-    ppo_epochs: int = Field(2, gt=0)
+    ppo_epochs: int = Field(2, gt=0, description="PPO epochs (old log-probs refreshed each).")
+    candidates: Literal["chosen", "all"] = Field(
+        "chosen",
+        description="PPO on the chosen steps, or on all judged candidates with "
+        "group-relative advantages.",
+    )
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: epochs).")
+    logging_steps: int = Field(1, gt=0)
+    save_steps: int = Field(50, gt=0, description="Checkpoint every N steps (resume after a kill).")
     seed: int = 0
 
 

@@ -1,0 +1,86 @@
+"""Synthesis throughput on the demo preset, and the cost of a fully cached rerun.
+
+Runs the ``synthesize`` flow in-process twice against a fresh run folder and response cache:
+first for real, then with nothing changed. Prints questions per minute, generated tokens per
+second, where the time went (generation, tools, judging, model loading, the rest = Prefect and
+I/O overhead), and the rerun's time as a share of the first run (the issue asks < 10%).
+
+    python bench/synthesize.py [--config configs/demo.yaml] [--set rollout.steps=1 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spark_core.config import load_config  # noqa: E402
+from spark_core.runtime import configure_prefect_env  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--set", action="append", default=[], help="section.key=value")
+    args = parser.parse_args()
+    runs = tempfile.mkdtemp(prefix="spark-bench-")
+    # one shard: the phases then run one after another, so their times add up to the wall time
+    cfg = load_config(args.config, ["rollout.shards=1", *args.set, f"runtime.runs_dir={runs}"])
+    configure_prefect_env(runs)
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+
+    from flows.synthesize import synthesize
+    from spark_core.artifacts import ArtifactStore
+    from spark_core.synthesis_summary import RUN_SCHEMA
+    from tasks.models import models_for
+    from tasks.synthesize import PHASE_SECONDS
+    from tasks.tools import sandbox_for
+
+    start = time.perf_counter()
+    models_for(cfg)
+    sandbox_for(cfg)
+    loading = time.perf_counter() - start
+
+    start = time.perf_counter()
+    result = synthesize(cfg)
+    first = time.perf_counter() - start
+    phases = dict(PHASE_SECONDS)
+
+    start = time.perf_counter()
+    synthesize(cfg)
+    rerun = time.perf_counter() - start
+
+    run_ref = result["summary"][1]
+    summary = ArtifactStore(cfg.runtime.artifacts_url()).read(run_ref.name, RUN_SCHEMA)
+    run = summary.to_pylist()[0]
+    total = first + loading
+    work = sum(phases.values())
+    print(
+        f"synthesis, {args.config}: {run['questions']} questions x up to "
+        f"{cfg.rollout.steps} steps x {len(cfg.rollout.actions)} candidates "
+        f"({cfg.generator.backend} generator, {cfg.judge.backend} judge)"
+    )
+    print(
+        f"  first run:        {total:7.1f} s  ({60 * run['questions'] / total:.1f} questions/min)"
+    )
+    print(
+        f"  generated tokens: {run['generated_tokens']} "
+        f"({run['generated_tokens'] / phases.get('generation', 1):.1f} tokens/s in generation)"
+    )
+    for name, seconds in [
+        ("model loading", loading),
+        *sorted(phases.items()),
+        ("Prefect + I/O + final answers", first - work),
+    ]:
+        print(f"    {name:<30} {seconds:7.1f} s  {100 * seconds / total:5.1f}%")
+    print(f"  cached rerun:     {rerun:7.1f} s  ({100 * rerun / total:.1f}% of the first run)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Training throughput: tokens/s of the offline PPO step and of the SFT step on the same data,
+and their ratio (the issue asks PPO <= 1.6x the SFT step's cost: one extra forward pass
+without gradient).
+
+    python bench/train.py [--examples 16] [--model smollm2-135m-instruct]
+
+Both trainers run one epoch over the same examples with the same batch size and LoRA config;
+PPO's time includes its old/reference log-prob pass at the start of the epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spark_core.action_format import render_step, state_message, system_prompt  # noqa: E402
+from spark_core.config import load_config  # noqa: E402
+from spark_core.models.default_model import resolve_model  # noqa: E402
+from spark_core.models.hf_backend import load_tokenizer  # noqa: E402
+from spark_core.questions import validate  # noqa: E402
+from spark_core.rl.data import ppo_examples  # noqa: E402
+from spark_core.rl.train import train_ppo, train_sft  # noqa: E402
+from spark_core.rollout import tool_lines  # noqa: E402
+from spark_core.sources import read_source  # noqa: E402
+
+
+def rows(n: int, actions: list[str]) -> list[dict]:
+    questions = validate(read_source("bundled")).accepted[:n]
+    system = system_prompt(tool_lines(actions))
+    return [
+        {
+            "system": system,
+            "prompt": state_message(q["question"], q["options"], ""),
+            "completion": render_step("Compute it directly.", "calculator", "12000 / 20"),
+            "advantage": 1.0 if i % 2 else -1.0,
+        }
+        for i, q in enumerate(questions)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    args = parser.parse_args()
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            f"generator.name={args.model}",
+            "training.epochs=1",
+            "training.ppo_epochs=1",
+            "training.save_steps=100000",
+        ],
+    )
+    base = resolve_model(args.model)
+    data = rows(args.examples, cfg.rollout.actions)
+    tokens = sum(
+        len(e["input_ids"])
+        for e in ppo_examples(data, load_tokenizer(base), cfg.training.max_seq_len)
+    )
+    rates = {}
+    for name, fn in (("sft", train_sft), ("ppo", train_ppo)):
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            fn(cfg, data, base, Path(out))
+            rates[name] = tokens / (time.perf_counter() - start)
+    print(
+        f"training throughput, {args.model}, {args.examples} examples "
+        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, CPU"
+    )
+    print(f"  SFT step: {rates['sft']:7.1f} tokens/s")
+    print(f"  PPO step: {rates['ppo']:7.1f} tokens/s")
+    print(f"  PPO costs {rates['sft'] / rates['ppo']:.2f}x the SFT step")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The offline PPO objective, every term named as in the equation (cf. CleanRL's ppo.py).
+
+    logratio  = log pi_theta(a|s) - log pi_old(a|s)          per completion token
+    ratio     = exp(logratio)
+    pg_loss1  = -A * ratio
+    pg_loss2  = -A * clip(ratio, 1 - eps, 1 + eps)
+    pg_loss   = mean(max(pg_loss1, pg_loss2))
+    kl        = KL(pi_theta || pi_ref) per token, estimator k1 or k3
+    loss      = pg_loss + beta * kl - c_ent * entropy
+
+Means are over each sequence's completion tokens, then over sequences, so every step weighs
+the same whatever its length. Prompt tokens are masked out of every term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each row's masked tokens, then over rows."""
+    per_row = (values * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+    return per_row.mean()
+
+
+def kl_per_token(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str
+) -> torch.Tensor:
+    """KL(pi_theta || pi_ref) estimated from samples of the logged actions (Schulman's k1/k3)."""
+    log_r = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k3":
+        return torch.exp(log_r) - log_r - 1.0
+    raise ValueError(f"unknown KL estimator {estimator!r}; use 'k1' or 'k3'")
+
+
+@dataclass
+class PPOStats:
+    loss: float
+    policy_loss: float
+    kl: float
+    approx_kl: float
+    clipfrac: float
+    ratio: float
+    entropy: float
+
+
+def ppo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    kl_coef: float,
+    kl_estimator: str = "k3",
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+) -> tuple[torch.Tensor, PPOStats]:
+    """Clipped surrogate + KL penalty to the reference (+ optional entropy bonus).
+
+    Shapes: log-probs, entropy and mask [batch, tokens]; advantages [batch] (one per step)."""
+    mask = mask.to(logprobs.dtype)
+    adv = advantages.to(logprobs.dtype)[:, None]
+    logratio = logprobs - old_logprobs
+    ratio = torch.exp(logratio)
+    pg_loss1 = -adv * ratio
+    pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    kl = masked_mean(kl_per_token(logprobs, ref_logprobs, kl_estimator), mask)
+    loss = pg_loss + kl_coef * kl
+    entropy_mean = masked_mean(entropy, mask) if entropy is not None else torch.zeros(())
+    if entropy is not None and entropy_coef:
+        loss = loss - entropy_coef * entropy_mean
+    with torch.no_grad():
+        approx_kl = masked_mean((ratio - 1.0) - logratio, mask)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > clip_eps).to(mask.dtype), mask)
+        mean_ratio = masked_mean(ratio, mask)
+    stats = PPOStats(
+        loss=loss.item(),
+        policy_loss=pg_loss.item(),
+        kl=kl.item(),
+        approx_kl=approx_kl.item(),
+        clipfrac=clipfrac.item(),
+        ratio=mean_ratio.item(),
+        entropy=entropy_mean.item(),
+    )
+    return loss, stats
+
+
+def token_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each next token and the policy's entropy at that position.
+
+    Returns tensors aligned with ``input_ids[:, 1:]``."""
+    logits = logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    chosen = torch.gather(logp, -1, input_ids[:, 1:, None]).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(dim=-1)
+    return chosen, entropy

@@ -1,0 +1,146 @@
+"""Offline PPO on logged trajectories, as a ``transformers.Trainer`` subclass (TRL's shape:
+a config dataclass and a trainer overriding ``compute_loss``), so checkpointing, resume,
+gradient accumulation, mixed precision and multi-GPU (``accelerate launch``) come from the
+library.
+
+The policy is a PEFT model. The reference policy is the same model with its adapter disabled,
+so no second copy of the weights is held. Reference log-probs never change and are computed
+once; the "old" log-probs are taken from the policy at the start of each PPO epoch (one
+forward pass without gradient per example per epoch — the only extra cost over SFT).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from spark_core.rl.data import PPOCollator
+from spark_core.rl.ppo_loss import ppo_loss, token_logprobs
+
+
+@dataclass
+class OfflinePPOConfig(TrainingArguments):
+    """``TrainingArguments`` plus the PPO terms. ``num_train_epochs`` is the number of PPO
+    epochs; the old log-probs are refreshed at the start of each."""
+
+    clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range epsilon."})
+    kl_coef: float = field(default=0.05, metadata={"help": "beta: weight of KL(policy||ref)."})
+    kl_estimator: str = field(default="k3", metadata={"help": "KL estimator: 'k1' or 'k3'."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep PPO columns."})
+
+
+class _RefreshOldLogprobs(TrainerCallback):
+    def __init__(self, trainer: OfflinePPOTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer.refresh_logprobs()
+
+
+class OfflinePPOTrainer(Trainer):
+    """Trains a PEFT policy with the clipped surrogate + KL objective on fixed examples
+    (dicts with ``input_ids``, ``completion_mask``, ``advantage``, ``index``)."""
+
+    def __init__(
+        self,
+        model: Any,
+        args: OfflinePPOConfig,
+        train_dataset: list[dict[str, Any]],
+        processing_class: Any,
+        **kwargs: Any,
+    ):
+        if not hasattr(model, "disable_adapter"):
+            raise TypeError(
+                "OfflinePPOTrainer needs a PEFT model: the reference policy is the "
+                "base model with the adapter disabled"
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            data_collator=PPOCollator(processing_class.pad_token_id),
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.model_accepts_loss_kwargs = False  # the loss is already a mean: scale per micro-batch
+        self.add_callback(_RefreshOldLogprobs(self))
+        self._old: dict[int, torch.Tensor] = {}
+        self._ref: dict[int, torch.Tensor] = {}
+        self._stats: dict[str, list[float]] = defaultdict(list)
+
+    # -- log-probs of the logged actions --------------------------------------------------
+    def _logprobs(self, model: Any, batch: dict[str, torch.Tensor]):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return token_logprobs(out.logits, batch["input_ids"])
+
+    @torch.no_grad()
+    def refresh_logprobs(self) -> None:
+        """Old log-probs from the current policy; reference log-probs (adapter disabled)
+        the first time only."""
+        model = self.model
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=self.args.per_device_train_batch_size,
+            collate_fn=self.data_collator,
+        )
+        for batch in loader:
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            lengths = batch["attention_mask"].sum(dim=1).tolist()
+            old, _ = self._logprobs(model, batch)
+            indices = batch["index"].tolist()
+            ref = None
+            if any(i not in self._ref for i in indices):  # once per example, ever
+                with model.disable_adapter():
+                    ref, _ = self._logprobs(model, batch)
+            for row, index in enumerate(indices):
+                self._old[index] = old[row, : lengths[row] - 1].float().cpu()
+                if ref is not None:
+                    self._ref[index] = ref[row, : lengths[row] - 1].float().cpu()
+
+    def _stored(self, table: dict[int, torch.Tensor], index: torch.Tensor, width: int):
+        rows = [table[i] for i in index.tolist()]
+        out = torch.zeros(len(rows), width)
+        for r, values in enumerate(rows):
+            out[r, : len(values)] = values
+        return out.to(self.args.device)
+
+    # -- the loss ---------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._old:  # e.g. training_step called outside of train()
+            self.refresh_logprobs()
+        logprobs, entropy = self._logprobs(model, inputs)
+        width = logprobs.shape[1]
+        # the token at position t+1 is predicted at t: shift the masks by one
+        mask = inputs["completion_mask"][:, 1:] * inputs["attention_mask"][:, 1:]
+        old = self._stored(self._old, inputs["index"], width)
+        ref = self._stored(self._ref, inputs["index"], width)
+        args: OfflinePPOConfig = self.args
+        loss, stats = ppo_loss(
+            logprobs,
+            old,
+            ref,
+            inputs["advantages"],
+            mask,
+            args.clip_eps,
+            args.kl_coef,
+            args.kl_estimator,
+            entropy,
+            args.entropy_coef,
+        )
+        for name, value in vars(stats).items():
+            self._stats[name if name != "loss" else "ppo_loss"].append(value)
+        return (loss, {"logprobs": logprobs}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add the mean of every PPO diagnostic since the last log (KL, clip fraction, ...)."""
+        if self._stats and "loss" in logs:
+            for name, values in self._stats.items():
+                logs[name] = sum(values) / len(values)
+            self._stats.clear()
+        super().log(logs, *args, **kwargs)

@@ -1,0 +1,181 @@
+"""Train the two adapters: the SFT baseline (TRL's SFTTrainer on the chosen steps) and SPaRK
+(offline PPO). Both write a standard PEFT adapter folder (``PeftModel.from_pretrained``) with
+the tokenizer and a model card, and resume from their last checkpoint after a kill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from spark_core.config import RunConfig
+from spark_core.rl.data import group_relative, ppo_examples, sft_records
+from spark_core.rl.hardware import choose_precision, load_base, lora_config
+from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
+
+METRIC_KEYS = (
+    "loss",
+    "policy_loss",
+    "kl",
+    "approx_kl",
+    "clipfrac",
+    "ratio",
+    "entropy",
+    "learning_rate",
+    "grad_norm",
+)
+
+
+def _common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
+    t = cfg.training
+    precision = choose_precision(t)
+    return dict(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision.bf16,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=precision.device == "cpu",
+        dataloader_num_workers=0,
+        lr_scheduler_type="constant",
+    )
+
+
+def _last_checkpoint(out_dir: Path) -> str | None:
+    checkpoints = sorted(
+        (out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
+    )
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def _finish(trainer: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -> list[dict]:
+    adapter = out_dir / "adapter"
+    trainer.model.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    history = [
+        {
+            "step": int(entry.get("step", 0)),
+            **{k: float(entry[k]) for k in METRIC_KEYS if k in entry},
+        }
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
+    (adapter / "README.md").write_text(
+        model_card({**card, "final": history[-1] if history else {}})
+    )
+    return history
+
+
+def model_card(card: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "---",
+            "library_name: peft",
+            f"base_model: {card['base_model']}",
+            "tags: [spark, lora]",
+            "---",
+            f"# {card['title']}",
+            "",
+            f"LoRA adapter for `{card['base_model']}`, trained by the spark pipeline.",
+            "",
+            "## Data",
+            card["data"],
+            "",
+            "## Training config",
+            "```json",
+            json.dumps(card["config"], indent=2),
+            "```",
+            "",
+            "## Final logged metrics",
+            "```json",
+            json.dumps(card["final"], indent=2),
+            "```",
+            "",
+            "Load with `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), "
+            "adapter_dir)`.",
+        ]
+    )
+
+
+def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], base_path: str, out_dir: Path):
+    """The SFT baseline: imitate the chosen actions (completion-only loss)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from spark_core.models.hf_backend import load_tokenizer
+
+    tokenizer = load_tokenizer(base_path)
+    tokenizer.padding_side = "right"
+    model = load_base(base_path, choose_precision(cfg.training))
+    args = SFTConfig(
+        **_common_args(cfg, out_dir, cfg.training.epochs),
+        max_length=cfg.training.max_seq_len,
+        completion_only_loss=True,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(sft_records(rows)),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.training),
+    )
+    trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
+    card = {
+        "title": "SFT baseline",
+        "base_model": cfg.generator.name,
+        "data": f"{len(rows)} chosen steps from SPaRK trajectories (imitation).",
+        "config": cfg.section("training"),
+    }
+    return _finish(trainer, tokenizer, out_dir, card)
+
+
+def train_ppo(
+    cfg: RunConfig,
+    rows: list[dict[str, Any]],
+    base_path: str,
+    out_dir: Path,
+    pool: list[dict[str, Any]] | None = None,
+):
+    """SPaRK: offline PPO on the chosen steps' advantages (or every judged candidate with
+    group-relative advantages when ``training.candidates == 'all'``)."""
+    from peft import get_peft_model
+
+    from spark_core.models.hf_backend import load_tokenizer
+
+    t = cfg.training
+    tokenizer = load_tokenizer(base_path)
+    model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
+    source = group_relative(pool) if t.candidates == "all" and pool else rows
+    examples = ppo_examples(source, tokenizer, t.max_seq_len)
+    args = OfflinePPOConfig(
+        **_common_args(cfg, out_dir, t.ppo_epochs),
+        clip_eps=t.clip_eps,
+        kl_coef=t.kl_coef,
+        kl_estimator=t.kl_estimator,
+        entropy_coef=t.entropy_coef,
+    )
+    trainer = OfflinePPOTrainer(
+        model=model, args=args, train_dataset=examples, processing_class=tokenizer
+    )
+    trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
+    what = (
+        "every judged candidate, group-relative advantages"
+        if source is not rows
+        else "chosen steps with composite-reward advantages"
+    )
+    card = {
+        "title": "SPaRK (offline PPO)",
+        "base_model": cfg.generator.name,
+        "data": f"{len(examples)} examples: {what}.",
+        "config": cfg.section("training"),
+    }
+    return _finish(trainer, tokenizer, out_dir, card)

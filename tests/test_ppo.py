@@ -1,0 +1,216 @@
+"""Offline PPO: the loss by hand, its invariants, and the trainer on a tiny random model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spark_core.rl.data import PPOCollator, encode, group_relative, ppo_examples
+from spark_core.rl.ppo_loss import kl_per_token, ppo_loss, token_logprobs
+from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
+
+SYSTEM = "Solve the question."
+
+
+def test_ppo_loss_matches_a_hand_computation():
+    # two sequences, three token positions; the last position of row 2 is padding
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-0.2, -1.5, 0.0]])
+    old = torch.tensor([[-1.2, -1.0, -0.5], [-0.2, -1.0, 0.0]])
+    ref = torch.tensor([[-1.0, -2.5, -1.0], [-0.4, -1.5, 0.0]])
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    loss, stats = ppo_loss(
+        logprobs, old, ref, adv, mask, clip_eps=0.2, kl_coef=0.1, kl_estimator="k3"
+    )
+
+    def clipped(a, r):
+        return max(-a * r, -a * min(max(r, 0.8), 1.2))
+
+    r1 = [math.exp(0.2), math.exp(-1.0), 1.0]
+    r2 = [1.0, math.exp(-0.5)]
+    pg = (sum(clipped(1.0, r) for r in r1) / 3 + sum(clipped(-2.0, r) for r in r2) / 2) / 2
+
+    def k3(lp, rp):
+        return math.exp(rp - lp) - (rp - lp) - 1
+
+    kl = (
+        sum(k3(a, b) for a, b in [(-1.0, -1.0), (-2.0, -2.5), (-0.5, -1.0)]) / 3
+        + sum(k3(a, b) for a, b in [(-0.2, -0.4), (-1.5, -1.5)]) / 2
+    ) / 2
+    assert stats.policy_loss == pytest.approx(pg, rel=1e-6)
+    assert stats.kl == pytest.approx(kl, rel=1e-6)
+    assert loss.item() == pytest.approx(pg + 0.1 * kl, rel=1e-6)
+    assert stats.clipfrac == pytest.approx((2 / 3 + 1 / 2) / 2)  # r = e^-1 and e^-0.5 clip
+
+
+def test_kl_estimators_are_zero_at_the_reference():
+    lp = torch.tensor([[-1.0, -0.3]])
+    assert kl_per_token(lp, lp, "k1").abs().sum() == 0
+    assert kl_per_token(lp, lp, "k3").abs().sum() == 0
+    with pytest.raises(ValueError):
+        kl_per_token(lp, lp, "k2")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from spark_core.models.hf_backend import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+def make_policy(tiny_model_dir, seed=0):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    return get_peft_model(
+        base,
+        LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+    )
+
+
+def rows(n=4):
+    return [
+        {
+            "system": SYSTEM,
+            "prompt": f"Question {i}: what is {i} + {i}?",
+            "completion": f"Thought: add.\nAction: calculator\nAction Input: {i}+{i}",
+            "advantage": 1.0 if i % 2 == 0 else -1.0,
+        }
+        for i in range(n)
+    ]
+
+
+def ppo_args(tmp_path, **over) -> OfflinePPOConfig:
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        num_train_epochs=1,
+        learning_rate=5e-3,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        lr_scheduler_type="constant",
+        clip_eps=0.2,
+        kl_coef=0.05,
+    )
+    base.update(over)
+    return OfflinePPOConfig(**base)
+
+
+def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
+    ids, mask = encode(
+        tokenizer, SYSTEM, "What is 2+2?", "Thought: 4.\nAction: cot\nAction Input: 4", max_len=512
+    )
+    assert 0 < sum(mask) < len(mask) and mask[0] == 0 and mask[-1] == 1
+    batch = PPOCollator(tokenizer.pad_token_id)(
+        [{"input_ids": ids, "completion_mask": mask, "advantage": 1.0, "index": 0}]
+    )
+    policy = make_policy(tiny_model_dir)
+    logprobs, _ = token_logprobs(policy(input_ids=batch["input_ids"]).logits, batch["input_ids"])
+    logprobs.retain_grad()
+    token_mask = batch["completion_mask"][:, 1:]
+    loss, _ = ppo_loss(
+        logprobs, logprobs.detach(), logprobs.detach(), batch["advantages"], token_mask, 0.2, 0.05
+    )
+    loss.backward()
+    grad = logprobs.grad[0]
+    assert torch.all(grad[token_mask[0] == 0] == 0)
+    assert torch.all(grad[token_mask[0] == 1] != 0)
+
+
+def test_first_step_ratio_is_one_and_kl_zero_for_an_identity_adapter(
+    tiny_model_dir, tokenizer, tmp_path
+):
+    examples = ppo_examples(rows(), tokenizer, 256)
+    trainer = OfflinePPOTrainer(
+        model=make_policy(tiny_model_dir),
+        args=ppo_args(tmp_path),
+        train_dataset=examples,
+        processing_class=tokenizer,
+    )
+    trainer.refresh_logprobs()  # the start of a PPO epoch
+    for batch in (examples[:2], examples[2:]):
+        trainer.compute_loss(trainer.model, trainer.data_collator(batch))
+    assert trainer._stats["ratio"] == [pytest.approx(1.0, abs=1e-6)] * 2
+    assert trainer._stats["clipfrac"] == [0.0, 0.0]
+    assert trainer._stats["kl"] == [pytest.approx(0.0, abs=1e-7)] * 2  # LoRA starts as identity
+
+
+def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, tokenizer, tmp_path):
+    good = "Thought: use the tool.\nAction: calculator\nAction Input: 2+2"
+    bad = "Thought: guess.\nAction: cot\nAction Input: maybe 5"
+    data = [
+        {"system": SYSTEM, "prompt": "What is 2+2?", "completion": good, "advantage": 1.0},
+        {"system": SYSTEM, "prompt": "What is 2+2?", "completion": bad, "advantage": -1.0},
+    ]
+    examples = ppo_examples(data, tokenizer, 256)
+    policy = make_policy(tiny_model_dir)
+    collate = PPOCollator(tokenizer.pad_token_id)
+
+    batch = collate(examples)
+    mask = batch["completion_mask"][:, 1:] * batch["attention_mask"][:, 1:]
+
+    def logprobs():
+        with torch.no_grad():
+            out = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            return token_logprobs(out.logits, batch["input_ids"])[0]
+
+    def objective(lp, old):  # the PPO loss of the whole toy batch against the initial policy
+        return ppo_loss(lp, old, old, batch["advantages"], mask, 10.0, 0.0)[0].item()
+
+    initial = logprobs()
+    before = (initial * mask).sum(dim=1).tolist()
+    trainer = OfflinePPOTrainer(
+        model=policy,
+        args=ppo_args(tmp_path, num_train_epochs=8, clip_eps=10.0, kl_coef=0.0),
+        train_dataset=examples,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    final = logprobs()
+    after = (final * mask).sum(dim=1).tolist()
+    assert objective(final, initial) < objective(initial, initial) == 0.0
+    assert after[0] - after[1] > before[0] - before[1]  # the +A action gained on the -A one
+    logged = trainer.state.log_history[0]
+    assert {"loss", "policy_loss", "kl", "clipfrac", "ratio", "entropy", "learning_rate"} <= set(
+        logged
+    )
+
+
+def test_resume_from_checkpoint_continues_the_step_count(tiny_model_dir, tokenizer, tmp_path):
+    examples = ppo_examples(rows(8), tokenizer, 256)
+    args = ppo_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    first = OfflinePPOTrainer(
+        model=make_policy(tiny_model_dir),
+        args=ppo_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2),
+        train_dataset=examples,
+        processing_class=tokenizer,
+    )
+    first.train()
+    assert first.state.global_step == 2
+    resumed = OfflinePPOTrainer(
+        model=make_policy(tiny_model_dir),
+        args=args,
+        train_dataset=examples,
+        processing_class=tokenizer,
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert resumed.state.global_step == 4
+    steps = [e["step"] for e in resumed.state.log_history if "ppo_loss" in e]
+    assert steps == [1, 2, 3, 4]  # the history of steps 1-2 came back with the checkpoint
+
+
+def test_group_relative_advantages():
+    pool = [{"question_id": 1, "step": 1, "judge_score": s} for s in (2.0, 4.0, 6.0)]
+    pool += [{"question_id": 2, "step": 1, "judge_score": 5.0}]
+    out = group_relative(pool)
+    assert [round(r["advantage"], 4) for r in out] == [-1.2247, 0.0, 1.2247, 0.0]
