@@ -142,6 +142,69 @@ def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_train(_run_flow(train_flow, cfg))
 
 
+def _print_report(result: dict[str, Any]) -> None:
+    from spark_core.artifacts import ArtifactStore
+    from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA
+
+    ref = result["summary"]
+    rows = ArtifactStore(ref.uri.rsplit("/", 3)[0]).read(ref.name, SUMMARY_SCHEMA).to_pylist()
+    view = Table(title="evaluation (eval split)")
+    for column in (
+        "policy",
+        "accuracy",
+        "95% CI",
+        "entropy bits",
+        "normalised",
+        "no answer",
+        "steps",
+        "tool errors",
+    ):
+        view.add_column(column, justify="left" if column == "policy" else "right")
+    for r in rows:
+        if r["category"] == OVERALL:
+            view.add_row(
+                r["policy"],
+                f"{r['accuracy']:.1%}",
+                f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
+                f"{r['entropy_bits']:.2f}",
+                f"{r['normalized_entropy']:.2f}",
+                f"{r['no_answer_rate']:.0%}",
+                f"{r['mean_steps']:.2f}",
+                f"{r['tool_error_rate']:.0%}",
+            )
+    console.print(view)
+    console.print(f"report: {result['report']}")
+
+
+@app.command()
+def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Evaluate base, SFT and SPaRK on the eval split and write the report."""
+    cfg = _load(config, set_)
+    from flows.evaluate import evaluate as evaluate_flow
+
+    _print_report(_run_flow(evaluate_flow, cfg))
+
+
+@app.command("score-outputs")
+def score_outputs(
+    path: Annotated[str, typer.Argument(help="JSON or JSONL of model outputs (MMLU-Pro format).")],
+) -> None:
+    """Accuracy per category of outputs in MMLU-Pro's results format, with MMLU-Pro's answer
+    extraction and no-answer rule — to check this project's scoring against published numbers."""
+    from spark_core.evaluation.score_outputs import score_file
+
+    try:
+        per_category, overall = score_file(path)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    view = Table(title=f"{path}")
+    for column in ("category", "n", "accuracy", "no answer"):
+        view.add_column(column, justify="left" if column == "category" else "right")
+    for name, r in [*sorted(per_category.items()), ("overall", overall)]:
+        view.add_row(name, str(r["n"]), f"{r['accuracy']:.2%}", f"{r['no_answer']}")
+    console.print(view)
+
+
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run the whole pipeline (every stage, cached and resumable)."""
@@ -154,6 +217,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     traj = result["label"]["trajectories"]
     console.print(f"trajectories: {traj.uri} ({traj.rows} rows)")
     _print_train(result["train"])
+    _print_report(result["evaluate"])
 
 
 @config_app.command("show")

@@ -196,9 +196,19 @@ class TrainingConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """Held-out evaluation of base, SFT and SPaRK policies."""
+    """Held-out evaluation of base, SFT and SPaRK policies (plus any extra ones)."""
 
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
+    policies: list[Literal["base", "sft", "spark"]] = Field(
+        default_factory=lambda: ["base", "sft", "spark"],
+        description="Built-in policies: the untrained generator and the two trained adapters.",
+    )
+    extra_adapters: dict[str, str] = Field(
+        default_factory=dict, description="More policies: name -> PEFT adapter folder."
+    )
+    extra_models: dict[str, ModelConfig] = Field(
+        default_factory=dict, description="More policies: name -> model (e.g. an OpenAI model)."
+    )
     bootstrap_samples: int = Field(1000, gt=0)
     seed: int = 0
 

@@ -47,3 +47,8 @@ def existing(store: ArtifactStore, names: list[str]) -> list[ArtifactRef] | None
     if all(store.exists(name) for name in names):
         return [store.ref(name) for name in names]
     return None
+
+
+def is_local(store: ArtifactStore) -> bool:
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    return "file" in protocols

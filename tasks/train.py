@@ -14,7 +14,7 @@ from spark_core.config import RunConfig
 from spark_core.labeling import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
-from tasks.caching import cache_key_from, store_for
+from tasks.caching import cache_key_from, is_local, store_for
 
 CODE_VERSION = "1"
 TRAIN_METRICS_SCHEMA = pa.schema(
@@ -43,8 +43,7 @@ def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
     """Training runs on local disk: in the artifact folder when it is local, otherwise in the
     run folder (the finished adapter is then copied to the artifact root)."""
     store = store_for(cfg)
-    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-    if "file" in protocols:
+    if is_local(store):
         return Path(store._base) / "train" / key[:16] / trainer
     return Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "train" / key[:16] / trainer
 

@@ -214,3 +214,37 @@ def test_group_relative_advantages():
     pool += [{"question_id": 2, "step": 1, "judge_score": 5.0}]
     out = group_relative(pool)
     assert [round(r["advantage"], 4) for r in out] == [-1.2247, 0.0, 1.2247, 0.0]
+
+
+def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from spark_core.config import load_config
+    from spark_core.rl.train import train_ppo, train_sft
+
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            f"generator.name={tiny_model_dir}",
+            "training.max_steps=2",
+            "training.batch_size=2",
+            "training.save_steps=1",
+        ],
+    )
+    data = [{**r, "system": SYSTEM} for r in rows(4)]
+    for name, fn in (("sft", train_sft), ("spark", train_ppo)):
+        history = fn(cfg, data, tiny_model_dir, tmp_path / name)
+        adapter = tmp_path / name / "adapter"
+        assert (adapter / "adapter_config.json").is_file()
+        assert (adapter / "tokenizer_config.json").is_file()
+        card = (adapter / "README.md").read_text()
+        assert "library_name: peft" in card and "Training config" in card
+        assert [h["step"] for h in history] == [1, 2] and all("loss" in h for h in history)
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter
+        )
+        assert model.active_adapter == "default"
+    # rerunning after a finished (or killed) run resumes from the last checkpoint
+    again = train_ppo(cfg, data, tiny_model_dir, tmp_path / "spark")
+    assert [h["step"] for h in again] == [1, 2]

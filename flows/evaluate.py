@@ -1,0 +1,29 @@
+"""The ``evaluate`` flow: base vs SFT vs SPaRK (and any extra policy) on the eval split."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from spark_core.config import RunConfig
+from tasks.evaluate import evaluate_one, policy_source, report
+from tasks.ingest import ingest_questions
+
+
+@flow(name="evaluate")
+def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
+    """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
+    questions = ingest_questions(config)["questions"]
+    wanted = [p for p in config.evaluation.policies if p != "base"]
+    if adapters is None and wanted:
+        from flows.train import train
+
+        adapters = train(config)
+    paths = {p: adapters[p]["adapter"] for p in wanted} if adapters else {}
+    paths.update(config.evaluation.extra_adapters)
+    policies = [
+        *config.evaluation.policies,
+        *config.evaluation.extra_adapters,
+        *config.evaluation.extra_models,
+    ]
+    rows = [evaluate_one(config, p, questions, policy_source(config, p, paths)) for p in policies]
+    return report(config, rows)

@@ -1,0 +1,168 @@
+"""Evaluate tasks: one cached rollout per policy on the eval split, then the summary and the
+report (Parquet, Markdown, PNGs, Prefect artifacts)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
+from spark_core.config import ModelConfig, RunConfig
+from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
+from spark_core.evaluation.report import (
+    PAIRS_SCHEMA,
+    SUMMARY_SCHEMA,
+    USAGE_SCHEMA,
+    markdown,
+    plot,
+    summarize,
+)
+from spark_core.models.calls import Generator, make_generator
+from spark_core.models.hf_backend import HFBackend, directory_hash
+from spark_core.models.usage import Usage
+from spark_core.questions import QUESTIONS_SCHEMA
+from spark_core.rollout import Question
+from tasks.caching import cache_key_from, existing, is_local, store_for
+from tasks.models import response_cache
+from tasks.tools import sandbox_for
+
+_BACKENDS: dict[str, HFBackend] = {}
+_LOCK = threading.Lock()
+
+
+def _local(cfg: RunConfig, uri: str) -> str:
+    """A local folder for an adapter URI (downloaded from the artifact root when remote)."""
+    store = store_for(cfg)
+    if uri.startswith(store.root) and not Path(uri).exists():
+        target = (
+            Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "adapters" / Path(uri).parent.name
+        )
+        store.fs.get(uri.replace(store.root, store._base, 1), str(target), recursive=True)
+        return str(target)
+    return uri
+
+
+def policy_source(cfg: RunConfig, policy: str, adapters: dict[str, str]) -> dict:
+    """What a policy is: the generator plus an adapter, or another model."""
+    if policy in cfg.evaluation.extra_models:
+        return {"model": cfg.evaluation.extra_models[policy].model_dump(mode="json")}
+    if policy == "base":
+        return {"model": cfg.section("generator"), "adapter": None}
+    path = _local(cfg, adapters[policy])
+    return {"model": cfg.section("generator"), "adapter": path, "hash": directory_hash(path)}
+
+
+def eval_key(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) -> str:
+    sections = {
+        "evaluation": {
+            k: v for k, v in cfg.section("evaluation").items() if k in ("steps", "seed")
+        },
+        "actions": cfg.rollout.actions,
+        "tokens": [cfg.rollout.thought_tokens, cfg.rollout.input_tokens],
+        "policy": {k: v for k, v in source.items() if k != "adapter"},
+    }
+    return stage_key("evaluate", CODE_VERSION, sections, {"questions": questions.content_hash})
+
+
+def _outputs(key: str, policy: str, **_: object) -> list[str]:
+    return [f"evaluate/{key[:16]}/rows_{policy}"]
+
+
+def _generator(cfg: RunConfig, policy: str, source: dict) -> Generator:
+    if "hash" not in source and source.get("adapter") is None and policy != "base":
+        return make_generator(ModelConfig(**source["model"]), response_cache(cfg))
+    gen = cfg.generator
+    if gen.backend != "hf":
+        if source.get("adapter"):
+            raise ValueError("adapters need the hf backend (or serve them, e.g. vLLM --lora)")
+        return make_generator(gen, response_cache(cfg))
+    with _LOCK:
+        backend = _BACKENDS.get(gen.name)
+        if backend is None:
+            backend = _BACKENDS[gen.name] = HFBackend(
+                gen.name, gen.device, gen.dtype, gen.batch_size
+            )
+        if source.get("adapter") and policy not in backend._adapters:
+            backend.add_adapter(policy, source["adapter"])
+        backend.use_adapter(policy if source.get("adapter") else None)
+    return Generator(backend, response_cache(cfg), Usage(gen.name))
+
+
+@task(
+    name="evaluate-policy",
+    cache_key_fn=cache_key_from(
+        lambda cfg, policy, questions, source: eval_key(cfg, policy, questions, source), _outputs
+    ),
+    persist_result=True,
+)
+def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) -> ArtifactRef:
+    """Roll one policy out on the eval split (no judge)."""
+    store = store_for(cfg)
+    (name,) = _outputs(eval_key(cfg, policy, questions, source), policy)
+    done = existing(store, [name])
+    if done:
+        return done[0]
+    rows = [
+        Question.from_row(r)
+        for r in store.read(questions.name, QUESTIONS_SCHEMA).to_pylist()
+        if r["split"] == "eval"
+    ]
+    if not rows:
+        raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
+    table = evaluate_policy(cfg, policy, rows, _generator(cfg, policy, source), sandbox_for(cfg))
+    ref = store.write(
+        name,
+        table,
+        EVAL_ROWS_SCHEMA,
+        stage="evaluate",
+        config=cfg.section("evaluation"),
+        inputs={"questions": questions.content_hash, "policy": canonical_hash(source)},
+    )
+    get_run_logger().info(
+        "%s: accuracy %.1f%% on %d eval questions",
+        policy,
+        100 * sum(table.column("correct").to_pylist()) / table.num_rows,
+        table.num_rows,
+    )
+    return ref
+
+
+@task(name="evaluation-report")
+def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
+    """eval_summary (policy x category), usage, paired tests, Markdown + PNG report."""
+    store = store_for(cfg)
+    all_rows = [r for ref in rows for r in store.read(ref.name, EVAL_ROWS_SCHEMA).to_pylist()]
+    summary, usage, pairs = summarize(
+        all_rows, cfg.rollout.actions, cfg.evaluation.bootstrap_samples, cfg.evaluation.seed
+    )
+    key = canonical_hash([r.content_hash for r in rows])[:16]
+    meta = {"stage": "evaluate", "config": cfg.section("evaluation"), "inputs": {"eval_rows": key}}
+    refs = {
+        "summary": store.write(
+            f"evaluate/report_{key}/eval_summary", summary, SUMMARY_SCHEMA, **meta
+        ),
+        "usage": store.write(f"evaluate/report_{key}/eval_usage", usage, USAGE_SCHEMA, **meta),
+        "pairs": store.write(f"evaluate/report_{key}/eval_pairs", pairs, PAIRS_SCHEMA, **meta),
+    }
+    local = Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "report"
+    images = plot(summary, usage, local)
+    text = markdown(summary, usage, pairs, images)
+    (local / "report.md").write_text(text)
+    if not is_local(store):  # publish the report next to the artifacts
+        store.fs.put(str(local), f"{store._base}/evaluate/report_{key}/report", recursive=True)
+    slug = f"evaluation-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
+    create_markdown_artifact(text, key=slug, description="SPaRK evaluation report")
+    create_table_artifact(
+        [r for r in summary.to_pylist() if r["category"] == "overall"],
+        key=f"{slug}-overall",
+        description="Accuracy and entropy per policy",
+    )
+    create_link_artifact(
+        f"file://{(local / 'report.md').resolve()}",
+        key=f"{slug}-report",
+        link_text="report.md (with PNG plots)",
+    )
+    return {**refs, "report": str(local / "report.md"), "images": [str(p) for p in images.values()]}

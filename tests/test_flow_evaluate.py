@@ -1,0 +1,87 @@
+"""The evaluate flow on a tiny random model (base + two adapters), and score-outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spark_core import CATEGORIES
+from spark_core.artifacts import ArtifactStore
+from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
+from spark_core.evaluation.report import PAIRS_SCHEMA, SUMMARY_SCHEMA
+from spark_core.evaluation.score_outputs import score_file
+from tests.test_flow_synthesis import task_states
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for name, seed in (("sft", 1), ("spark", 2)):
+        torch.manual_seed(seed)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,
+                                          target_modules="all-linear", task_type="CAUSAL_LM"))
+        path = tmp_path_factory.mktemp(name)
+        model.save_pretrained(path)
+        out[name] = str(path)
+    return out
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters, tmp_path):
+    from flows.evaluate import evaluate
+    from spark_core.config import load_config
+
+    cfg = load_config("configs/demo.yaml", [
+        f"runtime.runs_dir={tmp_path}", f"generator.name={tiny_model_dir}",
+        "rollout.thought_tokens=10", "rollout.input_tokens=6", "evaluation.steps=2",
+        "evaluation.policies=[base]", "evaluation.bootstrap_samples=200",
+        f"evaluation.extra_adapters={json.dumps(adapters)}",
+    ])
+    state = evaluate(cfg, adapters={}, return_state=True)
+    result = state.result()
+    store = ArtifactStore(cfg.runtime.artifacts_url())
+    summary = store.read(result["summary"].name, SUMMARY_SCHEMA).to_pylist()
+    assert {(r["policy"], r["category"]) for r in summary} == {
+        (p, c) for p in ("base", "sft", "spark") for c in (*CATEGORIES, "overall")}
+    for r in summary:
+        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+        assert 0.0 <= r["normalized_entropy"] <= 1.0
+    assert len(store.read(result["pairs"].name, PAIRS_SCHEMA).to_pylist()) == 3
+    report = open(result["report"]).read()
+    assert "## Paired differences" in report and "| spark |" in report
+    assert len(result["images"]) == 3
+    for image in result["images"]:
+        assert open(image, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    rows_refs = [r for r in store.fs.find(store._base) if "/rows_" in r]
+    assert len(rows_refs) == 3
+    name = rows_refs[0][len(store._base) + 1 : -len(".parquet")]
+    rows = store.read(name, EVAL_ROWS_SCHEMA).to_pylist()
+    assert len(rows) == 14 and all(r["final_answer"] in "ABCDEFGHIJ" for r in rows)
+
+    again = evaluate(cfg, adapters={}, return_state=True)  # cached per policy
+    assert set(task_states(again)["evaluate-policy"]) == {"Cached"}
+
+
+def test_score_outputs_uses_the_cascade_and_the_guess_rule(tmp_path):
+    records = [
+        {"question_id": 1, "answer": "B", "category": "math", "model_outputs": "so the answer is (B)"},
+        {"question_id": 2, "answer": "C", "category": "math", "model_outputs": "Answer: D"},
+        {"question_id": 3, "answer": "A", "category": "law", "generated_text": "I pick A."},
+        {"question_id": 4, "answer": "A", "category": "law", "model_outputs": "no idea",
+         "options": ["x"]},  # one option: the guess must be A
+    ]
+    path = tmp_path / "outputs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    per_category, overall = score_file(str(path))
+    assert per_category["math"] == {"n": 2, "correct": 1, "no_answer": 0, "accuracy": 0.5}
+    assert per_category["law"] == {"n": 2, "correct": 2, "no_answer": 1, "accuracy": 1.0}
+    assert overall["accuracy"] == 0.75
+    with pytest.raises(ValueError, match="line 1"):
+        (tmp_path / "bad.jsonl").write_text("{oops")
+        score_file(str(tmp_path / "bad.jsonl"))
