@@ -16,7 +16,7 @@ from spark_core.models.default_model import resolve_model
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
 from tasks.caching import cache_key_from, is_local, store_for
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: reference log-probs fixed for every batch
 TRAIN_METRICS_SCHEMA = pa.schema(
     [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]
     + [pa.field(k, pa.float64()) for k in METRIC_KEYS]

@@ -23,9 +23,16 @@ def adapters(tiny_model_dir, tmp_path_factory):
     out = {}
     for name, seed in (("sft", 1), ("spark", 2)):
         torch.manual_seed(seed)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                               LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,
-                                          target_modules="all-linear", task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            LoraConfig(
+                r=4,
+                lora_alpha=64,
+                init_lora_weights=False,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
         path = tmp_path_factory.mktemp(name)
         model.save_pretrained(path)
         out[name] = str(path)
@@ -37,18 +44,26 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     from flows.evaluate import evaluate
     from spark_core.config import load_config
 
-    cfg = load_config("configs/demo.yaml", [
-        f"runtime.runs_dir={tmp_path}", f"generator.name={tiny_model_dir}",
-        "rollout.thought_tokens=10", "rollout.input_tokens=6", "evaluation.steps=2",
-        "evaluation.policies=[base]", "evaluation.bootstrap_samples=200",
-        f"evaluation.extra_adapters={json.dumps(adapters)}",
-    ])
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            f"runtime.runs_dir={tmp_path}",
+            f"generator.name={tiny_model_dir}",
+            "rollout.thought_tokens=10",
+            "rollout.input_tokens=6",
+            "evaluation.steps=2",
+            "evaluation.policies=[base]",
+            "evaluation.bootstrap_samples=200",
+            f"evaluation.extra_adapters={json.dumps(adapters)}",
+        ],
+    )
     state = evaluate(cfg, adapters={}, return_state=True)
     result = state.result()
     store = ArtifactStore(cfg.runtime.artifacts_url())
     summary = store.read(result["summary"].name, SUMMARY_SCHEMA).to_pylist()
     assert {(r["policy"], r["category"]) for r in summary} == {
-        (p, c) for p in ("base", "sft", "spark") for c in (*CATEGORIES, "overall")}
+        (p, c) for p in ("base", "sft", "spark") for c in (*CATEGORIES, "overall")
+    }
     for r in summary:
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
         assert 0.0 <= r["normalized_entropy"] <= 1.0
@@ -70,11 +85,21 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
 
 def test_score_outputs_uses_the_cascade_and_the_guess_rule(tmp_path):
     records = [
-        {"question_id": 1, "answer": "B", "category": "math", "model_outputs": "so the answer is (B)"},
+        {
+            "question_id": 1,
+            "answer": "B",
+            "category": "math",
+            "model_outputs": "so the answer is (B)",
+        },
         {"question_id": 2, "answer": "C", "category": "math", "model_outputs": "Answer: D"},
         {"question_id": 3, "answer": "A", "category": "law", "generated_text": "I pick A."},
-        {"question_id": 4, "answer": "A", "category": "law", "model_outputs": "no idea",
-         "options": ["x"]},  # one option: the guess must be A
+        {
+            "question_id": 4,
+            "answer": "A",
+            "category": "law",
+            "model_outputs": "no idea",
+            "options": ["x"],
+        },  # one option: the guess must be A
     ]
     path = tmp_path / "outputs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records))

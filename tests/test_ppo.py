@@ -248,3 +248,34 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
     # rerunning after a finished (or killed) run resumes from the last checkpoint
     again = train_ppo(cfg, data, tiny_model_dir, tmp_path / "spark")
     assert [h["step"] for h in again] == [1, 2]
+
+
+def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_path):
+    """With a trained (non-identity) adapter the reference comes from disabling it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    policy = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(
+            r=4,
+            lora_alpha=64,
+            init_lora_weights=False,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+    )
+    examples = ppo_examples(rows(5), tokenizer, 256)
+    trainer = OfflinePPOTrainer(
+        model=policy, args=ppo_args(tmp_path), train_dataset=examples, processing_class=tokenizer
+    )
+    trainer.refresh_logprobs()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for example in examples:
+        batch = trainer.data_collator([example])
+        with torch.no_grad():
+            lp, _ = token_logprobs(base(input_ids=batch["input_ids"]).logits, batch["input_ids"])
+        expected = lp[0][batch["completion_mask"][0, 1:].bool()]
+        assert torch.allclose(trainer._ref[example["index"]], expected, atol=1e-5)
+        assert not torch.allclose(trainer._old[example["index"]], expected, atol=1e-3)

@@ -76,14 +76,29 @@ class OfflinePPOTrainer(Trainer):
 
     # -- log-probs of the logged actions --------------------------------------------------
     def _logprobs(self, model: Any, batch: dict[str, torch.Tensor]):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return token_logprobs(out.logits, batch["input_ids"])
+        """Log-probs and entropy at the completion tokens only. The LM head runs just over the
+        window that holds every row's completion (``logits_to_keep``): prompts are most of the
+        tokens, and the vocabulary projection is a large share of a small model's cost."""
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        mask = batch["completion_mask"] * attention
+        first = max(1, int(mask.float().argmax(dim=1).min()))
+        keep = ids.shape[1] - first + 1
+        out = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep)
+        logprobs, entropy = token_logprobs(out.logits, ids[:, first - 1 :])
+        return logprobs, entropy, mask[:, first:]
+
+    def _adapter_is_identity(self) -> bool:
+        """A fresh LoRA adapter (B = 0) leaves the base model unchanged: then the reference
+        log-probs equal the policy's and one pass gives both."""
+        weights = [p for n, p in self.model.named_parameters() if "lora_B" in n]
+        return bool(weights) and all(not p.any() for p in weights)
 
     @torch.no_grad()
     def refresh_logprobs(self) -> None:
-        """Old log-probs from the current policy; reference log-probs (adapter disabled)
-        the first time only."""
+        """Old log-probs from the current policy; reference log-probs (adapter disabled) the
+        first time only."""
         model = self.model
+        same_as_ref = self._adapter_is_identity()
         loader = DataLoader(
             self.train_dataset,
             batch_size=self.args.per_device_train_batch_size,
@@ -91,35 +106,34 @@ class OfflinePPOTrainer(Trainer):
         )
         for batch in loader:
             batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            lengths = batch["attention_mask"].sum(dim=1).tolist()
-            old, _ = self._logprobs(model, batch)
+            old, _, mask = self._logprobs(model, batch)
             indices = batch["index"].tolist()
             ref = None
             if any(i not in self._ref for i in indices):  # once per example, ever
-                with model.disable_adapter():
-                    ref, _ = self._logprobs(model, batch)
+                if same_as_ref:
+                    ref = old
+                else:
+                    with model.disable_adapter():
+                        ref, _, _ = self._logprobs(model, batch)
             for row, index in enumerate(indices):
-                self._old[index] = old[row, : lengths[row] - 1].float().cpu()
+                keep = mask[row].bool()
+                self._old[index] = old[row][keep].float().cpu()
                 if ref is not None:
-                    self._ref[index] = ref[row, : lengths[row] - 1].float().cpu()
+                    self._ref[index] = ref[row][keep].float().cpu()
 
-    def _stored(self, table: dict[int, torch.Tensor], index: torch.Tensor, width: int):
-        rows = [table[i] for i in index.tolist()]
-        out = torch.zeros(len(rows), width)
-        for r, values in enumerate(rows):
-            out[r, : len(values)] = values
-        return out.to(self.args.device)
+    def _stored(self, table: dict[int, torch.Tensor], index: torch.Tensor, mask: torch.Tensor):
+        """Stored per-example completion log-probs, laid out like this batch's window."""
+        out = torch.zeros(mask.shape, dtype=torch.float32, device=self.args.device)
+        out[mask.bool()] = torch.cat([table[i] for i in index.tolist()]).to(self.args.device)
+        return out
 
     # -- the loss ---------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self._old:  # e.g. training_step called outside of train()
             self.refresh_logprobs()
-        logprobs, entropy = self._logprobs(model, inputs)
-        width = logprobs.shape[1]
-        # the token at position t+1 is predicted at t: shift the masks by one
-        mask = inputs["completion_mask"][:, 1:] * inputs["attention_mask"][:, 1:]
-        old = self._stored(self._old, inputs["index"], width)
-        ref = self._stored(self._ref, inputs["index"], width)
+        logprobs, entropy, mask = self._logprobs(model, inputs)
+        old = self._stored(self._old, inputs["index"], mask)
+        ref = self._stored(self._ref, inputs["index"], mask)
         args: OfflinePPOConfig = self.args
         loss, stats = ppo_loss(
             logprobs,
