@@ -12,7 +12,7 @@ def entropy_bits(counts: Mapping[str, int] | Iterable[int]) -> float:
     total = sum(values)
     if total == 0:
         return 0.0
-    return -sum(c / total * math.log2(c / total) for c in values if c > 0)
+    return max(0.0, -sum(c / total * math.log2(c / total) for c in values if c > 0))
 
 
 def normalized_entropy(counts: Mapping[str, int], n_actions: int) -> float:

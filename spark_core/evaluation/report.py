@@ -130,7 +130,7 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     cell = {(r["policy"], r["category"]): r for r in rows}
     paths = {}
 
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(categories) * len(policies) / 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * len(categories) * len(policies) + 2), 4.5))
     width = 0.8 / len(policies)
     x = np.arange(len(categories))
     for i, policy in enumerate(policies):
