@@ -9,18 +9,9 @@ from spark_core.action_format import (
     state_message,
     system_prompt,
 )
+from spark_core.config import ACTIONS as DEFAULT_ACTIONS
 
-ACTIONS = [
-    "calculator",
-    "python",
-    "symbolic_math",
-    "unit_converter",
-    "chemistry",
-    "statistics",
-    "finance",
-    "knowledge_search",
-    "cot",
-]
+ACTIONS = list(DEFAULT_ACTIONS)  # the 8 tools and cot
 
 
 def test_render_then_parse_roundtrip():

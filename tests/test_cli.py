@@ -5,6 +5,7 @@ import textwrap
 from typer.testing import CliRunner
 
 from flows.cli import app
+from spark_core.config import ACTIONS
 
 runner = CliRunner()
 
@@ -12,17 +13,7 @@ runner = CliRunner()
 def test_tools_list_shows_every_action():
     result = runner.invoke(app, ["tools", "list"], terminal_width=200)
     assert result.exit_code == 0
-    for name in (
-        "calculator",
-        "python",
-        "symbolic_math",
-        "unit_converter",
-        "chemistry",
-        "statistics",
-        "finance",
-        "knowledge_search",
-        "cot",
-    ):
+    for name in ACTIONS:  # the 8 tools and cot
         assert name in result.output
 
 
