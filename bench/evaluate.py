@@ -28,6 +28,7 @@ def main() -> None:
     from spark_core.runtime import configure_prefect_env
 
     configure_prefect_env(cfg.runtime.runs_dir)
+    from flows.ingest import ingest
     from flows.train import train
     from spark_core.evaluation.policy_rollout import evaluate_policy
     from spark_core.models.calls import Generator
@@ -37,11 +38,10 @@ def main() -> None:
     from spark_core.rollout import Question
     from tasks.caching import store_for
     from tasks.evaluate import _generator, policy_source
-    from tasks.ingest import ingest_questions
     from tasks.tools import sandbox_for
 
     adapters = train(cfg)  # cached when the demo run has trained already
-    questions_ref = ingest_questions.fn(cfg)["questions"]
+    questions_ref = ingest(cfg)["questions"]
     rows = [
         Question.from_row(r)
         for r in store_for(cfg).read(questions_ref.name, QUESTIONS_SCHEMA).to_pylist()
