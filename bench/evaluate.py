@@ -37,7 +37,7 @@ def main() -> None:
     from spark_core.questions import QUESTIONS_SCHEMA
     from spark_core.rollout import Question
     from tasks.caching import store_for
-    from tasks.evaluate import _generator, policy_source
+    from tasks.evaluate import generator_for, policy_source
     from tasks.tools import sandbox_for
 
     adapters = train(cfg)  # cached when the demo run has trained already
@@ -56,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache(Path(tmp) / "responses.sqlite")
         for policy in ("base", "sft", "spark"):
-            generator = _generator(cfg, policy, policy_source(cfg, policy, paths))
+            generator = generator_for(cfg, policy, policy_source(cfg, policy, paths))
             fresh = Generator(generator.backend, cache, Usage(cfg.generator.name))
             start = time.perf_counter()
             table = evaluate_policy(cfg, policy, rows, fresh, sandbox)

@@ -54,12 +54,15 @@ def _run_flow(fn, cfg: RunConfig) -> Any:
         _fail(str(exc))
 
 
-def _print_ingest(refs: dict[str, Any]) -> None:
+def _store(cfg: RunConfig):
     from spark_core.artifacts import ArtifactStore
 
+    return ArtifactStore(cfg.runtime.artifacts_url())
+
+
+def _print_ingest(cfg: RunConfig, refs: dict[str, Any]) -> None:
     questions = refs["questions"]
-    root = questions.uri.rsplit("/", 3)[0]
-    table = ArtifactStore(root).read(questions.name).to_pandas()
+    table = _store(cfg).read(questions.name).to_pandas()
     counts = table.groupby(["category", "split"]).size().unstack(fill_value=0)
     view = Table(title=f"questions ({questions.rows} rows)")
     view.add_column("category")
@@ -78,16 +81,14 @@ def ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     cfg = _load(config, set_)
     from flows.ingest import ingest as ingest_flow
 
-    _print_ingest(_run_flow(ingest_flow, cfg))
+    _print_ingest(cfg, _run_flow(ingest_flow, cfg))
 
 
-def _print_synthesis(result: dict[str, Any]) -> None:
-    from spark_core.artifacts import ArtifactStore
+def _print_synthesis(cfg: RunConfig, result: dict[str, Any]) -> None:
     from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
 
     per_action_ref, run_ref = result["summary"]
-    root = run_ref.uri.rsplit("/", 3)[0]
-    store = ArtifactStore(root)
+    store = _store(cfg)
     run = store.read(run_ref.name, RUN_SCHEMA).to_pylist()[0]
     view = Table(
         title=f"synthesis: {run['questions']} questions, {run['steps']} steps, "
@@ -114,7 +115,7 @@ def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     cfg = _load(config, set_)
     from flows.synthesize import synthesize as synthesize_flow
 
-    _print_synthesis(_run_flow(synthesize_flow, cfg))
+    _print_synthesis(cfg, _run_flow(synthesize_flow, cfg))
 
 
 @app.command()
@@ -142,12 +143,11 @@ def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_train(_run_flow(train_flow, cfg))
 
 
-def _print_report(result: dict[str, Any]) -> None:
-    from spark_core.artifacts import ArtifactStore
+def _print_report(cfg: RunConfig, result: dict[str, Any]) -> None:
     from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA
 
     ref = result["summary"]
-    rows = ArtifactStore(ref.uri.rsplit("/", 3)[0]).read(ref.name, SUMMARY_SCHEMA).to_pylist()
+    rows = _store(cfg).read(ref.name, SUMMARY_SCHEMA).to_pylist()
     view = Table(title="evaluation (eval split)")
     for column in (
         "policy",
@@ -182,7 +182,7 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     cfg = _load(config, set_)
     from flows.evaluate import evaluate as evaluate_flow
 
-    _print_report(_run_flow(evaluate_flow, cfg))
+    _print_report(cfg, _run_flow(evaluate_flow, cfg))
 
 
 @app.command("score-outputs")
@@ -212,12 +212,12 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from flows.pipeline import pipeline
 
     result = _run_flow(pipeline, cfg)
-    _print_ingest(result["ingest"])
-    _print_synthesis(result["synthesize"])
+    _print_ingest(cfg, result["ingest"])
+    _print_synthesis(cfg, result["synthesize"])
     traj = result["label"]["trajectories"]
     console.print(f"trajectories: {traj.uri} ({traj.rows} rows)")
     _print_train(result["train"])
-    _print_report(result["evaluate"])
+    _print_report(cfg, result["evaluate"])
 
 
 @config_app.command("show")

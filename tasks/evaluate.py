@@ -71,8 +71,9 @@ def _outputs(key: str, policy: str, **_: object) -> list[str]:
     return [f"evaluate/{key[:16]}/rows_{policy}"]
 
 
-def _generator(cfg: RunConfig, policy: str, source: dict) -> Generator:
-    if "hash" not in source and source.get("adapter") is None and policy != "base":
+def generator_for(cfg: RunConfig, policy: str, source: dict) -> Generator:
+    """The generator a policy runs on: another model, or the shared base with its adapter."""
+    if "adapter" not in source:  # an extra model (see policy_source)
         return make_generator(ModelConfig(**source["model"]), response_cache(cfg))
     gen = cfg.generator
     if gen.backend != "hf":
@@ -112,7 +113,7 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
     ]
     if not rows:
         raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
-    table = evaluate_policy(cfg, policy, rows, _generator(cfg, policy, source), sandbox_for(cfg))
+    table = evaluate_policy(cfg, policy, rows, generator_for(cfg, policy, source), sandbox_for(cfg))
     ref = store.write(
         name,
         table,

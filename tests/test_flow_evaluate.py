@@ -5,36 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
 from spark_core.evaluation.report import PAIRS_SCHEMA, SUMMARY_SCHEMA
 from spark_core.evaluation.score_outputs import score_file
+from tests.conftest import random_adapter
 from tests.test_flow_synthesis import task_states
 
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     out = {}
     for name, seed in (("sft", 1), ("spark", 2)):
-        torch.manual_seed(seed)
-        model = get_peft_model(
-            AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-            LoraConfig(
-                r=4,
-                lora_alpha=64,
-                init_lora_weights=False,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            ),
-        )
         path = tmp_path_factory.mktemp(name)
-        model.save_pretrained(path)
+        random_adapter(tiny_model_dir, seed).save_pretrained(path)
         out[name] = str(path)
     return out
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from spark_core.answers import answer_or_guess, extract_answer
 from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge import HFJudge
 from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.requests import ChatRequest
+from tests.conftest import random_adapter
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +54,9 @@ def test_stop_strings_cut_the_completion(backend):
 
 
 def test_lora_adapters_switch_without_reloading(tiny_model_dir, tmp_path):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     for name, seed in (("a", 1), ("b", 2)):
-        torch.manual_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        lora = LoraConfig(
-            r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_alpha=64
-        )
-        get_peft_model(base, lora).save_pretrained(tmp_path / name)
+        random_adapter(tiny_model_dir, seed).save_pretrained(tmp_path / name)
     backend = HFBackend(tiny_model_dir, device="cpu")
     request = [ChatRequest.user("Say something.", max_new_tokens=10)]
     plain = backend.generate(request)[0].text

@@ -10,6 +10,7 @@ import torch
 from spark_core.rl.data import PPOCollator, encode, group_relative, ppo_examples
 from spark_core.rl.ppo_loss import kl_per_token, ppo_loss, token_logprobs
 from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
+from tests.conftest import random_adapter
 
 SYSTEM = "Solve the question."
 
@@ -252,20 +253,9 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
 
 def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_path):
     """With a trained (non-identity) adapter the reference comes from disabling it."""
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(3)
-    policy = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        LoraConfig(
-            r=4,
-            lora_alpha=64,
-            init_lora_weights=False,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        ),
-    )
+    policy = random_adapter(tiny_model_dir, 3)
     examples = ppo_examples(rows(5), tokenizer, 256)
     trainer = OfflinePPOTrainer(
         model=policy, args=ppo_args(tmp_path), train_dataset=examples, processing_class=tokenizer

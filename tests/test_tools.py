@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from spark_core.config import ACTIONS
 from spark_core.tools.base import Rejected, ToolError
 from spark_core.tools.registry import COT, action_names, discover, get_tool
 
@@ -17,16 +18,7 @@ def number(text, pattern=r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"):
 
 
 def test_registry_has_eight_tools_and_cot():
-    assert set(discover()) == {
-        "calculator",
-        "python",
-        "symbolic_math",
-        "unit_converter",
-        "chemistry",
-        "statistics",
-        "finance",
-        "knowledge_search",
-    }
+    assert set(discover()) == set(ACTIONS) - {COT}
     assert action_names()[-1] == COT and len(action_names()) == 9
     for tool in discover().values():
         assert tool.description and tool.input_format and tool.example
