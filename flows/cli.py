@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from flows import cli_deploy
 from spark_core.config import ConfigError, RunConfig, load_config
 from spark_core.runtime import configure_prefect_env
 from spark_core.sources import SourceError
@@ -48,8 +49,14 @@ def _load(config: str | None, overrides: list[str] | None) -> RunConfig:
 
 
 def _run_flow(fn, cfg: RunConfig) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from flows.cli_progress import stage_progress
+
+    hf_logging.disable_progress_bar()  # our bars say how far a stage got; tqdm's would tear them
     try:
-        return fn(cfg)
+        with stage_progress(err_console):
+            return fn(cfg)
     except (SourceError, ConfigError, ValueError) as exc:
         _fail(str(exc))
 
@@ -331,6 +338,10 @@ def tools_run(
         console.print(result["output"] or result["error"], highlight=False, markup=False)
     if result["status"] != "ok":
         raise typer.Exit(code=1)
+
+
+for _command in (cli_deploy.server, cli_deploy.deploy, cli_deploy.worker, cli_deploy.submit):
+    app.command()(_command)
 
 
 if __name__ == "__main__":

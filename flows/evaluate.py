@@ -7,6 +7,8 @@ from prefect import flow
 from spark_core.config import RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
+from tasks.progress import StageProgress
+from tasks.runners import task_runner_for
 
 
 @flow(name="evaluate")
@@ -25,5 +27,23 @@ def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
         *config.evaluation.extra_adapters,
         *config.evaluation.extra_models,
     ]
-    rows = [evaluate_one(config, p, questions, policy_source(config, p, paths)) for p in policies]
+    progress = StageProgress("evaluate", len(policies), "policies evaluated")
+    # threads share one in-process model whose active adapter is per policy: one at a time
+    with task_runner_for(config, threads=1) as runner:
+        futures = [
+            runner.submit(
+                evaluate_one,
+                {
+                    "cfg": config,
+                    "policy": p,
+                    "questions": questions,
+                    "source": policy_source(config, p, paths),
+                },
+            )
+            for p in policies
+        ]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            progress.advance()
     return report(config, rows)

@@ -5,11 +5,12 @@ them."""
 from __future__ import annotations
 
 from prefect import flow, unmapped
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
+from tasks.progress import StageProgress
+from tasks.runners import task_runner_for
 from tasks.synthesize import (
     active_count,
     finalize,
@@ -27,25 +28,29 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
         questions = ingest_questions(config)["questions"]
     plan, state = plan_synthesis(config, questions)
     total = sum(len(s) for s in plan.shards)
-    progress = create_progress_artifact(0.0, description="questions finished (synthesis)")
+    progress = StageProgress("synthesize", total, "questions finished (synthesis)")
     usage, selected, shards_seen = None, [], []
-    for step in range(1, config.rollout.steps + 1):
-        if active_count(config, state) == 0:
-            break
-        futures = rollout_shard.map(
-            unmapped(config),
-            unmapped(plan),
-            unmapped(step),
-            list(range(len(plan.shards))),
-            unmapped(state),
-        )
-        shards = [f.result() for f in futures]
-        chosen, usage, state = select(config, plan, step, shards, state, usage)
-        selected.append(chosen)
-        shards_seen.extend(shards)
-        update_progress_artifact(progress, 100.0 * (total - active_count(config, state)) / total)
+    with task_runner_for(config) as runner:
+        for step in range(1, config.rollout.steps + 1):
+            if active_count(config, state) == 0:
+                break
+            futures = runner.map(
+                rollout_shard,
+                {
+                    "cfg": unmapped(config),
+                    "plan": unmapped(plan),
+                    "step": unmapped(step),
+                    "shard": list(range(len(plan.shards))),
+                    "state": unmapped(state),
+                },
+            )
+            shards = [f.result() for f in futures]
+            chosen, usage, state = select(config, plan, step, shards, state, usage)
+            selected.append(chosen)
+            shards_seen.extend(shards)
+            progress.update(total - active_count(config, state))
     finals = finalize(config, plan, state)
-    update_progress_artifact(progress, 100.0)
+    progress.update(total)
     summary = summarize_synthesis(config, plan, selected, shards_seen)
     return {
         "plan": plan,

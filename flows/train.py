@@ -6,7 +6,10 @@ from prefect import flow
 
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
+from tasks.progress import StageProgress
 from tasks.train import train_adapter
+
+TRAINERS = ("sft", "spark")
 
 
 @flow(name="train")
@@ -16,6 +19,9 @@ def train(config: RunConfig, labels: dict[str, ArtifactRef] | None = None) -> di
         from flows.label import label
 
         labels = label(config)
-    sft = train_adapter(config, "sft", labels)
-    spark = train_adapter(config, "spark", labels)
-    return {"sft": sft, "spark": spark}
+    progress = StageProgress("train", len(TRAINERS), "adapters trained")
+    adapters = {}
+    for trainer in TRAINERS:
+        adapters[trainer] = train_adapter(config, trainer, labels)
+        progress.advance()
+    return adapters

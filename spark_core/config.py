@@ -226,8 +226,22 @@ class RuntimeConfig(_Section):
     response_cache: str | None = Field(
         None, description="SQLite file caching every model call (default <runs_dir>/cache/)."
     )
-    task_runner: Literal["threads", "dask"] = "threads"
-    max_workers: int = Field(2, gt=0)
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="How a stage's parallel tasks (synthesis shards, evaluated policies) run: "
+        "a thread pool in the flow's process, or Dask (prefect-dask).",
+    )
+    max_workers: int = Field(2, gt=0, description="Threads, or local Dask worker processes.")
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of a running Dask cluster (tcp://host:8786); default: a "
+        "temporary local cluster of max_workers processes.",
+    )
+    train_deployment: str | None = Field(
+        None,
+        description="Run the train stage as this deployment (e.g. 'train/gpu', served by a GPU "
+        "work pool) instead of in the pipeline's process; needs a shared artifacts_root.",
+    )
 
     def response_cache_path(self) -> str:
         return self.response_cache or str(Path(self.runs_dir) / "cache" / "responses.sqlite")

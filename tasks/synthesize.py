@@ -13,7 +13,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
-from spark_core.config import RunConfig
+from spark_core.config import ModelConfig, RunConfig
+from spark_core.models.usage import prices_for
 from spark_core.questions import QUESTIONS_SCHEMA
 from spark_core.rollout import (
     CANDIDATES_SCHEMA,
@@ -41,6 +42,12 @@ from tasks.tools import sandbox_for
 SECTIONS = ("rollout", "tools", "generator", "judge")
 PHASE_SECONDS: Counter = Counter()  # this process's time in generation / tools / judging
 _PHASE_LOCK = threading.Lock()
+
+
+def record_phases(timings: dict[str, float]) -> None:
+    # a function, not inline: a task body may not reference a lock (Dask pickles the task)
+    with _PHASE_LOCK:
+        PHASE_SECONDS.update(timings)
 
 
 @dataclass(frozen=True)
@@ -145,8 +152,7 @@ def rollout_shard(
         sandbox_for(cfg),
         timings,
     )
-    with _PHASE_LOCK:
-        PHASE_SECONDS.update(timings)
+    record_phases(timings)
     meta = {
         "stage": "synthesize",
         "config": {s: cfg.section(s) for s in SECTIONS},
@@ -157,20 +163,34 @@ def rollout_shard(
         store.write(names[0], candidates, CANDIDATES_SCHEMA, **meta),
         store.write(names[1], scores, SCORES_SCHEMA, **meta),
     ]
-    cached = sum(scores.column("judge_cached").to_pylist())
     get_run_logger().info(
-        "step %d shard %d: %d questions, %d candidates, %d judged (%d from cache), tool errors %d"
-        " — %s",
+        "step %d shard %d: %d questions, %d candidates, tool errors %d; %s; %s — %s",
         step,
         shard,
         len(active),
         candidates.num_rows,
-        scores.num_rows,
-        cached,
         sum(s != "ok" for s in candidates.column("status").to_pylist()),
+        _calls_line("generator", candidates, "gen", _prices(cfg.generator)),
+        _calls_line("judge", scores, "judge", _prices(cfg.judge)),
         ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items())),
     )
     return refs
+
+
+def _prices(model: ModelConfig) -> tuple[float, float] | None:
+    return prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
+
+
+def _calls_line(label: str, table: pa.Table, prefix: str, prices) -> str:
+    """'judge 18 calls (4 cached), 6,120+36 tokens, $0.0157' for a log line."""
+    fresh = [r for r in table.to_pylist() if not r[f"{prefix}_cached"]]
+    prompt = sum(r[f"{prefix}_prompt_tokens"] for r in fresh)
+    completion = sum(r[f"{prefix}_completion_tokens"] for r in fresh)
+    cost = f", ${(prompt * prices[0] + completion * prices[1]) / 1000:.4f}" if prices else ""
+    return (
+        f"{label} {table.num_rows} calls ({table.num_rows - len(fresh)} cached), "
+        f"{prompt:,}+{completion:,} tokens{cost}"
+    )
 
 
 def _select_outputs(

@@ -48,6 +48,24 @@ def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
     return Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "train" / key[:16] / trainer
 
 
+def _finished(cfg: RunConfig, trainer: str, key: str) -> dict | None:
+    store = store_for(cfg)
+    (metrics_name,) = _outputs(key, trainer)
+    config_file = f"{store._base}/train/{key[:16]}/{trainer}/adapter/adapter_config.json"
+    if store.exists(metrics_name) and store.fs.exists(config_file):
+        return {
+            "adapter": f"{store.root}/train/{key[:16]}/{trainer}/adapter",
+            "metrics": store.ref(metrics_name),
+        }
+    return None
+
+
+def trained_adapters(cfg: RunConfig, labels: dict[str, ArtifactRef]) -> dict | None:
+    """Both adapters when they were trained already (here or by a train deployment)."""
+    found = {t: _finished(cfg, t, train_key(cfg, t, labels)) for t in ("sft", "spark")}
+    return None if None in found.values() else found
+
+
 @task(
     name="train-adapter",
     cache_key_fn=cache_key_from(
@@ -63,10 +81,9 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) 
     (metrics_name,) = _outputs(key, trainer)
     out = work_dir(cfg, key, trainer)
     adapter_uri = f"{store.root}/train/{key[:16]}/{trainer}/adapter"
-    if store.exists(metrics_name) and store.fs.exists(
-        f"{store._base}/train/{key[:16]}/{trainer}/adapter/adapter_config.json"
-    ):
-        return {"adapter": adapter_uri, "metrics": store.ref(metrics_name)}
+    if done := _finished(cfg, trainer, key):
+        logger.info("%s adapter for key %s already trained; reusing it", trainer, key[:16])
+        return done
     rows = store.read(labels["trajectories"].name, TRAJECTORIES_SCHEMA).to_pylist()
     base = resolve_model(cfg.generator.name)
     if trainer == "sft":

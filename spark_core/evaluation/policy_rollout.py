@@ -21,6 +21,7 @@ from spark_core.answers import LETTERS, extract_answer
 from spark_core.config import RunConfig
 from spark_core.models.calls import Generator
 from spark_core.models.requests import ChatRequest
+from spark_core.progress import publish
 from spark_core.rollout import Question, policy_messages
 from spark_core.step_selection import answer_request, observation_text
 from spark_core.tools.batch import ToolCall, run_batch
@@ -69,7 +70,9 @@ def evaluate_policy(
         for q in questions
     }
     by_id = {q.question_id: q for q in questions}
+    what = f"evaluate {policy} (steps)"
     for step in range(1, cfg.evaluation.steps + 1):
+        publish(what, step - 1, cfg.evaluation.steps + 1)
         active = [q for q in questions if state[q.question_id]["answer"] is None]
         if not active:
             break
@@ -116,6 +119,7 @@ def evaluate_policy(
             stated = final_answer(f"{parsed.thought}\n{parsed.action_input}")
             if stated is not None and LETTERS.index(stated) < len(by_id[qid].options):
                 s["answer"] = stated
+    publish(what, cfg.evaluation.steps, cfg.evaluation.steps + 1)
     pending = [q for q in questions if state[q.question_id]["answer"] is None]
     finals = generator.generate(
         [answer_request(cfg, q, state[q.question_id]["trajectory"]) for q in pending]
@@ -124,6 +128,7 @@ def evaluate_policy(
         state[q.question_id]["answer"] = _letter(
             f"the answer is ({completion.text.strip()})", len(q.options)
         )
+    publish(what, cfg.evaluation.steps + 1, cfg.evaluation.steps + 1)
     rows = []
     for q in questions:
         s = state[q.question_id]

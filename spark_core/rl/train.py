@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from spark_core.config import RunConfig
+from spark_core.progress import publish
 from spark_core.rl.data import group_relative, ppo_examples, sft_records
 from spark_core.rl.hardware import choose_precision, load_base, lora_config
 from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
@@ -24,6 +27,16 @@ METRIC_KEYS = (
     "learning_rate",
     "grad_norm",
 )
+
+
+class StepProgress(TrainerCallback):
+    """Optimizer steps done, for the CLI's progress bar."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def on_step_end(self, args, state, control, **kwargs):
+        publish(self.what, state.global_step, state.max_steps)
 
 
 def _common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
@@ -127,6 +140,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], base_path: str, out_di
         train_dataset=Dataset.from_list(sft_records(rows)),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.training),
+        callbacks=[StepProgress("train sft (steps)")],
     )
     trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
     card = {
@@ -164,7 +178,11 @@ def train_ppo(
         entropy_coef=t.entropy_coef,
     )
     trainer = OfflinePPOTrainer(
-        model=model, args=args, train_dataset=examples, processing_class=tokenizer
+        model=model,
+        args=args,
+        train_dataset=examples,
+        processing_class=tokenizer,
+        callbacks=[StepProgress("train spark (steps)")],
     )
     trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
     what = (

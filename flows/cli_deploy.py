@@ -1,0 +1,156 @@
+"""``spark server``, ``spark deploy``, ``spark worker``, ``spark submit``: the pipeline as
+Prefect deployments on a real server.
+
+The deployments themselves are declared in ``deploy/prefect.yaml``; these commands only run
+Prefect's own CLI with the right settings (loopback, analytics off, the UI's API URL on a
+non-default port, the checkout as the flows' working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PREFECT_FILE = PROJECT_ROOT / "deploy" / "prefect.yaml"
+POOLS = {"spark-process": "process", "spark-gpu": "process"}
+DEFAULT_API = "http://127.0.0.1:4200/api"
+
+ApiOpt = Annotated[
+    str | None,
+    typer.Option("--api-url", help="Prefect API (default: $PREFECT_API_URL or " + DEFAULT_API),
+]
+
+
+def _prefect() -> str:
+    """The prefect executable of this environment (not whatever is first on PATH)."""
+    return str(Path(sys.executable).parent / "prefect")
+
+
+def api_url(given: str | None) -> str:
+    return given or os.environ.get("PREFECT_API_URL") or DEFAULT_API
+
+
+def server_env(port: int, home: Path) -> dict[str, str]:
+    """Settings for a local server: its own database under the runs folder, loopback only,
+    no analytics, and the UI told where the API is when the port is not 4200."""
+    url = f"http://127.0.0.1:{port}/api"
+    return {
+        "PREFECT_HOME": str(home.resolve()),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_UI_API_URL": url,
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "true",
+    }
+
+
+def client_env(api: str) -> dict[str, str]:
+    """A process that reports to the server and runs flows from this checkout."""
+    return {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SPARK_HOME": os.environ.get("SPARK_HOME", str(PROJECT_ROOT)),
+    }
+
+
+def server(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4200,
+    runs_dir: Annotated[str, typer.Option(help="Holds the server's database.")] = "runs",
+) -> None:
+    """Start a local Prefect server and UI on 127.0.0.1 (Ctrl-C stops it)."""
+    home = Path(runs_dir) / ".prefect-server"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **server_env(port, home)}
+    typer.echo(
+        f"Prefect UI: http://127.0.0.1:{port}  —  in other shells: "
+        f"export PREFECT_API_URL=http://127.0.0.1:{port}/api"
+    )
+    sys.stdout.flush()
+    args = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"]
+    os.execve(_prefect(), [_prefect(), *args], env)
+
+
+def _ensure_pools(api: str) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def create() -> None:
+        async with get_client() as client:
+            for name, kind in POOLS.items():
+                try:
+                    await client.create_work_pool(WorkPoolCreate(name=name, type=kind))
+                    typer.echo(f"created work pool {name} ({kind})")
+                except ObjectAlreadyExists:
+                    pass
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        asyncio.run(create())
+
+
+def deploy(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Deployments to register, e.g. pipeline/demo (default: all)."),
+    ] = None,
+    api: ApiOpt = None,
+) -> None:
+    """Create the work pools and register the deployments of deploy/prefect.yaml."""
+    url = api_url(api)
+    _ensure_pools(url)
+    which = [a for n in names for a in ("--name", n)] if names else ["--all"]
+    cmd = [_prefect(), "--no-prompt", "deploy", *which, "--prefect-file", str(PREFECT_FILE)]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=client_env(url))
+    raise typer.Exit(code=done.returncode)
+
+
+def worker(
+    pool: Annotated[str, typer.Option(help="Work pool to poll (spark-gpu on a GPU box).")] = (
+        "spark-process"
+    ),
+    limit: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
+    api: ApiOpt = None,
+) -> None:
+    """Start a worker that runs the pool's flow runs from this checkout."""
+    args = ["worker", "start", "--pool", pool, "--type", POOLS.get(pool, "process")]
+    if limit:
+        args += ["--limit", str(limit)]
+    os.execve(_prefect(), [_prefect(), *args], client_env(api_url(api)))
+
+
+def submit(
+    deployment: Annotated[str, typer.Argument(help="flow/deployment, e.g. pipeline/demo.")],
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Run config (YAML).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value.")
+    ] = None,
+    watch: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = False,
+    api: ApiOpt = None,
+) -> None:
+    """Trigger a deployment with a full run config (preset + overrides) as its parameter."""
+    import json
+
+    from spark_core.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    params = json.dumps({"config": cfg.model_dump(mode="json")})
+    cmd = [_prefect(), "deployment", "run", deployment, "--params", params]
+    if watch:
+        cmd.append("--watch")
+    done = subprocess.run(cmd, env=client_env(api_url(api)))
+    raise typer.Exit(code=done.returncode)
