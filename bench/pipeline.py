@@ -40,7 +40,12 @@ async def _runs_since(since: float) -> tuple[dict[str, float], int]:
     async with get_client() as client:
         flows = {f.id: f.name for f in await client.read_flows()}
         runs = await client.read_flow_runs(flow_run_filter=flow_filter, limit=200)
-        tasks = await client.read_task_runs(flow_run_filter=flow_filter, limit=10_000)
+        tasks, page = [], None
+        while page is None or len(page) == 200:
+            page = await client.read_task_runs(
+                flow_run_filter=flow_filter, limit=200, offset=len(tasks)
+            )
+            tasks.extend(page)
     seconds = {}
     for run in runs:
         name = flows.get(run.flow_id, "?")

@@ -219,7 +219,8 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from flows.pipeline import pipeline
 
     result = _run_flow(pipeline, cfg)
-    _print_ingest(cfg, result["ingest"])
+    questions = result["ingest"]["questions"]
+    console.print(f"questions: {questions.uri} ({questions.rows} rows)")
     _print_synthesis(cfg, result["synthesize"])
     traj = result["label"]["trajectories"]
     console.print(f"trajectories: {traj.uri} ({traj.rows} rows)")

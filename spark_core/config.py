@@ -210,6 +210,11 @@ class EvaluationConfig(_Section):
         default_factory=dict, description="More policies: name -> model (e.g. an OpenAI model)."
     )
     bootstrap_samples: int = Field(1000, gt=0)
+    merge_adapters: bool = Field(
+        True,
+        description="Evaluate hf adapters merged into a copy of the base weights: base-model "
+        "speed for one extra copy of the weights per adapter policy.",
+    )
     seed: int = 0
 
 

@@ -86,6 +86,11 @@ def generator_for(cfg: RunConfig, policy: str, source: dict) -> Generator:
             backend = _BACKENDS[gen.name] = HFBackend(
                 gen.name, gen.device, gen.dtype, gen.batch_size
             )
+        if source.get("adapter") and cfg.evaluation.merge_adapters:
+            key = f"{gen.name}+{policy}@{source['hash']}"
+            if key not in _BACKENDS:
+                _BACKENDS[key] = backend.merged(policy, source["adapter"])
+            return Generator(_BACKENDS[key], response_cache(cfg), Usage(gen.name))
         if source.get("adapter") and policy not in backend._adapters:
             backend.add_adapter(policy, source["adapter"])
         backend.use_adapter(policy if source.get("adapter") else None)
@@ -113,7 +118,8 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
     ]
     if not rows:
         raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
-    table = evaluate_policy(cfg, policy, rows, generator_for(cfg, policy, source), sandbox_for(cfg))
+    generator = generator_for(cfg, policy, source)
+    table = evaluate_policy(cfg, policy, rows, generator, sandbox_for(cfg))
     ref = store.write(
         name,
         table,
@@ -122,11 +128,20 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         config=cfg.section("evaluation"),
         inputs={"questions": questions.content_hash, "policy": canonical_hash(source)},
     )
+    usage = generator.usage.summary()
+    cost = "" if usage["cost_usd"] is None else f", ${usage['cost_usd']:.4f}"
     get_run_logger().info(
-        "%s: accuracy %.1f%% on %d eval questions",
+        "%s: accuracy %.1f%% on %d eval questions, %d without an answer; generator %d calls "
+        "(%d cached), %s+%s tokens%s",
         policy,
         100 * sum(table.column("correct").to_pylist()) / table.num_rows,
         table.num_rows,
+        sum(table.column("no_answer").to_pylist()),
+        usage["calls"],
+        usage["cached_calls"],
+        f"{usage['prompt_tokens']:,}",
+        f"{usage['completion_tokens']:,}",
+        cost,
     )
     return ref
 

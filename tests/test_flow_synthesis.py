@@ -30,6 +30,7 @@ def tiny_cfg(tiny_model_dir, tmp_path_factory):
                 f"runtime.runs_dir={runs}",
                 f"generator.name={tiny_model_dir}",
                 f"judge.name={tiny_model_dir}",
+                "rollout.steps=2",  # the step loop, its barrier and multi-step returns
                 "rollout.thought_tokens=12",
                 "rollout.input_tokens=8",
                 "tools.parallelism=2",

@@ -73,6 +73,13 @@ def test_lora_adapters_switch_without_reloading(tiny_model_dir, tmp_path):
     with pytest.raises(KeyError):
         backend.use_adapter("missing")
 
+    merged = backend.merged("a", tmp_path / "a")  # what evaluation runs: LoRA folded in
+    assert merged.generate(request)[0].text == with_a
+    backend.use_adapter("a")
+    assert merged.model_id == backend.model_id
+    backend.use_adapter(None)
+    assert backend.generate(request)[0].text == plain  # the shared base is untouched
+
 
 def items(n=9):
     return [

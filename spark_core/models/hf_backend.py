@@ -4,6 +4,7 @@ greedy or seeded sampling, stop strings, and LoRA adapters that switch without r
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import threading
 from pathlib import Path
@@ -109,6 +110,18 @@ class HFBackend:
         else:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
+
+    def merged(self, adapter_name: str, path: str | Path) -> HFBackend:
+        """A sibling backend with the adapter merged into its own copy of the base weights:
+        same outputs and cache keys as ``use_adapter``, without LoRA's extra matmuls."""
+        from peft import PeftModel
+
+        base = load_model(self.path, self.device, self.dtype, shared=False)
+        sibling = copy.copy(self)
+        sibling.model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
+        sibling._adapters = {adapter_name: directory_hash(path)}
+        sibling.adapter = adapter_name
+        return sibling
 
     def use_adapter(self, adapter_name: str | None) -> None:
         if adapter_name is not None and adapter_name not in self._adapters:
