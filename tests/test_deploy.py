@@ -1,5 +1,6 @@
 """Deployments on a real `prefect server` (loopback): register, trigger through the CLI with
-parameters, run on a worker, find the report; retry the run and see every stage cached."""
+parameters, run on a worker; a run that fails in its last stage is finished by `prefect
+flow-run retry`, which skips every finished stage and unit."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +20,7 @@ import yaml
 
 from flows.cli_deploy import PREFECT_FILE, server_env
 from spark_core.config import RunConfig, load_config
+from tests.conftest import random_adapter
 
 SPARK = str(Path(sys.executable).parent / "spark")
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -82,11 +83,6 @@ def _flow_run_states(api: str, since: datetime) -> dict[str, list[str]]:
     return states
 
 
-def _responses(runs: Path) -> int:
-    with sqlite3.connect(runs / "cache" / "responses.sqlite") as db:
-        return db.execute("select count(*) from responses").fetchone()[0]
-
-
 @pytest.fixture
 def server(tmp_path):
     port = _free_port()
@@ -113,7 +109,10 @@ def server(tmp_path):
     _stop(proc)
 
 
-def test_deploy_trigger_with_parameters_and_retry(server, tiny_model_dir, tmp_path):
+def test_deploy_trigger_fail_and_retry(server, tiny_model_dir, tmp_path):
+    """The run fails in its last stage (an extra adapter that does not exist yet); once it does,
+    `prefect flow-run retry` finishes the run: the finished stages and every finished unit of
+    the failed stage are skipped."""
     api, env = server
     run = lambda *args: subprocess.run(  # noqa: E731
         [*args], env=env, capture_output=True, text=True, timeout=400
@@ -125,7 +124,7 @@ def test_deploy_trigger_with_parameters_and_retry(server, tiny_model_dir, tmp_pa
     assert "0 3 * * *" in schedules.stdout and "UTC" in schedules.stdout
 
     worker = _start([SPARK, "worker", "--api-url", api], env, tmp_path / "worker.log")
-    runs = tmp_path / "runs"
+    runs, extra = tmp_path / "runs", tmp_path / "extra-adapter"
     overrides = [
         f"runtime.runs_dir={runs}",
         f"generator.name={tiny_model_dir}",
@@ -136,31 +135,29 @@ def test_deploy_trigger_with_parameters_and_retry(server, tiny_model_dir, tmp_pa
         "rollout.input_tokens=6",
         "evaluation.steps=1",
         "evaluation.bootstrap_samples=100",
+        f'evaluation.extra_adapters={{"extra": "{extra}"}}',
     ]
+    worker_log = lambda: (tmp_path / "worker.log").read_text()[-4000:]  # noqa: E731
     try:
         args = [SPARK, "submit", "pipeline/demo", "-c", "configs/demo.yaml", "--watch"]
         submitted = run(*args, *(a for o in overrides for a in ("--set", o)), "--api-url", api)
-        worker_log = (tmp_path / "worker.log").read_text()[-4000:]
-        assert submitted.returncode == 0, submitted.stdout[-3000:] + worker_log
-        assert "Completed" in submitted.stdout
+        assert submitted.returncode != 0 and "Failed" in submitted.stdout, (
+            submitted.stdout[-3000:] + worker_log()
+        )
         flow_run_id = next(
             line.split("UUID:")[1].strip()
             for line in submitted.stdout.splitlines()
             if "UUID:" in line
         )
-
-        report = runs / "demo" / "report" / "report.md"
-        assert "| spark |" in report.read_text()
         artifacts = runs / "demo" / "artifacts"
-        for stage in ("ingest", "synthesize", "label", "train", "evaluate"):
+        for stage in ("ingest", "synthesize", "label", "train"):
             assert list((artifacts / stage).rglob("*.parquet")), stage
         assert (
             next((artifacts / "train").glob("*/spark/adapter")) / "adapter_model.safetensors"
         ).is_file()
+        assert not (runs / "demo" / "report" / "report.md").exists()
 
-        # `prefect flow-run retry` reruns the same run: every stage is a cache hit and no
-        # model call is made again
-        calls = _responses(runs)
+        random_adapter(tiny_model_dir, 3).save_pretrained(extra)  # fix the cause, then retry
         since = datetime.now(timezone.utc)
         retried = run(PREFECT, "flow-run", "retry", flow_run_id)
         assert retried.returncode == 0, retried.stdout + retried.stderr
@@ -172,18 +169,24 @@ def test_deploy_trigger_with_parameters_and_retry(server, tiny_model_dir, tmp_pa
             if state["type"] in ("COMPLETED", "FAILED", "CRASHED") and stamp > since:
                 break
             time.sleep(2)
-        assert state["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+        assert state["type"] == "COMPLETED", worker_log()
+        report = (runs / "demo" / "report" / "report.md").read_text()
+        assert "| spark |" in report and "| extra |" in report
+        assert list((artifacts / "evaluate").rglob("eval_summary.parquet"))
+
         # task-run states reach the server's database through its event pipeline: wait for them
-        expected = ("ingest-questions", "rollout-shard", "select-step", "train-adapter")
-        expected += ("evaluate-policy",)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             states = _flow_run_states(api, since)
-            if all(name in states for name in expected):
+            if len(states.get("evaluate-policy", [])) == 4 and "evaluation-report" in states:
                 break
             time.sleep(2)
-        for name in expected:
-            assert set(states.get(name, ["missing"])) == {"Cached"}, (name, states)
-        assert _responses(runs) == calls
+        # the finished stages are skipped (Prefect reuses the finished subflow, or reruns it
+        # and every unit is a cache hit); in the failed stage the three policies evaluated
+        # before the failure are cache hits and only the failed one runs
+        for name in ("ingest-questions", "rollout-shard", "select-step", "label-trajectories"):
+            assert set(states.get(name, ["Cached"])) == {"Cached"}, (name, states)
+        assert set(states.get("train-adapter", ["Cached"])) == {"Cached"}, states
+        assert sorted(states["evaluate-policy"]) == ["Cached", "Cached", "Cached", "Completed"]
     finally:
         _stop(worker)
