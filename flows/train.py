@@ -7,9 +7,7 @@ from prefect import flow
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.progress import StageProgress
-from tasks.train import train_adapter
-
-TRAINERS = ("sft", "spark")
+from tasks.train import TRAINERS, train_adapter
 
 
 @flow(name="train")

@@ -128,20 +128,13 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         config=cfg.section("evaluation"),
         inputs={"questions": questions.content_hash, "policy": canonical_hash(source)},
     )
-    usage = generator.usage.summary()
-    cost = "" if usage["cost_usd"] is None else f", ${usage['cost_usd']:.4f}"
     get_run_logger().info(
-        "%s: accuracy %.1f%% on %d eval questions, %d without an answer; generator %d calls "
-        "(%d cached), %s+%s tokens%s",
+        "%s: accuracy %.1f%% on %d eval questions, %d without an answer; generator %s",
         policy,
         100 * sum(table.column("correct").to_pylist()) / table.num_rows,
         table.num_rows,
         sum(table.column("no_answer").to_pylist()),
-        usage["calls"],
-        usage["cached_calls"],
-        f"{usage['prompt_tokens']:,}",
-        f"{usage['completion_tokens']:,}",
-        cost,
+        generator.usage.line(),
     )
     return ref
 

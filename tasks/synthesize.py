@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
-from spark_core.models.usage import prices_for
+from spark_core.models.usage import Usage, prices_for
 from spark_core.questions import QUESTIONS_SCHEMA
 from spark_core.rollout import (
     CANDIDATES_SCHEMA,
@@ -170,27 +170,23 @@ def rollout_shard(
         len(active),
         candidates.num_rows,
         sum(s != "ok" for s in candidates.column("status").to_pylist()),
-        _calls_line("generator", candidates, "gen", _prices(cfg.generator)),
-        _calls_line("judge", scores, "judge", _prices(cfg.judge)),
+        "generator " + _usage(cfg.generator, candidates, "gen").line(),
+        "judge " + _usage(cfg.judge, scores, "judge").line(),
         ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items())),
     )
     return refs
 
 
-def _prices(model: ModelConfig) -> tuple[float, float] | None:
-    return prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
-
-
-def _calls_line(label: str, table: pa.Table, prefix: str, prices) -> str:
-    """'judge 18 calls (4 cached), 6,120+36 tokens, $0.0157' for a log line."""
-    fresh = [r for r in table.to_pylist() if not r[f"{prefix}_cached"]]
-    prompt = sum(r[f"{prefix}_prompt_tokens"] for r in fresh)
-    completion = sum(r[f"{prefix}_completion_tokens"] for r in fresh)
-    cost = f", ${(prompt * prices[0] + completion * prices[1]) / 1000:.4f}" if prices else ""
-    return (
-        f"{label} {table.num_rows} calls ({table.num_rows - len(fresh)} cached), "
-        f"{prompt:,}+{completion:,} tokens{cost}"
-    )
+def _usage(model: ModelConfig, table: pa.Table, prefix: str) -> Usage:
+    """One backend's calls of a shard, read back from its artifact's token columns."""
+    prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
+    usage = Usage(model.name, prices)
+    columns = [f"{prefix}_prompt_tokens", f"{prefix}_completion_tokens", f"{prefix}_cached"]
+    for prompt, completion, cached in zip(
+        *(table.column(c).to_pylist() for c in columns), strict=True
+    ):
+        usage.record(prompt, completion, cached=cached)
+    return usage
 
 
 def _select_outputs(

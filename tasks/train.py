@@ -16,6 +16,7 @@ from spark_core.models.default_model import resolve_model
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
 from tasks.caching import cache_key_from, is_local, store_for
 
+TRAINERS = ("sft", "spark")  # the SFT baseline, then SPaRK (offline PPO)
 CODE_VERSION = "2"  # 2: reference log-probs fixed for every batch
 TRAIN_METRICS_SCHEMA = pa.schema(
     [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]
@@ -48,21 +49,25 @@ def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
     return Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "train" / key[:16] / trainer
 
 
+def _adapter_dir(key: str, trainer: str) -> str:
+    """Where a trained adapter lives, relative to the artifact root."""
+    return f"train/{key[:16]}/{trainer}/adapter"
+
+
 def _finished(cfg: RunConfig, trainer: str, key: str) -> dict | None:
     store = store_for(cfg)
     (metrics_name,) = _outputs(key, trainer)
-    config_file = f"{store._base}/train/{key[:16]}/{trainer}/adapter/adapter_config.json"
-    if store.exists(metrics_name) and store.fs.exists(config_file):
-        return {
-            "adapter": f"{store.root}/train/{key[:16]}/{trainer}/adapter",
-            "metrics": store.ref(metrics_name),
-        }
+    adapter = _adapter_dir(key, trainer)
+    if store.exists(metrics_name) and store.fs.exists(
+        f"{store._base}/{adapter}/adapter_config.json"
+    ):
+        return {"adapter": f"{store.root}/{adapter}", "metrics": store.ref(metrics_name)}
     return None
 
 
 def trained_adapters(cfg: RunConfig, labels: dict[str, ArtifactRef]) -> dict | None:
     """Both adapters when they were trained already (here or by a train deployment)."""
-    found = {t: _finished(cfg, t, train_key(cfg, t, labels)) for t in ("sft", "spark")}
+    found = {t: _finished(cfg, t, train_key(cfg, t, labels)) for t in TRAINERS}
     return None if None in found.values() else found
 
 
@@ -80,7 +85,7 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) 
     key = train_key(cfg, trainer, labels)
     (metrics_name,) = _outputs(key, trainer)
     out = work_dir(cfg, key, trainer)
-    adapter_uri = f"{store.root}/train/{key[:16]}/{trainer}/adapter"
+    adapter_uri = f"{store.root}/{_adapter_dir(key, trainer)}"
     if done := _finished(cfg, trainer, key):
         logger.info("%s adapter for key %s already trained; reusing it", trainer, key[:16])
         return done
@@ -95,9 +100,7 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) 
         raise ValueError(f"unknown trainer {trainer!r}")
     if not str(out).startswith(store._base):
         store.fs.put(
-            str(out / "adapter"),
-            f"{store._base}/train/{key[:16]}/{trainer}/adapter",
-            recursive=True,
+            str(out / "adapter"), f"{store._base}/{_adapter_dir(key, trainer)}", recursive=True
         )
     table = pa.Table.from_pylist(
         [{"trainer": trainer, **{k: None for k in METRIC_KEYS}, **h} for h in history],

@@ -108,6 +108,8 @@ def test_usage_and_cost_for_a_known_model(server):
     assert summary["calls"] == 2 and summary["prompt_tokens"] == 6
     expected = (6 * 0.0025 + summary["completion_tokens"] * 0.01) / 1000
     assert summary["cost_usd"] == pytest.approx(expected)
+    completion = summary["completion_tokens"]
+    assert gen.usage.line() == f"2 calls (0 cached), 6+{completion:,} tokens, ${expected:.4f}"
 
 
 def test_concurrent_requests_keep_their_order(server):

@@ -66,6 +66,14 @@ class Usage:
             self.prompt_tokens * self.prices[0] + self.completion_tokens * self.prices[1]
         ) / 1000
 
+    def line(self) -> str:
+        """'18 calls (4 cached), 6,120+36 tokens, $0.0157' — for log lines."""
+        cost = "" if self.cost_usd is None else f", ${self.cost_usd:.4f}"
+        return (
+            f"{self.calls} calls ({self.cached_calls} cached), "
+            f"{self.prompt_tokens:,}+{self.completion_tokens:,} tokens{cost}"
+        )
+
     def summary(self) -> dict[str, object]:
         return {
             "model": self.model,
