@@ -34,6 +34,29 @@ def _factorial(n: float) -> int:
     return math.factorial(int(n))
 
 
+_FACTORIAL_BITS = math.factorial(MAX_FACTORIAL).bit_length()
+
+
+def _count_args(name: str, n: float, k: float) -> tuple[int, int]:
+    """comb/perm arguments, refused where the result would outgrow factorial's cap: their
+    values reach factorial's size without calling it."""
+    if n != int(n) or k != int(k) or n < 0 or k < 0:
+        raise ToolError(f"{name} needs non-negative integers")
+    n, k = int(n), int(k)
+    factors = min(k, n - k) if name == "comb" else min(k, n)
+    if factors > 0 and factors * math.log2(n + 1) > _FACTORIAL_BITS:
+        raise Rejected(f"{name}({n}, {k}) is too large (limit: the size of {MAX_FACTORIAL}!)")
+    return n, k
+
+
+def _comb(n: float, k: float) -> int:
+    return math.comb(*_count_args("comb", n, k))
+
+
+def _perm(n: float, k: float | None = None) -> int:
+    return math.perm(*_count_args("perm", n, n if k is None else k))
+
+
 def _log(x: float, base: float | None = None) -> float:
     return math.log(x) if base is None else math.log(x, base)
 
@@ -62,8 +85,8 @@ FUNCTIONS = {
     "floor": math.floor,
     "ceil": math.ceil,
     "factorial": _factorial,
-    "comb": math.comb,
-    "perm": math.perm,
+    "comb": _comb,
+    "perm": _perm,
     "gcd": math.gcd,
     "lcm": math.lcm,
     "min": min,

@@ -1,12 +1,16 @@
 """symbolic_math: simplify / solve / differentiate / integrate with sympy.
 
-``parse_expr`` evaluates Python, so this tool only ever runs inside the sandbox, and inputs are
-screened for names that reach outside mathematics before sympy sees them.
+Input is never evaluated as Python (no ``parse_expr``, ``sympify`` or ``eval``): sympy's
+tokenizer rewrites it, and a whitelist translator builds the expression from the AST. The
+tool still runs only inside the sandbox.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+from functools import lru_cache
+from tokenize import TokenError
 
 from spark_core.tools.base import Rejected, Tool, ToolError
 from spark_core.tools.textclean import normalize
@@ -32,37 +36,162 @@ _ALIASES = {
     "roots": "solve",
     "zeros": "solve",
 }
-_FORBIDDEN = re.compile(
-    r"__|\b(import|lambda|exec|eval|open|getattr|setattr|globals|locals|"
-    r"compile|system|subprocess|os|sys|builtins)\b"
-)
 MAX_LEN = 500
+MAX_FACTORIAL = 1_000
+MAX_POWER_BITS = 100_000
+_FUNCTIONS = (
+    "sin cos tan cot sec csc asin acos atan acot atan2 sinh cosh tanh coth asinh acosh atanh "
+    "exp log sqrt root cbrt Abs sign floor ceiling Min Max re im arg conjugate erf gamma "
+    "factorial binomial ff gcd lcm"
+).split()
+_ALIASES_FN = {
+    "ln": "log",
+    "abs": "Abs",
+    "ceil": "ceiling",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "comb": "binomial",
+    "perm": "ff",
+}
+_CONSTANTS = {"pi": "pi", "E": "E", "e": "E", "I": "I", "oo": "oo", "inf": "oo"}
+_COUNTING = {"factorial", "binomial", "ff", "comb", "perm", "gamma"}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
+@lru_cache(maxsize=1)
 def _sympy():
+    """sympy, a tokenizer-only front end, and the whitelisted names.
+
+    ``stringify_expr`` only rewrites tokens (implicit multiplication, ``^``, numbers to
+    ``Integer(...)``, unknown names to ``Symbol('...')``). Its output is never evaluated:
+    ``_Translator`` walks the AST and builds the expression from the whitelist alone, so no
+    input reaches ``eval`` or ``sympify``."""
     import sympy
     from sympy.parsing.sympy_parser import (
         convert_xor,
         implicit_multiplication_application,
-        parse_expr,
         standard_transformations,
+        stringify_expr,
     )
 
+    functions = {name: getattr(sympy, name) for name in _FUNCTIONS}
+    functions.update({k: getattr(sympy, v) for k, v in _ALIASES_FN.items()})
+    constants = {k: getattr(sympy, v) for k, v in _CONSTANTS.items()}
     transformations = standard_transformations + (implicit_multiplication_application, convert_xor)
-    return sympy, parse_expr, transformations
+    return sympy, stringify_expr, transformations, functions, constants
+
+
+class _Translator:
+    """Builds a sympy expression from the AST of the tokenizer's output, node type by node
+    type; anything else (attributes, subscripts, lambdas, strings, keywords) is refused."""
+
+    def __init__(self) -> None:
+        self.sympy, _, _, self.functions, self.constants = _sympy()
+        self.nodes = 0
+
+    def __call__(self, node: ast.AST):
+        self.nodes += 1
+        if self.nodes > 4 * MAX_LEN:
+            raise Rejected("expression is too large")
+        method = getattr(self, f"_{type(node).__name__}", None)
+        if method is None:
+            raise Rejected(f"{type(node).__name__} is not part of a mathematical expression")
+        return method(node)
+
+    def _Expression(self, node: ast.Expression):
+        return self(node.body)
+
+    def _Constant(self, node: ast.Constant):
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Rejected("only numbers and names are accepted")
+        return self.sympy.Integer(value) if isinstance(value, int) else self.sympy.Float(value)
+
+    def _Name(self, node: ast.Name):
+        if node.id in self.constants:
+            return self.constants[node.id]
+        raise Rejected(f"{node.id!r} is not a known constant")
+
+    def _Tuple(self, node: ast.Tuple):
+        return self.sympy.Tuple(*(self(e) for e in node.elts))
+
+    _List = _Tuple
+
+    def _UnaryOp(self, node: ast.UnaryOp):
+        value = self(node.operand)
+        if isinstance(node.op, ast.USub):
+            return -value
+        if isinstance(node.op, ast.UAdd):
+            return value
+        raise Rejected("unsupported operator")
+
+    def _BinOp(self, node: ast.BinOp):
+        left, right = self(node.left), self(node.right)
+        op = type(node.op)
+        if op is ast.Pow:
+            if getattr(left, "is_Integer", False) and getattr(right, "is_Integer", False):
+                if abs(int(right)) * abs(int(left)).bit_length() > MAX_POWER_BITS:
+                    raise Rejected("power is too large to compute")
+            return left**right
+        binary = {
+            ast.Add: lambda a, b: a + b,
+            ast.Sub: lambda a, b: a - b,
+            ast.Mult: lambda a, b: a * b,
+            ast.Div: lambda a, b: a / b,
+            ast.Mod: self.sympy.Mod,
+        }
+        if op not in binary:
+            raise Rejected("unsupported operator")
+        return binary[op](left, right)
+
+    def _Call(self, node: ast.Call):
+        if node.keywords or not isinstance(node.func, ast.Name):
+            raise Rejected("only plain function calls are accepted")
+        name, args = node.func.id, node.args
+        if name in ("Symbol", "Integer", "Float"):
+            value = args[0].value if len(args) == 1 and isinstance(args[0], ast.Constant) else None
+            if name == "Symbol" and isinstance(value, str) and _NAME.fullmatch(value):
+                return self.sympy.Symbol(value)
+            if name == "Integer" and type(value) is int:
+                return self.sympy.Integer(value)
+            if name == "Float" and isinstance(value, str) and re.fullmatch(r"[0-9.eE+-]+", value):
+                return self.sympy.Float(value)
+            raise Rejected(f"bad literal in {name}(...)")
+        if name not in self.functions:
+            raise Rejected(f"{name!r} is not an allowed function")
+        values = [self(a) for a in args]
+        if name in _COUNTING:
+            for value in values:
+                if value.is_number and abs(value) > MAX_FACTORIAL:
+                    raise Rejected(f"{name} of {value} is too large (limit {MAX_FACTORIAL})")
+        return self.functions[name](*values)
 
 
 def _parse(text: str):
-    sympy, parse_expr, transformations = _sympy()
+    sympy, stringify_expr, transformations, functions, constants = _sympy()
     text = text.strip().rstrip(".")
     if not text:
         raise ToolError("empty expression")
-    if _FORBIDDEN.search(text):
+    if "__" in text:
         raise Rejected("only mathematical expressions are accepted")
+    # the tokenizer consults these names only to tell calls and constants from symbols
+    literals = {"Symbol": sympy.Symbol, "Integer": sympy.Integer, "Float": sympy.Float}
+    known = {**functions, **constants, **literals}
     try:
-        return parse_expr(text, transformations=transformations, evaluate=True)
-    except (SyntaxError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        tree = ast.parse(stringify_expr(text, {}, known, transformations), mode="eval")
+    except (SyntaxError, TypeError, ValueError, AttributeError, TokenError) as exc:
         raise ToolError(f"cannot parse {text[:80]!r}: {exc.__class__.__name__}") from None
+    except RecursionError:
+        raise Rejected("expression is nested too deeply") from None
+    try:
+        return _Translator()(tree)
+    except ToolError:  # Rejected included
+        raise
+    except RecursionError:
+        raise Rejected("expression is nested too deeply") from None
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        raise ToolError(f"cannot evaluate {text[:80]!r}: {exc}") from None
 
 
 def _split_args(body: str) -> list[str]:
@@ -180,7 +309,7 @@ def compute(text: str) -> str:
 
 
 def _prepare(_config: dict) -> None:
-    _sympy()[0].simplify("x")  # import and warm sympy's caches before forking
+    compute("simplify: sin(x)^2 + cos(x)^2")  # import and warm sympy's caches before forking
 
 
 TOOL = Tool(
