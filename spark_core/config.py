@@ -110,6 +110,11 @@ class ToolsConfig(_Section):
     wall_seconds: float = Field(5.0, gt=0, description="Wall-time limit per sandboxed call.")
     memory_mb: int = Field(512, gt=0, description="Address-space limit per sandboxed call.")
     max_output_chars: int = Field(2000, gt=0, description="Tool output is truncated to this.")
+    isolation: Literal["bwrap", "process"] = Field(
+        "bwrap",
+        description="Sandbox walls: 'bwrap' (bubblewrap namespaces; refuses to start without it) "
+        "or 'process' (weaker, process-level only; logs a warning wherever it is used).",
+    )
 
 
 class ModelConfig(_Section):

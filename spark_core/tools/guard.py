@@ -1,12 +1,16 @@
 """Hardening applied inside each forked sandbox child, before any model-written text runs.
 
-Layers, outermost first: a new network namespace (no interfaces, so no network) where the OS
-allows it; resource limits on CPU time, address space, file size, open files and processes;
-when started as root, a drop to the unprivileged ``nobody`` user; and a Python audit hook that
-refuses process creation, sockets, ctypes, signals to other processes, writes outside the
-scratch directory and reads of other processes' ``/proc`` entries or credential files. Where the
-namespace cannot be created (no privileges), the audit hook and the process limit are what
-keep the network and other processes out of reach.
+Under ``bwrap`` isolation the worker already lives in its own user, PID, network, IPC, UTS and
+mount namespaces (see ``bwrap.py``); these layers come on top, and in ``process`` mode they are
+all there is. Outermost first: a new session and process group; a new network namespace where
+the OS allows it (process mode, as root); resource limits on CPU time, address space, file size,
+open files and processes; as root, a drop to a uid of the call's own (no other process has it,
+so signals, ``ptrace`` and ``/proc/PID`` of every other process are refused by the kernel); a
+seccomp filter (``seccomp.py``) that denies processes, threads, exec, signals, sockets, device
+nodes, namespaces and cross-process memory access in the kernel; and last a Python audit hook,
+a tripwire that names what was refused: writes outside the scratch directory, ``chdir`` out of
+it, reads of other processes' ``/proc`` entries and credential files, and the introspection
+(``gc``, trace functions, ``__code__`` swaps) that could reach the hook itself.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import resource
 import signal
 import sys
 
+from spark_core.tools import seccomp
+
 CLONE_NEWNET = 0x40000000
 NOBODY = 65534
+PR_SET_PDEATHSIG = 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _BLOCKED_PREFIXES = (
     "socket.",
@@ -47,6 +54,14 @@ _BLOCKED_PREFIXES = (
     "webbrowser.",
     "sys.remote_exec",
     "winreg.",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "sys.settrace",
+    "sys.setprofile",
+    "sys._current_frames",
+    "os.mkfifo",
+    "os.mknod",
 )
 _BLOCKED_IMPORTS = {
     "ctypes",
@@ -123,7 +138,8 @@ def _vm_bytes() -> int:
     return 0
 
 
-def _resolve(path: object, scratch: str) -> str | None:
+def _resolve(path: object) -> str | None:
+    """The absolute, symlink-free path that an event names, against the *current* directory."""
     if isinstance(path, int):
         return None  # an already-open file descriptor
     if isinstance(path, os.PathLike):
@@ -132,52 +148,80 @@ def _resolve(path: object, scratch: str) -> str | None:
         path = path.decode(errors="replace")
     if not isinstance(path, str):
         return None
-    return os.path.realpath(os.path.join(scratch, path))
+    return os.path.realpath(os.path.join(os.getcwd(), path))
 
 
 def _inside(path: str, scratch: str) -> bool:
     return path == scratch or path.startswith(scratch + os.sep)
 
 
-def _refuse(what: str) -> None:
-    violations.append(what)
-    raise SandboxViolation(f"sandbox: {what} is not allowed")
-
-
-def make_audit_hook(scratch: str):
+def make_audit_hook(scratch: str, found: list[str]):
+    """The hook closes over everything it uses: rebinding this module's globals from inside
+    the sandbox (``guard._refuse = ...``) changes nothing it does."""
     own_proc = f"/proc/{os.getpid()}"
+    blocked_prefixes, blocked_imports = _BLOCKED_PREFIXES, frozenset(_BLOCKED_IMPORTS)
+    path_events, secret_paths, write_flags = dict(_PATH_EVENTS), _SECRET_PATHS, _WRITE_FLAGS
+    resolve, inside, isdir, error = _resolve, _inside, os.path.isdir, SandboxViolation
+
+    def refuse(what: str) -> None:
+        found.append(what)
+        raise error(f"sandbox: {what} is not allowed")
 
     def hook(event: str, args: tuple) -> None:
-        if event.startswith(_BLOCKED_PREFIXES):
-            _refuse(event)
-        if event == "import" and args and str(args[0]).split(".")[0] in _BLOCKED_IMPORTS:
-            _refuse(f"import {args[0]}")
+        if event.startswith(blocked_prefixes):
+            refuse(event)
+        if event == "import" and args and str(args[0]).split(".")[0] in blocked_imports:
+            refuse(f"import {args[0]}")
+        if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
+            refuse("replacing a function's code")
+        if event == "os.chdir" and args:
+            path = resolve(args[0])
+            if path is None or not inside(path, scratch):
+                refuse(f"chdir to {args[0]!r}")
         if event == "open" and args:
-            path = _resolve(args[0], scratch)
+            path = resolve(args[0])
             if path is None:
                 return
             mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
             flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-            writing = any(c in mode for c in "wax+") or bool(flags & _WRITE_FLAGS)
-            if writing and not _inside(path, scratch):
-                _refuse(f"writing {path}")
+            writing = any(c in mode for c in "wax+") or bool(flags & write_flags)
+            if not inside(path, scratch):
+                if writing:
+                    refuse(f"writing {path}")
+                if isdir(path):  # a directory fd would let a dir_fd= call write anywhere
+                    refuse(f"opening directory {path}")
             if path.startswith("/proc/") and path.split("/")[2].isdigit():
                 if not (path == own_proc or path.startswith(own_proc + "/")):
-                    _refuse(f"reading {path}")
-            if any(marker in path for marker in _SECRET_PATHS):
-                _refuse(f"reading {path}")
-        if event in _PATH_EVENTS:
-            for i in _PATH_EVENTS[event]:
+                    refuse(f"reading {path}")
+            if any(marker in path for marker in secret_paths):
+                refuse(f"reading {path}")
+        if event in path_events:
+            for i in path_events[event]:
                 if i < len(args):
-                    path = _resolve(args[i], scratch)
-                    if path is not None and not _inside(path, scratch):
-                        _refuse(f"{event} on {path}")
+                    path = resolve(args[i])
+                    if path is not None and not inside(path, scratch):
+                        refuse(f"{event} on {path}")
 
     return hook
 
 
-def enter(scratch: str, cpu_seconds: float, memory_mb: int, file_mb: int, open_files: int) -> str:
-    """Lock this (freshly forked) process down. Returns the network protection in force."""
+def _set_parent_death_signal() -> None:
+    """Die with the worker: a call never outlives a worker that was killed mid-call."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def enter(
+    scratch: str,
+    cpu_seconds: float,
+    memory_mb: int,
+    file_mb: int,
+    open_files: int,
+    uid: int = NOBODY,
+    parent: int | None = None,
+) -> str:
+    """Lock this (freshly forked) process down; ``uid`` is used when running as root.
+    Returns the protections in force, for the worker's log."""
     os.setsid()
     network = isolate_network()
     cpu = max(1, int(round(cpu_seconds)))
@@ -192,14 +236,22 @@ def enter(scratch: str, cpu_seconds: float, memory_mb: int, file_mb: int, open_f
     out = os.open(os.path.join(scratch, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(out, 1)
     os.dup2(out, 2)
+    for fd in (devnull, out):
+        if fd > 2:
+            os.close(fd)
     if os.geteuid() == 0:
-        os.chown(scratch, NOBODY, NOBODY)
-        os.chown(os.path.join(scratch, ".stdout"), NOBODY, NOBODY)
+        os.chown(scratch, uid, uid)
+        os.chown(os.path.join(scratch, ".stdout"), uid, uid)
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        os.setgid(uid)
+        os.setuid(uid)
+    _set_parent_death_signal()  # after setuid, which clears it
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the worker died before the signal was armed
     _limit(resource.RLIMIT_NPROC, 0)  # no new processes or threads
     _limit(resource.RLIMIT_NOFILE, open_files)
     os.environ["HOME"] = scratch
-    sys.addaudithook(make_audit_hook(os.path.realpath(scratch)))
-    return network
+    filtered = seccomp.install()
+    del violations[:]
+    sys.addaudithook(make_audit_hook(os.path.realpath(scratch), violations))
+    return f"{network}, seccomp {'on' if filtered else 'unavailable'}"

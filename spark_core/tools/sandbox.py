@@ -1,42 +1,59 @@
 """Sandboxed tool execution: a pool of pre-forked workers (see ``worker.py``) behind a
 thread-safe ``Sandbox.run``.
 
-Workers start with a scrubbed environment — a short allow-list, never ``*_KEY``, ``*_TOKEN``
-or other secrets — so nothing a tool child could read holds an API key. A worker that dies or
-hangs is replaced, and only the call in flight is marked.
+Workers run inside bubblewrap (``isolation="bwrap"``, see ``bwrap.py``) or, when chosen
+explicitly, as plain processes (``"process"``, the weaker layered sandbox of ``guard.py``). They
+start with a scrubbed environment — a short allow-list, never ``*_KEY``, ``*_TOKEN`` or other
+secrets. Every reply carries the request's id and is checked against the reply schema and a
+size cap; a worker that dies, hangs or answers out of turn is killed and replaced, and only the
+call in flight is marked. The parent owns the scratch root and removes it even when a worker was
+killed with ``SIGKILL``.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from spark_core.tools import bwrap
 from spark_core.tools.base import ToolResult
 
+log = logging.getLogger(__name__)
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+STATUSES = ("ok", "error", "rejected", "timeout")
+PROCESS_WARNING = (
+    "tools.isolation is 'process': tool calls run without bubblewrap's namespaces (no private "
+    "filesystem view, PID or IPC namespace); see the README's security section"
+)
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
+    """Per-call limits, and ``isolation``: how the workers are walled off from the host."""
+
     cpu_seconds: float = 2.0
     wall_seconds: float = 5.0
     memory_mb: int = 512
     max_output_chars: int = 2000
     file_mb: int = 4
     open_files: int = 64
+    isolation: Literal["bwrap", "process"] = "bwrap"
 
     @classmethod
     def from_config(cls, tools_cfg: Any) -> SandboxLimits:
@@ -45,7 +62,13 @@ class SandboxLimits:
             wall_seconds=tools_cfg.wall_seconds,
             memory_mb=tools_cfg.memory_mb,
             max_output_chars=tools_cfg.max_output_chars,
+            isolation=tools_cfg.isolation,
         )
+
+    @property
+    def reply_bytes(self) -> int:
+        """The most a well-formed reply line can take (JSON escapes at most 6x a character)."""
+        return 12 * self.max_output_chars + 4096
 
 
 def scrubbed_env() -> dict[str, str]:
@@ -63,60 +86,130 @@ def scrubbed_env() -> dict[str, str]:
     return env
 
 
+def valid_reply(reply: Any, call_id: int, limits: SandboxLimits) -> bool:
+    """A reply to *this* request, with the ToolResult fields and types, within the caps."""
+    if not isinstance(reply, dict) or reply.get("id") != call_id:
+        return False
+    if set(reply) != {"id", "status", "output", "error", "latency_ms"}:
+        return False
+    latency = reply["latency_ms"]
+    return (
+        reply["status"] in STATUSES
+        and isinstance(reply["output"], str)
+        and isinstance(reply["error"], str)
+        and len(reply["output"]) <= limits.max_output_chars + 64
+        and len(reply["error"]) <= limits.max_output_chars
+        and isinstance(latency, (int, float))
+        and not isinstance(latency, bool)
+        and 0 <= latency < 1e9
+    )
+
+
 class _Worker:
     def __init__(self, limits: SandboxLimits, config: dict[str, Any]):
+        self.limits = limits
         self.log = tempfile.TemporaryFile(mode="w+")
+        self.root: str | None = None
+        self.next_id = 0
+        command = [sys.executable, "-m", "spark_core.tools.worker"]
+        if limits.isolation == "bwrap":
+            command = bwrap.command(command, config.get("corpus"))
+        else:
+            self.root = tempfile.mkdtemp(prefix="spark-sandbox-")
+            os.chmod(self.root, 0o711)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spark_core.tools.worker"],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
             env=scrubbed_env(),
             cwd="/",
-            text=True,
             start_new_session=True,
         )
-        self._send({"limits": asdict(limits), "config": config})
-        hello = self._receive(timeout=120)
-        if not hello or not hello.get("ready"):
+        init = {"limits": asdict(limits), "config": config, "root": self.root}
+        init["isolation"] = limits.isolation
+        hello = None
+        try:
+            self._send(init)
+            hello = self._receive(timeout=120, limit=1 << 20)
+        except OSError:
+            pass
+        if not isinstance(hello, dict) or not hello.get("ready"):
             self.log.seek(0)
             tail = self.log.read()[-2000:]
             self.close()
-            raise RuntimeError(f"sandbox worker failed to start:\n{tail}")
+            raise RuntimeError(f"sandbox worker ({limits.isolation}) failed to start:\n{tail}")
         self.tools = hello["tools"]
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
         self.proc.stdin.flush()
 
-    def _receive(self, timeout: float) -> dict[str, Any] | None:
-        box: list[str] = []
+    def _receive(self, timeout: float, limit: int) -> Any:
+        """One reply line, parsed; None on silence, EOF, an oversized line or bad JSON."""
+        box: list[bytes] = []
         reader = threading.Thread(
-            target=lambda: box.append(self.proc.stdout.readline()), daemon=True
+            target=lambda: box.append(self.proc.stdout.readline(limit + 1)), daemon=True
         )
         reader.start()
         reader.join(timeout)
-        if not box or not box[0]:
+        if not box or not box[0].endswith(b"\n") or len(box[0]) > limit:
             return None
-        return json.loads(box[0])
+        try:
+            return json.loads(box[0])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
 
-    def call(self, tool: str, text: str, wall_seconds: float) -> dict[str, Any] | None:
-        self._send({"tool": tool, "input": text})
-        return self._receive(timeout=wall_seconds + 30)
+    def call(self, tool: str, text: str) -> dict[str, Any] | None:
+        """The validated reply to this call, or None (then the worker must be replaced)."""
+        self.next_id += 1
+        self._send({"id": self.next_id, "tool": tool, "input": text})
+        reply = self._receive(self.limits.wall_seconds + 30, self.limits.reply_bytes)
+        return reply if valid_reply(reply, self.next_id, self.limits) else None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.kill()  # bwrap: --die-with-parent takes the whole namespace with it
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.log):
             try:
                 stream.close()
             except (OSError, AttributeError):  # a pipe to a dead worker
                 pass
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+
+class _Spawner:
+    """Starts workers on one long-lived thread. Workers die with the *thread* that started
+    them (``PR_SET_PDEATHSIG``, bwrap's ``--die-with-parent``), so a replacement must not be
+    started on a short-lived pool thread."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="sandbox-spawner", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            make, future = job
+            try:
+                future.set_result(make())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+    def spawn(self, make) -> Any:
+        future: Future = Future()
+        self._jobs.put((make, future))
+        return future.result()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
 
 
 class Sandbox:
@@ -130,39 +223,61 @@ class Sandbox:
     ):
         self.limits = limits or SandboxLimits()
         self.config = config or {}
+        if self.limits.isolation == "bwrap":
+            bwrap.find_bwrap()  # refuse to start, with the fix in the message
+        else:
+            log.warning(PROCESS_WARNING)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
-        for _ in range(workers):
-            self._add_worker()
+        self._spawner = _Spawner()
+        try:
+            for _ in range(workers):
+                self._idle.put(self._add_worker())
+        except BaseException:
+            self.close()
+            raise
         atexit.register(self.close)
 
-    def _add_worker(self) -> None:
-        worker = _Worker(self.limits, self.config)
+    def _add_worker(self) -> _Worker:
+        worker = self._spawner.spawn(lambda: _Worker(self.limits, self.config))
         with self._lock:
             self._all.append(worker)
-        self._idle.put(worker)
+        return worker
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.close()
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+        return self._add_worker()
 
     def run(self, tool: str, text: str) -> ToolResult:
         """Execute one call; failures come back as a result, never as an exception."""
-        worker = self._idle.get()
+        worker = self._idle.get() if self._all else None
+        if worker is None:
+            return ToolResult("error", "", "sandbox is closed", 0.0)
         start = time.perf_counter()
         reply = None
         try:
-            reply = worker.call(tool, text, self.limits.wall_seconds)
-        except (BrokenPipeError, OSError, ValueError):
+            if not worker.alive():  # died between calls: this call gets a fresh one
+                worker = self._replace(worker)
+            reply = worker.call(tool, text)
+        except (OSError, ValueError, RuntimeError):
             reply = None
         finally:
             if reply is None or not worker.alive():
-                worker.close()  # hung or dead: replace it
-                with self._lock:
-                    self._all.remove(worker)
-                self._add_worker()
-            else:
+                try:
+                    worker = self._replace(worker)  # hung, dead or out of turn
+                except RuntimeError as exc:
+                    log.error("sandbox worker could not be replaced: %s", exc)
+                    worker = None
+            if worker is not None:
                 self._idle.put(worker)
         if reply is None:
             elapsed = (time.perf_counter() - start) * 1000
-            return ToolResult("error", "", "sandbox worker stopped responding", round(elapsed, 3))
+            error = "sandbox worker stopped responding or sent an invalid reply"
+            return ToolResult("error", "", error, round(elapsed, 3))
         return ToolResult(reply["status"], reply["output"], reply["error"], reply["latency_ms"])
 
     def close(self) -> None:
@@ -170,6 +285,7 @@ class Sandbox:
             workers, self._all = self._all, []
         for worker in workers:
             worker.close()
+        self._spawner.stop()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -190,4 +306,6 @@ def shared_sandbox(limits: SandboxLimits, config: dict[str, Any], workers: int) 
         sandbox = _SHARED.get(key)
         if sandbox is None:
             sandbox = _SHARED[key] = Sandbox(limits, config, workers)
+        elif limits.isolation == "process":
+            log.warning(PROCESS_WARNING)  # every stage that uses it says so
         return sandbox

@@ -1,25 +1,31 @@
-"""The sandbox worker: a long-lived process, started with a scrubbed environment, that has
-already imported every tool's libraries and forks one fresh, locked-down child per call.
+"""The sandbox worker: a long-lived process, started with a scrubbed environment (inside
+bubblewrap under ``bwrap`` isolation), that has already imported every tool's libraries and
+forks one fresh, locked-down child per call.
 
-Protocol on stdin/stdout, one JSON object per line: first ``{"limits":…, "config":…}`` (the
-worker answers ``{"ready": true, …}``), then ``{"tool": name, "input": text}`` requests, each
-answered by a ToolResult dict. Run with ``python -m spark_core.tools.worker``.
+Protocol on stdin/stdout, one JSON object per line: first ``{"limits":…, "config":…, "root":…}``
+(the worker answers ``{"ready": true, …}``), then ``{"id": n, "tool": name, "input": text}``
+requests, each answered by a ToolResult dict that carries the same ``id``. The child never sees
+the protocol: it holds only the write end of its own result pipe, and the worker validates what
+comes back through it. Run with ``python -m spark_core.tools.worker``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import shutil
 import signal
 import sys
 import tempfile
 import time
-import traceback
 from typing import Any
 
 RESULT_LIMIT_BYTES = 1 << 20
+CHILD_STATUSES = ("ok", "error", "rejected")
+CALL_UID_BASE = 1_000_000_000  # process mode as root: call uid = base + worker pid
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
 # Imported before any fork, so a child — which may run as an unprivileged user that cannot
 # read the Python installation — still has them. This is also what the python tool offers.
@@ -58,14 +64,28 @@ PRELOAD = (
 )
 
 
-def _child(tool_name: str, text: str, limits: dict[str, Any], scratch: str, write_fd: int) -> None:
-    """Runs in the forked child; never returns."""
+def _close_fds(keep: int) -> None:
+    """Every descriptor but the reply pipe goes: the protocol pipes, logs, scratch handles."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = 65536 if limit == resource.RLIM_INFINITY else limit
+    os.closerange(0, keep)
+    os.closerange(keep + 1, limit)
+    null = os.open(os.devnull, os.O_RDWR)  # fd 0 (the lowest free), then 1 and 2
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+
+
+def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_fd: int) -> None:
+    """Runs in the forked child; never returns (the caller ``_exit``s)."""
+    _close_fds(keep=write_fd)
     status, output, error = "error", "", ""
     try:
         from spark_core.tools import guard
         from spark_core.tools.base import Rejected, ToolError
         from spark_core.tools.registry import get_tool
 
+        tool_name, text = request["tool"], request["input"]
+        del request  # nothing of the protocol stays reachable from the tool's frames
         tool = get_tool(tool_name)
         guard.enter(
             scratch,
@@ -73,6 +93,8 @@ def _child(tool_name: str, text: str, limits: dict[str, Any], scratch: str, writ
             limits["memory_mb"],
             limits["file_mb"],
             limits["open_files"],
+            uid=limits["call_uid"],
+            parent=limits["worker_pid"],
         )
         import random
 
@@ -96,15 +118,11 @@ def _child(tool_name: str, text: str, limits: dict[str, Any], scratch: str, writ
             status, error = "rejected", f"sandbox: {guard.violations[0]} is not allowed"
     except BaseException as exc:  # failure while entering the sandbox itself
         error = f"sandbox setup failed: {type(exc).__name__}: {exc}"
-        traceback.print_exc()
     cap = limits["max_output_chars"]
     if len(output) > cap:
         output = output[:cap] + f"\n[truncated {len(output) - cap} characters]"
     payload = json.dumps({"status": status, "output": output, "error": error[:cap]}).encode()
-    try:
-        os.write(write_fd, payload[:RESULT_LIMIT_BYTES])
-    finally:
-        os._exit(0)
+    os.write(write_fd, payload[:RESULT_LIMIT_BYTES])
 
 
 def _collect(read_fd: int, deadline: float) -> tuple[bytes, bool]:
@@ -120,39 +138,107 @@ def _collect(read_fd: int, deadline: float) -> tuple[bytes, bool]:
         if not chunk:
             return b"".join(chunks), False
         size += len(chunk)
-        if size <= RESULT_LIMIT_BYTES:
+        if size <= RESULT_LIMIT_BYTES + 1:
             chunks.append(chunk)
 
 
-def execute(tool: str, text: str, limits: dict[str, Any], root: str) -> dict[str, Any]:
+def _exited_by(pid: int, deadline: float) -> bool:
+    """Wait, without reaping, until ``pid`` exits or ``deadline`` passes."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is not None:
+                select.select([pidfd], [], [], remaining)
+            else:
+                time.sleep(min(remaining, 0.005))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _sweep() -> None:
+    """bwrap mode: this PID namespace holds bwrap (1), this worker and nothing else between
+    calls; whatever else is there outlived its call."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, me):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def parse_child_result(data: bytes, cap: int) -> dict[str, Any] | None:
+    """The child's result if it is well-formed, capped to the output limit; else None."""
+    if len(data) > RESULT_LIMIT_BYTES:
+        return None
+    try:
+        result = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(result, dict) or set(result) != {"status", "output", "error"}:
+        return None
+    status, output, error = result["status"], result["output"], result["error"]
+    if status not in CHILD_STATUSES or not isinstance(output, str) or not isinstance(error, str):
+        return None
+    note = f"\n[truncated {len(output) - cap} characters]"
+    if len(output) > cap + len(note):
+        output = output[:cap] + note
+    return {"status": status, "output": output, "error": error[:cap]}
+
+
+def execute(request: dict[str, Any], limits: dict[str, Any], root: str, sweep: bool) -> dict:
+    """Run one call in a fresh child; every process of the call is gone when this returns."""
     start = time.perf_counter()
+    deadline = time.monotonic() + limits["wall_seconds"]
     scratch = tempfile.mkdtemp(prefix="call-", dir=root)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(read_fd)
-        _child(tool, text, limits, scratch, write_fd)
+        try:
+            os.close(read_fd)
+            _child(request, limits, scratch, write_fd)
+        finally:
+            os._exit(0)
     os.close(write_fd)
     try:
-        data, timed_out = _collect(read_fd, time.monotonic() + limits["wall_seconds"])
+        data, timed_out = _collect(read_fd, deadline)
     finally:
         os.close(read_fd)
-    if timed_out:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    exited = _exited_by(pid, deadline)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the call's group; its leader is not reaped yet
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     _, wait_status = os.waitpid(pid, 0)
+    if sweep:
+        _sweep()
     shutil.rmtree(scratch, ignore_errors=True)
     latency_ms = (time.perf_counter() - start) * 1000
-    if timed_out:
+    if timed_out or not exited:
         result = {
             "status": "timeout",
             "output": "",
             "error": f"wall-time limit ({limits['wall_seconds']} s) exceeded",
         }
     elif data:
-        result = json.loads(data)
+        result = parse_child_result(data, limits["max_output_chars"]) or {
+            "status": "error",
+            "output": "",
+            "error": "sandbox: the tool process sent a malformed result",
+        }
     elif os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) in (
         signal.SIGXCPU,
         signal.SIGKILL,
@@ -171,14 +257,40 @@ def execute(tool: str, text: str, limits: dict[str, Any], root: str) -> dict[str
     return result
 
 
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def _serve(line: str, limits: dict[str, Any], root: str, sweep: bool) -> str:
+    """One request line in, one reply line out. A function of its own, so that nothing of
+    this call (request, result) is left in a frame when the next call forks."""
+    try:
+        request = json.loads(line)
+        call_id = request["id"]
+        if not isinstance(request.get("tool"), str) or not isinstance(request.get("input"), str):
+            raise ValueError("tool and input must be strings")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return json.dumps({"id": None, "status": "error", "output": "", "error": "bad request"})
+    result = execute(request, limits, root, sweep)
+    result["id"] = call_id
+    return json.dumps(result)
+
+
 def main() -> None:
     # the protocol owns the original stdout; anything a library prints goes to stderr
     stdin, stdout = sys.stdin, os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     sys.dont_write_bytecode = True
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker never outlives its Sandbox
+    _prctl(PR_SET_DUMPABLE, 0)  # a child of the same uid cannot ptrace it or open its /proc
     init = json.loads(stdin.readline())
     limits, config = init["limits"], init.get("config", {})
+    sweep = init.get("isolation") == "bwrap"
+    limits["worker_pid"] = os.getpid()
+    limits["call_uid"] = CALL_UID_BASE + os.getpid() if os.geteuid() == 0 else os.geteuid()
     import importlib
 
     from spark_core.tools.registry import discover
@@ -196,20 +308,17 @@ def main() -> None:
                 tool.run(tool.example)  # also warms the lazy imports of its code path
             except Exception as exc:
                 print(f"warm-up of {tool.name} failed: {exc}", file=sys.stderr)
-    root = tempfile.mkdtemp(prefix="spark-sandbox-")
+    # process mode: the parent made (and will remove) the scratch root; bwrap: a private tmpfs
+    root = init.get("root") or tempfile.mkdtemp(prefix="spark-sandbox-")
     os.chmod(root, 0o711)
     stdout.write(
         json.dumps({"ready": True, "pid": os.getpid(), "tools": sorted(discover())}) + "\n"
     )
     stdout.flush()
-    try:
-        for line in stdin:
-            request = json.loads(line)
-            result = execute(request["tool"], request["input"], limits, root)
-            stdout.write(json.dumps(result) + "\n")
-            stdout.flush()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    del init
+    for line in stdin:
+        stdout.write(_serve(line, limits, root, sweep) + "\n")
+        stdout.flush()
 
 
 if __name__ == "__main__":

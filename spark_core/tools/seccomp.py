@@ -1,0 +1,96 @@
+"""A seccomp-BPF deny list for the sandbox child, built and installed with ctypes.
+
+Why: the audit hook runs in the same interpreter as the hostile code, so it is a tripwire,
+not a boundary. These syscalls fail with ``EPERM`` in the kernel whatever the Python code does:
+new processes or threads (``clone``, ``fork``), ``exec``, signals to any process (``kill``,
+``tgkill``, ``pidfd_*``), ``ptrace`` and cross-process memory access, sockets, device nodes and
+FIFOs (``mknod``), namespaces and mounts, keyrings, ``bpf``, ``perf_event_open``,
+``userfaultfd`` and ``io_uring`` (whose operations bypass seccomp). Supported on x86_64 and
+aarch64; elsewhere ``install`` returns False and the caller reports it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import platform
+import struct
+
+# syscall numbers: x86_64 from arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from
+# include/uapi/asm-generic/unistd.h
+_DENY = {
+    "x86_64": {
+        "socket": 41, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62,
+        "ptrace": 101, "rt_sigqueueinfo": 129, "mknod": 133, "pivot_root": 155, "chroot": 161,
+        "mount": 165, "umount2": 166, "tkill": 200, "tgkill": 234, "add_key": 248,
+        "request_key": 249, "keyctl": 250, "mknodat": 259, "unshare": 272,
+        "rt_tgsigqueueinfo": 297, "perf_event_open": 298, "name_to_handle_at": 303,
+        "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+        "process_vm_writev": 311, "kcmp": 312, "bpf": 321, "execveat": 322,
+        "userfaultfd": 323, "pidfd_send_signal": 424, "io_uring_setup": 425,
+        "io_uring_enter": 426, "io_uring_register": 427, "pidfd_open": 434, "clone3": 435,
+        "pidfd_getfd": 438,
+    },  # fmt: skip
+    "aarch64": {
+        "mknodat": 33, "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51,
+        "unshare": 97, "ptrace": 117, "kill": 129, "tkill": 130, "tgkill": 131,
+        "rt_sigqueueinfo": 138, "socket": 198, "add_key": 217, "request_key": 218,
+        "keyctl": 219, "clone": 220, "execve": 221, "rt_tgsigqueueinfo": 240,
+        "perf_event_open": 241, "name_to_handle_at": 264, "open_by_handle_at": 265,
+        "setns": 268, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
+        "bpf": 280, "execveat": 281, "userfaultfd": 282, "pidfd_send_signal": 424,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438,
+    },  # fmt: skip
+}
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_X32_BIT = 0x40000000
+
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k)
+
+
+def program(machine: str | None = None) -> bytes | None:
+    """The filter for ``machine`` (default: this one) as raw ``sock_filter`` records."""
+    machine = machine or platform.machine()
+    if machine not in _DENY:
+        return None
+    deny = sorted(set(_DENY[machine].values()))
+    eperm = _RET_ERRNO | errno.EPERM
+    code = [
+        _insn(_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        _insn(_JEQ_K, 1, 0, _AUDIT_ARCH[machine]),
+        _insn(_RET_K, 0, 0, _RET_KILL_PROCESS),  # a foreign ABI: no way around the table
+        _insn(_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if machine == "x86_64":
+        code += [_insn(_JGE_K, 0, 1, _X32_BIT), _insn(_RET_K, 0, 0, _RET_KILL_PROCESS)]
+    for nr in deny:
+        code += [_insn(_JEQ_K, 0, 1, nr), _insn(_RET_K, 0, 0, eperm)]
+    code.append(_insn(_RET_K, 0, 0, _RET_ALLOW))
+    return b"".join(code)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install() -> bool:
+    """Install the filter on this (single-threaded) process for good. False where the
+    architecture is not supported; raises OSError where the kernel refuses it."""
+    raw = program()
+    if raw is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+    prog = _SockFprog(len(raw) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+    return True
