@@ -101,3 +101,46 @@ def random_adapter(model_dir: str, seed: int):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
+
+
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot run the sandbox here, or None when it can."""
+    import shutil
+    import subprocess
+
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (install: `make install` as root, or apt-get)"
+    probe = subprocess.run(
+        ["bwrap", "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def require_bwrap():
+    """Tests of the default (bwrap) sandbox. In CI a missing bwrap is a failure — `make
+    install` provides it there — so the boundary is never silently untested; elsewhere it is
+    a skip that says how to install it."""
+    problem = bwrap_problem()
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"{problem}; CI must test the bwrap sandbox")
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_sandbox_scratch_left():
+    """Every scratch root a sandbox of this session made on the host is gone at the end."""
+    yield
+    import sys
+
+    sandbox = sys.modules.get("spark_core.tools.sandbox")
+    if sandbox is not None:
+        for sb in list(sandbox._SHARED.values()):
+            sb.close()
+        left = [root for root in sandbox.CREATED_ROOTS if os.path.exists(root)]
+        assert left == [], f"sandbox scratch left behind: {left}"

@@ -30,7 +30,7 @@ def secret_env():
 
 
 @pytest.fixture(scope="module")
-def sandbox(secret_env):
+def sandbox(secret_env, require_bwrap):
     with Sandbox(LIMITS, workers=2) as sb:
         yield sb
 

@@ -37,6 +37,7 @@ ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "O
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 STATUSES = ("ok", "error", "rejected", "timeout")
+CREATED_ROOTS: list[str] = []  # host scratch roots made by this process (tests check cleanup)
 PROCESS_WARNING = (
     "tools.isolation is 'process': tool calls run without bubblewrap's namespaces (no private "
     "filesystem view, PID or IPC namespace); see the README's security section"
@@ -117,6 +118,7 @@ class _Worker:
         else:
             self.root = tempfile.mkdtemp(prefix="spark-sandbox-")
             os.chmod(self.root, 0o711)
+            CREATED_ROOTS.append(self.root)
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -192,6 +194,8 @@ class _Spawner:
 
     def __init__(self) -> None:
         self._jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="sandbox-spawner", daemon=True)
         self._thread.start()
 
@@ -205,11 +209,16 @@ class _Spawner:
 
     def spawn(self, make) -> Any:
         future: Future = Future()
-        self._jobs.put((make, future))
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("sandbox is closed")
+            self._jobs.put((make, future))
         return future.result()
 
     def stop(self) -> None:
-        self._jobs.put(None)
+        with self._lock:
+            self._stopped = True
+            self._jobs.put(None)
 
 
 class Sandbox:
@@ -230,6 +239,7 @@ class Sandbox:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._spawner = _Spawner()
         try:
             for _ in range(workers):
@@ -246,7 +256,7 @@ class Sandbox:
         return worker
 
     def _replace(self, worker: _Worker) -> _Worker:
-        worker.close()
+        worker.close()  # a closed sandbox then refuses to spawn (RuntimeError)
         with self._lock:
             if worker in self._all:
                 self._all.remove(worker)
@@ -266,7 +276,10 @@ class Sandbox:
         except (OSError, ValueError, RuntimeError):
             reply = None
         finally:
-            if reply is None or not worker.alive():
+            if self._closed:
+                worker.close()
+                worker = None
+            elif reply is None or not worker.alive():
                 try:
                     worker = self._replace(worker)  # hung, dead or out of turn
                 except RuntimeError as exc:
@@ -282,6 +295,7 @@ class Sandbox:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             workers, self._all = self._all, []
         for worker in workers:
             worker.close()
