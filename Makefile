@@ -9,9 +9,19 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean bubblewrap
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed bubblewrap
+
+# The tool sandbox runs under bubblewrap (tools.isolation: bwrap, the default).
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	else \
+		echo "bubblewrap (bwrap) is missing; the tool sandbox needs it. Run:"; \
+		echo "    sudo apt-get install bubblewrap"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
