@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -29,9 +30,12 @@ def secret_env():
             os.environ[k] = v
 
 
-@pytest.fixture(scope="module")
-def sandbox(secret_env, require_bwrap):
-    with Sandbox(LIMITS, workers=2) as sb:
+@pytest.fixture(scope="module", params=["bwrap", "process"])
+def sandbox(request, secret_env):
+    """Both isolation modes meet every hostile case (``process`` is the fallback layer set)."""
+    if request.param == "bwrap":
+        request.getfixturevalue("require_bwrap")
+    with Sandbox(replace(LIMITS, isolation=request.param), workers=2) as sb:
         yield sb
 
 

@@ -130,9 +130,15 @@ class _Worker:
         )
         init = {"limits": asdict(limits), "config": config, "root": self.root}
         init["isolation"] = limits.isolation
-        hello = None
         try:
             self._send(init)
+        except OSError:
+            pass  # reported by wait_ready
+
+    def wait_ready(self) -> _Worker:
+        """Wait for the worker's hello (it imports every tool's libraries first)."""
+        hello = None
+        try:
             hello = self._receive(timeout=120, limit=1 << 20)
         except OSError:
             pass
@@ -140,8 +146,10 @@ class _Worker:
             self.log.seek(0)
             tail = self.log.read()[-2000:]
             self.close()
-            raise RuntimeError(f"sandbox worker ({limits.isolation}) failed to start:\n{tail}")
+            isolation = self.limits.isolation
+            raise RuntimeError(f"sandbox worker ({isolation}) failed to start:\n{tail}")
         self.tools = hello["tools"]
+        return self
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -242,15 +250,30 @@ class Sandbox:
         self._closed = False
         self._spawner = _Spawner()
         try:
-            for _ in range(workers):
-                self._idle.put(self._add_worker())
+            for worker in self._spawner.spawn(lambda: self._start(workers)):
+                with self._lock:
+                    self._all.append(worker)
+                self._idle.put(worker)
         except BaseException:
             self.close()
             raise
         atexit.register(self.close)
 
+    def _start(self, count: int) -> list[_Worker]:
+        """Start ``count`` workers at once (their imports overlap), then wait for each."""
+        starting = [_Worker(self.limits, self.config) for _ in range(count)]
+        ready = []
+        try:
+            for worker in starting:
+                ready.append(worker.wait_ready())
+        finally:
+            if len(ready) < len(starting):
+                for worker in starting:
+                    worker.close()
+        return ready
+
     def _add_worker(self) -> _Worker:
-        worker = self._spawner.spawn(lambda: _Worker(self.limits, self.config))
+        worker = self._spawner.spawn(lambda: self._start(1)[0])
         with self._lock:
             self._all.append(worker)
         return worker
