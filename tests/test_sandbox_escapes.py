@@ -101,6 +101,10 @@ def test_chdir_and_dir_fd_cannot_write_on_the_host(sandbox, tmp_path):
         f"import os; os.mkfifo({str(tmp_path / name)!r})",
         f"import os; os.chdir({str(tmp_path)!r}); os.mkfifo('{name}')",
         f"import os; os.mknod({str(tmp_path / name)!r})",
+        f"import os, _posixshmem; _posixshmem.shm_open('/{name}', os.O_CREAT | os.O_RDWR, 0o666)",
+        f"import sqlite3; sqlite3.connect({str(tmp_path / name)!r}).execute('create table t(x)')",
+        f"import sqlite3; sqlite3.connect('/tmp/{name}').execute('create table t(x)')",
+        f"import os; os.chdir('..'); open('{name}', 'w').write('x')",
     ]
     for code in attempts:
         result = run(sandbox, code)
@@ -108,7 +112,8 @@ def test_chdir_and_dir_fd_cannot_write_on_the_host(sandbox, tmp_path):
         assert not os.path.exists(f"/dev/shm/{name}")
         assert not os.path.lexists(tmp_path / name), code
     # and nothing written earlier survives into a later call's view
-    assert run(sandbox, f"import os; print(os.path.exists('{name}'))").output == "False"
+    probe = f"import os; print([os.path.exists(p) for p in ('{name}', '../{name}', '/tmp/{name}')])"
+    assert run(sandbox, probe).output == "[False, False, False]"
 
 
 def test_chdir_cannot_read_private_keys_or_other_processes_cmdline(sandbox, tmp_path):
@@ -147,6 +152,27 @@ def test_no_signal_reaches_a_host_process(sandbox):
     finally:
         target.kill()
         target.wait()
+
+
+def test_a_call_cannot_change_its_workers_limits_or_priority(sandbox):
+    def state() -> dict[int, tuple[str, str]]:
+        found = {}
+        for pid in set().union(*(descendants(w.proc.pid) | {w.proc.pid} for w in sandbox._all)):
+            with open(f"/proc/{pid}/limits") as lim, open(f"/proc/{pid}/stat") as stat:
+                nice = stat.read().rsplit(")", 1)[1].split()[16]
+                found[pid] = (lim.read(), nice)
+        return found
+
+    before = state()
+    for code in (
+        "import os, resource; resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (3, 3))",
+        "import os, resource; resource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))",
+        "import os; os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+        "import os; os.sched_setaffinity(os.getppid(), {0})",
+    ):
+        assert run(sandbox, code).status in {"error", "rejected"}, code
+    assert state() == before
+    assert sandbox.run("calculator", "2 ** 10").output == "1024"
 
 
 def test_a_call_cannot_kill_another_call_in_flight(sandbox):

@@ -3,8 +3,9 @@
 What the worker sees: new user, PID, network, IPC, UTS and cgroup namespaces; read-only binds
 of only the system libraries, the Python installation, this package and the knowledge corpus
 (no home, no project checkout, no ``/run`` sockets); its own ``/proc`` and a minimal ``/dev``;
-a private, size-limited tmpfs on ``/tmp`` (scratch) and none of the host's ``/tmp`` or
-``/dev/shm``; no capabilities, uid/gid ``nobody``, a new session, and death with its parent.
+a private, size-limited tmpfs on ``/tmp`` (scratch, the only writable place) and none of the
+host's ``/tmp`` or ``/dev/shm``; no capabilities, uid/gid ``nobody``, a new session, and
+death with its parent.
 """
 
 from __future__ import annotations
@@ -90,4 +91,7 @@ def command(worker: list[str], corpus: str | None = None) -> list[str]:
         binds.append(os.path.realpath(corpus))
     for path in _minimal([p for p in binds if not p.startswith(_SYSTEM_DIRS)]):
         args += ["--ro-bind", path, path]
+    # bwrap's own root and /dev are tmpfs: read-only, so /tmp (size-capped) is all that is
+    # writable, and the worker empties it after every call
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     return [*args, "--", *worker]

@@ -62,6 +62,7 @@ _BLOCKED_PREFIXES = (
     "sys._current_frames",
     "os.mkfifo",
     "os.mknod",
+    "sqlite3.",
 )
 _BLOCKED_IMPORTS = {
     "ctypes",
@@ -70,6 +71,12 @@ _BLOCKED_IMPORTS = {
     "multiprocessing",
     "pty",
     "_multiprocessing",
+    "_posixshmem",  # shm_open creates files in /dev/shm without an audit event
+    "sqlite3",
+    "_sqlite3",
+    "dbm",
+    "_dbm",
+    "_gdbm",
 }
 _PATH_EVENTS = {
     "os.remove": (0,),

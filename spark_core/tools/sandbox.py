@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from spark_core.tools import bwrap
 from spark_core.tools.base import ToolResult
+from spark_core.tools.worker import clean_text
 
 log = logging.getLogger(__name__)
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -314,7 +315,8 @@ class Sandbox:
             elapsed = (time.perf_counter() - start) * 1000
             error = "sandbox worker stopped responding or sent an invalid reply"
             return ToolResult("error", "", error, round(elapsed, 3))
-        return ToolResult(reply["status"], reply["output"], reply["error"], reply["latency_ms"])
+        output, error = clean_text(reply["output"]), clean_text(reply["error"])
+        return ToolResult(reply["status"], output, error, reply["latency_ms"])
 
     def close(self) -> None:
         with self._lock:

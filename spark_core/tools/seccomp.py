@@ -5,7 +5,8 @@ not a boundary. These syscalls fail with ``EPERM`` in the kernel whatever the Py
 new processes or threads (``clone``, ``fork``), ``exec``, signals to any process (``kill``,
 ``tgkill``, ``pidfd_*``), ``ptrace`` and cross-process memory access, sockets, device nodes and
 FIFOs (``mknod``), namespaces and mounts, keyrings, ``bpf``, ``perf_event_open``,
-``userfaultfd`` and ``io_uring`` (whose operations bypass seccomp). Supported on x86_64 and
+``userfaultfd``, ``io_uring`` (whose operations bypass seccomp), and changing another process's
+limits, priority, affinity or memory placement. Supported on x86_64 and
 aarch64; elsewhere ``install`` returns False and the caller reports it.
 """
 
@@ -58,7 +59,16 @@ _DENY = {
         "pidfd_open": 434,
         "clone3": 435,
         "pidfd_getfd": 438,
-    },  # fmt: skip
+        "setpriority": 141,
+        "sched_setparam": 142,
+        "sched_setscheduler": 144,
+        "sched_setaffinity": 203,
+        "ioprio_set": 251,
+        "migrate_pages": 256,
+        "move_pages": 279,
+        "sched_setattr": 314,
+        "process_madvise": 440,
+    },
     "aarch64": {
         "mknodat": 33,
         "umount2": 39,
@@ -95,8 +105,20 @@ _DENY = {
         "pidfd_open": 434,
         "clone3": 435,
         "pidfd_getfd": 438,
-    },  # fmt: skip
+        "ioprio_set": 30,
+        "sched_setparam": 118,
+        "sched_setscheduler": 119,
+        "sched_setaffinity": 122,
+        "setpriority": 140,
+        "migrate_pages": 238,
+        "move_pages": 239,
+        "sched_setattr": 274,
+        "process_madvise": 440,
+    },
 }
+# prlimit64 is allowed on the calling process only (pid 0): getrlimit/setrlimit use it, and on
+# another process of the same uid (the worker, under bwrap) it would change that one's limits
+_PRLIMIT64 = {"x86_64": 302, "aarch64": 261}
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _X32_BIT = 0x40000000
 
@@ -124,6 +146,15 @@ def program(machine: str | None = None) -> bytes | None:
     ]
     if machine == "x86_64":
         code += [_insn(_JGE_K, 0, 1, _X32_BIT), _insn(_RET_K, 0, 0, _RET_KILL_PROCESS)]
+    code += [
+        _insn(_JEQ_K, 0, 6, _PRLIMIT64[machine]),
+        _insn(_LD_W_ABS, 0, 0, 16),  # seccomp_data.args[0], low half
+        _insn(_JEQ_K, 0, 3, 0),
+        _insn(_LD_W_ABS, 0, 0, 20),  # high half
+        _insn(_JEQ_K, 0, 1, 0),
+        _insn(_RET_K, 0, 0, _RET_ALLOW),
+        _insn(_RET_K, 0, 0, eperm),
+    ]
     for nr in deny:
         code += [_insn(_JEQ_K, 0, 1, nr), _insn(_RET_K, 0, 0, eperm)]
     code.append(_insn(_RET_K, 0, 0, _RET_ALLOW))

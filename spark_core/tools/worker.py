@@ -164,9 +164,10 @@ def _exited_by(pid: int, deadline: float) -> bool:
             os.close(pidfd)
 
 
-def _sweep() -> None:
+def _sweep(root: str) -> None:
     """bwrap mode: this PID namespace holds bwrap (1), this worker and nothing else between
-    calls; whatever else is there outlived its call."""
+    calls, and the private ``/tmp`` holds only the empty scratch root. Whatever else is there
+    outlived its call (the child has this worker's uid, so it could write there)."""
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in (1, me):
@@ -174,6 +175,16 @@ def _sweep() -> None:
                 os.kill(int(entry), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    os.chmod(root, 0o711)
+    for parent in (os.path.dirname(root), root):
+        for entry in os.listdir(parent):
+            path = os.path.join(parent, entry)
+            if path == root:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
 
 
 def parse_child_result(data: bytes, cap: int) -> dict[str, Any] | None:
@@ -192,7 +203,12 @@ def parse_child_result(data: bytes, cap: int) -> dict[str, Any] | None:
     note = f"\n[truncated {len(output) - cap} characters]"
     if len(output) > cap + len(note):
         output = output[:cap] + note
-    return {"status": status, "output": output, "error": error[:cap]}
+    return {"status": status, "output": clean_text(output), "error": clean_text(error[:cap])}
+
+
+def clean_text(text: str) -> str:
+    """Valid UTF-8 only: a lone surrogate would make the Parquet writer raise."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def execute(request: dict[str, Any], limits: dict[str, Any], root: str, sweep: bool) -> dict:
@@ -224,7 +240,7 @@ def execute(request: dict[str, Any], limits: dict[str, Any], root: str, sweep: b
         pass
     _, wait_status = os.waitpid(pid, 0)
     if sweep:
-        _sweep()
+        _sweep(root)
     shutil.rmtree(scratch, ignore_errors=True)
     latency_ms = (time.perf_counter() - start) * 1000
     if timed_out or not exited:
