@@ -238,6 +238,25 @@ def test_forged_replies_never_reach_later_calls(sandbox, line):
     assert all(r["status"] == "ok" for r in rows)
 
 
+def test_no_other_process_descriptor_is_reachable_through_proc(sandbox):
+    """``readlink`` raises no audit event: this is the kernel's answer alone. Neither the
+    worker nor (under bwrap) anything else in the namespace exposes its protocol pipes."""
+    code = (
+        "import os\n"
+        "seen = []\n"
+        "for p in os.listdir('/proc'):\n"
+        "    if p.isdigit() and int(p) != os.getpid():\n"
+        "        try:\n"
+        "            for n in os.listdir(f'/proc/{p}/fd'):\n"
+        "                seen.append(os.readlink(f'/proc/{p}/fd/{n}'))\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "print(seen)"
+    )
+    result = run(sandbox, code)
+    assert result.status == "ok" and "pipe:" not in result.output and "socket:" not in result.output
+
+
 # 5. the child writing its own "result" into its reply pipe
 def _own_result(payload: bytes) -> str:
     return (

@@ -5,7 +5,8 @@ of only the system libraries, the Python installation, this package and the know
 (no home, no project checkout, no ``/run`` sockets); its own ``/proc`` and a minimal ``/dev``;
 a private, size-limited tmpfs on ``/tmp`` (scratch, the only writable place) and none of the
 host's ``/tmp`` or ``/dev/shm``; no capabilities, uid/gid ``nobody``, a new session, and
-death with its parent.
+death with its parent. The worker is PID 1 of its namespace: no bwrap init process, whose
+``/proc/1/fd`` would hold the protocol pipes, shares the namespace with a call.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def command(worker: list[str], corpus: str | None = None) -> list[str]:
         "--gid", str(SANDBOX_UID),
         "--cap-drop", "ALL",
         "--die-with-parent",
+        "--as-pid-1",  # no bwrap init holding the protocol pipes in the namespace
         "--new-session",
         "--hostname", "spark-sandbox",
         "--proc", "/proc",

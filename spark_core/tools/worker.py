@@ -165,8 +165,8 @@ def _exited_by(pid: int, deadline: float) -> bool:
 
 
 def _sweep(root: str) -> None:
-    """bwrap mode: this PID namespace holds bwrap (1), this worker and nothing else between
-    calls, and the private ``/tmp`` holds only the empty scratch root. Whatever else is there
+    """bwrap mode: between calls this PID namespace holds this worker (PID 1, ``--as-pid-1``)
+    alone, and the private ``/tmp`` only the empty scratch root. Whatever else is there
     outlived its call (the child has this worker's uid, so it could write there)."""
     me = os.getpid()
     for entry in os.listdir("/proc"):
