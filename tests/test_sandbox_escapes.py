@@ -405,3 +405,24 @@ def test_host_filesystem_view(sandbox):
 def test_threads_stay_off_in_both_modes(sandbox):
     result = run(sandbox, "import threading; threading.Thread(target=print).start()")
     assert result.status in {"error", "rejected"}
+
+
+def test_what_a_call_sees_of_itself(sandbox):
+    code = (
+        "import os\n"
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())\n"
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "nics = [l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]]\n"
+        "print(os.getuid(), os.uname().nodename, len(pids), status['CapEff'].strip(),\n"
+        "      status['Seccomp'].strip(), status['NoNewPrivs'].strip(),\n"
+        "      sorted(nics))"
+    )
+    uid, host, pids, caps, seccomp, nnp, interfaces = run(sandbox, code).output.split(" ", 6)
+    assert (caps, seccomp, nnp) == ("0000000000000000", "2", "1")  # filter mode, no privileges
+    if mode(sandbox) == "bwrap":
+        assert (uid, host, interfaces) == ("65534", "spark-sandbox", "['lo']")
+        assert int(pids) == 2  # the worker (PID 1) and this call
+    else:
+        assert int(pids) > 2  # process mode shares the host's PID namespace
+        if os.geteuid() == 0:
+            assert int(uid) >= 1_000_000_000  # a uid of the call's own
