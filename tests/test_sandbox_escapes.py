@@ -426,3 +426,15 @@ def test_what_a_call_sees_of_itself(sandbox):
         assert int(pids) > 2  # process mode shares the host's PID namespace
         if os.geteuid() == 0:
             assert int(uid) >= 1_000_000_000  # a uid of the call's own
+
+
+def test_bwrap_isolation_refuses_to_start_without_bwrap(monkeypatch, tmp_path):
+    from spark_core.config import ConfigError, load_config
+    from spark_core.tools.bwrap import BwrapUnavailable
+
+    assert load_config(None, []).tools.isolation == "bwrap"  # the default
+    with pytest.raises(ConfigError):
+        load_config(None, ["tools.isolation=none"])
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without bwrap
+    with pytest.raises(BwrapUnavailable, match="apt-get install bubblewrap"):
+        Sandbox(SandboxLimits(**LIMITS))
