@@ -300,15 +300,18 @@ def test_a_call_that_drops_its_pipe_and_sleeps_is_killed_on_time(sandbox):
 def _call_tree_while_sleeping(sb: Sandbox, pool: ThreadPoolExecutor):
     """Start a call that sleeps; return its future and the host processes of its worker."""
     worker = sb._all[0]
+    before = descendants(worker.proc.pid)
     pending = pool.submit(sb.run, "python", "import time; time.sleep(50)")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 15
+    while descendants(worker.proc.pid) == before and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the call's child is there
     tree = descendants(worker.proc.pid) | {worker.proc.pid}
-    assert len(tree) >= 2  # the worker and its call
+    assert tree - before - {worker.proc.pid}  # the call's own process
     return pending, tree, worker.root
 
 
 def _all_gone(pids: set[int]) -> bool:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
         time.sleep(0.05)
     return not any(os.path.exists(f"/proc/{p}") for p in pids)
