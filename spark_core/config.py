@@ -300,7 +300,9 @@ class RunConfig(_Section):
         (cost limits, failure policy, preflight) are left out: they decide whether a stage
         goes on, never what it writes, so raising a limit resumes the same stage."""
         section = getattr(self, name)
-        return section.model_dump(mode="json", exclude=GUARD_FIELDS & set(section.model_fields))
+        return section.model_dump(
+            mode="json", exclude=GUARD_FIELDS & set(type(section).model_fields)
+        )
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

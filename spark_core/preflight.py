@@ -101,7 +101,7 @@ class CheckReport:
         ]
         if self.method:
             out.append(f"  score read from:    {self.method}")
-        out.append(f"  latency:            {self.latency_s:.2f} s per call (median)")
+        out.append(f"  latency:            {self.latency_s:.2f} s per judgement (median)")
         if self.pairs:
             out.append(f"  good above bad:     {self.ranked}/{self.pairs} calibration pairs")
         out += [f"  sample reply:       {r[:100]!r}" for r in self.replies[:3]]
@@ -149,7 +149,8 @@ def check_judge(cfg: RunConfig, cache: ResponseCache | None) -> CheckReport:
     report.items = len(items)
     report.parsed = sum(j.status == "ok" for j in judgements)
     report.method = ", ".join(sorted({j.method for j in judgements if j.status == "ok"}))
-    report.replies = [j.raw or j.error for j in judgements][:3]
+    failed = [j.raw or j.error for j in judgements if j.status != "ok"]
+    report.replies = (failed or [j.raw for j in judgements])[:3]  # failures first
     report.pairs = len(CALIBRATION)
     scores = [j.score for j in judgements]
     report.ranked = sum(
