@@ -72,7 +72,8 @@ def plan_table(cfg: RunConfig, title: str) -> tuple[Table, str]:
     train, evaluate, note = planned_questions(cfg)
     view = Table(title=f"{title} — {len(train)} train / {len(evaluate)} eval questions")
     for column in ("stage", "model", "calls", "prompt tokens", "completion tokens", "cost"):
-        view.add_column(column, justify="left" if column in ("stage", "model") else "right")
+        left = column in ("stage", "model")
+        view.add_column(column, justify="left" if left else "right", overflow="fold")
     for p in plan_run(cfg, train, evaluate):
         view.add_row(
             p.stage,
