@@ -27,7 +27,7 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
     """Roll out every train question for up to ``rollout.steps`` steps."""
     if questions is None:
         questions = ingest_questions(config)["questions"]
-    if stop := preflight_judge(config):  # a judge that cannot score stops here, cleanly
+    if stop := first_stop([preflight_judge(config, return_state=True)]):  # cannot score
         return stop
     plan, state = plan_synthesis(config, questions)
     total = sum(len(s) for s in plan.shards)

@@ -29,8 +29,10 @@ def stopped_state(exc: StageStopped) -> State:
 
 
 def first_stop(states: list[State]) -> State | None:
-    """The first planned stop among units' final states (a flow returns it as its own)."""
-    return next((s for s in states if s.is_failed() and s.name == STOPPED), None)
+    """The first planned stop among units' final states, as a new state the flow returns as
+    its own (a unit's state object itself would be reported as '1/1 states failed')."""
+    stop = next((s for s in states if s.is_failed() and s.name == STOPPED), None)
+    return None if stop is None else Failed(name=STOPPED, message=stop.message)
 
 
 def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import prefect.main  # noqa: F401  (Prefect logs to stderr, not to a CliRunner stream)
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
@@ -202,6 +203,20 @@ def test_spark_check_judge_against_the_loopback_server(server, tmp_path, capsys)
     result = runner.invoke(app, ["check", "judge", *cli_cfg(tmp_path, server)], terminal_width=120)
     assert result.exit_code == 1
     assert "NOT USABLE" in result.output and "structured output:  no" in result.output
+
+
+def test_spark_check_generator_against_the_loopback_server(server, tmp_path):
+    gen = [
+        "generator.backend=openai",
+        "generator.name=loopback-gen",
+        f"generator.base_url={server.base_url}",
+    ]
+    result = runner.invoke(app, ["check", "generator", *cli_cfg(tmp_path, server, *gen)])
+    assert result.exit_code == 0, result.output
+    assert "generator: openai:loopback-gen" in result.output and "2/2 (100%)" in result.output
+    server.state.inject = [400, 400, 400, 400, 400, 400]  # probes and both requests refused
+    result = runner.invoke(app, ["check", "generator", *cli_cfg(tmp_path, server, *gen)])
+    assert result.exit_code == 1 and "HTTP 400" in result.output
 
 
 def test_dry_run_plans_every_stage_without_calling_a_model(server, tmp_path):

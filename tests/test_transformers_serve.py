@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import prefect.main  # noqa: F401  (Prefect logs to stderr, not to a CliRunner stream)
 import pytest
 from typer.testing import CliRunner
 
