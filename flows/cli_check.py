@@ -92,10 +92,13 @@ def plan_table(cfg: RunConfig, title: str) -> tuple[Table, str]:
 
 
 def _check(role: str, config: str | None, set_: list[str] | None) -> None:
+    from transformers.utils import logging as hf_logging
+
     from flows.cli import _fail, _load, console
     from spark_core.preflight import check_generator, check_judge
     from tasks.models import response_cache
 
+    hf_logging.disable_progress_bar()
     cfg = _load(config, set_)
     cache = response_cache(cfg)
     try:

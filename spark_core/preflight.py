@@ -133,11 +133,13 @@ def check_judge(cfg: RunConfig, cache: ResponseCache | None) -> CheckReport:
         judgements = judge.scorer.score(items)
         report.latency_s = (time.perf_counter() - start) / len(items)
     else:
-        try:
-            caps = judge.capabilities(refresh=jc.scoring == "auto")
+        try:  # what the endpoint supports, probed afresh (and cached for the run)
+            caps = capabilities_for(judge.scorer.backend, cache, refresh=True)
         except BackendError as exc:
             report.problems.append(f"endpoint unreachable: {exc}")
             return report
+        if jc.scoring == "auto":
+            judge.scorer.capabilities = caps  # else the scorer keeps what judge.scoring says
         report.logprobs = "yes" if caps.logprobs else "no"
         report.structured = caps.structured or "no"
         seconds, judgements = [], []

@@ -346,6 +346,16 @@ def summarize_synthesis(
         judge.name,
         (judge.price_per_1k_prompt, judge.price_per_1k_completion),
     )
+    r = run.to_pylist()[0]
+    get_run_logger().info(
+        "judge %s: %d of %d judgements failed (%.1f%%); %d questions stopped because every "
+        "judgement of a step failed",
+        judge.name,
+        r["failed_judgements"],
+        r["judge_calls"],
+        100 * r["judge_failure_rate"],
+        r["stopped_questions"],
+    )
     meta = {"stage": "synthesize", "config": cfg.section("rollout"), "inputs": {}}
     refs = [
         store.write(f"{plan.prefix}/summary_actions", per_action, ACTIONS_SCHEMA, **meta),

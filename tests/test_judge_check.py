@@ -232,35 +232,39 @@ def test_dry_run_plans_every_stage_without_calling_a_model(server, tmp_path):
     assert "14 train / 14 eval questions" in result.output and "$" in result.output
 
 
+def cfg_sets(tmp_path, server, model_dir: str) -> list[str]:
+    return [
+        f"runtime.runs_dir={tmp_path / 'runs'}",
+        f"generator.name={model_dir}",
+        "data.categories=[math]",
+        "data.per_category=4",  # 2 train questions
+        "rollout.actions=[calculator, cot]",
+        "rollout.thought_tokens=8",
+        "rollout.input_tokens=6",
+        "rollout.shards=1",  # one shard: the order of the judgements is fixed
+        "judge.backend=openai",
+        "judge.name=loopback-judge",
+        f"judge.base_url={server.base_url}",
+        "judge.attempts=1",
+        "judge.concurrency=1",
+    ]
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_synthesis_stops_cleanly_on_a_failing_judge_and_resumes(server, tiny_model_dir, tmp_path):
     from flows.synthesize import synthesize
 
     def cfg(*extra: str):
         return load_config(
-            "configs/demo.yaml",
-            [
-                f"runtime.runs_dir={tmp_path / 'runs'}",
-                f"generator.name={tiny_model_dir}",
-                "data.categories=[math]",
-                "data.per_category=4",  # 2 train questions
-                "rollout.actions=[calculator, cot]",
-                "rollout.thought_tokens=8",
-                "rollout.shards=1",  # one shard: the order of the judgements is fixed
-                "rollout.input_tokens=6",
-                "judge.backend=openai",
-                "judge.name=loopback-judge",
-                f"judge.base_url={server.base_url}",
-                "judge.attempts=1",
-                "judge.concurrency=1",
-                *extra,
-            ],
+            "configs/demo.yaml", [*cfg_sets(tmp_path, server, tiny_model_dir), *extra]
         )
 
     server.state.default_reply = "C. 99.09"
-    state = synthesize(cfg(), return_state=True)  # the preflight check stops it
-    assert state.is_failed() and "failed its preflight check" in state.message
-    assert "'C. 99.09'" in state.message
+    sets = [a for s in cfg_sets(tmp_path, server, tiny_model_dir) for a in ("--set", s)]
+    result = runner.invoke(app, ["synthesize", "-c", "configs/demo.yaml", *sets])
+    assert result.exit_code == 2 and "Traceback" not in result.output  # the preflight stops it
+    assert "error:" in result.output and "failed its preflight check" in result.output
+    assert "'C. 99.09'" in result.output and "judge.preflight=false" in result.output
 
     state = synthesize(cfg("judge.preflight=false", "judge.failure_window=2"), return_state=True)
     assert state.is_failed() and state.name == "Stopped"
