@@ -70,7 +70,14 @@ def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls,
             policy = system + len(state_message(q.question, q.options, trajectory))
             gen.add(1, policy + 8, 2, r.thought_tokens)
             gen.add(n, policy + r.thought_tokens * CHARS_PER_TOKEN + 40, 2, r.input_tokens)
-            item = JudgeItem(q.question, q.options, trajectory, "calculator", "", "")
+            item = JudgeItem(
+                question=q.question,
+                options=q.options,
+                trajectory=trajectory,
+                action="calculator",
+                tool_input="",
+                tool_output="",
+            )
             judged = sum(len(c) for _, c in judge_messages(item)) + candidate
             judge.add(n, judged, 2, cfg.judge.max_new_tokens)
         final = system + len(state_message(q.question, q.options, "x" * r.steps * step_chars(cfg)))

@@ -41,7 +41,14 @@ def server(loopback_openai):
 
 def items(n: int) -> list[JudgeItem]:
     return [
-        JudgeItem(f"What is {i}+{i}?", ("1", "2"), "", "calculator", f"{i}+{i}", "x")
+        JudgeItem(
+            question=f"What is {i}+{i}?",
+            options=("1", "2"),
+            trajectory="",
+            action="calculator",
+            tool_input=f"{i}+{i}",
+            tool_output="x",
+        )
         for i in range(n)
     ]
 
