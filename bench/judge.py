@@ -98,7 +98,7 @@ def loopback_server_process():
 
 def openai_rps(base_url: str, concurrency: int, n: int) -> float:
     cfg = JudgeConfig(backend="openai", name="gpt-4o", base_url=base_url, concurrency=concurrency)
-    judge = make_judge(cfg, cache=None)
+    judge = make_judge(cfg.model_copy(update={"scoring": "logprobs"}), cache=None)  # no probe
     base = step_items()[0]
     items = [
         JudgeItem(base.question, base.options, base.trajectory, base.action, str(i), "x")

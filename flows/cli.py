@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows import cli_deploy
+from flows import cli_check, cli_deploy
 from spark_core.config import ConfigError, RunConfig, load_config
 from spark_core.runtime import configure_prefect_env
 from spark_core.sources import SourceError
@@ -24,6 +24,7 @@ config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 tools_app = typer.Typer(help="List and run the tools (in the sandbox).", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
+app.add_typer(cli_check.check_app, name="check")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -49,6 +50,7 @@ def _load(config: str | None, overrides: list[str] | None) -> RunConfig:
 
 
 def _run_flow(fn, cfg: RunConfig) -> Any:
+    from prefect.exceptions import FailedRun
     from transformers.utils import logging as hf_logging
 
     from flows.cli_progress import stage_progress
@@ -57,7 +59,7 @@ def _run_flow(fn, cfg: RunConfig) -> Any:
     try:
         with stage_progress(err_console):
             return fn(cfg)
-    except (SourceError, ConfigError, ValueError) as exc:
+    except (SourceError, ConfigError, ValueError, FailedRun) as exc:  # FailedRun: planned stop
         _fail(str(exc))
 
 
@@ -100,7 +102,8 @@ def _print_synthesis(cfg: RunConfig, result: dict[str, Any]) -> None:
     view = Table(
         title=f"synthesis: {run['questions']} questions, {run['steps']} steps, "
         f"entropy {run['entropy_bits']:.2f} bits, "
-        f"fallback {run['fallback_rate']:.0%}"
+        f"fallback {run['fallback_rate']:.0%}, judge failures {run['judge_failure_rate']:.0%} "
+        f"({run['stopped_questions']} questions stopped)"
     )
     for column in ("action", "chosen", "viable rate", "score mean", "tool errors"):
         view.add_column(column, justify="left" if column == "action" else "right")
@@ -213,9 +216,17 @@ def score_outputs(
 
 
 @app.command()
-def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def run(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print planned calls, tokens and cost; call nothing.")
+    ] = False,
+) -> None:
     """Run the whole pipeline (every stage, cached and resumable)."""
     cfg = _load(config, set_)
+    if dry_run:
+        return cli_check.dry_run(cfg)
     from flows.pipeline import pipeline
 
     result = _run_flow(pipeline, cfg)

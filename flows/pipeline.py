@@ -22,7 +22,10 @@ from tasks.train import trained_adapters
 def pipeline(config: RunConfig) -> dict:
     """Run every stage of a SPaRK run; each stage is cached on the content of its inputs."""
     questions = ingest(config)
-    synthesis = synthesize(config, questions["questions"])
+    synthesis = synthesize(config, questions["questions"], return_state=True)
+    if synthesis.is_failed():  # a planned stop says why in its message: no traceback
+        return synthesis
+    synthesis = synthesis.result()
     trajectories = label(config, synthesis)
     if config.runtime.train_deployment:
         adapters = train_elsewhere(config, trajectories)

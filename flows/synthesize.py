@@ -11,6 +11,7 @@ from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
 from tasks.progress import StageProgress
 from tasks.runners import task_runner_for
+from tasks.stage_guards import first_stop, preflight_judge
 from tasks.synthesize import (
     active_count,
     finalize,
@@ -26,6 +27,8 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
     """Roll out every train question for up to ``rollout.steps`` steps."""
     if questions is None:
         questions = ingest_questions(config)["questions"]
+    if stop := first_stop([preflight_judge(config, return_state=True)]):  # cannot score
+        return stop
     plan, state = plan_synthesis(config, questions)
     total = sum(len(s) for s in plan.shards)
     progress = StageProgress("synthesize", total, "questions finished (synthesis)")
@@ -44,12 +47,17 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
                     "state": unmapped(state),
                 },
             )
+            if stop := first_stop([f.wait() or f.state for f in futures]):
+                return stop  # a planned stop (cost limit, failing judge): rerun to resume
             shards = [f.result() for f in futures]
             chosen, usage, state = select(config, plan, step, shards, state, usage)
             selected.append(chosen)
             shards_seen.extend(shards)
             progress.update(total - active_count(config, state))
-    finals = finalize(config, plan, state)
+    finals = finalize(config, plan, state, return_state=True)
+    if stop := first_stop([finals]):
+        return stop
+    finals = finals.result()
     progress.update(total)
     summary = summarize_synthesis(config, plan, selected, shards_seen)
     return {

@@ -142,6 +142,12 @@ class ModelConfig(_Section):
         None, ge=0, description="USD per 1k prompt tokens (default: known OpenAI prices)."
     )
     price_per_1k_completion: float | None = Field(None, ge=0)
+    max_cost_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Stop a stage (resumably) before this model's spend in it would pass this "
+        "many USD; needs a known price. Raise it and rerun to go on.",
+    )
 
 
 class JudgeConfig(ModelConfig):
@@ -149,6 +155,22 @@ class JudgeConfig(ModelConfig):
 
     max_new_tokens: int = Field(8, gt=0)
     attempts: int = Field(3, gt=0, description="Tries for a reply that carries a score.")
+    scoring: Literal["auto", "logprobs", "structured", "text"] = Field(
+        "auto",
+        description="openai judge: how the score is read. 'auto' probes the endpoint once: "
+        "logprob expectation, else JSON-schema structured output, else the parsed reply.",
+    )
+    max_failure_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Stop synthesis early when more than this share of the first "
+        "failure_window judgements fail.",
+    )
+    failure_window: int = Field(20, gt=0, description="Judgements the failure rate is read on.")
+    preflight: bool = Field(
+        True, description="openai judge: run `spark check judge` before synthesis (cached)."
+    )
     mode: Literal["prefix", "batched", "single"] = Field(
         "prefix", description="Local judge: reuse the step's shared prompt prefix (KV cache)."
     )
@@ -262,6 +284,9 @@ class RuntimeConfig(_Section):
         return str(Path(self.runs_dir) / self.run_name / "artifacts")
 
 
+GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}
+
+
 class RunConfig(_Section):
     """Everything that defines a run; sections map one-to-one onto stages."""
 
@@ -276,8 +301,13 @@ class RunConfig(_Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def section(self, name: str) -> dict[str, Any]:
-        """A JSON-able dict of one section, the unit that stage cache keys hash."""
-        return getattr(self, name).model_dump(mode="json")
+        """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields
+        (cost limits, failure policy, preflight) are left out: they decide whether a stage
+        goes on, never what it writes, so raising a limit resumes the same stage."""
+        section = getattr(self, name)
+        return section.model_dump(
+            mode="json", exclude=GUARD_FIELDS & set(type(section).model_fields)
+        )
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

@@ -45,6 +45,8 @@ SCORES_SCHEMA = pa.schema(
         pa.field("score", pa.float64()),  # null: the judgement failed
         pa.field("judge_status", pa.string(), nullable=False),
         pa.field("judge_error", pa.string(), nullable=False),
+        pa.field("judge_reply", pa.string(), nullable=False),  # the judge's raw reply
+        pa.field("judge_method", pa.string(), nullable=False),  # how the score was read
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cached", pa.bool_(), nullable=False),
@@ -203,6 +205,8 @@ def rollout_step(
             "score": j.score,
             "judge_status": j.status,
             "judge_error": j.error,
+            "judge_reply": j.raw,
+            "judge_method": j.method,
             "judge_prompt_tokens": j.prompt_tokens,
             "judge_completion_tokens": j.completion_tokens,
             "judge_cached": j.cached,

@@ -46,6 +46,14 @@ SELECTED_SCHEMA = pa.schema(
 USAGE_SCHEMA = pa.schema(
     [pa.field("action", pa.string(), nullable=False), pa.field("count", pa.int64(), nullable=False)]
 )
+STOPPED_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("judge_replies", pa.list_(pa.string()), nullable=False),  # "action: reply"
+    ]
+)
 FINAL_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
@@ -75,6 +83,27 @@ def observation_text(row: dict[str, Any], limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
+def judge_stops(step: int, scores: pa.Table) -> pa.Table:
+    """The questions whose every candidate's judgement failed at ``step``: their rollout stops
+    here, with the reason and what the judge replied (the run goes on without them)."""
+    by_question: dict[int, list[dict[str, Any]]] = {}
+    for row in scores.to_pylist():
+        by_question.setdefault(row["question_id"], []).append(row)
+    rows = [
+        {
+            "question_id": qid,
+            "step": step,
+            "reason": f"every judgement failed ({len(rows)} candidates): {rows[0]['judge_error']}",
+            "judge_replies": [
+                f"{r['action']}: {r['judge_reply'] or r['judge_error']}" for r in rows
+            ],
+        }
+        for qid, rows in sorted(by_question.items())
+        if all(r["score"] is None for r in rows)
+    ]
+    return pa.Table.from_pylist(rows, schema=STOPPED_SCHEMA)
+
+
 def select_step(
     cfg: RunConfig,
     step: int,
@@ -84,10 +113,13 @@ def select_step(
     usage: Counter,
 ) -> tuple[pa.Table, pa.Table]:
     """Pick one candidate per active question; returns (selected, next states). ``usage`` is
-    updated in place."""
+    updated in place. A question none of whose candidates could be judged is closed
+    without a pick (``judge_stops`` records why)."""
+    stopped = set(judge_stops(step, scores).column("question_id").to_pylist())
     by_question: dict[int, dict[str, float | None]] = {}
     for row in scores.to_pylist():
-        by_question.setdefault(row["question_id"], {})[row["action"]] = row["score"]
+        if row["question_id"] not in stopped:
+            by_question.setdefault(row["question_id"], {})[row["action"]] = row["score"]
     candidate = {(r["question_id"], r["action"]): r for r in candidates.to_pylist()}
     picks = dict(
         select_in_order(
@@ -97,6 +129,9 @@ def select_step(
     selected, next_states = [], []
     for state in states.to_pylist():
         qid = state["question_id"]
+        if qid in stopped and not state["done"]:
+            next_states.append({**state, "done": True})
+            continue
         if state["done"] or qid not in picks:
             next_states.append(state)
             continue

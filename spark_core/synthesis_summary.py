@@ -1,5 +1,6 @@
 """What a synthesis run did: action usage and its entropy, viable rate and judge score
-distribution per tool, fallback rate, judge tokens and estimated cost."""
+distribution per tool, fallback rate, judge failure rate and the questions it stopped, judge
+tokens and estimated cost."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ RUN_SCHEMA = pa.schema(
         pa.field("normalized_entropy", pa.float64(), nullable=False),
         pa.field("fallback_rate", pa.float64(), nullable=False),
         pa.field("failed_judgements", pa.int64(), nullable=False),
+        pa.field("judge_failure_rate", pa.float64(), nullable=False),
+        pa.field("stopped_questions", pa.int64(), nullable=False),  # every judgement failed
         pa.field("judge_calls", pa.int64(), nullable=False),
         pa.field("judge_cached_calls", pa.int64(), nullable=False),
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
@@ -81,13 +84,19 @@ def summarize(
     prompt_tokens = sum(s["judge_prompt_tokens"] for s in fresh)
     completion_tokens = sum(s["judge_completion_tokens"] for s in fresh)
     prices = prices_for(judge_model, *judge_prices)
+    failed = sum(s["judge_status"] != "ok" for s in scores)
+    outcomes: dict[tuple[int, int], list[bool]] = {}
+    for s in scores:
+        outcomes.setdefault((s["question_id"], s["step"]), []).append(s["score"] is None)
     run = {
         "questions": len({s["question_id"] for s in selected}),
         "steps": len(selected),
         "entropy_bits": entropy_bits(chosen),
         "normalized_entropy": normalized_entropy(chosen, len(actions)),
         "fallback_rate": sum(not s["viable"] for s in selected) / total,
-        "failed_judgements": sum(s["judge_status"] != "ok" for s in scores),
+        "failed_judgements": failed,
+        "judge_failure_rate": failed / len(scores) if scores else 0.0,
+        "stopped_questions": sum(all(v) for v in outcomes.values()),
         "judge_calls": len(scores),
         "judge_cached_calls": len(scores) - len(fresh),
         "judge_prompt_tokens": prompt_tokens,
@@ -112,6 +121,9 @@ def markdown(per_action: pa.Table, run: pa.Table) -> str:
         f"- chosen-action entropy: {r['entropy_bits']:.3f} bits "
         f"(normalised {r['normalized_entropy']:.3f})",
         f"- fallback rate (nothing viable): {r['fallback_rate']:.1%}",
+        f"- judge failure rate: {r['judge_failure_rate']:.1%} ({r['failed_judgements']} of "
+        f"{r['judge_calls']}); questions stopped because every judgement failed: "
+        f"{r['stopped_questions']}",
         f"- judge calls: {r['judge_calls']} ({r['judge_cached_calls']} cached, "
         f"{r['failed_judgements']} failed), tokens {r['judge_prompt_tokens']} prompt + "
         f"{r['judge_completion_tokens']} completion"

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import State
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
+from spark_core.models.guards import StageStopped
 from spark_core.models.usage import Usage, prices_for
 from spark_core.questions import QUESTIONS_SCHEMA
 from spark_core.rollout import (
@@ -28,15 +30,17 @@ from spark_core.step_selection import (
     FINAL_SCHEMA,
     SELECTED_SCHEMA,
     STATE_SCHEMA,
+    STOPPED_SCHEMA,
     USAGE_SCHEMA,
     final_answers,
     initial_states,
+    judge_stops,
     select_step,
     usage_table,
 )
 from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA, markdown, summarize
 from tasks.caching import cache_key_from, existing, store_for
-from tasks.models import models_for
+from tasks.stage_guards import guarded_models, stopped_state
 from tasks.tools import sandbox_for
 
 SECTIONS = ("rollout", "tools", "generator", "judge")
@@ -140,18 +144,22 @@ def rollout_shard(
     states = {r["question_id"]: r for r in store.read(state.name, STATE_SCHEMA).to_pylist()}
     questions = _train_questions(cfg, plan.questions)
     active = [questions[q] for q in plan.shards[shard] if not states[q]["done"]]
-    generator, judge = models_for(cfg)
+    generator, judge = guarded_models(cfg, plan)
     timings: dict[str, float] = {}
-    candidates, scores = rollout_step(
-        cfg,
-        step,
-        active,
-        {q: s["trajectory"] for q, s in states.items()},
-        generator,
-        judge,
-        sandbox_for(cfg),
-        timings,
-    )
+    try:
+        candidates, scores = rollout_step(
+            cfg,
+            step,
+            active,
+            {q: s["trajectory"] for q, s in states.items()},
+            generator,
+            judge,
+            sandbox_for(cfg),
+            timings,
+        )
+    except StageStopped as exc:  # everything finished is in the response cache
+        get_run_logger().error("step %d shard %d stopped: %s", step, shard, exc)
+        return stopped_state(exc)
     record_phases(timings)
     meta = {
         "stage": "synthesize",
@@ -163,13 +171,17 @@ def rollout_shard(
         store.write(names[0], candidates, CANDIDATES_SCHEMA, **meta),
         store.write(names[1], scores, SCORES_SCHEMA, **meta),
     ]
+    failed = sum(s != "ok" for s in scores.column("judge_status").to_pylist())
     get_run_logger().info(
-        "step %d shard %d: %d questions, %d candidates, tool errors %d; %s; %s — %s",
+        "step %d shard %d: %d questions, %d candidates, tool errors %d, judge failures %d "
+        "(%.0f%%); %s; %s — %s",
         step,
         shard,
         len(active),
         candidates.num_rows,
         sum(s != "ok" for s in candidates.column("status").to_pylist()),
+        failed,
+        100 * failed / max(scores.num_rows, 1),
         "generator " + _usage(cfg.generator, candidates, "gen").line(),
         "judge " + _usage(cfg.judge, scores, "judge").line(),
         ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items())),
@@ -193,7 +205,7 @@ def _select_outputs(
     key: str, cfg: RunConfig, plan: SynthesisPlan, step: int, state: ArtifactRef, **_: object
 ) -> list[str]:
     base = _step_dir(plan, step, state)
-    return [f"{base}/selected", f"{base}/usage", f"{base}/next_state"]
+    return [f"{base}/selected", f"{base}/usage", f"{base}/next_state", f"{base}/stopped"]
 
 
 def _select_key(
@@ -234,7 +246,7 @@ def select(
     names = _select_outputs("", cfg, plan, step, state)
     done = existing(store, names)
     if done:
-        return done
+        return done[:3]
     candidates = pa.concat_tables([store.read(c.name, CANDIDATES_SCHEMA) for c, _ in shards])
     scores = pa.concat_tables([store.read(s.name, SCORES_SCHEMA) for _, s in shards])
     counts = Counter()
@@ -258,10 +270,23 @@ def select(
         store.write(names[1], usage_table(counts), USAGE_SCHEMA, **meta),
         store.write(names[2], states, STATE_SCHEMA, **meta),
     ]
-    get_run_logger().info(
-        "step %d: selected %d actions, usage so far %s",
+    stops = judge_stops(step, scores)
+    store.write(names[3], stops, STOPPED_SCHEMA, **meta)
+    logger = get_run_logger()
+    for row in stops.to_pylist():
+        logger.warning(
+            "question %d stopped at step %d: %s; the judge replied %s",
+            row["question_id"],
+            step,
+            row["reason"],
+            row["judge_replies"][:3],
+        )
+    logger.info(
+        "step %d: selected %d actions, %d questions stopped (every judgement failed), "
+        "usage so far %s",
         step,
         selected.num_rows,
+        stops.num_rows,
         dict(sorted(counts.items())),
     )
     return refs
@@ -273,16 +298,22 @@ def active_count(cfg: RunConfig, state: ArtifactRef) -> int:
 
 
 @task(name="final-answers")
-def finalize(cfg: RunConfig, plan: SynthesisPlan, state: ArtifactRef) -> ArtifactRef:
+def finalize(cfg: RunConfig, plan: SynthesisPlan, state: ArtifactRef) -> ArtifactRef | State:
     """Every question's final answer (stated, asked for, or MMLU-Pro's seeded guess)."""
     store = store_for(cfg)
     name = f"{plan.prefix}/final_answers"
     if store.exists(name):
         return store.ref(name)
-    generator, _ = models_for(cfg)
-    table = final_answers(
-        cfg, _train_questions(cfg, plan.questions), store.read(state.name, STATE_SCHEMA), generator
-    )
+    generator, _ = guarded_models(cfg, plan)
+    try:
+        table = final_answers(
+            cfg,
+            _train_questions(cfg, plan.questions),
+            store.read(state.name, STATE_SCHEMA),
+            generator,
+        )
+    except StageStopped as exc:
+        return stopped_state(exc)
     return store.write(
         name,
         table,
@@ -314,6 +345,16 @@ def summarize_synthesis(
         cfg.rollout.viable_threshold,
         judge.name,
         (judge.price_per_1k_prompt, judge.price_per_1k_completion),
+    )
+    r = run.to_pylist()[0]
+    get_run_logger().info(
+        "judge %s: %d of %d judgements failed (%.1f%%); %d questions stopped because every "
+        "judgement of a step failed",
+        judge.name,
+        r["failed_judgements"],
+        r["judge_calls"],
+        100 * r["judge_failure_rate"],
+        r["stopped_questions"],
     )
     meta = {"stage": "synthesize", "config": cfg.section("rollout"), "inputs": {}}
     refs = [

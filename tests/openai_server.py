@@ -1,14 +1,17 @@
 """A real OpenAI-compatible chat-completions server on loopback, for tests and benchmarks.
 
 FastAPI + uvicorn in a background thread. Knobs (plain attributes, set from the test): latency
-per request, status codes to inject on the next requests, scripted replies, and logprobs for
-the first reply token. It counts the requests that reach it and the API keys it was sent.
+per request, status codes to inject on the next requests, scripted replies, logprobs for
+the first reply token, and JSON-schema structured output (as constrained decoding would).
+It counts the requests that reach it and the API keys it was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import re
 import socket
 import threading
 import time
@@ -28,6 +31,9 @@ class ServerState:
     replies: list[str] = field(default_factory=list)  # scripted replies, consumed in order
     default_reply: str | None = None  # None: echo the last user message
     logprobs: dict[str, float] | None = None  # token -> probability for the first position
+    # logprobs computed from the messages (overrides ``logprobs``)
+    logprobs_fn: Callable[[list[dict]], dict[str, float]] | None = None
+    structured: bool = False  # honour response_format json_schema: reply {"score": n}
     reply_fn: Callable[[list[dict]], str] | None = None  # reply computed from the messages
     log: list[list[dict]] = field(default_factory=list)  # the messages of every request
     requests: int = 0
@@ -62,16 +68,18 @@ def build_app(state: ServerState) -> FastAPI:
         if reply is None:
             last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
             reply = f"echo: {last[:200]}"
+        if state.structured and (body.get("response_format") or {}).get("type") == "json_schema":
+            # what constrained decoding guarantees: valid JSON of the schema's shape
+            found = re.search(r"\b(10|[0-9])\b", reply)
+            reply = json.dumps({"score": int(found.group(1)) if found else 0})
         choice: dict[str, Any] = {
             "index": 0,
             "finish_reason": "stop",
             "message": {"role": "assistant", "content": reply},
         }
-        if body.get("logprobs") and state.logprobs:
-            top = [
-                {"token": t, "logprob": math.log(p), "bytes": None}
-                for t, p in state.logprobs.items()
-            ]
+        logprobs = state.logprobs_fn(messages) if state.logprobs_fn else state.logprobs
+        if body.get("logprobs") and logprobs:
+            top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in logprobs.items()]
             best = max(top, key=lambda t: t["logprob"])
             choice["logprobs"] = {"content": [{**best, "top_logprobs": top}]}
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
@@ -124,6 +132,8 @@ class LoopbackOpenAI:
                 "replies",
                 "default_reply",
                 "logprobs",
+                "logprobs_fn",
+                "structured",
                 "reply_fn",
                 "log",
                 "requests",

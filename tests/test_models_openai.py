@@ -30,6 +30,9 @@ def model_cfg(server, **over) -> ModelConfig:
 
 
 def judge_cfg(server, **over) -> JudgeConfig:
+    # scoring=logprobs: ask for logprobs, parse the text when none come (no probe requests,
+    # so the request counts below are the judgements'); tests/test_judge_check.py probes
+    over = {"scoring": "logprobs", **over}
     return JudgeConfig(backend="openai", name="gpt-4o", base_url=server.base_url, **over)
 
 

@@ -47,6 +47,9 @@ def write_config(path: Path, runs: Path, model_dir: str, base_url: str) -> Path:
             "base_url": base_url,
             "concurrency": 2,
             "max_retries": 1,
+            # only the judgements reach the server: no capability probe, no preflight check
+            "scoring": "text",
+            "preflight": False,
         },
         "tools": {"parallelism": 2},
         "runtime": {"run_name": "resume", "runs_dir": str(runs)},

@@ -1,4 +1,5 @@
-"""Generator and Judge: a backend behind the response cache, with token accounting.
+"""Generator and Judge: a backend behind the response cache, with token accounting and,
+inside a stage, its guards (cost limit, judge failure watch).
 
 Only finished calls are cached — a failed request or judgement is retried by the next run.
 """
@@ -7,12 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from spark_core.config import JudgeConfig, ModelConfig
+from spark_core.models.capabilities import Capabilities, capabilities_for, endpoint_of, forced
+from spark_core.models.guards import (
+    Budget,
+    FailureWatch,
+    StageStopped,
+    estimate_prompt_tokens,
+)
 from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
-from spark_core.models.requests import ChatRequest, Completion, OnDone
+from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
 from spark_core.models.usage import Usage, prices_for
 
@@ -24,12 +33,17 @@ def through_cache(
     usage: Usage,
     keys: list[str],
     items: list[Any],
-    compute: Callable[[list[Any], OnDone], list[Any]],
+    compute: Callable[[list[Any], OnDone, Gate], list[Any]],
     restore: Callable[[dict[str, Any]], Any],
     ok: Callable[[Any], bool],
+    guards: Guards | None = None,
 ) -> list[Any]:
     """Serve what the cache holds; compute the rest, checkpointing each result the moment it
-    exists — a crash loses only the calls in flight. Failed results are not cached."""
+    exists — a crash loses only the calls in flight. Failed results are not cached. With
+    ``guards``, each request is let through only while the budget allows it and the judge
+    has not tripped its failure watch; a stop raises once every request in flight is
+    checkpointed."""
+    guards = guards or Guards()
     results: list[Any] = [None] * len(items)
     missing = []
     for i, key in enumerate(keys):
@@ -39,10 +53,18 @@ def through_cache(
             continue
         results[i] = restore(stored)
         usage.record(stored["prompt_tokens"], stored["completion_tokens"], cached=True)
+        guards.observe(results[i], True)
+    reserved: dict[int, float] = {}
+
+    def gate(j: int) -> bool:
+        allowed, reserved[j] = guards.admit(items[missing[j]])
+        return allowed
 
     def checkpoint(j: int, result: Any) -> None:
         i = missing[j]
         results[i] = result
+        guards.settle(reserved.pop(j, 0.0), result)
+        guards.observe(result, ok(result))
         if not ok(result):
             usage.add_failure()
             return
@@ -51,18 +73,72 @@ def through_cache(
             cache.put(keys[i], result.to_dict())
 
     if missing:
-        compute([items[i] for i in missing], checkpoint)
+        compute([items[i] for i in missing], checkpoint, gate if guards.active else None)
+    if any(r is None for r in results):
+        raise guards.stop_error()
     return results
 
 
+@dataclass
+class Guards:
+    """A stage's stop rules for one model: its budget, and (judge) its failure watch.
+    ``estimate(item)`` gives a request's worst-case (prompt, completion) tokens."""
+
+    budget: Budget | None = None
+    watch: FailureWatch | None = None
+    estimate: Callable[[Any], tuple[int, int]] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.budget is not None or self.watch is not None
+
+    def admit(self, item: Any) -> tuple[bool, float]:
+        if self.watch is not None and self.watch.tripped:
+            return False, 0.0
+        if self.budget is None or self.estimate is None:
+            return True, 0.0
+        usd = self.budget.cost(*self.estimate(item))
+        return self.budget.reserve(usd), usd
+
+    def settle(self, reserved: float, result: Any) -> None:
+        if self.budget is not None:
+            prompt = getattr(result, "prompt_tokens", 0)
+            self.budget.settle(reserved, self.budget.cost(prompt, result.completion_tokens))
+
+    def observe(self, result: Any, ok: bool) -> None:
+        if self.watch is not None:
+            self.watch.observe(ok, getattr(result, "raw", ""), getattr(result, "error", ""))
+
+    def stop_error(self) -> StageStopped:
+        if self.watch is not None and self.watch.tripped:
+            return self.watch.error()
+        if self.budget is not None:
+            return self.budget.error()
+        return StageStopped("a request was skipped without a reason")
+
+
 class Generator:
-    def __init__(self, backend, cache: ResponseCache | None, usage: Usage):
+    def __init__(self, backend, cache: ResponseCache | None, usage: Usage, guards=None):
         self.backend = backend
         self.cache = cache
         self.usage = usage
+        self.guards: Guards | None = guards
 
     def _key(self, request: ChatRequest) -> str:
         return request_key(self.backend.backend, self.backend.model_id, request.to_dict())
+
+    def guarded(self, budget: Budget | None) -> Generator:
+        """This generator (same backend, cache and usage) under a stage's cost limit."""
+        estimate = lambda r: (  # noqa: E731
+            estimate_prompt_tokens([c for _, c in r.messages] + [r.prefill]),
+            r.max_new_tokens,
+        )
+        return Generator(self.backend, self.cache, self.usage, Guards(budget, None, estimate))
+
+    def _compute(self, items: list[ChatRequest], on_done: OnDone, gate: Gate) -> list[Any]:
+        if gate is None or self.backend.backend != "openai":  # a local batch has no gate
+            return self.backend.generate(items, on_done)
+        return self.backend.generate(items, on_done, gate)
 
     def generate(self, requests: list[ChatRequest]) -> list[Completion]:
         return through_cache(
@@ -70,9 +146,10 @@ class Generator:
             self.usage,
             [self._key(r) for r in requests],
             requests,
-            self.backend.generate,
+            self._compute,
             lambda d: Completion(**{**d, "cached": True}),
             lambda c: c.finish_reason != "error",
+            self.guards,
         )
 
 
@@ -83,25 +160,62 @@ class Judge:
         backend_name: str,
         cache: ResponseCache | None,
         usage: Usage,
+        guards: Guards | None = None,
     ):
         self.scorer = scorer
         self.backend_name = backend_name
         self.cache = cache
         self.usage = usage
+        self.guards = guards
+
+    @property
+    def endpoint(self) -> str:
+        if isinstance(self.scorer, OpenAIJudge):
+            return endpoint_of(self.scorer.backend)
+        return "local (transformers)"
 
     def _key(self, item: JudgeItem) -> str:
         request = {"messages": [list(m) for m in judge_messages(item)]}
         return request_key(self.backend_name, self.scorer.model_id, request, kind="judge")
 
+    def guarded(self, budget: Budget | None, watch: FailureWatch | None) -> Judge:
+        """This judge under a stage's cost limit and failure watch."""
+        scorer = self.scorer
+
+        def estimate(item: JudgeItem) -> tuple[int, int]:
+            attempts = getattr(scorer, "attempts", 1)
+            prompt = estimate_prompt_tokens(c for _, c in judge_messages(item))
+            return prompt * attempts, max(getattr(scorer, "max_new_tokens", 1), 16) * attempts
+
+        return Judge(
+            self.scorer, self.backend_name, self.cache, self.usage, Guards(budget, watch, estimate)
+        )
+
+    def capabilities(self, refresh: bool = False) -> Capabilities | None:
+        """The endpoint's scoring capabilities (probed once, cached); None for a local judge."""
+        if not isinstance(self.scorer, OpenAIJudge):
+            return None
+        if refresh or self.scorer.capabilities is None:
+            self.scorer.capabilities = capabilities_for(self.scorer.backend, self.cache, refresh)
+        return self.scorer.capabilities
+
+    def _compute(self, items: list[JudgeItem], on_done: OnDone, gate: Gate) -> list[Any]:
+        if isinstance(self.scorer, OpenAIJudge):
+            return self.scorer.score(items, on_done, gate)
+        return self.scorer.score(items, on_done)
+
     def score(self, items: list[JudgeItem]) -> list[Judgement]:
+        if items:
+            self.capabilities()
         results = through_cache(
             self.cache,
             self.usage,
             [self._key(i) for i in items],
             items,
-            self.scorer.score,
+            self._compute,
             lambda d: Judgement(**{**d, "cached": True}),
             lambda j: j.status == "ok",
+            self.guards,
         )
         for judgement in results:
             if judgement.status != "ok":
@@ -134,7 +248,9 @@ def make_generator(cfg: ModelConfig, cache: ResponseCache | None) -> Generator:
 def make_judge(cfg: JudgeConfig, cache: ResponseCache | None) -> Judge:
     backend = make_backend(cfg)
     if cfg.backend == "openai":
-        scorer: HFJudge | OpenAIJudge = OpenAIJudge(backend, cfg.max_new_tokens, cfg.attempts)
+        scorer: HFJudge | OpenAIJudge = OpenAIJudge(
+            backend, cfg.max_new_tokens, cfg.attempts, forced(backend, cfg.scoring)
+        )
     else:
         scorer = HFJudge(backend, cfg.mode)
     return Judge(scorer, cfg.backend, cache, _usage(cfg))

@@ -1,8 +1,10 @@
 """Judges score a candidate action 0-10.
 
-- ``OpenAIJudge``: asks for logprobs and takes the probability-weighted expected score when
-  the server returns them; otherwise parses the score from the reply, robustly. A reply with no
-  score is retried, then recorded as a failed judgement — never silently 0.
+- ``OpenAIJudge``: the endpoint's capabilities are probed once (``capabilities.py``); the score
+  is the logprob-weighted expectation where logprobs exist, else a structured ``{"score": n}``
+  (JSON schema through ``response_format`` or vLLM's guided decoding), else the number parsed
+  from the reply. A reply with no score is retried, then recorded as a failed judgement —
+  never silently 0.
 - ``HFJudge``: reads the score from the next-token distribution over the digit tokens in
   batched forward passes (no sampling): deterministic and cheap. The candidates of a step share
   their prompt's prefix, whose KV cache is computed once and reused for every candidate.
@@ -12,16 +14,22 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import torch
 
+from spark_core.models.capabilities import (
+    STRUCTURED_STYLES,
+    Capabilities,
+    capabilities_for,
+    score_from_json,
+)
 from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge_prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai_backend import BackendError, OpenAIBackend
 from spark_core.models.prefix_cache import shared_forward
-from spark_core.models.requests import ChatRequest, OnDone
+from spark_core.models.requests import ChatRequest, Gate, OnDone
 
 
 @dataclass
@@ -34,6 +42,7 @@ class Judgement:
     completion_tokens: int = 0
     attempts: int = 1
     cached: bool = False
+    method: str = ""  # logprobs | structured | text | next_token (local)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,14 +79,54 @@ def expected_score(top_logprobs: dict[str, float]) -> float | None:
 
 
 class OpenAIJudge:
-    def __init__(self, backend: OpenAIBackend, max_new_tokens: int = 8, attempts: int = 3):
+    """Scores through chat completions, reading the score the best way the endpoint allows:
+    the logprob-weighted expectation, else a JSON-schema-constrained ``{"score": n}``, else
+    the number parsed from free text."""
+
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        max_new_tokens: int = 8,
+        attempts: int = 3,
+        capabilities: Capabilities | None = None,
+    ):
         self.backend = backend
         self.max_new_tokens = max_new_tokens
         self.attempts = attempts
         self.model_id = backend.model_id
+        self.capabilities = capabilities  # None: probed on first use (uncached)
 
     def request(self, item: JudgeItem) -> ChatRequest:
         return ChatRequest(judge_messages(item), max_new_tokens=self.max_new_tokens)
+
+    @property
+    def method(self) -> str:
+        caps = self.capabilities
+        if caps is None or caps.logprobs:
+            return "logprobs"
+        return "structured" if caps.structured else "text"
+
+    def _ask(self, request: ChatRequest) -> tuple[Any, float | None]:
+        """One call in this endpoint's best scoring mode: (response, score or None)."""
+        method = self.method
+        if method == "logprobs":
+            response = self.backend.chat(request, logprobs=True, top_logprobs=20)
+            content = getattr(getattr(response.choices[0], "logprobs", None), "content", None)
+            for position in (content or [])[:2]:  # the score may follow a space or "**"
+                score = expected_score({t.token: t.logprob for t in position.top_logprobs or []})
+                if score is not None:
+                    return response, score
+            return response, parse_score(response.choices[0].message.content or "")
+        if method == "structured":
+            style = STRUCTURED_STYLES[self.capabilities.structured]  # type: ignore[union-attr]
+            # a JSON object needs a few more tokens than a bare digit
+            wide = replace(request, max_new_tokens=max(request.max_new_tokens, 16))
+            response = self.backend.chat(wide, **style)
+            raw = response.choices[0].message.content or ""
+            score = score_from_json(raw)
+            return response, score if score is not None else parse_score(raw)
+        response = self.backend.chat(request)
+        return response, parse_score(response.choices[0].message.content or "")
 
     def _one(self, item: JudgeItem) -> Judgement:
         request = self.request(item)
@@ -85,34 +134,43 @@ class OpenAIJudge:
         raw, error = "", ""
         for attempt in range(1, self.attempts + 1):
             try:
-                response = self.backend.chat(request, logprobs=True, top_logprobs=20)
+                response, score = self._ask(request)
             except BackendError as exc:
                 error = str(exc)
                 continue
             usage = response.usage
             prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
             completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-            choice = response.choices[0]
-            raw = choice.message.content or ""
-            score = None
-            content = getattr(getattr(choice, "logprobs", None), "content", None)
-            if content:
-                for position in content[:2]:  # the score token may follow a space or "**"
-                    top = {t.token: t.logprob for t in (position.top_logprobs or [])}
-                    score = expected_score(top)
-                    if score is not None:
-                        break
-            if score is None:
-                score = parse_score(raw)
+            raw = response.choices[0].message.content or ""
             if score is not None:
-                return Judgement(score, "ok", raw, "", prompt_tokens, completion_tokens, attempt)
+                return Judgement(
+                    score,
+                    "ok",
+                    raw,
+                    "",
+                    prompt_tokens,
+                    completion_tokens,
+                    attempt,
+                    method=self.method,
+                )
             error = f"no score in the judge's reply {raw[:80]!r}"
         return Judgement(
-            None, "failed", raw, error, prompt_tokens, completion_tokens, self.attempts
+            None,
+            "failed",
+            raw,
+            error,
+            prompt_tokens,
+            completion_tokens,
+            self.attempts,
+            method=self.method,
         )
 
-    def score(self, items: list[JudgeItem], on_done: OnDone = None) -> list[Judgement]:
-        return self.backend.map(self._one, items, on_done)
+    def score(
+        self, items: list[JudgeItem], on_done: OnDone = None, gate: Gate = None
+    ) -> list[Judgement]:
+        if self.capabilities is None:
+            self.capabilities = capabilities_for(self.backend, None)
+        return self.backend.map(self._one, items, on_done, gate)
 
 
 class HFJudge:
@@ -173,7 +231,9 @@ class HFJudge:
         for unit in units:
             values = self._score_rows([rows[i] for i in unit], reuse_prefix=self.mode == "prefix")
             for i, value in zip(unit, values, strict=True):
-                results[i] = Judgement(value, "ok", f"{value:.2f}", "", len(rows[i]), 0)
+                results[i] = Judgement(
+                    value, "ok", f"{value:.2f}", "", len(rows[i]), 0, method="next_token"
+                )
                 if on_done is not None:
                     on_done(i, results[i])
         return [r for r in results if r is not None]

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from spark_core.models.requests import ChatRequest, Completion, OnDone
+from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.25
@@ -23,6 +23,13 @@ BACKOFF_CAP_S = 20.0
 
 class BackendError(RuntimeError):
     """A request that failed for good (after retries, or with a non-retryable status)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the server answered
+
+    def __reduce__(self):  # picklable with its status (Dask workers)
+        return (type(self), (str(self), self.status))
 
 
 def api_key_from_env(env_var: str, base_url: str | None) -> str:
@@ -98,7 +105,8 @@ class OpenAIBackend:
             except Exception as exc:
                 if not self._retryable(exc) or attempt == self.max_retries:
                     raise BackendError(
-                        f"{self.name}: {type(exc).__name__}: {_describe(exc)}"
+                        f"{self.name}: {type(exc).__name__}: {_describe(exc)}",
+                        getattr(exc, "status_code", None),
                     ) from None
                 self.retries += 1
                 delay = backoff_seconds(attempt, self._rng)
@@ -127,14 +135,20 @@ class OpenAIBackend:
             finish_reason=choice.finish_reason or "stop",
         )
 
-    def generate(self, requests: list[ChatRequest], on_done: OnDone = None) -> list[Completion]:
-        return self.map(self._one, requests, on_done)
+    def generate(
+        self, requests: list[ChatRequest], on_done: OnDone = None, gate: Gate = None
+    ) -> list[Completion]:
+        return self.map(self._one, requests, on_done, gate)
 
-    def map(self, fn, items: list[Any], on_done: OnDone = None) -> list[Any]:
+    def map(self, fn, items: list[Any], on_done: OnDone = None, gate: Gate = None) -> list[Any]:
         """Run ``fn`` over ``items`` with at most ``concurrency`` requests in flight; each
-        result is handed to ``on_done`` the moment it returns."""
+        result is handed to ``on_done`` the moment it returns. ``gate(index)`` is asked just
+        before each request is sent; False skips the item (its result is None), which is how
+        a cost limit or a failing judge stops a batch early without waiting for all of it."""
 
         def run(indexed: tuple[int, Any]) -> Any:
+            if gate is not None and not gate(indexed[0]):
+                return None
             result = fn(indexed[1])
             if on_done is not None:
                 on_done(indexed[0], result)

@@ -9,6 +9,8 @@ from typing import Any
 Message = tuple[str, str]  # (role, content)
 OnDone = Callable[[int, Any], None] | None
 """Called with (index, result) as soon as each result exists, so callers can checkpoint."""
+Gate = Callable[[int], bool] | None
+"""Asked with an item's index just before its request is sent; False skips the item."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)")
+        # money spent per scope (a stage and a model), read by the cost guard across reruns
+        self._db.execute("CREATE TABLE IF NOT EXISTS spend (scope TEXT, usd REAL)")
         self._db.commit()
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -41,6 +43,16 @@ class ResponseCache:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, blob))
             self._db.commit()
+
+    def add_spend(self, scope: str, usd: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO spend VALUES (?, ?)", (scope, usd))
+            self._db.commit()
+
+    def spent(self, scope: str) -> float:
+        with self._lock:
+            row = self._db.execute("SELECT SUM(usd) FROM spend WHERE scope = ?", (scope,))
+            return row.fetchone()[0] or 0.0
 
     def __len__(self) -> int:
         with self._lock:

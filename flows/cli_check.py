@@ -1,0 +1,150 @@
+"""``spark check judge|generator`` and ``spark run --dry-run``: know what a run will get and
+cost before it spends anything."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from spark_core.config import RunConfig
+
+check_app = typer.Typer(
+    help="Preflight checks: can the configured endpoint do its job?", no_args_is_help=True
+)
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config preset (YAML).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: section.key=value (repeatable)."),
+]
+
+
+def planned_questions(cfg: RunConfig):
+    """(train, eval, note): the run's questions — its ingest artifact when it exists, else the
+    source sampled here when it is local; a hub source without one is sized from the config
+    with the bundled questions standing in for their length."""
+    from spark_core import CATEGORIES
+    from spark_core.artifacts import ArtifactStore
+    from spark_core.questions import ingest_records
+    from spark_core.rollout import Question
+    from spark_core.sources import bundled_path, read_file, read_source, source_kind
+    from tasks.ingest import ingest_key, ingest_outputs
+
+    store = ArtifactStore(cfg.runtime.artifacts_url())
+    name = ingest_outputs(ingest_key(cfg))[1]
+    note = "questions from the ingest artifact"
+    data = cfg.data
+    if store.exists(name):
+        rows = store.read(name).to_pylist()
+    elif source_kind(data.source) != "hub":
+        rows = ingest_records(read_source(data.source), data).questions.to_pylist()
+        note = f"questions sampled from {data.source}"
+    else:
+        n = data.total or (data.per_category or 0) * len(data.categories or CATEGORIES)
+        if not n:
+            raise ValueError(
+                "a hub source with neither data.total nor data.per_category: run `spark "
+                "ingest` first, or set one of them, to size the run"
+            )
+        sample = ingest_records(
+            read_file(bundled_path()),
+            data.model_copy(update={"per_category": None, "total": None, "eval_fraction": 0.0}),
+        )
+        pool = itertools.cycle(sample.questions.to_pylist())
+        n_eval = round(n * data.eval_fraction)
+        rows = [{**next(pool), "split": "eval" if i < n_eval else "train"} for i in range(n)]
+        note = f"{n} questions from data.total/per_category; lengths from the bundled sample"
+    train = [Question.from_row(r) for r in rows if r["split"] == "train"]
+    evaluate = [Question.from_row(r) for r in rows if r["split"] == "eval"]
+    return train, evaluate, note
+
+
+def _money(value: float | None) -> str:
+    return "unknown (no price)" if value is None else f"${value:,.2f}"
+
+
+def plan_table(cfg: RunConfig, title: str) -> tuple[Table, str]:
+    """Planned calls, tokens and cost per stage and model (no model is called)."""
+    from spark_core.run_plan import plan_run
+
+    train, evaluate, note = planned_questions(cfg)
+    view = Table(title=f"{title} — {len(train)} train / {len(evaluate)} eval questions")
+    for column in ("stage", "model", "calls", "prompt tokens", "completion tokens", "cost"):
+        left = column in ("stage", "model")
+        view.add_column(column, justify="left" if left else "right", overflow="fold")
+    for p in plan_run(cfg, train, evaluate):
+        view.add_row(
+            p.stage,
+            f"{p.role}: {p.backend}:{p.model}",
+            f"{p.calls:,}",
+            f"{p.prompt_tokens:,}",
+            f"{p.completion_tokens:,}",
+            _money(p.cost_usd),
+        )
+    for stage in ("ingest", "label", "train"):
+        view.add_row(stage, "no model calls", "0", "0", "0", "$0.00")
+    return view, (
+        f"{note}. Upper bounds: every question rolls every step; prompts measured on the "
+        "real templates at ~4 characters per token, completions at their token limits."
+    )
+
+
+def _check(role: str, config: str | None, set_: list[str] | None) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from flows.cli import _fail, _load, console
+    from spark_core.preflight import check_generator, check_judge
+    from tasks.models import response_cache
+
+    hf_logging.disable_progress_bar()
+    cfg = _load(config, set_)
+    cache = response_cache(cfg)
+    try:
+        view, note = plan_table(cfg, "estimated run")
+        if role == "judge":
+            report = check_judge(cfg, cache)
+        else:
+            train, evaluate, _ = planned_questions(cfg)
+            report = check_generator(cfg, cache, (train or evaluate)[0])
+    except ValueError as exc:
+        _fail(str(exc))
+    for line in report.lines():
+        console.print(line, highlight=False, markup=False)
+    console.print(view)
+    console.print(note, highlight=False)
+    if not report.usable:
+        raise typer.Exit(code=1)
+
+
+@check_app.command("judge")
+def check_judge_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Score clearly good and clearly bad calibration steps with the configured judge: parse
+    rate, logprob and structured-output support, latency, ranking, and the run's estimated
+    tokens and cost. Exits 1 when the judge is unusable."""
+    _check("judge", config, set_)
+
+
+@check_app.command("generator")
+def check_generator_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Send a rollout request and a final-answer request to the configured generator: what
+    the endpoint supports, latency, and the run's estimated tokens and cost. Exits 1 when
+    it cannot generate."""
+    _check("generator", config, set_)
+
+
+def dry_run(cfg: RunConfig) -> None:
+    """``spark run --dry-run``: the plan, without calling any model."""
+    from flows.cli import _fail, console
+
+    try:
+        view, note = plan_table(cfg, "dry run: planned model calls")
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(view)
+    console.print(note, highlight=False)
+    for role in ("generator", "judge"):
+        limit = getattr(cfg, role).max_cost_usd
+        if limit is not None:
+            console.print(f"{role}.max_cost_usd: ${limit:,.2f} per stage", highlight=False)

@@ -1,0 +1,136 @@
+"""Guards that stop a stage early, on purpose and resumably: a cost limit and a judge that
+keeps failing.
+
+Both act through the backends' gate (asked just before each request is sent), so a stage
+stops without sending another request, while every call that finished is already in the
+response cache: rerunning the same command resumes where the stage stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from spark_core.models.response_cache import ResponseCache
+
+CHARS_PER_TOKEN = 3.0
+"""Prompt-size estimate when no tokenizer is at hand: English runs ~4 characters per token
+on GPT-4o's tokenizer; 3 errs on the side of spending less."""
+TOKENS_PER_MESSAGE = 8  # chat-template overhead per message
+
+
+class StageStopped(RuntimeError):
+    """A stage that stopped on purpose; the message says why and what to do next."""
+
+    def __reduce__(self):  # picklable as itself (Dask workers)
+        return (type(self), (str(self),))
+
+
+class JudgeFailing(StageStopped):
+    """Too many of the first judgements failed."""
+
+
+class CostLimitReached(StageStopped):
+    """The next request could take a model's spend in this stage past its limit."""
+
+
+def estimate_prompt_tokens(texts: Iterable[str]) -> int:
+    texts = list(texts)
+    return int(sum(len(t) for t in texts) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(texts)
+
+
+@dataclass
+class Budget:
+    """A model's spending limit in one stage. Spend is recorded per finished call in the
+    response cache's database, so the limit holds across reruns of the stage (raise it to go
+    on); requests in flight hold a reservation for their worst case."""
+
+    role: str
+    model: str
+    limit_usd: float
+    prices: tuple[float, float]
+    scope: str
+    ledger: ResponseCache | None = None
+    refused: int = 0
+    _reserved: float = 0.0
+    _spent_here: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1000
+
+    def spent(self) -> float:
+        return self.ledger.spent(self.scope) if self.ledger is not None else self._spent_here
+
+    def reserve(self, usd: float) -> bool:
+        """Hold ``usd`` for a request about to be sent; False when it might pass the limit."""
+        with self._lock:
+            if self.spent() + self._reserved + usd > self.limit_usd:
+                self.refused += 1
+                return False
+            self._reserved += usd
+            return True
+
+    def settle(self, reserved: float, actual_usd: float) -> None:
+        with self._lock:
+            self._reserved -= reserved
+            self._spent_here += actual_usd
+            if self.ledger is not None and actual_usd:
+                self.ledger.add_spend(self.scope, actual_usd)
+
+    def error(self) -> CostLimitReached:
+        return CostLimitReached(
+            f"{self.role} {self.model}: cost limit reached — ${self.spent():.4f} spent in this "
+            f"stage, and the next request could pass {self.role}.max_cost_usd "
+            f"(${self.limit_usd:.2f}). {self.refused} request(s) were not sent. Everything "
+            f"finished is in the response cache: raise {self.role}.max_cost_usd and rerun the "
+            "same command to go on from here."
+        )
+
+
+class FailureWatch:
+    """Counts judgements as they come (cached ones are successes) and trips as soon as more
+    than ``max_rate`` of the first ``window`` judgements have certainly failed."""
+
+    def __init__(self, window: int, max_rate: float, model: str, endpoint: str):
+        self.window = window
+        self.max_rate = max_rate
+        self.model = model
+        self.endpoint = endpoint
+        self.seen = self.failed = 0  # within the window
+        self.total = self.total_failed = 0
+        self.samples: list[str] = []
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    def observe(self, ok: bool, reply: str, error: str) -> None:
+        with self._lock:
+            self.total += 1
+            self.total_failed += not ok
+            if self.seen >= self.window:
+                return
+            self.seen += 1
+            if ok:
+                return
+            self.failed += 1
+            sample = reply.strip() or error
+            if len(self.samples) < 3 and sample not in self.samples:
+                self.samples.append(sample)
+            if self.failed > self.max_rate * self.window:
+                self.tripped = True
+
+    def error(self) -> JudgeFailing:
+        replies = "\n".join(f"  {i}. {s[:160]!r}" for i, s in enumerate(self.samples, 1))
+        return JudgeFailing(
+            f"judge {self.model} at {self.endpoint} failed {self.failed} of its first "
+            f"{self.seen} judgements ({self.failed / max(self.seen, 1):.0%}; "
+            f"judge.max_failure_rate is {self.max_rate:.0%} of the first {self.window}), so "
+            f"synthesis stopped early.\nSample replies:\n{replies}\nWhat to do: run `spark "
+            "check judge -c CONFIG` to see what this endpoint supports (logprobs, structured "
+            "output) and how often its replies parse; use a judge that can score (a stronger "
+            "model, or a server with logprobs or JSON-schema output such as OpenAI or vLLM); "
+            "or raise judge.max_failure_rate / judge.failure_window to go on regardless. "
+            "Nothing judged so far is lost: rerun the same command to resume from the "
+            "response cache."
+        )

@@ -1,0 +1,111 @@
+"""What a run will ask of its models, before it asks: calls, tokens and cost per stage.
+
+Counts are upper bounds (every question rolls every step; every judgement succeeds on its
+first attempt); prompt sizes come from the real prompt templates rendered on the run's own
+questions, at about 4 characters per token; completions at their token limits. Used by
+``spark run --dry-run`` and ``spark check`` — no model is loaded or called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from spark_core.action_format import state_message, system_prompt
+from spark_core.config import ModelConfig, RunConfig
+from spark_core.models.judge_prompt import JudgeItem, judge_messages
+from spark_core.models.usage import prices_for
+from spark_core.rollout import Question, tool_lines
+
+CHARS_PER_TOKEN = 4.0  # typical English on GPT-4o / Llama-3 tokenizers
+MESSAGE_OVERHEAD = 8  # chat-template tokens per message
+
+
+@dataclass
+class PlannedCalls:
+    stage: str
+    role: str
+    model: str
+    backend: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+    def add(self, n: int, prompt_chars: float, messages: int, completion_tokens: int) -> None:
+        self.calls += n
+        self.prompt_tokens += n * int(prompt_chars / CHARS_PER_TOKEN + MESSAGE_OVERHEAD * messages)
+        self.completion_tokens += n * completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _priced(plan: PlannedCalls, model: ModelConfig) -> PlannedCalls:
+    prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
+    if prices is not None:
+        plan.cost_usd = (plan.prompt_tokens * prices[0] + plan.completion_tokens * prices[1]) / 1000
+    elif model.backend == "hf":
+        plan.cost_usd = 0.0  # local compute
+    return plan
+
+
+def step_chars(cfg: RunConfig) -> int:
+    """How much one finished step adds to a trajectory (thought, action, input, observation)."""
+    r = cfg.rollout
+    return int((r.thought_tokens + r.input_tokens) * CHARS_PER_TOKEN) + r.observation_chars + 60
+
+
+def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls, PlannedCalls]:
+    """(generator, judge) calls of the synthesize stage."""
+    r = cfg.rollout
+    gen = PlannedCalls("synthesize", "generator", cfg.generator.name, cfg.generator.backend)
+    judge = PlannedCalls("synthesize", "judge", cfg.judge.name, cfg.judge.backend)
+    system = len(system_prompt(tool_lines(r.actions)))
+    n = len(r.actions)
+    candidate = int(r.input_tokens * CHARS_PER_TOKEN) + r.observation_chars
+    for q in train:
+        for step in range(1, r.steps + 1):
+            trajectory = "x" * ((step - 1) * step_chars(cfg))
+            policy = system + len(state_message(q.question, q.options, trajectory))
+            gen.add(1, policy + 8, 2, r.thought_tokens)
+            gen.add(n, policy + r.thought_tokens * CHARS_PER_TOKEN + 40, 2, r.input_tokens)
+            item = JudgeItem(
+                question=q.question,
+                options=q.options,
+                trajectory=trajectory,
+                action="calculator",
+                tool_input="",
+                tool_output="",
+            )
+            judged = sum(len(c) for _, c in judge_messages(item)) + candidate
+            judge.add(n, judged, 2, cfg.judge.max_new_tokens)
+        final = system + len(state_message(q.question, q.options, "x" * r.steps * step_chars(cfg)))
+        gen.add(1, final + 80, 2, 3)
+    return _priced(gen, cfg.generator), _priced(judge, cfg.judge)
+
+
+def plan_evaluation(cfg: RunConfig, questions: list[Question]) -> list[PlannedCalls]:
+    """Policy calls of the evaluate stage: each policy, each eval question, every step."""
+    e, r = cfg.evaluation, cfg.rollout
+    system = len(system_prompt(tool_lines(r.actions)))
+    # built-in policies and extra adapters run on the generator's model; extra models on theirs
+    models: dict[str, ModelConfig] = {p: cfg.generator for p in [*e.policies, *e.extra_adapters]}
+    models.update(e.extra_models)
+    plans = []
+    for policy, model in models.items():
+        plan = PlannedCalls("evaluate", f"policy {policy}", model.name, model.backend)
+        for q in questions:
+            for step in range(1, e.steps + 1):
+                trajectory = "x" * ((step - 1) * step_chars(cfg))
+                prompt = system + len(state_message(q.question, q.options, trajectory))
+                plan.add(1, prompt + 8, 2, r.thought_tokens + r.input_tokens)
+            plan.add(1, system + len(state_message(q.question, q.options, "")) + 80, 2, 3)
+        plans.append(_priced(plan, model))
+    return plans
+
+
+def plan_run(cfg: RunConfig, train: list[Question], evaluate: list[Question]) -> list[PlannedCalls]:
+    """Every model call of a whole run, per stage and model (ingest, label and train call
+    none: training runs on the trajectories)."""
+    return [*plan_synthesis(cfg, train), *plan_evaluation(cfg, evaluate)]

@@ -1,0 +1,90 @@
+"""Planned, resumable stops of the synthesize stage as Prefect sees them: the judge preflight,
+the stage's guarded models (cost limits, judge failure watch), and the state a stopped unit
+returns — Failed, named "Stopped", whose message is the whole story (no traceback)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.states import Failed, State
+
+from spark_core.artifacts import canonical_hash
+from spark_core.config import RunConfig
+from spark_core.models.calls import Generator, Judge
+from spark_core.models.guards import Budget, FailureWatch, StageStopped
+from spark_core.models.usage import prices_for
+from spark_core.preflight import judge_preflight
+from tasks.models import models_for, response_cache
+
+STOPPED = "Stopped"  # the state name of a unit that stopped on purpose (resumable)
+_GUARDS: dict[str, tuple[Budget | None, Budget | None, FailureWatch]] = {}
+_LOCK = threading.Lock()
+
+
+def stopped_state(exc: StageStopped) -> State:
+    """A Failed state whose message is the whole story: no traceback for a planned stop."""
+    return Failed(name=STOPPED, message=str(exc))
+
+
+def first_stop(states: list[State]) -> State | None:
+    """The first planned stop among units' final states, as a new state the flow returns as
+    its own (a unit's state object itself would be reported as '1/1 states failed')."""
+    stop = next((s for s in states if s.is_failed() and s.name == STOPPED), None)
+    return None if stop is None else Failed(name=STOPPED, message=stop.message)
+
+
+def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:
+    model = getattr(cfg, role)
+    if model.max_cost_usd is None or model.backend != "openai":
+        return None
+    prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
+    if prices is None:
+        raise ValueError(
+            f"{role}.max_cost_usd needs a price for {model.name}: set "
+            f"{role}.price_per_1k_prompt and {role}.price_per_1k_completion"
+        )
+    return Budget(role, model.name, model.max_cost_usd, prices, scope, response_cache(cfg))
+
+
+def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
+    """This process's models under the stage's guards, shared by its units within one flow
+    run (a rerun starts a fresh failure window; spend is read from the cache's ledger)."""
+    from prefect.runtime import flow_run
+
+    generator, judge = models_for(cfg)
+    key = canonical_hash(
+        [plan.key, str(flow_run.id), cfg.judge.model_dump(mode="json"), cfg.generator.max_cost_usd]
+    )
+    with _LOCK:
+        if key not in _GUARDS:
+            watch = FailureWatch(
+                cfg.judge.failure_window,
+                cfg.judge.max_failure_rate,
+                cfg.judge.name,
+                judge.endpoint,
+            )
+            scope = f"synthesize/{plan.key[:16]}"
+            _GUARDS[key] = (
+                _budget(cfg, "generator", f"{scope}/generator"),
+                _budget(cfg, "judge", f"{scope}/judge"),
+                watch,
+            )
+        gen_budget, judge_budget, watch = _GUARDS[key]
+    return generator.guarded(gen_budget), judge.guarded(judge_budget, watch)
+
+
+@task(name="preflight-judge")
+def preflight_judge(cfg: RunConfig) -> State | None:
+    """`spark check judge` before spending anything: an openai judge whose replies cannot
+    be scored stops the stage here. A passing check is remembered per endpoint and model."""
+    if cfg.judge.backend != "openai" or not cfg.judge.preflight:
+        return None
+    report, cached = judge_preflight(cfg, response_cache(cfg))
+    logger = get_run_logger()
+    for line in report.lines():
+        logger.info("preflight%s: %s", " (cached)" if cached else "", line)
+    if not report.usable:
+        return stopped_state(StageStopped(report.error()))
+    return None
