@@ -11,7 +11,12 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.utilities.urls import url_for
@@ -41,12 +46,33 @@ class StageRow:
         return f"{self.stage}: {self.outcome} in {self.seconds:.1f}s — {self.counts}{calls}"
 
 
+def cached_units() -> set[str]:
+    """Names of the tasks that are units of work with a content-addressed cache key (the
+    others, such as planning and report tasks, are bookkeeping that always runs)."""
+    from prefect import Task
+
+    import tasks.evaluate
+    import tasks.ingest
+    import tasks.label
+    import tasks.synthesize
+    import tasks.train
+
+    modules = (tasks.ingest, tasks.synthesize, tasks.label, tasks.train, tasks.evaluate)
+    return {
+        obj.name
+        for module in modules
+        for obj in vars(module).values()
+        if isinstance(obj, Task) and obj.cache_key_fn is not None
+    }
+
+
 def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
     """'ran (4 units)', 'cached (4 of 4 units)' or 'partly cached (3 of 4 units)', read from
     the stage's task runs on the server (their states arrive through its event pipeline, so
     wait briefly until all of them are finished)."""
     deadline = time.monotonic() + wait_s
     names: list[str] = []
+    units = cached_units()
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
         if run.start_time and run.start_time.timestamp() < started - 1:
@@ -55,17 +81,17 @@ def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
             tasks = client.read_task_runs(
                 task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
             )
-            names = [t.state.name for t in tasks if t.state]
             done = all(t.state and t.state.type.value in FINISHED for t in tasks)
             if (tasks and done) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    cached, units = names.count("Cached"), f"{len(names)} unit{'s' * (len(names) != 1)}"
+    names = [t.state.name for t in tasks if t.state and t.name.rsplit("-", 1)[0] in units]
+    cached, count = names.count("Cached"), f"{len(names)} unit{'s' * (len(names) != 1)}"
     if names and cached == len(names):
-        return f"cached ({cached} of {units})"
+        return f"cached ({cached} of {count})"
     if cached:
-        return f"partly cached ({cached} of {units})"
-    return f"ran ({units})"
+        return f"partly cached ({cached} of {count})"
+    return f"ran ({count})"
 
 
 def describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
@@ -81,9 +107,7 @@ def describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
 def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
     cached = row.outcome.startswith(("cached", "reused"))
     if row.stage == "ingest":
-        row.counts = (
-            f"{result['questions'].rows} questions, {result['rejected'].rows} rejected"
-        )
+        row.counts = f"{result['questions'].rows} questions, {result['rejected'].rows} rejected"
     elif row.stage == "synthesize":
         run = store_for(cfg).read(result["summary"][1].name, RUN_SCHEMA).to_pylist()[0]
         generated = sum(c.rows for c, _ in result["shards"])
@@ -112,11 +136,10 @@ def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
         )
 
 
-def _link(run_id: str | None, tab: str | None = None) -> str:
-    if run_id is None:
-        return ""
-    url = url_for("flow-run", obj_id=run_id) or f"/runs/flow-run/{run_id}"
-    return f"{url}?tab={tab}" if tab else url
+def _ui(path: str) -> str:
+    """A UI address: absolute when Prefect knows its UI's URL, else relative (same origin)."""
+    base = url_for("flow-run", obj_id="x")
+    return f"{base.rsplit('/runs/', 1)[0]}/{path}" if base else f"/{path}"
 
 
 def markdown(rows: list[StageRow], report: dict | None) -> str:
@@ -124,20 +147,22 @@ def markdown(rows: list[StageRow], report: dict | None) -> str:
     lines = [
         "# SPaRK pipeline",
         "",
-        "| stage | outcome | duration | key counts | model calls | cost | links |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | outcome | duration | key counts | model calls · cost |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
-        links = (
-            f"[run {r.run_name}]({_link(r.run_id)}) · [artifacts]({_link(r.run_id, 'Artifacts')})"
-            if r.run_id
-            else ""
+        calls = "—" if r.calls == "—" else f"{r.calls} · {r.cost}"
+        lines.append(f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} |")
+    lines += ["", "## Stage runs and their artifacts", ""]
+    for r in rows:
+        if r.run_id is None:
+            continue
+        arts = ", ".join(
+            f"[{key}]({_ui(f'artifacts/artifact/{aid}')})" for key, aid in r.extra.get("arts", [])
         )
-        lines.append(
-            f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {r.calls} | "
-            f"{r.cost} | {links} |"
-        )
-    evaluation = next((r for r in rows if r.stage == "evaluate" and r.extra), None)
+        run = f"[{r.stage} / {r.run_name}]({_ui(f'runs/flow-run/{r.run_id}')})"
+        lines.append(f"- {run}" + (f": {arts}" if arts else ""))
+    evaluation = next((r for r in rows if r.stage == "evaluate" and "overall" in r.extra), None)
     if evaluation:
         lines += [
             "",
@@ -175,6 +200,12 @@ def record(row: StageRow, state: State, started: float) -> None:
     if run_id:
         with get_client(sync_client=True) as client:
             row.run_name = client.read_flow_run(run_id).name
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        row.extra["arts"] = [
+            (a.key or a.type, str(a.id)) for a in artifacts if a.type != "progress"
+        ]
     if not state.is_completed():
         row.outcome = state.name.lower()
     elif row.run_id:

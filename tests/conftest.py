@@ -101,3 +101,7 @@ def random_adapter(model_dir: str, seed: int):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
+
+
+# a real Prefect server and one pipeline run on it, shared by the deployment and browser tests
+from tests.deploy_fixtures import pipeline_run, prefect_server  # noqa: E402, F401
