@@ -114,12 +114,11 @@ def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
         row.counts = f"{run['questions']} questions, {run['steps']} selected steps"
         row.calls = f"generator {generated}, judge {run['judge_calls']}"
         if cached:
-            row.calls += " (served from cache)"
-            row.cost = "$0 (served from cache)"
+            row.cost = "$0 (cached)"
         elif run["judge_cost_usd"] is not None:
-            row.cost = f"${run['judge_cost_usd']:.4f} (judge)"
+            row.cost = f"${run['judge_cost_usd']:.4f}"
         else:
-            row.cost = "$0 (local models)"
+            row.cost = "$0 (local)"
     elif row.stage == "label":
         row.counts = (
             f"{result['trajectories'].rows} trajectory steps, "
@@ -147,12 +146,13 @@ def markdown(rows: list[StageRow], report: dict | None) -> str:
     lines = [
         "# SPaRK pipeline",
         "",
-        "| stage | outcome | duration | key counts | model calls · cost |",
-        "|---|---|---|---|---|",
+        "| stage | outcome | duration | key counts | model calls | cost |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        calls = "—" if r.calls == "—" else f"{r.calls} · {r.cost}"
-        lines.append(f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} |")
+        lines.append(
+            f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {r.calls} | {r.cost} |"
+        )
     lines += ["", "## Stage runs and their artifacts", ""]
     for r in rows:
         if r.run_id is None:

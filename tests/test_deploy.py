@@ -1,16 +1,20 @@
 """Deployments on a real `prefect server` (loopback): register, trigger through the CLI with
 parameters, run on a worker. The run's process is SIGKILLed mid-run: the run, its subflows and
-its tasks end Crashed, none stays "Running". A retry then fails in the last stage; once its cause
-is fixed, `prefect flow-run retry` finishes the run, skipping every finished stage and unit.
+its tasks end Crashed, none stays "Running"; `prefect flow-run retry` then finishes the run,
+skipping every finished stage and unit, and leaves nothing "Running".
 The same server and finished run serve the browser test (tests/test_ui_browser.py)."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import yaml
 
 from flows.cli_deploy import PREFECT_FILE, ZOMBIE_AUTOMATION, server_env
 from spark_core.config import RunConfig, load_config
+
+OUTCOMES = {"ran", "cached", "partly cached", "reused"}
 
 
 def test_deployment_defaults_are_the_demo_preset():
@@ -65,36 +69,36 @@ def test_a_killed_run_leaves_no_zombies(pipeline_run):
     assert any(f["state"]["type"] == "CRASHED" for f in subflows), subflows
 
 
-def test_deploy_trigger_kill_fail_and_retry(pipeline_run):
-    """After the kill, a retry resumes and fails in its last stage (an extra adapter that does
-    not exist yet); once it does, `prefect flow-run retry` finishes the run: the finished stages
-    and every finished unit of the failed stage are skipped. No retry leaves a task or a
-    subflow "Running"."""
-    first, unfinished = pipeline_run["first_retry"]
-    assert first["type"] == "FAILED", pipeline_run["worker_log"]()
-    assert unfinished == [], unfinished
+def test_deploy_trigger_kill_and_retry(pipeline_run):
+    """After the kill, `prefect flow-run retry` finishes the run: the finished stages and every
+    finished unit of the interrupted stage are skipped, and no task or subflow is left
+    "Running"."""
     runs = pipeline_run["runs"]
     artifacts = runs / "demo" / "artifacts"
+    assert pipeline_run["final"]["type"] == "COMPLETED", pipeline_run["worker_log"]()
+    assert pipeline_run["unfinished"] == [], pipeline_run["unfinished"]
     for stage in ("ingest", "synthesize", "label", "train"):
         assert list((artifacts / stage).rglob("*.parquet")), stage
     assert (
         next((artifacts / "train").glob("*/spark/adapter")) / "adapter_model.safetensors"
     ).is_file()
-
-    assert pipeline_run["final"]["type"] == "COMPLETED", pipeline_run["worker_log"]()
-    assert pipeline_run["unfinished"] == [], pipeline_run["unfinished"]
     report = (runs / "demo" / "report" / "report.md").read_text()
     assert "| spark |" in report and "| extra |" in report
     assert (runs / "demo" / "report" / "report.html").is_file()
     assert list((artifacts / "evaluate").rglob("eval_summary.parquet"))
     states = pipeline_run["states"]
-    # the finished stages are skipped (Prefect reuses the finished subflow, or reruns it
-    # and every unit is a cache hit); in the failed stage the three policies evaluated
-    # before the failure are cache hits and only the failed one runs
+    # the stages finished before the kill are skipped (Prefect reuses the finished subflow, or
+    # reruns it and every unit is a cache hit)
     for name in ("ingest-questions", "rollout-shard", "select-step", "label-trajectories"):
         assert set(states.get(name, ["Cached"])) == {"Cached"}, (name, states)
-    assert set(states.get("train-adapter", ["Cached"])) == {"Cached"}, states
-    assert sorted(states["evaluate-policy"]) == ["Cached", "Cached", "Cached", "Completed"]
+    # in the interrupted stage, every unit the server saw finish before the kill is a cache hit
+    killed = {n.rsplit("-", 1)[0] for n in pipeline_run["running_at_kill"]}
+    for unit in ("train-adapter", "evaluate-policy"):
+        before = sum(n.startswith(unit) for n in pipeline_run["completed_at_kill"])
+        assert states.get(unit, []).count("Cached") >= before, (unit, before, states)
+        if unit in killed:
+            assert "Completed" in states[unit], states  # the killed unit ran again
+    assert len(states["evaluate-policy"]) == 4
 
 
 def test_the_pipeline_run_page_tells_the_story(pipeline_run):
@@ -110,8 +114,8 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
     ).json()
     text = max(artifacts, key=lambda a: a["created"])["data"]
     for stage in ("ingest", "synthesize", "label", "train", "evaluate"):
-        assert f"| {stage} | " in text, text[:3000]
-    assert "| evaluate | partly cached (4 of 5 units) |" in text, text[:3000]
+        outcome = re.search(rf"^\| {stage} \| ([a-z ]+)\b", text, re.M)
+        assert outcome and outcome[1].strip() in OUTCOMES, (stage, text[:3000])
     assert "| extra | " in text and text.count("](data:image/png;base64,") == 3
     logs = httpx.post(
         f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=30
