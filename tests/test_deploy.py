@@ -32,7 +32,9 @@ def test_deployment_defaults_are_the_demo_preset():
         "evaluate/evaluate-nightly",
     }
     (nightly,) = [d for d in spec["deployments"] if d["name"] == "evaluate-nightly"]
-    assert nightly["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC", "active": True}]
+    assert nightly["schedules"] == [
+        {"cron": "0 3 * * *", "timezone": "UTC", "slug": "every day at 03:00 UTC", "active": True}
+    ]
 
 
 def test_server_settings_point_the_ui_at_a_non_default_port(tmp_path):
