@@ -117,8 +117,8 @@ def zombie_automation():
     return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="Marks a flow run Crashed when it sent no heartbeat for "
-        f"{int(HEARTBEAT_MISSING.total_seconds())} s (its process was killed, or its machine "
-        "died). Created by `spark deploy`.",
+        f"{int(HEARTBEAT_MISSING.total_seconds()) // 60} minutes (its process was killed, or "
+        "its machine died). Created by `spark deploy`.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
@@ -138,7 +138,7 @@ def zombie_automation():
             ChangeFlowRunState(
                 state=StateType.CRASHED,
                 message="Flow run marked Crashed: no heartbeat for "
-                f"{int(HEARTBEAT_MISSING.total_seconds())} s.",
+                f"{int(HEARTBEAT_MISSING.total_seconds()) // 60} minutes.",
             )
         ],
     )
