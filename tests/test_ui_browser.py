@@ -97,6 +97,15 @@ def test_custom_run_form_shows_the_defaults(pipeline_run, browser):
             "Array.from(document.querySelectorAll('input, textarea')).map(e => e.value)"
         )
         assert {"bundled", "2", "demo", "smollm2-135m-instruct"} <= set(values), values
+    with shot(page, "custom-run-form-invalid"):
+        per_category = page.locator("input[type=number]").first  # data.per_category
+        assert per_category.input_value() == "2"
+        per_category.fill("-1")
+        page.get_by_role("button", name="Submit").click()
+        page.get_by_text(
+            "Validation failed for field 'config.data.per_category'. "
+            "Failure reason: -1 is less than or equal to the minimum of 0"
+        ).wait_for()
     page.close()
 
 
