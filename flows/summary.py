@@ -67,7 +67,7 @@ def cached_units() -> set[str]:
 
 
 def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
-    """'ran (4 units)', 'cached (4 of 4 units)' or 'partly cached (3 of 4 units)', read from
+    """'ran (4 units)', 'cached (4/4 units)' or 'partly cached (3/4 units)', read from
     the stage's task runs on the server (their states arrive through its event pipeline, so
     wait briefly until all of them are finished)."""
     deadline = time.monotonic() + wait_s
@@ -88,9 +88,9 @@ def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
     names = [t.state.name for t in tasks if t.state and t.name.rsplit("-", 1)[0] in units]
     cached, count = names.count("Cached"), f"{len(names)} unit{'s' * (len(names) != 1)}"
     if names and cached == len(names):
-        return f"cached ({cached} of {count})"
+        return f"cached ({cached}/{count})"
     if cached:
-        return f"partly cached ({cached} of {count})"
+        return f"partly cached ({cached}/{count})"
     return f"ran ({count})"
 
 
@@ -114,11 +114,11 @@ def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
         row.counts = f"{run['questions']} questions, {run['steps']} selected steps"
         row.calls = f"generator {generated}, judge {run['judge_calls']}"
         if cached:
-            row.cost = "$0 (cached)"
+            row.cost = "$0, cached"
         elif run["judge_cost_usd"] is not None:
             row.cost = f"${run['judge_cost_usd']:.4f}"
         else:
-            row.cost = "$0 (local)"
+            row.cost = "$0, local models"
     elif row.stage == "label":
         row.counts = (
             f"{result['trajectories'].rows} trajectory steps, "
@@ -146,13 +146,12 @@ def markdown(rows: list[StageRow], report: dict | None) -> str:
     lines = [
         "# SPaRK pipeline",
         "",
-        "| stage | outcome | duration | key counts | model calls | cost |",
-        "|---|---|---|---|---|---|",
+        "| stage | outcome | duration | key counts | model calls (cost) |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {r.calls} | {r.cost} |"
-        )
+        calls = r.calls if r.calls == "—" else f"{r.calls} ({r.cost})"
+        lines.append(f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} |")
     lines += ["", "## Stage runs and their artifacts", ""]
     for r in rows:
         if r.run_id is None:
