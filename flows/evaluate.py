@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
@@ -11,9 +12,10 @@ from tasks.progress import StageProgress
 from tasks.runners import task_runner_for
 
 
-@flow(name="evaluate")
+@flow(name="evaluate", on_crashed=[on_crashed])
 def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
+    clean_up_earlier_attempt()
     questions = ingest_questions(config)["questions"]
     wanted = [p for p in config.evaluation.policies if p != "base"]
     if adapters is None and wanted:

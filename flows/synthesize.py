@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
+from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
@@ -22,9 +23,10 @@ from tasks.synthesize import (
 )
 
 
-@flow(name="synthesize", log_prints=True)
+@flow(name="synthesize", log_prints=True, on_crashed=[on_crashed])
 def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
     """Roll out every train question for up to ``rollout.steps`` steps."""
+    clean_up_earlier_attempt()
     if questions is None:
         questions = ingest_questions(config)["questions"]
     if stop := first_stop([preflight_judge(config, return_state=True)]):  # cannot score

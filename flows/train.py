@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.progress import StageProgress
 from tasks.train import TRAINERS, train_adapter
 
 
-@flow(name="train")
+@flow(name="train", on_crashed=[on_crashed])
 def train(config: RunConfig, labels: dict[str, ArtifactRef] | None = None) -> dict:
     """Train both adapters on the labelled trajectories (labels them first when not given)."""
+    clean_up_earlier_attempt()
     if labels is None:
         from flows.label import label
 

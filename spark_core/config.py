@@ -20,8 +20,31 @@ class ConfigError(ValueError):
     """A config that cannot be used, with the file and field path that are wrong."""
 
 
+def _form_schema(schema: dict[str, Any]) -> None:
+    """Shape a section's JSON schema for the Prefect UI's form (schema metadata only; the
+    pydantic model still validates): an optional field (``X | None``, default None) is shown
+    as a plain X input that may be left empty, not as an "X | None" type switch, so its
+    validation message names the rule (e.g. "must be > 0"); descriptions escape ``<…>``
+    placeholders, which the UI would otherwise take for HTML tags."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf", [])
+        kept = [b for b in branches if b.get("type") != "null"]
+        if len(kept) == 1 and len(branches) == 2 and prop.get("default", 0) is None:
+            del prop["anyOf"], prop["default"]
+            prop.update({k: v for k, v in kept[0].items() if k not in prop})
+        if "description" in prop:
+            prop["description"] = prop["description"].replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _choices(values: tuple[str, ...]) -> dict[str, Any]:
+    """Form metadata for a list of known values: a multi-select without repeats."""
+    return {"items": {"type": "string", "enum": list(values)}, "uniqueItems": True}
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, json_schema_extra=_form_schema
+    )
 
 
 class DataConfig(_Section):
@@ -36,7 +59,9 @@ class DataConfig(_Section):
     hub_split: str = Field("test", description="Split to load when `source` is a hub dataset.")
     hub_revision: str | None = Field(None, description="Hub revision (commit/tag) to pin.")
     categories: list[str] | None = Field(
-        None, description="Keep only these categories (default: all 14)."
+        None,
+        description="Keep only these categories (default: all 14).",
+        json_schema_extra=_choices(CATEGORIES),
     )
     per_category: int | None = Field(
         None, gt=0, description="Sample this many questions per category."
@@ -79,6 +104,7 @@ class RolloutConfig(_Section):
     actions: list[str] = Field(
         default_factory=lambda: list(ACTIONS),
         description="Candidate actions considered at every step: tools plus 'cot'.",
+        json_schema_extra={"default": list(ACTIONS), **_choices(ACTIONS)},
     )
     viable_threshold: float = Field(
         6.0, ge=0, le=10, description="Judge score at or above which a candidate is viable."
@@ -229,6 +255,7 @@ class EvaluationConfig(_Section):
     policies: list[Literal["base", "sft", "spark"]] = Field(
         default_factory=lambda: ["base", "sft", "spark"],
         description="Built-in policies: the untrained generator and the two trained adapters.",
+        json_schema_extra={"default": ["base", "sft", "spark"], "uniqueItems": True},
     )
     extra_adapters: dict[str, str] = Field(
         default_factory=dict, description="More policies: name -> PEFT adapter folder."
@@ -271,7 +298,7 @@ class RuntimeConfig(_Section):
     )
     train_deployment: str | None = Field(
         None,
-        description="Run the train stage as this deployment (e.g. 'train/gpu', served by a GPU "
+        description="Run the train stage as this deployment (e.g. 'train/train-gpu', on a GPU "
         "work pool) instead of in the pipeline's process; needs a shared artifacts_root.",
     )
 

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
@@ -16,9 +16,11 @@ from spark_core.evaluation.report import (
     PAIRS_SCHEMA,
     SUMMARY_SCHEMA,
     USAGE_SCHEMA,
+    embed_images,
     markdown,
     plot,
     summarize,
+    write_html,
 )
 from spark_core.models.calls import Generator, make_generator
 from spark_core.models.hf_backend import HFBackend, directory_hash
@@ -160,18 +162,25 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
     images = plot(summary, usage, local)
     text = markdown(summary, usage, pairs, images)
     (local / "report.md").write_text(text)
+    html = write_html(text, local)
     if not is_local(store):  # publish the report next to the artifacts
         store.fs.put(str(local), f"{store._base}/evaluate/report_{key}/report", recursive=True)
     slug = f"evaluation-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
-    create_markdown_artifact(text, key=slug, description="SPaRK evaluation report")
+    # plots as data URIs: the UI cannot load the run folder's files (nor file:// links)
+    create_markdown_artifact(
+        embed_images(text, local) + f"\nFiles: `{html.resolve()}` (self-contained) and "
+        f"`{(local / 'report.md').resolve()}`.\n",
+        key=slug,
+        description="SPaRK evaluation report",
+    )
     create_table_artifact(
         [r for r in summary.to_pylist() if r["category"] == "overall"],
         key=f"{slug}-overall",
         description="Accuracy and entropy per policy",
     )
-    create_link_artifact(
-        f"file://{(local / 'report.md').resolve()}",
-        key=f"{slug}-report",
-        link_text="report.md (with PNG plots)",
-    )
-    return {**refs, "report": str(local / "report.md"), "images": [str(p) for p in images.values()]}
+    return {
+        **refs,
+        "report": str(local / "report.md"),
+        "html": str(html),
+        "images": [str(p) for p in images.values()],
+    }

@@ -1,29 +1,20 @@
 """Deployments on a real `prefect server` (loopback): register, trigger through the CLI with
-parameters, run on a worker; a run that fails in its last stage is finished by `prefect
-flow-run retry`, which skips every finished stage and unit."""
+parameters, run on a worker. The run's process is SIGKILLed mid-run: the run, its subflows and
+its tasks end Crashed, none stays "Running"; `prefect flow-run retry` then finishes the run,
+skipping every finished stage and unit, and leaves nothing "Running".
+The same server and finished run serve the browser test (tests/test_ui_browser.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from datetime import datetime, timezone
-from pathlib import Path
+import re
 
 import httpx
-import pytest
 import yaml
 
-from flows.cli_deploy import PREFECT_FILE, server_env
+from flows.cli_deploy import PREFECT_FILE, ZOMBIE_AUTOMATION, server_env
 from spark_core.config import RunConfig, load_config
-from tests.conftest import random_adapter
 
-SPARK = str(Path(sys.executable).parent / "spark")
-PREFECT = str(Path(sys.executable).parent / "prefect")
+OUTCOMES = {"ran", "cached", "partly cached", "reused"}
 
 
 def test_deployment_defaults_are_the_demo_preset():
@@ -35,13 +26,15 @@ def test_deployment_defaults_are_the_demo_preset():
         names.add(f"{flow}/{deployment['name']}")
         assert RunConfig.model_validate(deployment["parameters"]["config"]) == demo
     assert names == {
-        "pipeline/demo",
-        *(f"{s}/demo" for s in ("ingest", "synthesize", "label", "train", "evaluate")),
-        "train/gpu",
-        "evaluate/nightly",
+        *(f"{s}/{s}-demo" for s in ("pipeline", "ingest", "synthesize", "label", "train")),
+        "evaluate/evaluate-demo",
+        "train/train-gpu",
+        "evaluate/evaluate-nightly",
     }
-    (nightly,) = [d for d in spec["deployments"] if d["name"] == "nightly"]
-    assert nightly["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC", "active": True}]
+    (nightly,) = [d for d in spec["deployments"] if d["name"] == "evaluate-nightly"]
+    assert nightly["schedules"] == [
+        {"cron": "0 3 * * *", "timezone": "UTC", "slug": "every day at 03:00 UTC", "active": True}
+    ]
 
 
 def test_server_settings_point_the_ui_at_a_non_default_port(tmp_path):
@@ -51,142 +44,85 @@ def test_server_settings_point_the_ui_at_a_non_default_port(tmp_path):
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_deploy_registers_the_zombie_automation_and_names_spark_worker(pipeline_run):
+    out = pipeline_run["deploy"].stdout
+    assert "spark worker" in out and "prefect worker start" not in out, out[-2000:]
+    found = httpx.post(
+        f"{pipeline_run['api']}/automations/filter",
+        json={"automations": {"name": {"any_": [ZOMBIE_AUTOMATION]}}},
+        timeout=30,
+    ).json()
+    (automation,) = found
+    trigger = automation["trigger"]
+    assert trigger["posture"] == "Proactive" and trigger["after"] == ["prefect.flow-run.heartbeat"]
+    assert "prefect.flow-run.heartbeat" in trigger["expect"]
+    assert automation["actions"][0]["state"] == "CRASHED"
 
 
-def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+def test_a_killed_run_leaves_no_zombies(pipeline_run):
+    """SIGKILL of the flow run's process: the run, its subflows and tasks end Crashed."""
+    state, unfinished, (subflows, tasks) = pipeline_run["after_kill"]
+    assert pipeline_run["running_at_kill"]
+    assert state["type"] == "CRASHED", pipeline_run["worker_log"]()
+    assert unfinished == [], unfinished
+    crashed = {r["name"].rsplit("-", 1)[0] for r in tasks if r["state"]["type"] == "CRASHED"}
+    killed = {n.rsplit("-", 1)[0] for n in pipeline_run["running_at_kill"]}
+    assert killed <= crashed, (killed, crashed)
+    assert any(f["state"]["type"] == "CRASHED" for f in subflows), subflows
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+def test_deploy_trigger_kill_and_retry(pipeline_run):
+    """After the kill, `prefect flow-run retry` finishes the run: the finished stages and every
+    finished unit of the interrupted stage are skipped, and no task or subflow is left
+    "Running"."""
+    runs = pipeline_run["runs"]
+    artifacts = runs / "demo" / "artifacts"
+    assert pipeline_run["final"]["type"] == "COMPLETED", pipeline_run["worker_log"]()
+    assert pipeline_run["unfinished"] == [], pipeline_run["unfinished"]
+    for stage in ("ingest", "synthesize", "label", "train"):
+        assert list((artifacts / stage).rglob("*.parquet")), stage
+    assert (
+        next((artifacts / "train").glob("*/spark/adapter")) / "adapter_model.safetensors"
+    ).is_file()
+    report = (runs / "demo" / "report" / "report.md").read_text()
+    assert "| spark |" in report and "| extra |" in report
+    assert (runs / "demo" / "report" / "report.html").is_file()
+    assert list((artifacts / "evaluate").rglob("eval_summary.parquet"))
+    states = pipeline_run["states"]
+    # the stages finished before the kill are skipped (Prefect reuses the finished subflow, or
+    # reruns it and every unit is a cache hit)
+    for name in ("ingest-questions", "rollout-shard", "select-step", "label-trajectories"):
+        assert set(states.get(name, ["Cached"])) == {"Cached"}, (name, states)
+    # in the interrupted stage, every unit the server saw finish before the kill is a cache hit
+    # (a stage that finished before the kill is reused as a whole: no new task runs)
+    killed = {n.rsplit("-", 1)[0] for n in pipeline_run["running_at_kill"]}
+    for unit in ("train-adapter", "evaluate-policy"):
+        before = sum(n.startswith(unit) for n in pipeline_run["completed_at_kill"])
+        if unit in killed:
+            assert states[unit].count("Cached") >= before, (unit, before, states)
+    assert len(states["evaluate-policy"]) == 4
 
 
-def _flow_run_states(api: str, since: datetime) -> dict[str, list[str]]:
-    """Task run state names per task name, for flow runs that started after ``since`` (read
-    from the REST API directly: this process may hold Prefect settings of the test harness)."""
-    body = {"flow_runs": {"start_time": {"after_": since.isoformat()}}, "limit": 200}
-    runs = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).json()
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run["name"].rsplit("-", 1)[0], []).append(run["state"]["name"])
-    return states
-
-
-@pytest.fixture
-def server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
-    env.pop("PREFECT_API_URL", None)
-    log = tmp_path / "server.log"
-    proc = _start(
-        [SPARK, "server", "--port", str(port), "--runs-dir", str(tmp_path / "srv")], env, log
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, log.read_text()[-3000:]
-        time.sleep(1)
-    else:
-        _stop(proc)
-        pytest.fail(f"prefect server did not come up on {api}:\n{log.read_text()[-3000:]}")
-    yield api, {**env, "PREFECT_API_URL": api}
-    _stop(proc)
-
-
-def test_deploy_trigger_fail_and_retry(server, tiny_model_dir, tmp_path):
-    """The run fails in its last stage (an extra adapter that does not exist yet); once it does,
-    `prefect flow-run retry` finishes the run: the finished stages and every finished unit of
-    the failed stage are skipped."""
-    api, env = server
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [*args], env=env, capture_output=True, text=True, timeout=400
-    )
-    deployed = run(SPARK, "deploy", "pipeline/demo", "evaluate/nightly", "--api-url", api)
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-
-    schedules = run(PREFECT, "deployment", "inspect", "evaluate/nightly")
-    assert "0 3 * * *" in schedules.stdout and "UTC" in schedules.stdout
-
-    worker = _start([SPARK, "worker", "--api-url", api], env, tmp_path / "worker.log")
-    runs, extra = tmp_path / "runs", tmp_path / "extra-adapter"
-    overrides = [
-        f"runtime.runs_dir={runs}",
-        f"generator.name={tiny_model_dir}",
-        f"judge.name={tiny_model_dir}",
-        "data.categories=[math,physics]",
-        "rollout.steps=1",
-        "rollout.thought_tokens=8",
-        "rollout.input_tokens=6",
-        "evaluation.steps=1",
-        "evaluation.bootstrap_samples=100",
-        f'evaluation.extra_adapters={{"extra": "{extra}"}}',
-    ]
-    worker_log = lambda: (tmp_path / "worker.log").read_text()[-4000:]  # noqa: E731
-    try:
-        args = [SPARK, "submit", "pipeline/demo", "-c", "configs/demo.yaml", "--watch"]
-        submitted = run(*args, *(a for o in overrides for a in ("--set", o)), "--api-url", api)
-        assert submitted.returncode != 0 and "Failed" in submitted.stdout, (
-            submitted.stdout[-3000:] + worker_log()
-        )
-        flow_run_id = next(
-            line.split("UUID:")[1].strip()
-            for line in submitted.stdout.splitlines()
-            if "UUID:" in line
-        )
-        artifacts = runs / "demo" / "artifacts"
-        for stage in ("ingest", "synthesize", "label", "train"):
-            assert list((artifacts / stage).rglob("*.parquet")), stage
-        assert (
-            next((artifacts / "train").glob("*/spark/adapter")) / "adapter_model.safetensors"
-        ).is_file()
-        assert not (runs / "demo" / "report" / "report.md").exists()
-
-        random_adapter(tiny_model_dir, 3).save_pretrained(extra)  # fix the cause, then retry
-        since = datetime.now(timezone.utc)
-        retried = run(PREFECT, "flow-run", "retry", flow_run_id)
-        assert retried.returncode == 0, retried.stdout + retried.stderr
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            inspect = run(PREFECT, "flow-run", "inspect", flow_run_id, "--output", "json")
-            state = json.loads(inspect.stdout)["state"]
-            stamp = datetime.fromisoformat(state["timestamp"].replace("Z", "+00:00"))
-            if state["type"] in ("COMPLETED", "FAILED", "CRASHED") and stamp > since:
-                break
-            time.sleep(2)
-        assert state["type"] == "COMPLETED", worker_log()
-        report = (runs / "demo" / "report" / "report.md").read_text()
-        assert "| spark |" in report and "| extra |" in report
-        assert list((artifacts / "evaluate").rglob("eval_summary.parquet"))
-
-        # task-run states reach the server's database through its event pipeline: wait for them
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            states = _flow_run_states(api, since)
-            if len(states.get("evaluate-policy", [])) == 4 and "evaluation-report" in states:
-                break
-            time.sleep(2)
-        # the finished stages are skipped (Prefect reuses the finished subflow, or reruns it
-        # and every unit is a cache hit); in the failed stage the three policies evaluated
-        # before the failure are cache hits and only the failed one runs
-        for name in ("ingest-questions", "rollout-shard", "select-step", "label-trajectories"):
-            assert set(states.get(name, ["Cached"])) == {"Cached"}, (name, states)
-        assert set(states.get("train-adapter", ["Cached"])) == {"Cached"}, states
-        assert sorted(states["evaluate-policy"]) == ["Cached", "Cached", "Cached", "Completed"]
-    finally:
-        _stop(worker)
+def test_the_pipeline_run_page_tells_the_story(pipeline_run):
+    """The parent run holds the summary artifact (a row per stage, the evaluation headline,
+    the plots inline) and one log line per stage."""
+    api, flow_run_id = pipeline_run["api"], pipeline_run["flow_run_id"]
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter",
+        json={
+            "artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "type": {"any_": ["markdown"]}}
+        },
+        timeout=30,
+    ).json()
+    text = max(artifacts, key=lambda a: a["created"])["data"]
+    for stage in ("ingest", "synthesize", "label", "train", "evaluate"):
+        outcome = re.search(rf"^\| {stage} \| ([a-z ]+)\b", text, re.M)
+        assert outcome and outcome[1].strip() in OUTCOMES, (stage, text[:3000])
+    assert "| extra | " in text and text.count("](data:image/png;base64,") == 3
+    logs = httpx.post(
+        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=30
+    ).json()
+    lines = [log["message"] for log in logs if log["message"].startswith("stage ")]
+    assert [line.split(":")[0] for line in lines[-5:]] == [
+        f"stage {s}" for s in ("ingest", "synthesize", "label", "train", "evaluate")
+    ], lines

@@ -3,6 +3,8 @@ with 95% CIs, action usage heat map, tool-selection entropy)."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -275,3 +277,39 @@ def markdown(summary: pa.Table, usage: pa.Table, pairs: pa.Table, images: dict[s
         lines.append(f"| {p} | " + " | ".join(f"{share[(p, a)]:.0%}" for a in actions) + " |")
     lines += ["", "## Plots", ""] + [f"![{k}]({v.name})" for k, v in images.items()]
     return "\n".join(lines) + "\n"
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
+
+
+def embed_images(text: str, out_dir: Path) -> str:
+    """The report's Markdown with each PNG it links (relative to ``out_dir``) inlined as a
+    data URI, so a viewer that cannot reach the run folder (the Prefect UI, a browser that
+    refuses file:// links) still shows the plots."""
+
+    def inline(match: re.Match[str]) -> str:
+        path = out_dir / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    return _IMAGE.sub(inline, text)
+
+
+def write_html(text: str, out_dir: Path, name: str = "report.html") -> Path:
+    """A self-contained HTML page of the report (plots inline) next to report.md: one file a
+    browser opens as is."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(embed_images(text, out_dir))
+    page = (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>SPaRK evaluation report'
+        "</title><style>body{font-family:sans-serif;max-width:72rem;margin:2rem auto;"
+        "padding:0 1rem}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+        "img{max-width:100%}</style></head><body>\n" + body + "</body></html>\n"
+    )
+    path = out_dir / name
+    path.write_text(page)
+    return path

@@ -1,0 +1,215 @@
+"""The pipeline run's own page tells the story: one row per stage (cached or run, duration,
+key counts, model calls and cost), the evaluation headline with its plots, and links to each
+stage's run and artifacts, published on the parent flow run; one log line per stage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
+from prefect.logging import get_run_logger
+from prefect.states import State
+from prefect.utilities.urls import url_for
+
+from spark_core.config import RunConfig
+from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA, embed_images
+from spark_core.synthesis_summary import RUN_SCHEMA
+from tasks.caching import store_for
+
+FINISHED = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@dataclass
+class StageRow:
+    stage: str
+    run_id: str | None = None
+    run_name: str = ""
+    outcome: str = "not run"
+    seconds: float = 0.0
+    counts: str = ""
+    calls: str = "—"
+    cost: str = "—"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        calls = f"; model calls: {self.calls}" if self.calls != "—" else ""
+        return f"{self.stage}: {self.outcome} in {self.seconds:.1f}s — {self.counts}{calls}"
+
+
+def cached_units() -> set[str]:
+    """Names of the tasks that are units of work with a content-addressed cache key (the
+    others, such as planning and report tasks, are bookkeeping that always runs)."""
+    from prefect import Task
+
+    import tasks.evaluate
+    import tasks.ingest
+    import tasks.label
+    import tasks.synthesize
+    import tasks.train
+
+    modules = (tasks.ingest, tasks.synthesize, tasks.label, tasks.train, tasks.evaluate)
+    return {
+        obj.name
+        for module in modules
+        for obj in vars(module).values()
+        if isinstance(obj, Task) and obj.cache_key_fn is not None
+    }
+
+
+def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
+    """'ran (4 units)', 'cached (4/4 units)' or 'partly cached (3/4 units)', read from
+    the stage's task runs on the server (their states arrive through its event pipeline, so
+    wait briefly until all of them are finished)."""
+    deadline = time.monotonic() + wait_s
+    names: list[str] = []
+    units = cached_units()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if run.start_time and run.start_time.timestamp() < started - 1:
+            return "reused (finished in an earlier attempt of this run)"
+        while True:
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
+            )
+            done = all(t.state and t.state.type.value in FINISHED for t in tasks)
+            if (tasks and done) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    names = [t.state.name for t in tasks if t.state and t.name.rsplit("-", 1)[0] in units]
+    cached, count = names.count("Cached"), f"{len(names)} unit{'s' * (len(names) != 1)}"
+    if names and cached == len(names):
+        return f"cached ({cached}/{count})"
+    if cached:
+        return f"partly cached ({cached}/{count})"
+    return f"ran ({count})"
+
+
+def describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
+    """Key counts, model calls and cost of one stage, from what it returned (a summary that
+    cannot be read says so; it never fails the run)."""
+    try:
+        _describe(cfg, row, result)
+    except Exception as exc:
+        row.counts = f"(summary unavailable: {exc!r})"
+        get_run_logger().warning("stage %s: summary unavailable: %r", row.stage, exc)
+
+
+def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
+    cached = row.outcome.startswith(("cached", "reused"))
+    if row.stage == "ingest":
+        row.counts = f"{result['questions'].rows} questions, {result['rejected'].rows} rejected"
+    elif row.stage == "synthesize":
+        run = store_for(cfg).read(result["summary"][1].name, RUN_SCHEMA).to_pylist()[0]
+        generated = sum(c.rows for c, _ in result["shards"])
+        row.counts = f"{run['questions']} questions, {run['steps']} selected steps"
+        row.calls = f"generator {generated}, judge {run['judge_calls']}"
+        if cached:
+            row.cost = "$0, cached"
+        elif run["judge_cost_usd"] is not None:
+            row.cost = f"${run['judge_cost_usd']:.4f}"
+        else:
+            row.cost = "$0, local models"
+    elif row.stage == "label":
+        row.counts = (
+            f"{result['trajectories'].rows} trajectory steps, "
+            f"{result['candidate_pool'].rows} candidates"
+        )
+    elif row.stage == "train":
+        row.counts = f"{len(result)} adapters ({', '.join(result)})"
+    elif row.stage == "evaluate":
+        summary = store_for(cfg).read(result["summary"].name, SUMMARY_SCHEMA).to_pylist()
+        overall = [r for r in summary if r["category"] == OVERALL]
+        row.extra["overall"] = overall
+        row.counts = (
+            f"{len(overall)} policies on {overall[0]['n'] if overall else 0} eval questions"
+        )
+
+
+def _ui(path: str) -> str:
+    """A UI address: absolute when Prefect knows its UI's URL, else relative (same origin)."""
+    base = url_for("flow-run", obj_id="x")
+    return f"{base.rsplit('/runs/', 1)[0]}/{path}" if base else f"/{path}"
+
+
+def markdown(rows: list[StageRow], report: dict | None) -> str:
+    """The summary artifact of the pipeline run."""
+    lines = [
+        "# SPaRK pipeline",
+        "",
+        "| stage | outcome | duration | key counts | model calls (cost) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        calls = r.calls if r.calls == "—" else f"{r.calls} ({r.cost})"
+        lines.append(f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} |")
+    lines += ["", "## Stage runs and their artifacts", ""]
+    for r in rows:
+        if r.run_id is None:
+            continue
+        arts = ", ".join(
+            f"[{key}]({_ui(f'artifacts/artifact/{aid}')})" for key, aid in r.extra.get("arts", [])
+        )
+        run = f"[{r.stage} / {r.run_name}]({_ui(f'runs/flow-run/{r.run_id}')})"
+        lines.append(f"- {run}" + (f": {arts}" if arts else ""))
+    evaluation = next((r for r in rows if r.stage == "evaluate" and "overall" in r.extra), None)
+    if evaluation:
+        lines += [
+            "",
+            "## Evaluation (held-out questions, all categories)",
+            "",
+            "| policy | n | accuracy (95% CI) | tool-selection entropy | no answer |",
+            "|---|---|---|---|---|",
+        ]
+        for o in evaluation.extra["overall"]:
+            lines.append(
+                f"| {o['policy']} | {o['n']} | {o['accuracy']:.1%} ({o['ci_low']:.1%}–"
+                f"{o['ci_high']:.1%}) | {o['entropy_bits']:.2f} bits "
+                f"({o['normalized_entropy']:.2f}) | {o['no_answer_rate']:.1%} |"
+            )
+    if report and report.get("images"):
+        folder = Path(report["report"]).parent
+        plots = "\n\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in report["images"])
+        lines += ["", "## Plots", "", embed_images(plots, folder)]
+        lines += ["", f"Full report: `{Path(report.get('html', report['report'])).resolve()}`"]
+    return "\n".join(lines) + "\n"
+
+
+def publish(cfg: RunConfig, rows: list[StageRow], report: dict | None) -> None:
+    slug = f"pipeline-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
+    create_markdown_artifact(
+        markdown(rows, report), key=slug, description="SPaRK pipeline: stages and results"
+    )
+
+
+def record(row: StageRow, state: State, started: float) -> None:
+    """Fill a stage row from its subflow's final state (``started``: this attempt's start,
+    epoch seconds)."""
+    run_id = state.state_details.flow_run_id
+    row.run_id = str(run_id) if run_id else None
+    if run_id:
+        with get_client(sync_client=True) as client:
+            row.run_name = client.read_flow_run(run_id).name
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        row.extra["arts"] = [
+            (a.key or a.type, str(a.id)) for a in artifacts if a.type != "progress"
+        ]
+    if not state.is_completed():
+        row.outcome = state.name.lower()
+    elif row.run_id:
+        row.outcome = task_outcome(row.run_id, started)
+
+
+def log(row: StageRow) -> None:
+    get_run_logger().info("stage %s", row.line())
