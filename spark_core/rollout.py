@@ -24,7 +24,7 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -190,6 +190,7 @@ def rollout_step(
             row["action"],
             row["tool_input"],
             row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}",
+            thought_of[q.question_id],
         )
         for row, (q, _) in zip(rows, pairs, strict=True)
     ]

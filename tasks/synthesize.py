@@ -16,6 +16,7 @@ from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
 from spark_core.models.usage import Usage, prices_for
 from spark_core.questions import QUESTIONS_SCHEMA
+from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.rollout import (
     CANDIDATES_SCHEMA,
     CODE_VERSION,
@@ -244,6 +245,10 @@ def select(
         )
     selected, states = select_step(
         cfg, step, candidates, scores, store.read(state.name, STATE_SCHEMA), counts
+    )
+    generator, _ = models_for(cfg)
+    selected = add_behaviour_logprobs(
+        cfg, selected, _train_questions(cfg, plan.questions), generator.backend
     )
     meta = {
         "stage": "synthesize",
