@@ -51,7 +51,7 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
             progress.update(total - active_count(config, state))
     finals = finalize(config, plan, state)
     progress.update(total)
-    summary = summarize_synthesis(config, plan, selected, shards_seen)
+    summary = summarize_synthesis(config, plan, selected, shards_seen, finals)
     return {
         "plan": plan,
         "selected": selected,

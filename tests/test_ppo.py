@@ -239,7 +239,8 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
 
     data = [{**r, "system": SYSTEM} for r in rows(4)]
     behaviour = completion_logprobs(
-        HFBackend(tiny_model_dir, "cpu"), [(r["system"], r["prompt"], r["completion"]) for r in data]
+        HFBackend(tiny_model_dir, "cpu"),
+        [(r["system"], r["prompt"], r["completion"]) for r in data],
     )
     data = [{**r, "behaviour_logprobs": b} for r, b in zip(data, behaviour, strict=True)]
     for name, fn in (("sft", train_sft), ("spark", train_ppo)):
