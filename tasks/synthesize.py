@@ -255,7 +255,7 @@ def select(
     )
     generator, _ = models_for(cfg)
     selected = add_behaviour_logprobs(
-        cfg, selected, _train_questions(cfg, plan.questions), generator.backend
+        cfg, selected, _train_questions(cfg, plan.questions), generator.backend, candidates
     )
     meta = {
         "stage": "synthesize",

@@ -92,6 +92,7 @@ def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tm
         HFBackend(tiny_model_dir, "cpu"),
         [(r["system"], r["prompt"], r["completion"]) for r in rows],
     )
+    behaviour[0][:3] = [float("nan")] * 3  # tokens the behaviour model did not write: pi_ref
     examples, _ = ppo_examples(
         [{**r, "behaviour_logprobs": b} for r, b in zip(rows, behaviour, strict=True)],
         tokenizer,
@@ -114,7 +115,7 @@ def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tm
     stored = {i: t.clone() for i, t in trainer._old.items()}
     trainer.train()
     # pi_old stays the behaviour policy over every epoch; the ratio moved away from 1
-    assert all(torch.equal(stored[i], trainer._old[i]) for i in stored)
+    assert all(torch.allclose(stored[i], trainer._old[i], 0, 0, equal_nan=True) for i in stored)
     logged = [e for e in trainer.state.log_history if "ratio_max" in e]
     assert len(logged) == 3 and logged[-1]["ratio_max"] > 1.0 > logged[-1]["ratio_min"]
     assert {"clipfrac", "kl", "approx_kl", "ratio"} <= set(logged[-1])
@@ -150,3 +151,38 @@ def test_the_judge_sees_the_thought():
     assert QUESTION in text and "(no steps yet)" in text
     other = JudgeItem(QUESTION, tuple(OPTIONS), "", "cot", "x", "x", "moles")
     assert item.shared_part == other.shared_part  # one thought per step: still one prefix
+
+
+def test_openai_logprobs_are_laid_onto_the_training_tokens(tokenizer):
+    import math
+
+    from spark_core.rl.behaviour import aligned_logprobs
+
+    thought, action, tool_input = "Divide the mass by the molar mass.", "chemistry", "36 / 18.015"
+
+    def served(text: str, base: float) -> list[list]:
+        """What a server returns for generated text: its tokens and their log-probs."""
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return [[tokenizer.decode([i]), base - k] for k, i in enumerate(ids)]
+
+    completion = render_step(thought, action, tool_input)
+    generated = {"thought": served(" " + thought, -0.1), "input": served(" " + tool_input, -10)}
+    out = aligned_logprobs(
+        tokenizer, (SYSTEM, "Q?", completion), thought, action, tool_input, generated
+    )
+    fitted = fit(tokenizer, SYSTEM, "Q?", completion, 10**6)
+    assert len(out) == len(fitted.completion_ids)
+    known = [v for v in out if not math.isnan(v)]
+    # every generated token lines up except where the label's space joins the first token
+    assert len(known) >= len(generated["thought"]) + len(generated["input"]) - 2
+    assert set(known) <= {lp for part in generated.values() for _, lp in part}
+    pieces = [tokenizer.decode([i]) for i in fitted.completion_ids]
+    for piece, value in zip(pieces, out, strict=True):
+        if piece.strip() in ("Thought", "Action", ":", action, "Input"):
+            assert math.isnan(value), piece  # the labels and the action were not generated
+    assert (
+        aligned_logprobs(
+            tokenizer, (SYSTEM, "Q?", completion), thought, action, tool_input, {"thought": None}
+        )
+        is None
+    )

@@ -163,6 +163,7 @@ class OfflinePPOTrainer(Trainer):
         logprobs, entropy, mask = self._logprobs(model, inputs)
         old = self._stored(self._old, inputs["index"], mask)
         ref = self._stored(self._ref, inputs["index"], mask)
+        old = torch.where(torch.isnan(old), ref, old)  # tokens the behaviour model did not write
         args: OfflinePPOConfig = self.args
         loss, stats = ppo_loss(
             logprobs,
