@@ -90,6 +90,11 @@ def main() -> None:
         f"LoRA r={t.lora_r}, clip {t.clip_eps}, KL {t.kl_estimator} x {t.kl_coef}, "
         f"pi_old = {t.old_logprobs}; {len(history)} optimizer steps in {wall:.0f} s"
     )
+    last = history[-1] if history else {}
+    print(
+        f"  rows fitted to max_seq_len {t.max_seq_len}: {last.get('truncated_rows', 0):.0f} "
+        f"truncated, {last.get('dropped_rows', 0):.0f} dropped"
+    )
     for h in history:
         g = {k: h.get(k, float("nan")) for k in ("loss", "ratio", "ratio_min", "ratio_max")}
         g.update(clipfrac=h.get("clipfrac", float("nan")), kl=h.get("kl", float("nan")))
