@@ -64,8 +64,11 @@ def test_one_truncation_rule_keeps_system_question_and_action_line(tokenizer):
     assert "earlier steps omitted)" in fitted_prompt and "step 5:" in fitted_prompt
     assert "step 1:" not in fitted_prompt  # the oldest step went first
     # a row that cannot fit even without its steps is left out and counted, never cut
-    _, report = ppo_examples(rows, tokenizer, 40)
-    assert report.dropped_rows == 3
+    too_long = {**long_row(0), "completion": render_step("x " * 400, "cot", "y")}
+    kept, report = ppo_examples([too_long, rows[0]], tokenizer, full[0] + 10)
+    assert (report.dropped_rows, report.truncated_rows, len(kept)) == (1, 0, 1)
+    with pytest.raises(ValueError, match="raise max_seq_len"):
+        ppo_examples(rows, tokenizer, 40)
 
 
 def test_greedy_sft_data_is_the_judges_top_candidate():

@@ -133,6 +133,11 @@ def fit_rows(
             continue
         report.truncated_rows += fitted.dropped_steps > 0
         out.append((row, fitted))
+    if rows and not out:
+        raise ValueError(
+            f"none of {len(rows)} rows fits training.max_seq_len={max_len} even without its "
+            "earlier steps (system prompt + question + completion): raise max_seq_len"
+        )
     if report.dropped_rows:
         log.warning(
             "%d of %d rows do not fit in %d tokens even without earlier steps; left out",
