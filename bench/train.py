@@ -4,8 +4,10 @@ without gradient).
 
     python bench/train.py [--examples 16] [--model smollm2-135m-instruct]
 
-Both trainers run one epoch over the same examples with the same batch size and LoRA config;
-PPO's time includes its old/reference log-prob pass at the start of the epoch.
+Both trainers run one epoch over the same examples with the same batch size and LoRA config.
+PPO runs as configured (``training.old_logprobs: behaviour``): pi_old is the behaviour log-probs
+stored at synthesis (computed here, outside the timing, as the select barrier does), and its
+time includes the reference log-prob pass at the start of training.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spark_core.action_format import render_step, state_message, system_prompt  # noqa: E402
 from spark_core.config import load_config  # noqa: E402
 from spark_core.models.default_model import resolve_model  # noqa: E402
-from spark_core.models.hf_backend import load_tokenizer  # noqa: E402
+from spark_core.models.hf_backend import HFBackend, load_tokenizer  # noqa: E402
 from spark_core.questions import validate  # noqa: E402
+from spark_core.rl.behaviour import completion_logprobs  # noqa: E402
 from spark_core.rl.data import ppo_examples  # noqa: E402
 from spark_core.rl.train import train_ppo, train_sft  # noqa: E402
 from spark_core.rollout import tool_lines  # noqa: E402
@@ -59,10 +62,12 @@ def main() -> None:
     )
     base = resolve_model(args.model)
     data = rows(args.examples, cfg.rollout.actions)
-    tokens = sum(
-        len(e["input_ids"])
-        for e in ppo_examples(data, load_tokenizer(base), cfg.training.max_seq_len)
+    behaviour = completion_logprobs(
+        HFBackend(args.model, "cpu"), [(r["system"], r["prompt"], r["completion"]) for r in data]
     )
+    data = [{**r, "behaviour_logprobs": b} for r, b in zip(data, behaviour, strict=True)]
+    examples, _ = ppo_examples(data, load_tokenizer(base), cfg.training.max_seq_len)
+    tokens = sum(len(e["input_ids"]) for e in examples)
     rates = {}
     for name, fn in (("sft", train_sft), ("ppo", train_ppo)):
         with tempfile.TemporaryDirectory() as out:
@@ -71,7 +76,8 @@ def main() -> None:
             rates[name] = tokens / (time.perf_counter() - start)
     print(
         f"training throughput, {args.model}, {args.examples} examples "
-        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, CPU"
+        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, CPU, "
+        f"pi_old={cfg.training.old_logprobs}"
     )
     print(f"  SFT step: {rates['sft']:7.1f} tokens/s")
     print(f"  PPO step: {rates['ppo']:7.1f} tokens/s")

@@ -61,7 +61,7 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
         return stop
     finals = finals.result()
     progress.update(total)
-    summary = summarize_synthesis(config, plan, selected, shards_seen)
+    summary = summarize_synthesis(config, plan, selected, shards_seen, finals)
     return {
         "plan": plan,
         "selected": selected,

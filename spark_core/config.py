@@ -158,7 +158,12 @@ class ModelConfig(_Section):
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_new_tokens: int = Field(64, gt=0)
+    max_new_tokens: int = Field(
+        64,
+        gt=0,
+        description="Per-call token limit: `spark generate` uses it; rollout.thought_tokens and "
+        "rollout.input_tokens must fit in it.",
+    )
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
     batch_size: int = Field(16, gt=0, description="Generation batch size (hf backend).")
     concurrency: int = Field(16, gt=0, description="Concurrent requests (openai backend).")
@@ -203,15 +208,22 @@ class JudgeConfig(ModelConfig):
 
 
 class RewardsConfig(_Section):
-    """Composite reward: quality + diversity + terminal correctness."""
+    """Composite reward: quality + diversity + terminal correctness (spark_core/rewards.py)."""
 
     w_quality: float = 1.0
     w_diversity: float = 0.5
     w_correct: float = 1.0
     rarity_bonus: Literal["one_minus_p", "neg_log_p"] = Field(
-        "one_minus_p", description="Diversity bonus from the action's global usage share p."
+        "one_minus_p",
+        description="Diversity bonus from the action's running usage share p when it was selected.",
     )
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount for returns.")
+    gamma: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Discount: returns are the discounted mean of the remaining step rewards "
+        "plus gamma^(steps left) * correctness (length-neutral at 1).",
+    )
     baseline: Literal["step_mean", "global_mean", "none"] = Field(
         "step_mean", description="Subtracted from returns: mean return at the same step index."
     )
@@ -236,7 +248,18 @@ class TrainingConfig(_Section):
     kl_coef: float = Field(0.05, ge=0, description="beta: weight of KL(policy || reference).")
     kl_estimator: Literal["k1", "k3"] = "k3"
     entropy_coef: float = Field(0.0, ge=0)
-    ppo_epochs: int = Field(2, gt=0, description="PPO epochs (old log-probs refreshed each).")
+    ppo_epochs: int = Field(2, gt=0, description="PPO epochs over the logged data.")
+    old_logprobs: Literal["behaviour", "refresh"] = Field(
+        "behaviour",
+        description="pi_old of the PPO ratio: the behaviour log-probs stored at synthesis (true "
+        "offline PPO), or the current policy at each epoch start (for generators without "
+        "log-probs, e.g. an OpenAI server).",
+    )
+    sft_data: Literal["selected", "greedy"] = Field(
+        "selected",
+        description="SFT baseline data: the selected (rarity-first) steps SPaRK trains on, or "
+        "the judge's top-scored candidate of each step.",
+    )
     candidates: Literal["chosen", "all"] = Field(
         "chosen",
         description="PPO on the chosen steps, or on all judged candidates with "
@@ -326,6 +349,24 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> RunConfig:
+        cap = self.generator.max_new_tokens
+        over = {
+            k: v
+            for k, v in (
+                ("thought_tokens", self.rollout.thought_tokens),
+                ("input_tokens", self.rollout.input_tokens),
+            )
+            if v > cap
+        }
+        if over:
+            raise ValueError(
+                f"rollout.{', rollout.'.join(over)} exceed generator.max_new_tokens ({cap}), "
+                "the generator's per-call token limit"
+            )
+        return self
 
     def section(self, name: str) -> dict[str, Any]:
         """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields

@@ -15,10 +15,17 @@ import pyarrow as pa
 
 from spark_core.action_format import render_step, state_message, system_prompt
 from spark_core.config import RunConfig
-from spark_core.rewards import advantages, discounted_returns, step_rewards, usage_shares
+from spark_core.rewards import (
+    advantages,
+    outcome,
+    rarity_bonus,
+    running_share,
+    step_rewards,
+    trajectory_returns,
+)
 from spark_core.rollout import tool_lines
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 TRAJECTORIES_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
@@ -30,6 +37,7 @@ TRAJECTORIES_SCHEMA = pa.schema(
         pa.field("action", pa.string(), nullable=False),
         pa.field("judge_score", pa.float64(), nullable=False),
         pa.field("viable", pa.bool_(), nullable=False),
+        pa.field("usage_share", pa.float64(), nullable=False),  # p_t, at selection time
         pa.field("r_quality", pa.float64(), nullable=False),
         pa.field("r_diversity", pa.float64(), nullable=False),
         pa.field("r_correct", pa.float64(), nullable=False),
@@ -39,7 +47,9 @@ TRAJECTORIES_SCHEMA = pa.schema(
         pa.field("final_answer", pa.string(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
         pa.field("correct", pa.bool_(), nullable=False),
+        pa.field("answer_source", pa.string(), nullable=False),  # stated | answer_step | guess
         pa.field("num_steps", pa.int32(), nullable=False),
+        pa.field("behaviour_logprobs", pa.list_(pa.float32())),
     ]
 )
 CANDIDATE_POOL_SCHEMA = pa.schema(
@@ -65,20 +75,25 @@ def label(
     """The ``trajectories`` table (rows ordered by question_id, step)."""
     system = system_prompt(tool_lines(cfg.rollout.actions))
     by_id = {q["question_id"]: q for q in questions}
-    final_of = {f["question_id"]: f["final_answer"] for f in finals}
-    shares = usage_shares([s["action"] for s in selected])
+    final_of = {f["question_id"]: f for f in finals}
+    n_actions = len(cfg.rollout.actions)
     steps_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in selected:
         steps_of[row["question_id"]].append(row)
     rows: list[dict[str, Any]] = []
     for qid in sorted(steps_of):
         q, steps = by_id[qid], sorted(steps_of[qid], key=lambda r: r["step"])
-        correct = final_of[qid] == q["answer"]
+        final = final_of[qid]
+        correct = final["final_answer"] == q["answer"]
+        shares = [running_share(s["usage_before"], s["total_before"], n_actions) for s in steps]
         parts = step_rewards(
-            [s["score"] for s in steps], [s["action"] for s in steps], shares, correct, cfg.rewards
+            [s["score"] for s in steps],
+            [rarity_bonus(p, cfg.rewards.rarity_bonus) for p in shares],
+            outcome(final["final_answer"], final["source"], q["answer"]),
+            cfg.rewards,
         )
-        returns = discounted_returns([p["reward"] for p in parts], cfg.rewards.gamma)
-        for s, p, g in zip(steps, parts, returns, strict=True):
+        returns = trajectory_returns(parts, cfg.rewards.gamma)
+        for s, share, p, g in zip(steps, shares, parts, returns, strict=True):
             rows.append(
                 {
                     "question_id": qid,
@@ -90,13 +105,16 @@ def label(
                     "action": s["action"],
                     "judge_score": s["score"],
                     "viable": s["viable"],
+                    "usage_share": share,
                     **p,
                     "return": g,
                     "advantage": 0.0,
-                    "final_answer": final_of[qid],
+                    "final_answer": final["final_answer"],
                     "answer": q["answer"],
                     "correct": correct,
+                    "answer_source": final["source"],
                     "num_steps": len(steps),
+                    "behaviour_logprobs": s.get("behaviour_logprobs"),
                 }
             )
     adv = advantages([r["return"] for r in rows], [r["step"] for r in rows], cfg.rewards)

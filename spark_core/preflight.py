@@ -31,6 +31,7 @@ CHECK_VERSION = 1
 
 
 def _item(question: str, options: tuple[str, ...], action: str, tool_input: str, output: str):
+    """A calibration candidate; its thought names the action, as a policy's thought would."""
     return JudgeItem(
         question=question,
         options=options,
@@ -38,6 +39,7 @@ def _item(question: str, options: tuple[str, ...], action: str, tool_input: str,
         action=action,
         tool_input=tool_input,
         tool_output=output,
+        thought=f"I will use {action} for this step.",
     )
 
 

@@ -1,18 +1,31 @@
 """The composite reward and its returns and advantages (the terms named as in the paper).
 
-    r_t = w_q * (judge_score_t / 10)              answer quality
-        + w_d * rarity_bonus(p(action_t))          tool diversity
-        + [t = last] * w_c * correct               terminal correctness
-    G_t = sum_k gamma^k r_{t+k}
-    A_t = (G_t - baseline_t) / std(G - baseline)   (normalised when configured)
+Per step t of a trajectory of T steps::
 
-p(action) is the action's share of all selections in the run (global usage frequency).
+    p_t  = (n_t + 1) / (N_t + K)                 running usage share of the chosen action when
+                                                 it was selected: n_t picks of it and N_t picks
+                                                 in all before this one, K candidate actions
+    r_t  = w_q * judge_score_t / 10              answer quality
+         + w_d * bonus(p_t)                      tool diversity; bonus = 1 - p or -log p
+    o    = 1 if the trajectory's stated final answer is correct, else 0
+           (wrong, or no answer: MMLU-Pro's seeded random guess earns nothing)
+    G_t  = sum_k gamma^k r_{t+k} / sum_k gamma^k  +  gamma^(T-t) * w_c * o     (k = 0..T-t)
+    A_t  = (G_t - baseline_t) / std(G - baseline)                  (normalised when configured)
+
+Why this return: the process part is a (discounted) *mean* of the remaining step rewards, not a
+sum. A sum with positive per-step rewards pays every extra step (at gamma = 1 a wrong 5-step
+trajectory out-earned a correct 1-step one), so PPO would learn to put off answering. With the
+mean, equal per-step quality gives the same return at any length, and the correctness of the
+answer decides between trajectories; gamma < 1 additionally prefers answering sooner.
+
+Why the bonus is measured at selection: the final usage shares are flat once rarity-first has
+evened them out, so a bonus computed from them is nearly constant. The running share says how
+rare the action was when it was chosen, which is what the diversity term is meant to reward.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 
 from spark_core.config import RewardsConfig
@@ -28,25 +41,29 @@ def rarity_bonus(p: float, kind: str) -> float:
     raise ValueError(f"unknown rarity bonus {kind!r}")
 
 
-def usage_shares(actions: Sequence[str]) -> dict[str, float]:
-    counts = Counter(actions)
-    total = sum(counts.values())
-    return {a: c / total for a, c in counts.items()}
+def running_share(count_before: int, total_before: int, n_actions: int) -> float:
+    """The chosen action's usage share at selection time, add-one smoothed over the K actions
+    so the first picks of a run (no usage yet) get a defined share of 1/K."""
+    if n_actions <= 0 or count_before < 0 or total_before < count_before:
+        raise ValueError(f"bad usage counts {count_before}/{total_before} over {n_actions}")
+    return (count_before + 1) / (total_before + n_actions)
+
+
+def outcome(final_answer: str, source: str, answer: str) -> float:
+    """1 for a correct *stated* answer; 0 for a wrong one or none (a guess is no answer)."""
+    return float(source != "guess" and final_answer == answer)
 
 
 def step_rewards(
-    scores: Sequence[float],
-    actions: Sequence[str],
-    shares: dict[str, float],
-    correct: bool,
-    cfg: RewardsConfig,
+    scores: Sequence[float], bonuses: Sequence[float], o: float, cfg: RewardsConfig
 ) -> list[dict[str, float]]:
-    """Reward components for one question's steps, in order."""
+    """Reward components for one question's steps, in order; ``bonuses`` are the rarity
+    bonuses measured at selection time. ``r_correct`` (w_c * o) sits on the last step."""
     out = []
-    for t, (score, action) in enumerate(zip(scores, actions, strict=True)):
+    for t, (score, bonus) in enumerate(zip(scores, bonuses, strict=True)):
         r_quality = cfg.w_quality * score / 10.0
-        r_diversity = cfg.w_diversity * rarity_bonus(shares[action], cfg.rarity_bonus)
-        r_correct = cfg.w_correct * float(correct) if t == len(scores) - 1 else 0.0
+        r_diversity = cfg.w_diversity * bonus
+        r_correct = cfg.w_correct * o if t == len(scores) - 1 else 0.0
         out.append(
             {
                 "r_quality": r_quality,
@@ -58,12 +75,22 @@ def step_rewards(
     return out
 
 
-def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
-    returns, running = [0.0] * len(rewards), 0.0
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + gamma * running
-        returns[t] = running
+def length_neutral_returns(process: Sequence[float], terminal: float, gamma: float) -> list[float]:
+    """G_t = (discounted mean of the process rewards from t on) + gamma^(T-t) * terminal."""
+    n = len(process)
+    returns = [0.0] * n
+    total, weight = 0.0, 0.0
+    for t in reversed(range(n)):
+        total = process[t] + gamma * total
+        weight = 1.0 + gamma * weight
+        returns[t] = total / weight + gamma ** (n - 1 - t) * terminal
     return returns
+
+
+def trajectory_returns(parts: Sequence[dict[str, float]], gamma: float) -> list[float]:
+    """Returns of one trajectory from its ``step_rewards``."""
+    process = [p["r_quality"] + p["r_diversity"] for p in parts]
+    return length_neutral_returns(process, parts[-1]["r_correct"] if parts else 0.0, gamma)
 
 
 def advantages(returns: Sequence[float], steps: Sequence[int], cfg: RewardsConfig) -> list[float]:
@@ -87,3 +114,18 @@ def advantages(returns: Sequence[float], steps: Sequence[int], cfg: RewardsConfi
         std = math.sqrt(sum((a - mean) ** 2 for a in adv) / len(adv))
         adv = [(a - mean) / (std + 1e-8) for a in adv]
     return adv
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min / mean / std / max and the number of distinct values: is a component informative?"""
+    if not values:
+        return {"min": 0.0, "mean": 0.0, "std": 0.0, "max": 0.0, "distinct": 0}
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return {
+        "min": min(values),
+        "mean": mean,
+        "std": std,
+        "max": max(values),
+        "distinct": len({round(v, 9) for v in values}),
+    }

@@ -9,6 +9,7 @@ here: it is a barrier over all shards (``step_selection.py``).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +20,12 @@ from spark_core.action_format import COT, state_message, system_prompt
 from spark_core.config import RunConfig
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.requests import ChatRequest
+from spark_core.models.requests import ChatRequest, Completion
 from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -35,6 +36,7 @@ CANDIDATES_SCHEMA = pa.schema(
         pa.field("gen_prompt_tokens", pa.int64(), nullable=False),
         pa.field("gen_completion_tokens", pa.int64(), nullable=False),
         pa.field("gen_cached", pa.bool_(), nullable=False),
+        pa.field("gen_logprobs", pa.string()),  # openai: JSON of [token, logprob] per part
     ]
 )
 SCORES_SCHEMA = pa.schema(
@@ -106,7 +108,14 @@ def _request(
         seed=cfg.rollout.seed * 1_000_003 + salt,
         stop=stop,
         prefill=prefill,
+        logprobs=gen.backend == "openai",  # behaviour log-probs (hf scores them at selection)
     )
+
+
+def _generated_logprobs(thought: Completion, tool_input: Completion) -> str | None:
+    """The server's per-token log-probs of a candidate's thought and input, as JSON."""
+    parts = {"thought": thought.extra.get("logprobs"), "input": tool_input.extra.get("logprobs")}
+    return json.dumps(parts) if any(parts.values()) else None
 
 
 def rollout_step(
@@ -170,12 +179,14 @@ def rollout_step(
     lap("generation")
     rows = run_batch(calls, sandbox, cfg.tools.parallelism)
     lap("tools")
+    thought_completion = {q.question_id: t for q, t in zip(questions, thoughts, strict=True)}
     for row, (q, _), completion in zip(rows, pairs, inputs, strict=True):
         row.update(
             thought=thought_of[q.question_id],
             gen_prompt_tokens=completion.prompt_tokens,
             gen_completion_tokens=completion.completion_tokens,
             gen_cached=completion.cached,
+            gen_logprobs=_generated_logprobs(thought_completion[q.question_id], completion),
         )
         if completion.finish_reason == "error":
             row.update(
@@ -192,6 +203,7 @@ def rollout_step(
             row["action"],
             row["tool_input"],
             row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}",
+            thought_of[q.question_id],
         )
         for row, (q, _) in zip(rows, pairs, strict=True)
     ]

@@ -77,6 +77,7 @@ def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls,
                 action="calculator",
                 tool_input="",
                 tool_output="",
+                thought="x" * int(r.thought_tokens * CHARS_PER_TOKEN),  # the judge sees it
             )
             judged = sum(len(c) for _, c in judge_messages(item)) + candidate
             judge.add(n, judged, 2, cfg.judge.max_new_tokens)

@@ -1,7 +1,7 @@
 """The barrier of a rollout step: select one candidate per question over *all* shards (global
-usage counts, ascending question_id), append its observation to the trajectory, and close
-the questions that stated a final answer. After the last step, every open question is asked
-for its final answer.
+usage counts, questions in a seeded shuffled order), append its observation to the trajectory,
+and close the questions that stated a final answer. After the last step, every open question is
+asked for its final answer.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ SELECTED_SCHEMA = pa.schema(
         pa.field("score", pa.float64(), nullable=False),
         pa.field("viable", pa.bool_(), nullable=False),
         pa.field("usage_before", pa.int64(), nullable=False),
+        pa.field("total_before", pa.int64(), nullable=False),  # picks of any action before
         pa.field("trajectory_before", pa.string(), nullable=False),
         pa.field("completion", pa.string(), nullable=False),
         pa.field("observation", pa.string(), nullable=False),
         pa.field("final_answer", pa.string()),
+        pa.field("behaviour_logprobs", pa.list_(pa.float32())),  # rl/behaviour.py
     ]
 )
 USAGE_SCHEMA = pa.schema(
@@ -123,7 +125,11 @@ def select_step(
     candidate = {(r["question_id"], r["action"]): r for r in candidates.to_pylist()}
     picks = dict(
         select_in_order(
-            list(by_question.items()), usage, cfg.rollout.selection, cfg.rollout.viable_threshold
+            list(by_question.items()),
+            usage,
+            cfg.rollout.selection,
+            cfg.rollout.viable_threshold,
+            order_seed=f"order:{cfg.rollout.seed}:{step}",
         )
     )
     selected, next_states = [], []
@@ -150,10 +156,12 @@ def select_step(
                 "score": pick.score,
                 "viable": pick.viable,
                 "usage_before": pick.usage_before,
+                "total_before": pick.total_before,
                 "trajectory_before": state["trajectory"],
                 "completion": completion,
                 "observation": observation,
                 "final_answer": stated,
+                "behaviour_logprobs": None,
             }
         )
         next_states.append(

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
+from spark_core.rewards import spread
 
 ACTIONS_SCHEMA = pa.schema(
     [
@@ -112,7 +113,29 @@ def summarize(
     )
 
 
-def markdown(per_action: pa.Table, run: pa.Table) -> str:
+REWARDS_SCHEMA = pa.schema(
+    [
+        pa.field("component", pa.string(), nullable=False),
+        pa.field("min", pa.float64(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+        pa.field("std", pa.float64(), nullable=False),
+        pa.field("max", pa.float64(), nullable=False),
+        pa.field("distinct", pa.int64(), nullable=False),
+    ]
+)
+REWARD_COMPONENTS = ("r_quality", "r_diversity", "r_correct", "reward", "return", "advantage")
+
+
+def reward_spread(trajectories: pa.Table) -> pa.Table:
+    """The spread of every reward component over the labelled steps: a component with one or
+    two distinct values carries no signal for PPO."""
+    rows = [
+        {"component": c, **spread(trajectories.column(c).to_pylist())} for c in REWARD_COMPONENTS
+    ]
+    return pa.Table.from_pylist(rows, schema=REWARDS_SCHEMA)
+
+
+def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = None) -> str:
     r = run.to_pylist()[0]
     lines = [
         "# Synthesis summary",
@@ -139,4 +162,17 @@ def markdown(per_action: pa.Table, run: pa.Table) -> str:
             f"| {a['tool_error_rate']:.1%} | {fmt(a['score_mean'])} | {fmt(a['score_p10'])} "
             f"| {fmt(a['score_p50'])} | {fmt(a['score_p90'])} |"
         )
+    if rewards is not None:
+        lines += [
+            "",
+            "Reward components over the selected steps (as labelling computes them):",
+            "",
+            "| component | min | mean | std | max | distinct values |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rewards.to_pylist():
+            lines.append(
+                f"| {r['component']} | {r['min']:.3f} | {r['mean']:.3f} | {r['std']:.3f} "
+                f"| {r['max']:.3f} | {r['distinct']} |"
+            )
     return "\n".join(lines)

@@ -15,9 +15,11 @@ from prefect.states import State
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
+from spark_core.labeling import label
 from spark_core.models.guards import StageStopped
 from spark_core.models.usage import Usage, prices_for
 from spark_core.questions import QUESTIONS_SCHEMA
+from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.rollout import (
     CANDIDATES_SCHEMA,
     CODE_VERSION,
@@ -38,8 +40,15 @@ from spark_core.step_selection import (
     select_step,
     usage_table,
 )
-from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA, markdown, summarize
+from spark_core.synthesis_summary import (
+    ACTIONS_SCHEMA,
+    RUN_SCHEMA,
+    markdown,
+    reward_spread,
+    summarize,
+)
 from tasks.caching import cache_key_from, existing, store_for
+from tasks.models import models_for
 from tasks.stage_guards import guarded_models, stopped_state
 from tasks.tools import sandbox_for
 
@@ -257,6 +266,10 @@ def select(
     selected, states = select_step(
         cfg, step, candidates, scores, store.read(state.name, STATE_SCHEMA), counts
     )
+    generator, _ = models_for(cfg)
+    selected = add_behaviour_logprobs(
+        cfg, selected, _train_questions(cfg, plan.questions), generator.backend, candidates
+    )
     meta = {
         "stage": "synthesize",
         "config": cfg.section("rollout"),
@@ -330,8 +343,10 @@ def summarize_synthesis(
     plan: SynthesisPlan,
     selected: list[ArtifactRef],
     shards: list[list[ArtifactRef]],
+    finals: ArtifactRef | None = None,
 ) -> list[ArtifactRef]:
-    """Summary Parquet + Prefect table and markdown artifacts for the UI."""
+    """Summary Parquet + Prefect table and markdown artifacts for the UI, with the spread of
+    every reward component (labelled under this run's rewards section) once finals exist."""
     store = store_for(cfg)
     sel = [r for ref in selected for r in store.read(ref.name, SELECTED_SCHEMA).to_pylist()]
     cands = [r for c, _ in shards for r in store.read(c.name, CANDIDATES_SCHEMA).to_pylist()]
@@ -361,9 +376,22 @@ def summarize_synthesis(
         store.write(f"{plan.prefix}/summary_actions", per_action, ACTIONS_SCHEMA, **meta),
         store.write(f"{plan.prefix}/summary_run", run, RUN_SCHEMA, **meta),
     ]
+    rewards = None
+    if finals is not None and sel:
+        questions = store.read(plan.questions.name, QUESTIONS_SCHEMA).to_pylist()
+        final_rows = store.read(finals.name, FINAL_SCHEMA).to_pylist()
+        rewards = reward_spread(label(cfg, questions, sel, final_rows))
+        get_run_logger().info(
+            "reward components: %s",
+            "; ".join(
+                f"{r['component']} {r['min']:.3f}..{r['max']:.3f} (std {r['std']:.3f}, "
+                f"{r['distinct']} values)"
+                for r in rewards.to_pylist()
+            ),
+        )
     key = f"synthesis-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact(
-        markdown(per_action, run), key=key, description="SPaRK synthesis summary"
+        markdown(per_action, run, rewards), key=key, description="SPaRK synthesis summary"
     )
     create_table_artifact(
         per_action.to_pylist(),

@@ -17,7 +17,7 @@ from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
 from tasks.caching import cache_key_from, is_local, store_for
 
 TRAINERS = ("sft", "spark")  # the SFT baseline, then SPaRK (offline PPO)
-CODE_VERSION = "2"  # 2: reference log-probs fixed for every batch
+CODE_VERSION = "3"  # 3: behaviour pi_old, one truncation rule, sft_data
 TRAIN_METRICS_SCHEMA = pa.schema(
     [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]
     + [pa.field(k, pa.float64()) for k in METRIC_KEYS]
@@ -26,7 +26,9 @@ TRAIN_METRICS_SCHEMA = pa.schema(
 
 def train_key(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) -> str:
     inputs = {"trajectories": labels["trajectories"].content_hash}
-    if trainer == "spark" and cfg.training.candidates == "all":
+    if (trainer == "spark" and cfg.training.candidates == "all") or (
+        trainer == "sft" and cfg.training.sft_data == "greedy"
+    ):
         inputs["candidate_pool"] = labels["candidate_pool"].content_hash
     return stage_key(
         f"train-{trainer}",
@@ -91,10 +93,10 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) 
         return done
     rows = store.read(labels["trajectories"].name, TRAJECTORIES_SCHEMA).to_pylist()
     base = resolve_model(cfg.generator.name)
+    pool = store.read(labels["candidate_pool"].name, CANDIDATE_POOL_SCHEMA).to_pylist()
     if trainer == "sft":
-        history = train_sft(cfg, rows, base, out)
+        history = train_sft(cfg, rows, base, out, pool)
     elif trainer == "spark":
-        pool = store.read(labels["candidate_pool"].name, CANDIDATE_POOL_SCHEMA).to_pylist()
         history = train_ppo(cfg, rows, base, out, pool)
     else:
         raise ValueError(f"unknown trainer {trainer!r}")

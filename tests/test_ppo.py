@@ -102,6 +102,7 @@ def ppo_args(tmp_path, **over) -> OfflinePPOConfig:
         lr_scheduler_type="constant",
         clip_eps=0.2,
         kl_coef=0.05,
+        old_logprobs="refresh",
     )
     base.update(over)
     return OfflinePPOConfig(**base)
@@ -131,7 +132,7 @@ def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
 def test_first_step_ratio_is_one_and_kl_zero_for_an_identity_adapter(
     tiny_model_dir, tokenizer, tmp_path
 ):
-    examples = ppo_examples(rows(), tokenizer, 256)
+    examples = ppo_examples(rows(), tokenizer, 256)[0]
     trainer = OfflinePPOTrainer(
         model=make_policy(tiny_model_dir),
         args=ppo_args(tmp_path),
@@ -153,7 +154,7 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
         {"system": SYSTEM, "prompt": "What is 2+2?", "completion": good, "advantage": 1.0},
         {"system": SYSTEM, "prompt": "What is 2+2?", "completion": bad, "advantage": -1.0},
     ]
-    examples = ppo_examples(data, tokenizer, 256)
+    examples = ppo_examples(data, tokenizer, 256)[0]
     policy = make_policy(tiny_model_dir)
     collate = PPOCollator(tokenizer.pad_token_id)
 
@@ -188,7 +189,7 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
 
 
 def test_resume_from_checkpoint_continues_the_step_count(tiny_model_dir, tokenizer, tmp_path):
-    examples = ppo_examples(rows(8), tokenizer, 256)
+    examples = ppo_examples(rows(8), tokenizer, 256)[0]
     args = ppo_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     first = OfflinePPOTrainer(
         model=make_policy(tiny_model_dir),
@@ -233,7 +234,15 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
             "training.save_steps=1",
         ],
     )
+    from spark_core.models.hf_backend import HFBackend
+    from spark_core.rl.behaviour import completion_logprobs
+
     data = [{**r, "system": SYSTEM} for r in rows(4)]
+    behaviour = completion_logprobs(
+        HFBackend(tiny_model_dir, "cpu"),
+        [(r["system"], r["prompt"], r["completion"]) for r in data],
+    )
+    data = [{**r, "behaviour_logprobs": b} for r, b in zip(data, behaviour, strict=True)]
     for name, fn in (("sft", train_sft), ("spark", train_ppo)):
         history = fn(cfg, data, tiny_model_dir, tmp_path / name)
         adapter = tmp_path / name / "adapter"
@@ -242,6 +251,7 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
         card = (adapter / "README.md").read_text()
         assert "library_name: peft" in card and "Training config" in card
         assert [h["step"] for h in history] == [1, 2] and all("loss" in h for h in history)
+        assert all(h["truncated_rows"] == 0 and h["dropped_rows"] == 0 for h in history)
         model = PeftModel.from_pretrained(
             AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter
         )
@@ -256,7 +266,7 @@ def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_p
     from transformers import AutoModelForCausalLM
 
     policy = random_adapter(tiny_model_dir, 3)
-    examples = ppo_examples(rows(5), tokenizer, 256)
+    examples = ppo_examples(rows(5), tokenizer, 256)[0]
     trainer = OfflinePPOTrainer(
         model=policy, args=ppo_args(tmp_path), train_dataset=examples, processing_class=tokenizer
     )

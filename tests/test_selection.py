@@ -11,9 +11,9 @@ SCORES = {"calculator": 9.0, "python": 8.0, "chemistry": 6.0, "cot": 7.5, "finan
 
 def test_rarity_first_takes_the_least_used_viable_action():
     usage = Counter({"calculator": 5, "python": 2, "chemistry": 1, "cot": 0})
-    assert select(SCORES, usage) == Pick("cot", 7.5, True, 0)
+    assert select(SCORES, usage) == Pick("cot", 7.5, True, 0, 8)
     usage["cot"] = 4
-    assert select(SCORES, usage) == Pick("chemistry", 6.0, True, 1)
+    assert select(SCORES, usage) == Pick("chemistry", 6.0, True, 1, 12)
 
 
 def test_rarity_first_ties_break_by_lower_score_then_name():
@@ -29,7 +29,9 @@ def test_non_viable_candidates_are_never_chosen_while_one_is_viable():
 
 def test_lowest_viable_and_greedy():
     assert select(SCORES, Counter(), "lowest_viable") == Pick("chemistry", 6.0, True, 0)
-    assert select(SCORES, Counter({"calculator": 9}), "greedy") == Pick("calculator", 9.0, True, 9)
+    assert select(SCORES, Counter({"calculator": 9}), "greedy") == Pick(
+        "calculator", 9.0, True, 9, 9
+    )
 
 
 def test_fallback_to_the_highest_score_when_nothing_is_viable():
@@ -55,3 +57,4 @@ def test_usage_accumulates_in_question_order():
     ]
     assert usage == Counter({"calculator": 2, "cot": 1})
     assert picks[2][1].usage_before == 1
+    assert [p.total_before for _, p in picks] == [0, 1, 2]

@@ -24,11 +24,12 @@ class JudgeItem:
     action: str
     tool_input: str
     tool_output: str
+    thought: str = ""  # the step's thought, shared by the step's candidates
 
     @property
-    def shared_part(self) -> tuple[str, tuple[str, ...], str]:
+    def shared_part(self) -> tuple[str, tuple[str, ...], str, str]:
         """What the candidates of one step have in common (their prompts share this prefix)."""
-        return (self.question, self.options, self.trajectory)
+        return (self.question, self.options, self.trajectory, self.thought)
 
 
 def user_message(item: JudgeItem) -> str:
@@ -38,7 +39,8 @@ def user_message(item: JudgeItem) -> str:
     return (
         f"Question:\n{item.question}\n\nOptions:\n{options}\n\n"
         f"Steps so far:\n{trajectory}\n\n"
-        f"Candidate step:\nAction: {item.action}\nAction Input: {item.tool_input.strip()}\n"
+        f"Candidate step:\nThought: {item.thought.strip() or '(none)'}\n"
+        f"Action: {item.action}\nAction Input: {item.tool_input.strip()}\n"
         f"Observation: {item.tool_output.strip() or '(empty)'}\n\n"
         "Score (0-10):"
     )

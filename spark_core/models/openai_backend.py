@@ -123,16 +123,19 @@ class OpenAIBackend:
 
     def _one(self, request: ChatRequest) -> Completion:
         try:
-            response = self.chat(request)
+            response = self.chat(request, **({"logprobs": True} if request.logprobs else {}))
         except BackendError as exc:  # failure is data; it is not cached, so a rerun retries
             return Completion("", finish_reason="error", extra={"error": str(exc)})
         choice = response.choices[0]
         usage = response.usage
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
         return Completion(
             text=choice.message.content or "",
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             finish_reason=choice.finish_reason or "stop",
+            # the generated tokens and their log-probs, when asked for and returned
+            extra={"logprobs": [[t.token, t.logprob] for t in content]} if content else {},
         )
 
     def generate(

@@ -22,9 +22,12 @@ class ChatRequest:
     seed: int = 0
     stop: tuple[str, ...] = ()
     prefill: str = ""  # text the assistant turn starts with (hf backend)
+    logprobs: bool = False  # ask for the generated tokens' log-probs (openai backend)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if not self.logprobs:  # left out when off: the cache keys of earlier requests hold
+            del data["logprobs"]
         data["messages"] = [list(m) for m in self.messages]
         data["stop"] = list(self.stop)
         return data

@@ -45,6 +45,8 @@ class PPOStats:
     approx_kl: float
     clipfrac: float
     ratio: float
+    ratio_min: float
+    ratio_max: float
     entropy: float
 
 
@@ -79,6 +81,7 @@ def ppo_loss(
         approx_kl = masked_mean((ratio - 1.0) - logratio, mask)
         clipfrac = masked_mean(((ratio - 1.0).abs() > clip_eps).to(mask.dtype), mask)
         mean_ratio = masked_mean(ratio, mask)
+        live = ratio[mask.bool()]
     stats = PPOStats(
         loss=loss.item(),
         policy_loss=pg_loss.item(),
@@ -86,6 +89,8 @@ def ppo_loss(
         approx_kl=approx_kl.item(),
         clipfrac=clipfrac.item(),
         ratio=mean_ratio.item(),
+        ratio_min=live.min().item() if live.numel() else 1.0,
+        ratio_max=live.max().item() if live.numel() else 1.0,
         entropy=entropy_mean.item(),
     )
     return loss, stats

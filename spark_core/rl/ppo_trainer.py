@@ -5,8 +5,11 @@ library.
 
 The policy is a PEFT model. The reference policy is the same model with its adapter disabled,
 so no second copy of the weights is held. Reference log-probs never change and are computed
-once; the "old" log-probs are taken from the policy at the start of each PPO epoch (one
-forward pass without gradient per example per epoch — the only extra cost over SFT).
+once. pi_old is, with ``old_logprobs="behaviour"``, the behaviour policy: the log-probs stored
+at synthesis under the model that wrote the data, so the ratio is the true importance ratio
+pi_theta / pi_beta and clipping bounds the drift from the data's policy over every epoch. With
+``"refresh"`` it is the policy at the start of each PPO epoch (one forward pass without
+gradient per example per epoch), for data whose generator gave no log-probs.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from spark_core.rl.ppo_loss import ppo_loss, token_logprobs
 @dataclass
 class OfflinePPOConfig(TrainingArguments):
     """``TrainingArguments`` plus the PPO terms. ``num_train_epochs`` is the number of PPO
-    epochs; the old log-probs are refreshed at the start of each."""
+    epochs over the logged data."""
 
     clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range epsilon."})
     kl_coef: float = field(default=0.05, metadata={"help": "beta: weight of KL(policy||ref)."})
     kl_estimator: str = field(default="k3", metadata={"help": "KL estimator: 'k1' or 'k3'."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
+    old_logprobs: str = field(
+        default="behaviour",
+        metadata={"help": "pi_old: 'behaviour' (stored with the data) or 'refresh' (per epoch)."},
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep PPO columns."})
 
 
@@ -40,7 +47,7 @@ class _RefreshOldLogprobs(TrainerCallback):
         self.trainer = trainer
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.trainer.refresh_logprobs()
+        self.trainer.refresh_logprobs(old=self.trainer.args.old_logprobs == "refresh")
 
 
 class OfflinePPOTrainer(Trainer):
@@ -73,6 +80,22 @@ class OfflinePPOTrainer(Trainer):
         self._old: dict[int, torch.Tensor] = {}
         self._ref: dict[int, torch.Tensor] = {}
         self._stats: dict[str, list[float]] = defaultdict(list)
+        if args.old_logprobs not in ("behaviour", "refresh"):
+            raise ValueError(
+                f"old_logprobs must be 'behaviour' or 'refresh', got {args.old_logprobs!r}"
+            )
+        if args.old_logprobs == "behaviour":
+            missing = sum(e.get("behaviour_logprobs") is None for e in train_dataset)
+            if missing:
+                raise ValueError(
+                    f"{missing} of {len(train_dataset)} examples carry no behaviour log-probs "
+                    "(the generator gave none, or these are pooled candidates); set "
+                    "training.old_logprobs=refresh"
+                )
+            self._old = {
+                e["index"]: torch.tensor(e["behaviour_logprobs"], dtype=torch.float32)
+                for e in train_dataset
+            }
 
     # -- log-probs of the logged actions --------------------------------------------------
     def _logprobs(self, model: Any, batch: dict[str, torch.Tensor]):
@@ -94,9 +117,11 @@ class OfflinePPOTrainer(Trainer):
         return bool(weights) and all(not p.any() for p in weights)
 
     @torch.no_grad()
-    def refresh_logprobs(self) -> None:
-        """Old log-probs from the current policy; reference log-probs (adapter disabled) the
-        first time only."""
+    def refresh_logprobs(self, old: bool = True) -> None:
+        """Old log-probs from the current policy (when ``old``); reference log-probs (adapter
+        disabled) the first time only."""
+        if not old and self._ref:
+            return
         model = self.model
         same_as_ref = self._adapter_is_identity()
         loader = DataLoader(
@@ -106,18 +131,22 @@ class OfflinePPOTrainer(Trainer):
         )
         for batch in loader:
             batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            old, _, mask = self._logprobs(model, batch)
             indices = batch["index"].tolist()
+            need_ref = any(i not in self._ref for i in indices)  # once per example, ever
+            if not old and not need_ref:
+                continue
+            current, _, mask = self._logprobs(model, batch)
             ref = None
-            if any(i not in self._ref for i in indices):  # once per example, ever
+            if need_ref:
                 if same_as_ref:
-                    ref = old
+                    ref = current
                 else:
                     with model.disable_adapter():
                         ref, _, _ = self._logprobs(model, batch)
             for row, index in enumerate(indices):
                 keep = mask[row].bool()
-                self._old[index] = old[row][keep].float().cpu()
+                if old:
+                    self._old[index] = current[row][keep].float().cpu()
                 if ref is not None:
                     self._ref[index] = ref[row][keep].float().cpu()
 
@@ -129,11 +158,12 @@ class OfflinePPOTrainer(Trainer):
 
     # -- the loss ---------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not self._old:  # e.g. training_step called outside of train()
-            self.refresh_logprobs()
+        if not self._old or not self._ref:  # e.g. training_step called outside of train()
+            self.refresh_logprobs(old=not self._old)
         logprobs, entropy, mask = self._logprobs(model, inputs)
         old = self._stored(self._old, inputs["index"], mask)
         ref = self._stored(self._ref, inputs["index"], mask)
+        old = torch.where(torch.isnan(old), ref, old)  # tokens the behaviour model did not write
         args: OfflinePPOConfig = self.args
         loss, stats = ppo_loss(
             logprobs,
@@ -155,6 +185,11 @@ class OfflinePPOTrainer(Trainer):
         """Add the mean of every PPO diagnostic since the last log (KL, clip fraction, ...)."""
         if self._stats and "loss" in logs:
             for name, values in self._stats.items():
-                logs[name] = sum(values) / len(values)
+                if name == "ratio_min":
+                    logs[name] = min(values)
+                elif name == "ratio_max":
+                    logs[name] = max(values)
+                else:
+                    logs[name] = sum(values) / len(values)
             self._stats.clear()
         super().log(logs, *args, **kwargs)

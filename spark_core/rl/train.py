@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from spark_core.config import RunConfig
 from spark_core.progress import publish
-from spark_core.rl.data import group_relative, ppo_examples, sft_records
+from spark_core.rl.data import Truncation, greedy_rows, group_relative, ppo_examples, sft_records
 from spark_core.rl.hardware import choose_precision, load_base, lora_config
 from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
 
@@ -23,9 +23,13 @@ METRIC_KEYS = (
     "approx_kl",
     "clipfrac",
     "ratio",
+    "ratio_min",
+    "ratio_max",
     "entropy",
     "learning_rate",
     "grad_norm",
+    "truncated_rows",
+    "dropped_rows",
 )
 
 
@@ -70,7 +74,9 @@ def _last_checkpoint(out_dir: Path) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
-def _finish(trainer: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -> list[dict]:
+def _finish(
+    trainer: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any], fitted: Truncation
+) -> list[dict]:
     adapter = out_dir / "adapter"
     trainer.model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
@@ -78,6 +84,7 @@ def _finish(trainer: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -
         {
             "step": int(entry.get("step", 0)),
             **{k: float(entry[k]) for k in METRIC_KEYS if k in entry},
+            **fitted.as_metrics(),
         }
         for entry in trainer.state.log_history
         if "loss" in entry
@@ -119,8 +126,27 @@ def model_card(card: dict[str, Any]) -> str:
     )
 
 
-def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], base_path: str, out_dir: Path):
-    """The SFT baseline: imitate the chosen actions (completion-only loss)."""
+def sft_rows(
+    cfg: RunConfig, rows: list[dict[str, Any]], pool: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The SFT baseline's data (``training.sft_data``): the selected steps, or the judge's
+    top-scored candidate of every step."""
+    if cfg.training.sft_data == "greedy":
+        if not pool:
+            raise ValueError("training.sft_data=greedy needs the candidate pool")
+        return greedy_rows(pool)
+    return rows
+
+
+def train_sft(
+    cfg: RunConfig,
+    rows: list[dict[str, Any]],
+    base_path: str,
+    out_dir: Path,
+    pool: list[dict[str, Any]] | None = None,
+):
+    """The SFT baseline: imitate the selected actions, or the judge's greedy picks
+    (completion-only loss)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -129,15 +155,17 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], base_path: str, out_di
     tokenizer = load_tokenizer(base_path)
     tokenizer.padding_side = "right"
     model = load_base(base_path, choose_precision(cfg.training))
+    data = sft_rows(cfg, rows, pool)
+    records, fitted = sft_records(data, tokenizer, cfg.training.max_seq_len)
     args = SFTConfig(
         **_common_args(cfg, out_dir, cfg.training.epochs),
-        max_length=cfg.training.max_seq_len,
+        max_length=None,  # rows are already fitted by the rule PPO uses: nothing for TRL to cut
         completion_only_loss=True,
     )
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(sft_records(rows)),
+        train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.training),
         callbacks=[StepProgress("train sft (steps)")],
@@ -146,10 +174,12 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], base_path: str, out_di
     card = {
         "title": "SFT baseline",
         "base_model": cfg.generator.name,
-        "data": f"{len(rows)} chosen steps from SPaRK trajectories (imitation).",
+        "data": f"{len(records)} steps ({cfg.training.sft_data}) from SPaRK synthesis "
+        f"(imitation); {fitted.truncated_rows} lost earlier steps to fit, "
+        f"{fitted.dropped_rows} did not fit.",
         "config": cfg.section("training"),
     }
-    return _finish(trainer, tokenizer, out_dir, card)
+    return _finish(trainer, tokenizer, out_dir, card, fitted)
 
 
 def train_ppo(
@@ -169,13 +199,14 @@ def train_ppo(
     tokenizer = load_tokenizer(base_path)
     model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
     source = group_relative(pool) if t.candidates == "all" and pool else rows
-    examples = ppo_examples(source, tokenizer, t.max_seq_len)
+    examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len)
     args = OfflinePPOConfig(
         **_common_args(cfg, out_dir, t.ppo_epochs),
         clip_eps=t.clip_eps,
         kl_coef=t.kl_coef,
         kl_estimator=t.kl_estimator,
         entropy_coef=t.entropy_coef,
+        old_logprobs=t.old_logprobs,
     )
     trainer = OfflinePPOTrainer(
         model=model,
@@ -193,7 +224,8 @@ def train_ppo(
     card = {
         "title": "SPaRK (offline PPO)",
         "base_model": cfg.generator.name,
-        "data": f"{len(examples)} examples: {what}.",
+        "data": f"{len(examples)} examples: {what}; pi_old = {t.old_logprobs} log-probs; "
+        f"{fitted.truncated_rows} lost earlier steps to fit, {fitted.dropped_rows} did not fit.",
         "config": cfg.section("training"),
     }
-    return _finish(trainer, tokenizer, out_dir, card)
+    return _finish(trainer, tokenizer, out_dir, card, fitted)
