@@ -1,0 +1,175 @@
+"""Constrained action choice: the exact distribution P(action | state) over the action names.
+
+A policy step's action is one of the configured action names or ``answer``. Instead of letting
+the model write free text and parsing it, every name is scored as a continuation of the state
+(the prompt up to and including ``Action:``): the state is read in ONE forward pass, its KV
+cache is forked for the candidates, and each name's token log-probs are summed. Normalised over
+the names, that is the policy's action distribution — exact, never a parse artifact.
+
+Tokenisation at the boundary: what is scored for a name is the text ``" " + name + "\\n"``
+after ``Action:``. With byte-level BPE (SmolLM2, GPT-2, Llama-3...) the space belongs to the
+name's first token (``':'``, ``' calculator'``), so a state given as ``"...Action: "`` has its
+trailing spaces removed first and every name is scored with its own leading space, exactly as
+the model would write it. The newline ends the name, so a name that is a prefix of another
+(``stat`` / ``statistics``) is not favoured. ``name_suffixes`` checks that the split holds for
+the tokenizer at hand.
+
+Public API (hf)::
+
+    action_names(actions) -> list[str]
+        The configured actions plus "answer", in order, without repeats.
+    score_actions(backend, prefixes, names, adapter=ACTIVE) -> list[ActionDistribution]
+        backend: HFBackend; prefixes: full prompt texts (chat template applied, assistant turn
+        started, e.g. "...<|im_start|>assistant\\nThought: ...\\nAction: "), each ending with
+        "Action:" plus optional spaces; names: the candidates (see action_names). adapter:
+        ACTIVE (default) keeps the backend's active adapter; None scores the base model; a
+        name switches to that loaded adapter for the call and back afterwards. One forward
+        pass per prefix (batched by backend.batch_size) plus one small pass for its names.
+    ActionDistribution(names, logprobs)
+        .probs (normalised, sums to 1), .prob(name), .argmax, .mass (total probability of
+        the names before normalising), .entropy_bits, .normalized_entropy (/ log2 |names|),
+        .choose(temperature, rng): argmax at temperature 0, else a draw from p^(1/T)
+        normalised, using ``rng`` (a random.Random, so seeded draws are reproducible).
+
+For callers that already hold the state in a ``KVSession`` (evaluation writes the thought and
+the input in the same session): ``name_suffixes(tokenizer, names)`` and
+``score_session(session, suffixes, names)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from spark_core.action_format import ANSWER
+from spark_core.models.kv_session import KVSession
+
+ACTIVE: Any = object()
+"""Sentinel for ``adapter``: score with whatever adapter the backend has active."""
+ANCHOR = "Action:"
+NAME_END = "\n"
+
+
+def action_names(actions: Sequence[str]) -> list[str]:
+    """The names a policy step chooses among: the configured actions plus ``answer``."""
+    return list(dict.fromkeys([*actions, ANSWER]))
+
+
+@dataclass(frozen=True)
+class ActionDistribution:
+    names: tuple[str, ...]
+    logprobs: tuple[float, ...]  # summed token log-probs of " name\n" after the state
+
+    @cached_property
+    def probs(self) -> tuple[float, ...]:
+        top = max(self.logprobs)
+        weights = [math.exp(lp - top) for lp in self.logprobs]
+        total = sum(weights)
+        return tuple(w / total for w in weights)
+
+    def prob(self, name: str) -> float:
+        return self.probs[self.names.index(name)]
+
+    @property
+    def argmax(self) -> str:
+        return self.names[max(range(len(self.names)), key=lambda i: self.logprobs[i])]
+
+    @property
+    def mass(self) -> float:
+        """How much of the model's probability the valid names hold, before normalising."""
+        return sum(math.exp(lp) for lp in self.logprobs)
+
+    @property
+    def entropy_bits(self) -> float:
+        return max(0.0, -sum(p * math.log2(p) for p in self.probs if p > 0))
+
+    @property
+    def normalized_entropy(self) -> float:
+        n = len(self.names)
+        return self.entropy_bits / math.log2(n) if n > 1 else 0.0
+
+    def choose(self, temperature: float, rng: random.Random) -> str:
+        """Greedy at temperature 0; otherwise sample from the distribution tempered by T."""
+        if temperature <= 0:
+            return self.argmax
+        scaled = [lp / temperature for lp in self.logprobs]
+        top = max(scaled)
+        weights = [math.exp(s - top) for s in scaled]
+        return rng.choices(self.names, weights=weights, k=1)[0]
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.probs, strict=True))
+
+
+def name_suffixes(tokenizer: Any, names: Sequence[str]) -> list[list[int]]:
+    """Each name's tokens as the model writes them after ``Action:`` (with the leading space
+    and the closing newline). Raises if the tokenizer merges across the ``:`` boundary, where
+    scoring names separately from the state would not be faithful."""
+    anchor = tokenizer(ANCHOR, add_special_tokens=False).input_ids
+    suffixes = []
+    for name in names:
+        ids = tokenizer(f"{ANCHOR} {name}{NAME_END}", add_special_tokens=False).input_ids
+        if ids[: len(anchor)] != anchor or len(ids) == len(anchor):
+            raise ValueError(f"the tokenizer merges {ANCHOR!r} with {name!r}: cannot score it")
+        suffixes.append(ids[len(anchor) :])
+    return suffixes
+
+
+def score_session(
+    session: KVSession, suffixes: list[list[int]], names: Sequence[str], rows: Sequence[int]
+) -> list[ActionDistribution]:
+    """Score every name after each given row's state (its last visible token is ``:``): the
+    row's cache is forked once per name and all names run in one small forward pass."""
+    out = []
+    for row in rows:
+        first = torch.log_softmax(session.last[row], dim=-1)
+        fork = session.fork(row, len(suffixes))
+        fork.feed([s[:-1] for s in suffixes])
+        logprobs = []
+        for j, suffix in enumerate(suffixes):
+            total = float(first[suffix[0]])
+            if len(suffix) > 1:
+                steps = torch.log_softmax(fork.step_logits[j, : len(suffix) - 1], dim=-1)
+                total += float(steps.gather(1, torch.tensor(suffix[1:])[:, None]).sum())
+            logprobs.append(total)
+        out.append(ActionDistribution(tuple(names), tuple(logprobs)))
+    return out
+
+
+def state_ids(tokenizer: Any, prefix: str) -> list[int]:
+    """A state's tokens: the prompt up to ``Action:`` with trailing spaces removed."""
+    base = prefix.rstrip(" \t")
+    if not base.endswith(":"):
+        raise ValueError(f"a state must end with {ANCHOR!r} (got ...{prefix[-30:]!r})")
+    return tokenizer(base, add_special_tokens=False).input_ids
+
+
+def score_actions(
+    backend: Any, prefixes: Sequence[str], names: Sequence[str], adapter: Any = ACTIVE
+) -> list[ActionDistribution]:
+    """P(name | state) for every prefix (see the module docstring)."""
+    tokenizer = backend.tokenizer
+    suffixes = name_suffixes(tokenizer, names)
+    rows = [state_ids(tokenizer, p) for p in prefixes]
+    out: list[ActionDistribution] = []
+    with backend._lock:
+        previous = backend.adapter
+        if adapter is not ACTIVE:
+            backend.use_adapter(adapter)
+        try:
+            with backend._adapter_context():
+                for start in range(0, len(rows), backend.batch_size):
+                    chunk = rows[start : start + backend.batch_size]
+                    session = KVSession(backend.model, tokenizer.pad_token_id, backend.device)
+                    session.start(chunk)
+                    out += score_session(session, suffixes, names, range(len(chunk)))
+        finally:
+            if adapter is not ACTIVE:
+                backend.use_adapter(previous)
+    return out

@@ -1,0 +1,103 @@
+"""Incremental decoding over one KV cache, with a length of its own for every row.
+
+Constrained action choice needs the model to read a state once and then continue it in
+several ways: write a thought, score every action name, append the chosen one and write its
+input. ``KVSession`` keeps the batch's cache, attention mask and next position per row, so
+each row can be extended by its own tokens (right-padded, padding masked), rolled back (its
+last tokens masked out), or forked into copies for candidate scoring — without ever running
+the prompt again. A row's logits match a forward pass of that row's visible tokens alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from spark_core.models.prefix_cache import cache_arg
+
+
+class KVSession:
+    def __init__(self, model: Any, pad_id: int, device: str):
+        self.model = model
+        self.pad_id = pad_id
+        self.device = device
+        self.arg = cache_arg(model)
+        self.cache: Any = None
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.next_pos = torch.zeros(0, dtype=torch.long)
+        self.last = torch.zeros(0)  # [rows, vocab]: logits after each row's last visible token
+        self.step_logits = torch.zeros(0)  # [rows, width, vocab] of the latest ``feed``
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+    @torch.inference_mode()
+    def start(self, rows: list[list[int]]) -> torch.Tensor:
+        """Read the prompts (left-padded, one forward pass); returns the next-token logits."""
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+        )
+        self.cache = getattr(out, self.arg)
+        self.mask, self.next_pos = mask, mask.sum(-1)
+        self.last = out.logits[:, -1].float()
+        return self.last
+
+    @torch.inference_mode()
+    def feed(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Append each row's tokens (a row may get none); returns the updated last logits."""
+        lengths = [len(t) for t in tokens]
+        width = max(lengths)
+        if width == 0:
+            return self.last
+        ids = torch.tensor([t + [self.pad_id] * (width - len(t)) for t in tokens])
+        new_mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+        mask = torch.cat([self.mask, new_mask], dim=1)
+        positions = self.next_pos[:, None] + torch.arange(width)[None, :]
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            **{self.arg: self.cache},
+        )
+        self.cache, self.mask = getattr(out, self.arg), mask
+        self.next_pos = self.next_pos + torch.tensor(lengths)
+        self.step_logits = out.logits.float()
+        last = self.last.clone()
+        for i, n in enumerate(lengths):
+            if n:
+                last[i] = self.step_logits[i, n - 1]
+        self.last = last
+        return last
+
+    def retract(self, row: int, n: int) -> None:
+        """Hide the row's last ``n`` visible tokens; later tokens take their positions.
+        The row's last logits are stale afterwards: feed it before reading them."""
+        if n <= 0:
+            return
+        visible = self.mask[row].nonzero().flatten()
+        self.mask[row, visible[-n:]] = 0
+        self.next_pos[row] -= n
+
+    def fork(self, row: int, copies: int) -> KVSession:
+        """A new session holding ``copies`` copies of one row; this session is unchanged
+        (cache layers replace their tensors on update, so shallow copies are independent)."""
+        forked = KVSession(self.model, self.pad_id, self.device)
+        cache = copy.copy(self.cache)
+        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        cache.batch_select_indices(torch.full((copies,), row, device=self.device))
+        forked.cache = cache
+        forked.mask = self.mask[row : row + 1].repeat(copies, 1)
+        forked.next_pos = self.next_pos[row : row + 1].repeat(copies)
+        forked.last = self.last[row : row + 1].repeat(copies, 1)
+        return forked
