@@ -46,6 +46,7 @@ class KVSession:
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
             use_cache=True,
+            logits_to_keep=1,  # the vocabulary projection only where it is read
         )
         self.cache = getattr(out, self.arg)
         self.mask, self.next_pos = mask, mask.sum(-1)
