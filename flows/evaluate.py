@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from spark_core.config import RunConfig
+from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
 from tasks.progress import StageProgress
@@ -15,7 +15,7 @@ from tasks.runners import task_runner_for
 def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
     questions = ingest_questions(config)["questions"]
-    wanted = [p for p in config.evaluation.policies if p != "base"]
+    wanted = [p for p in config.evaluation.policies if p not in ("base", SAMPLED_POLICY)]
     if adapters is None and wanted:
         from flows.train import train
 
