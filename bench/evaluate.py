@@ -49,14 +49,16 @@ def main() -> None:
     rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == "eval"]
     sandbox = sandbox_for(cfg)
 
-    def run(run_cfg, policy: str, paths: dict | None = None) -> tuple[float, object, Usage]:
+    def run(
+        run_cfg, policy: str, paths: dict | None = None, questions: list | None = None
+    ) -> tuple[float, object, Usage]:
         with tempfile.TemporaryDirectory() as tmp:
             cache = ResponseCache(Path(tmp) / "responses.sqlite")
             generator = generator_for(run_cfg, policy, policy_source(run_cfg, policy, paths or {}))
             usage = Usage(cfg.generator.name)
             fresh = Generator(generator.backend, cache, usage)
             start = time.perf_counter()
-            result = evaluate_policy(run_cfg, policy, rows, fresh, sandbox)
+            result = evaluate_policy(run_cfg, policy, questions or rows, fresh, sandbox)
             return time.perf_counter() - start, result, usage
 
     def mode(decoding: str):
@@ -68,7 +70,8 @@ def main() -> None:
         f"steps, {cfg.rollout.thought_tokens}+{cfg.rollout.input_tokens} tokens per step, "
         f"{cfg.generator.name} on {cfg.generator.device}"
     )
-    run(mode("free"), "base")  # warm-up: model load, first-call overheads
+    for decoding in ("free", "constrained"):  # warm-up: model load, first-call overheads
+        run(mode(decoding), "base", questions=rows[:2])
     seconds: dict[str, list[float]] = {"free": [], "constrained": []}
     for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both
         for decoding in ("free", "constrained"):

@@ -178,15 +178,15 @@ def test_deploy_trigger_fail_and_retry(server, tiny_model_dir, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             states = _flow_run_states(api, since)
-            if len(states.get("evaluate-policy", [])) == 4 and "evaluation-report" in states:
+            if len(states.get("evaluate-policy", [])) == 5 and "evaluation-report" in states:
                 break
             time.sleep(2)
         # the finished stages are skipped (Prefect reuses the finished subflow, or reruns it
-        # and every unit is a cache hit); in the failed stage the three policies evaluated
+        # and every unit is a cache hit); in the failed stage the four policies evaluated
         # before the failure are cache hits and only the failed one runs
         for name in ("ingest-questions", "rollout-shard", "select-step", "label-trajectories"):
             assert set(states.get(name, ["Cached"])) == {"Cached"}, (name, states)
         assert set(states.get("train-adapter", ["Cached"])) == {"Cached"}, states
-        assert sorted(states["evaluate-policy"]) == ["Cached", "Cached", "Cached", "Completed"]
+        assert sorted(states["evaluate-policy"]) == ["Cached"] * 4 + ["Completed"]
     finally:
         _stop(worker)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from spark_core.artifacts import canonical_hash
-from spark_core.models.action_scoring import name_suffixes, score_session
+from spark_core.models.action_scoring import name_suffixes, name_tokens, score_session
 from spark_core.models.kv_session import KVSession
 from spark_core.models.requests import ChatRequest, Message, OnDone
 
@@ -142,8 +142,9 @@ def _hf_batch(backend: Any, batch: list[StepRequest]) -> list[PolicyStep]:
         dist.choose(r.temperature, random.Random(f"action:{r.seed}:{canonical_hash(r.to_dict())}"))
         for r, dist in zip(batch, dists, strict=True)
     ]
-    label = tok("Action Input:", add_special_tokens=False).input_ids
-    session.feed([suffixes[names.index(c)] + label for c in chosen])
+    label = tok("\nAction Input:", add_special_tokens=False).input_ids
+    own = name_tokens(tok, names)
+    session.feed([own[names.index(c)] + label for c in chosen])
     input_ids = decoder.decode(first.input_tokens, INPUT_STOP)
     steps = []
     for row, r in enumerate(batch):
