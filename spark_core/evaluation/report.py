@@ -17,9 +17,10 @@ from spark_core.evaluation.stats import (
     bootstrap_ci,
     bootstrap_stat,
     mcnemar_exact,
-    mean_state_entropy,
     paired_permutation_test,
     pooled_entropy,
+    pooled_mean,
+    state_entropies,
 )
 
 OVERALL = "overall"
@@ -80,7 +81,7 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
     ]
 )
 TESTED = "spark"  # the entropy tests compare this policy with every other one
-FIGURES = {"per-state": mean_state_entropy, "pooled": pooled_entropy}
+FIGURES = {"per-state": pooled_mean, "pooled": pooled_entropy}
 
 
 def _chosen(row: dict[str, Any]) -> list[str]:
@@ -91,7 +92,7 @@ def _chosen(row: dict[str, Any]) -> list[str]:
 def _units(rows: list[dict[str, Any]], figure: str) -> list:
     if figure == "pooled":
         return [_chosen(r) for r in rows]
-    return [r["step_probs"] for r in rows]
+    return [state_entropies(r["step_probs"]) for r in rows]  # computed once, then resampled
 
 
 def _norm(bits: float, n: int) -> float:
@@ -108,8 +109,8 @@ def _row(
     steps = sum(len(r["actions"]) for r in rows)
     per_state = _units(rows, "per-state")
     pooled = _units(rows, "pooled")
-    state_bits = mean_state_entropy(per_state)
-    s_lo, s_hi = bootstrap_stat(per_state, mean_state_entropy, samples, seed)
+    state_bits = pooled_mean(per_state)
+    s_lo, s_hi = bootstrap_stat(per_state, pooled_mean, samples, seed)
     pooled_bits = pooled_entropy(pooled)
     p_lo, p_hi = bootstrap_stat(pooled, pooled_entropy, samples, seed)
     n_names = len(rows[0]["action_names"]) if rows else 0
@@ -209,7 +210,7 @@ def summarize(
                 "p_value": p,
             }
         )
-    tests = entropy_tests(rows, policies, max(samples, 1000), seed)
+    tests = entropy_tests(rows, policies, 10 * samples, seed)
     return (
         pa.Table.from_pylist(summary, schema=SUMMARY_SCHEMA),
         pa.Table.from_pylist(usage_rows, schema=USAGE_SCHEMA),

@@ -110,11 +110,24 @@ def paired_permutation_test(
     return observed, (1 + hits) / (1 + samples)
 
 
+def pooled_mean(units: Sequence[Sequence[float]]) -> float:
+    """The mean of every value of every unit (a question's per-state entropies); NaN if none."""
+    total, count = 0.0, 0
+    for values in units:
+        total += sum(values)
+        count += len(values)
+    return total / count if count else float("nan")
+
+
+def state_entropies(distributions: Sequence[Sequence[float]]) -> list[float]:
+    """Entropy (bits) of each state's P(action | state); states without one are skipped."""
+    return [entropy_bits(p) for p in distributions if p]
+
+
 def mean_state_entropy(units: Sequence[Sequence[Sequence[float]]]) -> float:
     """Mean entropy (bits) of P(action | state) over every state of every question; NaN
     when no state has a distribution (free decoding)."""
-    values = [entropy_bits(p) for states in units for p in states if p]
-    return sum(values) / len(values) if values else float("nan")
+    return pooled_mean([state_entropies(states) for states in units])
 
 
 def pooled_entropy(units: Sequence[Sequence[str]]) -> float:
