@@ -81,13 +81,16 @@ class _Decoder:
         self.sampling = request.chat(1)
         self.rng = torch.Generator().manual_seed(request.seed) if request.temperature > 0 else None
 
-    def decode(self, max_tokens: int, stops: tuple[str, ...]) -> list[list[int]]:
+    def decode(
+        self, max_tokens: int, stops: tuple[str, ...], continue_after: bool = True
+    ) -> list[list[int]]:
         """Decode every row until a stop string, EOS or ``max_tokens``; every generated token
-        (stop strings included) is fed, so the cache holds exactly the text written."""
+        (stop strings included) is fed, so the cache holds exactly the text written — except,
+        when nothing follows (``continue_after=False``), the last ones, which nobody reads."""
         rows = self.session.rows
         generated: list[list[int]] = [[] for _ in range(rows)]
         done = [False] * rows
-        for _ in range(max_tokens):
+        for step in range(max_tokens):
             live = [i for i in range(rows) if not done[i]]
             if not live:
                 break
@@ -101,6 +104,8 @@ class _Decoder:
                 feed[i] = [token]
                 text = self.tok.decode(generated[i][-16:], skip_special_tokens=True)
                 done[i] = any(s in text for s in stops)
+            if not continue_after and (all(done) or step == max_tokens - 1):
+                break
             self.session.feed(feed)
         return generated
 
@@ -145,7 +150,7 @@ def _hf_batch(backend: Any, batch: list[StepRequest]) -> list[PolicyStep]:
     label = tok("\nAction Input:", add_special_tokens=False).input_ids
     own = name_tokens(tok, names)
     session.feed([own[names.index(c)] + label for c in chosen])
-    input_ids = decoder.decode(first.input_tokens, INPUT_STOP)
+    input_ids = decoder.decode(first.input_tokens, INPUT_STOP, continue_after=False)
     steps = []
     for row, r in enumerate(batch):
         text, stopped = cut_at(tok.decode(input_ids[row], skip_special_tokens=True), INPUT_STOP)
