@@ -58,3 +58,34 @@ def test_sampled_steps_are_seeded(backend):
     assert [s.to_dict() for s in a] == [s.to_dict() for s in b]
     assert [(s.thought, s.action) for s in a] != [(s.thought, s.action) for s in c]
     assert all(s.action in NAMES for s in a + c)
+
+
+def test_kv_session_rows_match_a_plain_forward_of_their_visible_tokens(backend):
+    import torch
+
+    from spark_core.models.kv_session import KVSession
+
+    tok = backend.tokenizer
+    a = tok("Question: what is two plus two?", add_special_tokens=False).input_ids
+    b = tok("Hi", add_special_tokens=False).input_ids
+    x, y, z, w = (
+        tok(t, add_special_tokens=False).input_ids[0] for t in (" four", " five", "!", " 4")
+    )
+
+    def plain(ids):
+        with torch.inference_mode():
+            return backend.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+    session = KVSession(backend.model, tok.pad_token_id, "cpu")
+    session.start([a, b])  # left-padded: b is shorter
+    session.feed([[x, y], [z]])  # right-padded: row 1 gets one token
+    session.retract(0, 1)  # row 0 takes back y
+    session.feed([[w], []])
+    assert torch.allclose(session.last[0], plain([*a, x, w]), atol=1e-4)
+    assert torch.allclose(session.last[1], plain([*b, z]), atol=1e-4)
+    fork = session.fork([1, 0, 1])
+    fork.feed([[y], [z], [x, w]])
+    assert torch.allclose(fork.last[0], plain([*b, z, y]), atol=1e-4)
+    assert torch.allclose(fork.last[1], plain([*a, x, w, z]), atol=1e-4)
+    assert torch.allclose(fork.last[2], plain([*b, z, x, w]), atol=1e-4)
+    assert torch.allclose(session.last[1], plain([*b, z]), atol=1e-4)  # the original is intact

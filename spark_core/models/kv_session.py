@@ -81,6 +81,7 @@ class KVSession:
         self.last = last
         return last
 
+    @torch.inference_mode()
     def retract(self, row: int, n: int) -> None:
         """Hide the row's last ``n`` visible tokens; later tokens take their positions.
         The row's last logits are stale afterwards: feed it before reading them."""
