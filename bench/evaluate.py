@@ -81,8 +81,8 @@ def main() -> None:
             steps = sum(result.column("steps").to_pylist())
             print(
                 f"  base   {decoding:<11} {elapsed:6.1f} s  {len(rows) / elapsed:6.3f} "
-                f"questions/s  {steps} steps, {invalid} invalid, {usage.completion_tokens} "
-                "generated tokens"
+                f"questions/s  {steps} steps ({elapsed / steps:.1f} s/step), {invalid} invalid, "
+                f"{usage.completion_tokens} generated tokens"
             )
     free, constrained = (statistics.mean(seconds[k]) for k in ("free", "constrained"))
     print(f"  constrained / free decoding time: {constrained / free:.2f}x (limit 1.3x)")
