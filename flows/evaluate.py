@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.zombies import clean_up_earlier_attempt, on_crashed
-from spark_core.config import RunConfig
+from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
 from tasks.progress import StageProgress
@@ -17,7 +17,7 @@ def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
     clean_up_earlier_attempt()
     questions = ingest_questions(config)["questions"]
-    wanted = [p for p in config.evaluation.policies if p != "base"]
+    wanted = [p for p in config.evaluation.policies if p not in ("base", SAMPLED_POLICY)]
     if adapters is None and wanted:
         from flows.train import train
 

@@ -22,6 +22,7 @@ from spark_core.prompts import question_block
 
 ANSWER = "answer"
 COT = "cot"
+INVALID = "invalid"  # a free-text step whose action is missing or unknown (evaluation)
 ALIASES = {
     "calc": "calculator",
     "calculate": "calculator",
@@ -94,8 +95,10 @@ def canonical_action(name: str, actions: list[str] | tuple[str, ...]) -> str | N
     return None
 
 
-def parse_step(text: str, actions: list[str] | tuple[str, ...]) -> Step:
-    """Read a step written by a model; problems lists what had to be guessed or is missing."""
+def parse_step(text: str, actions: list[str] | tuple[str, ...], strict: bool = False) -> Step:
+    """Read a step written by a model; problems lists what had to be guessed or is missing.
+    ``strict``: a missing or unknown action is ``INVALID`` instead of a guess (``cot``, or
+    ``answer`` when the text states one) — evaluation must not invent choices."""
     problems: list[str] = []
     text = text.strip()
     cut = _OBSERVATION.search(text)  # a model may hallucinate the observation
@@ -124,6 +127,8 @@ def parse_step(text: str, actions: list[str] | tuple[str, ...]) -> Step:
     action_input = text[input_match.end() :] if input_match else ""
     if input_match is None and action not in (COT, None):
         problems.append("no 'Action Input:' line")
+    if action is None and strict:
+        return Step(thought.strip(), INVALID, action_input.strip(), problems)
     if action is None:
         final = _FINAL.search(text)
         action = ANSWER if final else COT

@@ -271,14 +271,31 @@ class TrainingConfig(_Section):
     seed: int = 0
 
 
+SAMPLED_POLICY = "base@T"  # the base model sampled at evaluation.sampling_temperature
+
+
 class EvaluationConfig(_Section):
     """Held-out evaluation of base, SFT and SPaRK policies (plus any extra ones)."""
 
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
-    policies: list[Literal["base", "sft", "spark"]] = Field(
-        default_factory=lambda: ["base", "sft", "spark"],
-        description="Built-in policies: the untrained generator and the two trained adapters.",
-        json_schema_extra={"default": ["base", "sft", "spark"], "uniqueItems": True},
+    policies: list[Literal["base", "base@T", "sft", "spark"]] = Field(
+        default_factory=lambda: ["base", SAMPLED_POLICY, "sft", "spark"],
+        description="Built-in policies: the untrained generator (greedy), the untrained "
+        "generator sampled at sampling_temperature (base@T, the high-temperature baseline), "
+        "and the two trained adapters.",
+        json_schema_extra={
+            "default": ["base", SAMPLED_POLICY, "sft", "spark"],
+            "uniqueItems": True,
+        },
+    )
+    action_decoding: Literal["constrained", "free"] = Field(
+        "constrained",
+        description="constrained: the action is chosen among the action names by scoring "
+        "them (its exact distribution is stored); free: the model writes the whole step and "
+        "an unparsable action counts as invalid.",
+    )
+    sampling_temperature: float = Field(
+        1.0, gt=0, description="Temperature of the base@T sampling baseline."
     )
     extra_adapters: dict[str, str] = Field(
         default_factory=dict, description="More policies: name -> PEFT adapter folder."

@@ -10,15 +10,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
-from spark_core.config import ModelConfig, RunConfig
+from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
+from spark_core.evaluation.plots import plot
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.report import (
+    ENTROPY_TESTS_SCHEMA,
     PAIRS_SCHEMA,
     SUMMARY_SCHEMA,
     USAGE_SCHEMA,
     embed_images,
     markdown,
-    plot,
     summarize,
     write_html,
 )
@@ -53,6 +54,9 @@ def policy_source(cfg: RunConfig, policy: str, adapters: dict[str, str]) -> dict
         return {"model": cfg.evaluation.extra_models[policy].model_dump(mode="json")}
     if policy == "base":
         return {"model": cfg.section("generator"), "adapter": None}
+    if policy == SAMPLED_POLICY:
+        temperature = cfg.evaluation.sampling_temperature
+        return {"model": cfg.section("generator"), "adapter": None, "temperature": temperature}
     path = _local(cfg, adapters[policy])
     return {"model": cfg.section("generator"), "adapter": path, "hash": directory_hash(path)}
 
@@ -60,7 +64,9 @@ def policy_source(cfg: RunConfig, policy: str, adapters: dict[str, str]) -> dict
 def eval_key(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) -> str:
     sections = {
         "evaluation": {
-            k: v for k, v in cfg.section("evaluation").items() if k in ("steps", "seed")
+            k: v
+            for k, v in cfg.section("evaluation").items()
+            if k in ("steps", "seed", "action_decoding")
         },
         "actions": cfg.rollout.actions,
         "tokens": [cfg.rollout.thought_tokens, cfg.rollout.input_tokens],
@@ -131,11 +137,14 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         inputs={"questions": questions.content_hash, "policy": canonical_hash(source)},
     )
     get_run_logger().info(
-        "%s: accuracy %.1f%% on %d eval questions, %d without an answer; generator %s",
+        "%s: accuracy %.1f%% on %d eval questions, %d without an answer, %d invalid actions "
+        "(%s decoding); generator %s",
         policy,
         100 * sum(table.column("correct").to_pylist()) / table.num_rows,
         table.num_rows,
         sum(table.column("no_answer").to_pylist()),
+        sum(table.column("invalid_actions").to_pylist()),
+        cfg.evaluation.action_decoding,
         generator.usage.line(),
     )
     return ref
@@ -146,21 +155,31 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
     """eval_summary (policy x category), usage, paired tests, Markdown + PNG report."""
     store = store_for(cfg)
     all_rows = [r for ref in rows for r in store.read(ref.name, EVAL_ROWS_SCHEMA).to_pylist()]
-    summary, usage, pairs = summarize(
+    summary, usage, pairs, tests = summarize(
         all_rows, cfg.rollout.actions, cfg.evaluation.bootstrap_samples, cfg.evaluation.seed
     )
     key = canonical_hash([r.content_hash for r in rows])[:16]
     meta = {"stage": "evaluate", "config": cfg.section("evaluation"), "inputs": {"eval_rows": key}}
+    folder = f"evaluate/report_{key}"
     refs = {
-        "summary": store.write(
-            f"evaluate/report_{key}/eval_summary", summary, SUMMARY_SCHEMA, **meta
+        "summary": store.write(f"{folder}/eval_summary", summary, SUMMARY_SCHEMA, **meta),
+        "usage": store.write(f"{folder}/eval_usage", usage, USAGE_SCHEMA, **meta),
+        "pairs": store.write(f"{folder}/eval_pairs", pairs, PAIRS_SCHEMA, **meta),
+        "entropy_tests": store.write(
+            f"{folder}/eval_entropy_tests", tests, ENTROPY_TESTS_SCHEMA, **meta
         ),
-        "usage": store.write(f"evaluate/report_{key}/eval_usage", usage, USAGE_SCHEMA, **meta),
-        "pairs": store.write(f"evaluate/report_{key}/eval_pairs", pairs, PAIRS_SCHEMA, **meta),
     }
     local = Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "report"
     images = plot(summary, usage, local)
-    text = markdown(summary, usage, pairs, images)
+    n = len(cfg.rollout.actions)
+    setup = (
+        f"Action decoding: **{cfg.evaluation.action_decoding}**; up to {cfg.evaluation.steps} "
+        f"steps; `{SAMPLED_POLICY}` is the base model sampled at T = "
+        f"{cfg.evaluation.sampling_temperature:g}, every other policy decodes greedily. "
+        f"k = {n + 1} action names (the {n} actions and `answer`), m = {n} actions (tools and "
+        "`cot`). Column meanings: README, *Evaluation and the report*."
+    )
+    text = markdown(summary, usage, pairs, tests, images, setup)
     (local / "report.md").write_text(text)
     html = write_html(text, local)
     if not is_local(store):  # publish the report next to the artifacts

@@ -216,7 +216,7 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             states = _flow_run_states(api, since)
-            if len(states.get("evaluate-policy", [])) == 4 and "evaluation-report" in states:
+            if len(states.get("evaluate-policy", [])) == 5 and "evaluation-report" in states:
                 if not _unfinished(api, flow_run_id):
                     break
             time.sleep(2)

@@ -33,9 +33,14 @@ class ServerState:
     logprobs: dict[str, float] | None = None  # token -> probability for the first position
     # logprobs computed from the messages (overrides ``logprobs``)
     logprobs_fn: Callable[[list[dict]], dict[str, float]] | None = None
-    structured: bool = False  # honour response_format json_schema: reply {"score": n}
     reply_fn: Callable[[list[dict]], str] | None = None  # reply computed from the messages
     log: list[list[dict]] = field(default_factory=list)  # the messages of every request
+    # structured output: the modes honoured ("guided_choice" in extra_body, "json_schema"
+    # response_format: an action enum, or a judge's {"score": n}) and the ones refused with
+    # HTTP 400; any other is ignored, like a server that does not know it
+    structured: set[str] = field(default_factory=set)
+    refuse: set[str] = field(default_factory=set)
+    bodies: list[dict] = field(default_factory=list)  # every request body
     requests: int = 0
     keys_seen: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,10 +55,17 @@ def build_app(state: ServerState) -> FastAPI:
         with state.lock:
             state.requests += 1
             state.log.append(body.get("messages", []))
+            state.bodies.append(body)
             auth = request.headers.get("authorization", "")
             state.keys_seen.add(auth.removeprefix("Bearer "))
             status = state.inject.pop(0) if state.inject else None
             reply = state.replies.pop(0) if state.replies else None
+        guided = body.get("guided_choice")
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+        enum = schema.get("properties", {}).get("action", {}).get("enum")
+        asked = {m for m, v in (("guided_choice", guided), ("json_schema", enum)) if v}
+        if status is None and asked & state.refuse:
+            status = 400
         if status is not None:
             return JSONResponse(
                 {"error": {"message": f"injected {status}", "type": "test"}}, status_code=status
@@ -68,9 +80,16 @@ def build_app(state: ServerState) -> FastAPI:
         if reply is None:
             last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
             reply = f"echo: {last[:200]}"
-        if state.structured and (body.get("response_format") or {}).get("type") == "json_schema":
-            # what constrained decoding guarantees: valid JSON of the schema's shape
-            found = re.search(r"\b(10|[0-9])\b", reply)
+        prefix = ""
+        json_schema = (body.get("response_format") or {}).get("type") == "json_schema"
+        if "guided_choice" in asked & state.structured:
+            reply = reply if reply in guided else guided[0]
+        elif "json_schema" in asked & state.structured:
+            reply = reply if reply in enum else enum[0]
+            prefix, reply = '{"action": "', json.dumps({"action": reply})
+        elif json_schema and "json_schema" in state.structured:
+            # a judge's score schema; what constrained decoding guarantees: valid JSON of its shape
+            found = re.search(r"(10|[0-9])", reply)
             reply = json.dumps({"score": int(found.group(1)) if found else 0})
         choice: dict[str, Any] = {
             "index": 0,
@@ -81,7 +100,12 @@ def build_app(state: ServerState) -> FastAPI:
         if body.get("logprobs") and logprobs:
             top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in logprobs.items()]
             best = max(top, key=lambda t: t["logprob"])
-            choice["logprobs"] = {"content": [{**best, "top_logprobs": top}]}
+            content = [{**best, "top_logprobs": top}]
+            if prefix:  # JSON: the name's first token follows the key
+                content.insert(
+                    0, {"token": prefix, "logprob": 0.0, "bytes": None, "top_logprobs": []}
+                )
+            choice["logprobs"] = {"content": content}
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         return JSONResponse(
             {
@@ -133,11 +157,13 @@ class LoopbackOpenAI:
                 "default_reply",
                 "logprobs",
                 "logprobs_fn",
-                "structured",
                 "reply_fn",
                 "log",
                 "requests",
                 "keys_seen",
+                "structured",
+                "refuse",
+                "bodies",
             ):
                 setattr(self.state, name, getattr(fresh, name))
 

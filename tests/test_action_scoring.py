@@ -38,11 +38,12 @@ def _states(backend) -> list[str]:
     ]
 
 
-def _full_logprob(backend, state: str, name: str) -> float:
-    """log P(" name\\n" | state) from one plain forward pass over the whole text."""
+def _full_logprob(backend, state: str, name: str, names: list[str]) -> float:
+    """log P(name's scored text | state) from one plain forward pass over the whole text."""
     tok = backend.tokenizer
+    scored = tok.decode(name_suffixes(tok, names)[names.index(name)])
     base = tok(state.rstrip(" "), add_special_tokens=False).input_ids
-    full = tok(state.rstrip(" ") + f" {name}\n", add_special_tokens=False).input_ids
+    full = tok(state.rstrip(" ") + scored, add_special_tokens=False).input_ids
     assert full[: len(base)] == base  # the boundary: state tokens + the name's own tokens
     with torch.inference_mode():
         logits = backend.model(input_ids=torch.tensor([full])).logits[0].float()
@@ -59,7 +60,7 @@ def test_distribution_is_exact_and_normalised(backend):
         assert math.isclose(sum(dist.probs), 1.0, abs_tol=1e-9)
         assert dist.argmax == NAMES[max(range(len(NAMES)), key=lambda i: dist.probs[i])]
         assert 0 < dist.mass <= 1
-        expected = [_full_logprob(backend, state, n) for n in NAMES]
+        expected = [_full_logprob(backend, state, n, NAMES) for n in NAMES]
         assert dist.logprobs == pytest.approx(expected, abs=1e-4)
         assert 0 <= dist.normalized_entropy <= 1
         assert dist.entropy_bits == pytest.approx(
@@ -75,8 +76,8 @@ def test_boundary_space_and_batching_do_not_change_scores(backend):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
     tok = backend.tokenizer
     for name, suffix in zip(NAMES, name_suffixes(tok, NAMES), strict=True):
-        assert tok.decode(suffix) == f" {name}\n"  # the space is the name's, scored for all
-        text = states[0].rstrip() + f" {name}\n"
+        assert tok.decode(suffix) == f" {name}"  # the space is the name's, scored for all
+        text = states[0].rstrip() + f" {name}"
         assert tok(text, add_special_tokens=False).input_ids == state_ids(tok, states[0]) + suffix
     with pytest.raises(ValueError, match="must end with"):
         score_actions(backend, ["no action label here"], NAMES)
@@ -84,15 +85,19 @@ def test_boundary_space_and_batching_do_not_change_scores(backend):
 
 def test_a_name_that_prefixes_another_is_not_favoured(backend):
     state = _states(backend)[1]
-    dist = score_actions(backend, [state], ["stat", "statistics"])[0]
-    assert dist.logprobs == pytest.approx(
-        [_full_logprob(backend, state, "stat"), _full_logprob(backend, state, "statistics")],
-        abs=1e-4,
-    )
+    names = ["python", "python_exec", "stat", "statistics"]
+    tok = backend.tokenizer
+    scored = [tok.decode(s) for s in name_suffixes(tok, names)]
+    # " python" is the first token of " python_exec": it is scored as the whole line
+    assert scored == [" python\n", " python_exec", " stat", " statistics"]
+    dist = score_actions(backend, [state], names)[0]
+    expected = [_full_logprob(backend, state, n, names) for n in names]
+    assert dist.logprobs == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_prefix_is_read_once(backend):
-    """One forward pass over each chunk of states, then one small pass per state's names."""
+    """One forward pass over each chunk of states, then one small pass for the chunk's names
+    of several tokens (a name's first token is read from the state's own pass)."""
     states = _states(backend)
     seen: list[int] = []
     hook = backend.model.register_forward_pre_hook(
@@ -103,8 +108,8 @@ def test_the_prefix_is_read_once(backend):
     finally:
         hook.remove()
     longest = max(len(s) for s in name_suffixes(backend.tokenizer, NAMES))
-    assert len(seen) == 2 + len(states)  # 2 chunks of states, one candidate pass per state
-    assert sorted(seen)[: len(states)] == [longest - 1] * len(states)
+    assert len(seen) == 4  # batch_size 2: two chunks of states, each with one candidate pass
+    assert sorted(seen)[:2] == [longest - 1] * 2
 
 
 def test_adapter_argument_switches_and_restores(tiny_model_dir, tmp_path):

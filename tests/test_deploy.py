@@ -100,7 +100,7 @@ def test_deploy_trigger_kill_and_retry(pipeline_run):
         before = sum(n.startswith(unit) for n in pipeline_run["completed_at_kill"])
         if unit in killed:
             assert states[unit].count("Cached") >= before, (unit, before, states)
-    assert len(states["evaluate-policy"]) == 4
+    assert len(states["evaluate-policy"]) == 5
 
 
 def test_the_pipeline_run_page_tells_the_story(pipeline_run):

@@ -9,7 +9,7 @@ import pytest
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
-from spark_core.evaluation.report import PAIRS_SCHEMA, SUMMARY_SCHEMA
+from spark_core.evaluation.report import ENTROPY_TESTS_SCHEMA, PAIRS_SCHEMA, SUMMARY_SCHEMA
 from spark_core.evaluation.score_outputs import score_file
 from tests.conftest import random_adapter
 from tests.test_flow_synthesis import task_states
@@ -38,7 +38,7 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
             "rollout.thought_tokens=10",
             "rollout.input_tokens=6",
             "evaluation.steps=2",
-            "evaluation.policies=[base]",
+            "evaluation.policies=[base, base@T]",
             "evaluation.bootstrap_samples=200",
             f"evaluation.extra_adapters={json.dumps(adapters)}",
         ],
@@ -47,20 +47,30 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     result = state.result()
     store = ArtifactStore(cfg.runtime.artifacts_url())
     summary = store.read(result["summary"].name, SUMMARY_SCHEMA).to_pylist()
+    policies = ("base", "base@T", "sft", "spark")
     assert {(r["policy"], r["category"]) for r in summary} == {
-        (p, c) for p in ("base", "sft", "spark") for c in (*CATEGORIES, "overall")
+        (p, c) for p in policies for c in (*CATEGORIES, "overall")
     }
     for r in summary:
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
         assert 0.0 <= r["normalized_entropy"] <= 1.0
-    assert len(store.read(result["pairs"].name, PAIRS_SCHEMA).to_pylist()) == 3
+        assert r["state_entropy_ci_low"] <= r["state_entropy_bits"] <= r["state_entropy_ci_high"]
+        assert r["entropy_ci_low"] <= r["entropy_bits"] <= r["entropy_ci_high"]
+        assert 0.0 <= r["state_normalized_entropy"] <= 1.0 and r["invalid_rate"] == 0.0
+    assert len(store.read(result["pairs"].name, PAIRS_SCHEMA).to_pylist()) == 6
+    tests = store.read(result["entropy_tests"].name, ENTROPY_TESTS_SCHEMA).to_pylist()
+    assert {(t["policy_b"], t["figure"]) for t in tests} == {
+        (p, f) for p in ("base", "base@T", "sft") for f in ("per-state", "pooled")
+    }
+    assert all(0.0 < t["p_value"] <= 1.0 and t["n_questions"] == 14 for t in tests)
     report = open(result["report"]).read()
-    assert "## Paired differences" in report and "| spark |" in report
+    assert "## Entropy tests" in report and "## Paired accuracy differences" in report
+    assert "| spark |" in report and "| base@T |" in report
     assert len(result["images"]) == 3
     for image in result["images"]:
         assert open(image, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     rows_refs = [r for r in store.fs.find(store._base) if "/rows_" in r]
-    assert len(rows_refs) == 3
+    assert len(rows_refs) == 4
     name = rows_refs[0][len(store._base) + 1 : -len(".parquet")]
     rows = store.read(name, EVAL_ROWS_SCHEMA).to_pylist()
     assert len(rows) == 14 and all(r["final_answer"] in "ABCDEFGHIJ" for r in rows)

@@ -57,7 +57,7 @@ def test_probe_detects_what_the_endpoint_supports_and_caches_it(server, tmp_path
     backend = OpenAIBackend("judge-model", server.base_url)
     caps = capabilities_for(backend, None)
     assert (caps.logprobs, caps.structured) == (False, None)  # a plain server: text only
-    server.state.structured = True
+    server.state.structured = {"json_schema"}
     assert capabilities_for(backend, None).structured == "response_format"
     server.state.logprobs = {"7": 0.9, "6": 0.1}
     cache = ResponseCache(tmp_path / "c.sqlite")
@@ -68,7 +68,7 @@ def test_probe_detects_what_the_endpoint_supports_and_caches_it(server, tmp_path
 
 
 def test_structured_output_scores_when_there_are_no_logprobs(server):
-    server.state.structured = True
+    server.state.structured = {"json_schema"}
     server.state.reply_fn = lambda messages: "I would say 8, it is decisive."
     judge = make_judge(JudgeConfig(backend="openai", name="m", base_url=server.base_url), None)
     (j,) = judge.score(items(1))

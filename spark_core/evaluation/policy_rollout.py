@@ -1,6 +1,17 @@
 """The policy alone picks every step — no judge — with the same action protocol, tools and
-sandbox as synthesis, for up to ``evaluation.steps`` steps; the final answer is read with
-MMLU-Pro's cascade, and a question with no readable answer gets MMLU-Pro's seeded guess."""
+sandbox as synthesis, for up to ``evaluation.steps`` steps.
+
+- ``evaluation.action_decoding: constrained`` (default): the thought and the action input are
+  free text, the action is chosen among the action names by scoring them (``policy_step``),
+  and P(action | state) is stored for every step. ``free``: the model writes the whole step;
+  a missing or unknown action is ``invalid`` (never a made-up ``cot``), and the state keeps
+  the model's own text.
+- Letters come only from the model's own text, through MMLU-Pro's cascade. A question with
+  no readable answer gets a guess that depends only on (evaluation.seed, question), so every
+  policy guesses the same letter for the same question.
+- Policy ``base@T`` is the base model sampled at ``evaluation.sampling_temperature``; the
+  others decode greedily.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +23,17 @@ import pyarrow as pa
 from spark_core.action_format import (
     ANSWER,
     COT,
+    INVALID,
     final_answer,
     parse_step,
     render_step,
     trajectory_entry,
 )
 from spark_core.answers import LETTERS, extract_answer
-from spark_core.config import RunConfig
+from spark_core.config import SAMPLED_POLICY, RunConfig
+from spark_core.models.action_scoring import action_names
 from spark_core.models.calls import Generator
+from spark_core.models.policy_step import PolicyStep, StepRequest
 from spark_core.models.requests import ChatRequest
 from spark_core.progress import publish
 from spark_core.rollout import Question, policy_messages
@@ -27,7 +41,7 @@ from spark_core.step_selection import answer_request, observation_text
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 EVAL_ROWS_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),
@@ -37,33 +51,83 @@ EVAL_ROWS_SCHEMA = pa.schema(
         pa.field("final_answer", pa.string(), nullable=False),
         pa.field("correct", pa.bool_(), nullable=False),
         pa.field("no_answer", pa.bool_(), nullable=False),
+        # answer_action | stated | final_prompt | guess
+        pa.field("answer_source", pa.string(), nullable=False),
         pa.field("steps", pa.int32(), nullable=False),
         pa.field("actions", pa.list_(pa.string()), nullable=False),
+        # P(action | state) per step, in the order of action_names; [] where not available
+        pa.field("action_names", pa.list_(pa.string()), nullable=False),
+        pa.field("step_probs", pa.list_(pa.list_(pa.float64())), nullable=False),
+        pa.field("invalid_actions", pa.int32(), nullable=False),
         pa.field("tool_calls", pa.int32(), nullable=False),
         pa.field("tool_errors", pa.int32(), nullable=False),
         pa.field("parse_problems", pa.int32(), nullable=False),
+        pa.field("decoding", pa.string(), nullable=False),
+        pa.field("temperature", pa.float64(), nullable=False),
         pa.field("transcript", pa.string(), nullable=False),
     ]
 )
 
 
-def _letter(text: str, n_options: int) -> str | None:
+def policy_temperature(cfg: RunConfig, policy: str) -> float:
+    return cfg.evaluation.sampling_temperature if policy == SAMPLED_POLICY else 0.0
+
+
+def guess_letter(seed: int, question_id: int, n_options: int) -> str:
+    """MMLU-Pro's random guess for a question with no readable answer; the same for every
+    policy, so paired tests compare policies rather than random draws."""
+    return LETTERS[random.Random(f"guess:{seed}:{question_id}").randrange(n_options)]
+
+
+def read_letter(text: str, n_options: int) -> str | None:
+    """The letter in the model's own text (MMLU-Pro's cascade), if it names an option."""
     letter = extract_answer(text)
     return letter if letter is not None and LETTERS.index(letter) < n_options else None
+
+
+def _free_steps(
+    cfg: RunConfig, generator: Generator, prompts: list[tuple], temperature: float, seed: int
+) -> list[tuple[PolicyStep, str, int]]:
+    """The model writes the whole step; (step, its own text, parse problems)."""
+    completions = generator.generate(
+        [
+            ChatRequest(
+                messages,
+                max_new_tokens=cfg.rollout.thought_tokens + cfg.rollout.input_tokens,
+                temperature=temperature,
+                seed=seed,
+                prefill="Thought:",
+                stop=("\nObservation",),
+            )
+            for messages in prompts
+        ]
+    )
+    out = []
+    for completion in completions:
+        text = "Thought:" + completion.text
+        parsed = parse_step(text, cfg.rollout.actions, strict=True)
+        step = PolicyStep(parsed.thought, parsed.action, parsed.action_input)
+        out.append((step, text.strip(), len(parsed.problems)))
+    return out
 
 
 def evaluate_policy(
     cfg: RunConfig, policy: str, questions: list[Question], generator: Generator, sandbox: Sandbox
 ) -> pa.Table:
     """Roll the policy out on every question; one row per question."""
-    actions = cfg.rollout.actions
+    actions, names = cfg.rollout.actions, action_names(cfg.rollout.actions)
+    decoding, temperature = cfg.evaluation.action_decoding, policy_temperature(cfg, policy)
     state: dict[int, dict[str, Any]] = {
         q.question_id: {
             "trajectory": "",
             "actions": [],
+            "probs": [],
             "answer": None,
+            "source": "guess",
+            "done": False,
             "tool_calls": 0,
             "tool_errors": 0,
+            "invalid": 0,
             "problems": 0,
             "steps": 0,
         }
@@ -73,69 +137,88 @@ def evaluate_policy(
     what = f"evaluate {policy} (steps)"
     for step in range(1, cfg.evaluation.steps + 1):
         publish(what, step - 1, cfg.evaluation.steps + 1)
-        active = [q for q in questions if state[q.question_id]["answer"] is None]
+        active = [q for q in questions if not state[q.question_id]["done"]]
         if not active:
             break
-        completions = generator.generate(
-            [
-                ChatRequest(
-                    policy_messages(q, state[q.question_id]["trajectory"], actions),
-                    max_new_tokens=cfg.rollout.thought_tokens + cfg.rollout.input_tokens,
-                    temperature=0.0,
-                    prefill="Thought:",
-                    stop=("\nObservation",),
-                )
-                for q in active
-            ]
-        )
+        prompts = [policy_messages(q, state[q.question_id]["trajectory"], actions) for q in active]
+        seed = cfg.evaluation.seed * 1_000_003 + step
+        if decoding == "constrained":
+            results = generator.policy_steps(
+                [
+                    StepRequest(
+                        messages,
+                        tuple(names),
+                        cfg.rollout.thought_tokens,
+                        cfg.rollout.input_tokens,
+                        temperature,
+                        seed=seed,
+                    )
+                    for messages in prompts
+                ]
+            )
+            written = [(r, "", 0) for r in results]
+        else:
+            written = _free_steps(cfg, generator, prompts, temperature, seed)
         steps, calls = {}, []
-        for q, completion in zip(active, completions, strict=True):
-            parsed = parse_step("Thought:" + completion.text, actions)
+        for q, (result, own_text, problems) in zip(active, written, strict=True):
             s = state[q.question_id]
             s["steps"] = step
-            s["problems"] += len(parsed.problems)
-            s["actions"].append(parsed.action)
-            steps[q.question_id] = parsed
-            if parsed.action == ANSWER:
-                s["answer"] = _letter(f"the answer is {parsed.action_input}", len(q.options))
-            elif parsed.action != COT:
-                calls.append(ToolCall(q.question_id, step, parsed.action, parsed.action_input))
-        results = {r["question_id"]: r for r in run_batch(calls, sandbox, cfg.tools.parallelism)}
-        for qid, parsed in steps.items():
+            s["problems"] += problems
+            s["actions"].append(result.action)
+            s["probs"].append([result.distribution.get(n, 0.0) for n in names])
+            if not result.distribution:
+                s["probs"][-1] = []
+            steps[q.question_id] = (result, own_text)
+            if result.action == ANSWER:
+                s["done"] = True
+                s["answer"] = read_letter(result.action_input, len(q.options))
+                s["source"] = "answer_action"
+            elif result.action == INVALID:
+                s["invalid"] += 1
+            elif result.action != COT:
+                calls.append(ToolCall(q.question_id, step, result.action, result.action_input))
+        results_by_id = {
+            r["question_id"]: r for r in run_batch(calls, sandbox, cfg.tools.parallelism)
+        }
+        for qid, (result, own_text) in steps.items():
             s = state[qid]
-            if parsed.action == ANSWER:
+            if result.action == ANSWER:
                 continue
-            if qid in results:
-                row = results[qid]
-                s["tool_calls"] += 1
-                s["tool_errors"] += row["status"] != "ok"
-            else:  # cot: the reasoning is the observation
-                row = {"action": COT, "status": "ok", "output": parsed.action_input, "error": ""}
-            observation = observation_text(row, cfg.rollout.observation_chars)
-            entry = trajectory_entry(
-                render_step(parsed.thought, parsed.action, parsed.action_input), observation
-            )
+            if result.action == INVALID:  # the model's own text, never an invented action
+                entry, said = own_text, own_text
+            else:
+                if qid in results_by_id:
+                    row = results_by_id[qid]
+                    s["tool_calls"] += 1
+                    s["tool_errors"] += row["status"] != "ok"
+                else:  # cot: the reasoning is the observation
+                    row = {"action": COT, "status": "ok", "output": result.action_input}
+                    row["error"] = ""
+                observation = observation_text(row, cfg.rollout.observation_chars)
+                step_text = render_step(result.thought, result.action, result.action_input)
+                entry = trajectory_entry(step_text, observation)
+                said = f"{result.thought}\n{result.action_input}"
             s["trajectory"] = f"{s['trajectory']}\n{entry}" if s["trajectory"] else entry
-            stated = final_answer(f"{parsed.thought}\n{parsed.action_input}")
+            stated = final_answer(said)  # "the answer is (X)" written by the model itself
             if stated is not None and LETTERS.index(stated) < len(by_id[qid].options):
-                s["answer"] = stated
+                s.update(answer=stated, source="stated", done=True)
     publish(what, cfg.evaluation.steps, cfg.evaluation.steps + 1)
     pending = [q for q in questions if state[q.question_id]["answer"] is None]
     finals = generator.generate(
         [answer_request(cfg, q, state[q.question_id]["trajectory"]) for q in pending]
     )
     for q, completion in zip(pending, finals, strict=True):
-        state[q.question_id]["answer"] = _letter(
-            f"the answer is ({completion.text.strip()})", len(q.options)
-        )
+        letter = read_letter(completion.text, len(q.options))  # the model's text after "("
+        if letter is not None:
+            state[q.question_id].update(answer=letter, source="final_prompt")
     publish(what, cfg.evaluation.steps + 1, cfg.evaluation.steps + 1)
     rows = []
     for q in questions:
         s = state[q.question_id]
         letter, no_answer = s["answer"], s["answer"] is None
         if no_answer:
-            rng = random.Random(f"guess:{cfg.evaluation.seed}:{policy}:{q.question_id}")
-            letter = LETTERS[rng.randrange(len(q.options))]
+            letter = guess_letter(cfg.evaluation.seed, q.question_id, len(q.options))
+            s["source"] = "guess"
         rows.append(
             {
                 "policy": policy,
@@ -145,11 +228,17 @@ def evaluate_policy(
                 "final_answer": letter,
                 "correct": letter == q.answer,
                 "no_answer": no_answer,
+                "answer_source": s["source"],
                 "steps": s["steps"],
                 "actions": s["actions"],
+                "action_names": names,
+                "step_probs": s["probs"],
+                "invalid_actions": s["invalid"],
                 "tool_calls": s["tool_calls"],
                 "tool_errors": s["tool_errors"],
                 "parse_problems": s["problems"],
+                "decoding": decoding,
+                "temperature": temperature,
                 "transcript": s["trajectory"],
             }
         )

@@ -4,6 +4,7 @@ with 95% CIs, action usage heat map, tool-selection entropy)."""
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections import Counter
 from itertools import combinations
@@ -12,24 +13,41 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.action_format import ANSWER
-from spark_core.evaluation.stats import accuracy, bootstrap_ci, mcnemar_exact
-from spark_core.metrics import entropy_bits, normalized_entropy
+from spark_core.action_format import ANSWER, INVALID
+from spark_core.evaluation.stats import (
+    accuracy,
+    bootstrap_ci,
+    bootstrap_stat,
+    mcnemar_exact,
+    paired_permutation_test,
+    pooled_entropy,
+    pooled_mean,
+    state_entropies,
+)
 
 OVERALL = "overall"
+_F = pa.float64()
 SUMMARY_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),
         pa.field("category", pa.string(), nullable=False),
         pa.field("n", pa.int64(), nullable=False),
-        pa.field("accuracy", pa.float64(), nullable=False),
-        pa.field("ci_low", pa.float64(), nullable=False),
-        pa.field("ci_high", pa.float64(), nullable=False),
-        pa.field("no_answer_rate", pa.float64(), nullable=False),
-        pa.field("mean_steps", pa.float64(), nullable=False),
-        pa.field("tool_error_rate", pa.float64(), nullable=False),
-        pa.field("entropy_bits", pa.float64(), nullable=False),
-        pa.field("normalized_entropy", pa.float64(), nullable=False),
+        pa.field("accuracy", _F, nullable=False),
+        pa.field("ci_low", _F, nullable=False),
+        pa.field("ci_high", _F, nullable=False),
+        pa.field("answered_accuracy", _F, nullable=False),  # NaN: nothing answered
+        pa.field("no_answer_rate", _F, nullable=False),
+        pa.field("invalid_rate", _F, nullable=False),
+        pa.field("mean_steps", _F, nullable=False),
+        pa.field("tool_error_rate", _F, nullable=False),
+        pa.field("state_entropy_bits", _F, nullable=False),  # NaN: no distributions (free)
+        pa.field("state_entropy_ci_low", _F, nullable=False),
+        pa.field("state_entropy_ci_high", _F, nullable=False),
+        pa.field("state_normalized_entropy", _F, nullable=False),
+        pa.field("entropy_bits", _F, nullable=False),  # pooled chosen actions
+        pa.field("entropy_ci_low", _F, nullable=False),
+        pa.field("entropy_ci_high", _F, nullable=False),
+        pa.field("normalized_entropy", _F, nullable=False),
     ]
 )
 USAGE_SCHEMA = pa.schema(
@@ -37,29 +55,67 @@ USAGE_SCHEMA = pa.schema(
         pa.field("policy", pa.string(), nullable=False),
         pa.field("action", pa.string(), nullable=False),
         pa.field("count", pa.int64(), nullable=False),
-        pa.field("share", pa.float64(), nullable=False),
+        pa.field("share", _F, nullable=False),
     ]
 )
 PAIRS_SCHEMA = pa.schema(
     [
         pa.field("policy_a", pa.string(), nullable=False),
         pa.field("policy_b", pa.string(), nullable=False),
-        pa.field("accuracy_a", pa.float64(), nullable=False),
-        pa.field("accuracy_b", pa.float64(), nullable=False),
+        pa.field("accuracy_a", _F, nullable=False),
+        pa.field("accuracy_b", _F, nullable=False),
         pa.field("only_a_correct", pa.int64(), nullable=False),
         pa.field("only_b_correct", pa.int64(), nullable=False),
-        pa.field("p_value", pa.float64(), nullable=False),
+        pa.field("discordant_with_guess", pa.int64(), nullable=False),
+        pa.field("p_value", _F, nullable=False),
     ]
 )
+ENTROPY_TESTS_SCHEMA = pa.schema(
+    [
+        pa.field("policy_a", pa.string(), nullable=False),
+        pa.field("policy_b", pa.string(), nullable=False),
+        pa.field("figure", pa.string(), nullable=False),  # per-state | pooled
+        pa.field("n_questions", pa.int64(), nullable=False),
+        pa.field("entropy_a", _F, nullable=False),
+        pa.field("entropy_b", _F, nullable=False),
+        pa.field("difference", _F, nullable=False),
+        pa.field("p_value", _F, nullable=False),
+    ]
+)
+TESTED = "spark"  # the entropy tests compare this policy with every other one
+FIGURES = {"per-state": pooled_mean, "pooled": pooled_entropy}
+
+
+def _chosen(row: dict[str, Any]) -> list[str]:
+    """The actions that count for tool-selection entropy: tools and cot."""
+    return [a for a in row["actions"] if a not in (ANSWER, INVALID)]
+
+
+def _units(rows: list[dict[str, Any]], figure: str) -> list:
+    if figure == "pooled":
+        return [_chosen(r) for r in rows]
+    return [state_entropies(r["step_probs"]) for r in rows]  # computed once, then resampled
+
+
+def _norm(bits: float, n: int) -> float:
+    return bits / math.log2(n) if n > 1 else float("nan")
 
 
 def _row(
     policy: str, category: str, rows: list[dict[str, Any]], n_actions: int, samples: int, seed: int
 ) -> dict[str, Any]:
     correct = [r["correct"] for r in rows]
+    answered = [r["correct"] for r in rows if not r["no_answer"]]
     lo, hi = bootstrap_ci(correct, samples, seed)
-    usage = Counter(a for r in rows for a in r["actions"] if a != ANSWER)
     calls = sum(r["tool_calls"] for r in rows)
+    steps = sum(len(r["actions"]) for r in rows)
+    per_state = _units(rows, "per-state")
+    pooled = _units(rows, "pooled")
+    state_bits = pooled_mean(per_state)
+    s_lo, s_hi = bootstrap_stat(per_state, pooled_mean, samples, seed)
+    pooled_bits = pooled_entropy(pooled)
+    p_lo, p_hi = bootstrap_stat(pooled, pooled_entropy, samples, seed)
+    n_names = len(rows[0]["action_names"]) if rows else 0
     return {
         "policy": policy,
         "category": category,
@@ -67,20 +123,63 @@ def _row(
         "accuracy": accuracy(correct),
         "ci_low": lo,
         "ci_high": hi,
+        "answered_accuracy": accuracy(answered),
         "no_answer_rate": sum(r["no_answer"] for r in rows) / len(rows),
+        "invalid_rate": sum(r["invalid_actions"] for r in rows) / steps if steps else 0.0,
         "mean_steps": sum(r["steps"] for r in rows) / len(rows),
         "tool_error_rate": sum(r["tool_errors"] for r in rows) / calls if calls else 0.0,
-        "entropy_bits": entropy_bits(usage),
-        "normalized_entropy": normalized_entropy(usage, n_actions),
+        "state_entropy_bits": state_bits,
+        "state_entropy_ci_low": s_lo,
+        "state_entropy_ci_high": s_hi,
+        "state_normalized_entropy": _norm(state_bits, n_names),
+        "entropy_bits": pooled_bits,
+        "entropy_ci_low": p_lo,
+        "entropy_ci_high": p_hi,
+        "normalized_entropy": _norm(pooled_bits, n_actions),
     }
+
+
+def _paired(rows: list[dict[str, Any]], a: str, b: str) -> tuple[list[dict], list[dict]]:
+    """Both policies' rows on the questions they share, in question order."""
+    mine = {p: {r["question_id"]: r for r in rows if r["policy"] == p} for p in (a, b)}
+    shared = sorted(set(mine[a]) & set(mine[b]))
+    return [mine[a][q] for q in shared], [mine[b][q] for q in shared]
+
+
+def entropy_tests(
+    rows: list[dict[str, Any]], policies: list[str], samples: int = 10_000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """SPaRK against every other policy: paired permutation tests over questions of the
+    per-state and the pooled entropy differences."""
+    out = []
+    for other in [p for p in policies if p != TESTED] if TESTED in policies else []:
+        ra, rb = _paired(rows, TESTED, other)
+        for figure, statistic in FIGURES.items():
+            ua, ub = _units(ra, figure), _units(rb, figure)
+            diff, p = paired_permutation_test(ua, ub, statistic, samples, seed)
+            out.append(
+                {
+                    "policy_a": TESTED,
+                    "policy_b": other,
+                    "figure": figure,
+                    "n_questions": len(ra),
+                    "entropy_a": statistic(ua),
+                    "entropy_b": statistic(ub),
+                    "difference": diff,
+                    "p_value": p,
+                }
+            )
+    return out
 
 
 def summarize(
     rows: list[dict[str, Any]], actions: list[str], samples: int = 1000, seed: int = 0
-) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(summary per policy x category and overall, action usage, paired McNemar tests)."""
+) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
+    """(summary per policy x category and overall, action usage, paired McNemar tests,
+    paired entropy tests)."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     summary, usage_rows, pairs = [], [], []
+    shown = [*actions, INVALID] if any(r["invalid_actions"] for r in rows) else list(actions)
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy]
         summary.append(_row(policy, OVERALL, mine, len(actions), samples, seed))
@@ -91,15 +190,16 @@ def summarize(
         total = sum(counts.values()) or 1
         usage_rows += [
             {"policy": policy, "action": a, "count": counts[a], "share": counts[a] / total}
-            for a in actions
+            for a in shown
         ]
-    by_policy = {
-        p: {r["question_id"]: r["correct"] for r in rows if r["policy"] == p} for p in policies
-    }
     for a, b in combinations(policies, 2):
-        shared = sorted(set(by_policy[a]) & set(by_policy[b]))
-        ca, cb = [by_policy[a][q] for q in shared], [by_policy[b][q] for q in shared]
+        ra, rb = _paired(rows, a, b)
+        ca, cb = [r["correct"] for r in ra], [r["correct"] for r in rb]
         only_a, only_b, p = mcnemar_exact(ca, cb)
+        guessed = sum(
+            x["correct"] != y["correct"] and (x["no_answer"] or y["no_answer"])
+            for x, y in zip(ra, rb, strict=True)
+        )
         pairs.append(
             {
                 "policy_a": a,
@@ -108,143 +208,98 @@ def summarize(
                 "accuracy_b": accuracy(cb),
                 "only_a_correct": only_a,
                 "only_b_correct": only_b,
+                "discordant_with_guess": guessed,
                 "p_value": p,
             }
         )
+    tests = entropy_tests(rows, policies, 10 * samples, seed)
     return (
         pa.Table.from_pylist(summary, schema=SUMMARY_SCHEMA),
         pa.Table.from_pylist(usage_rows, schema=USAGE_SCHEMA),
         pa.Table.from_pylist(pairs, schema=PAIRS_SCHEMA),
+        pa.Table.from_pylist(tests, schema=ENTROPY_TESTS_SCHEMA),
     )
 
 
-def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = summary.to_pylist()
-    policies = list(dict.fromkeys(r["policy"] for r in rows))
-    categories = [OVERALL] + sorted({r["category"] for r in rows} - {OVERALL})
-    cell = {(r["policy"], r["category"]): r for r in rows}
-    paths = {}
-
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * len(categories) * len(policies) + 2), 4.5))
-    width = 0.8 / len(policies)
-    x = np.arange(len(categories))
-    for i, policy in enumerate(policies):
-        acc = [cell.get((policy, c), {}).get("accuracy", np.nan) for c in categories]
-        pairs = list(zip(acc, categories, strict=True))
-        lo = [a - cell.get((policy, c), {}).get("ci_low", a) for a, c in pairs]
-        hi = [cell.get((policy, c), {}).get("ci_high", a) - a for a, c in pairs]
-        ax.bar(
-            x + (i - (len(policies) - 1) / 2) * width,
-            acc,
-            width,
-            yerr=[lo, hi],
-            capsize=2,
-            label=policy,
-        )
-    ax.set_xticks(x, categories, rotation=45, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (95% bootstrap CI)")
-    ax.set_title("Accuracy per category")
-    ax.legend()
-    fig.tight_layout()
-    paths["accuracy"] = out_dir / "accuracy_by_category.png"
-    fig.savefig(paths["accuracy"], dpi=120)
-    plt.close(fig)
-
-    shares = usage.to_pylist()
-    actions = list(dict.fromkeys(r["action"] for r in shares))
-    grid = np.array(
-        [
-            [
-                next(r["share"] for r in shares if r["policy"] == p and r["action"] == a)
-                for a in actions
-            ]
-            for p in policies
-        ]
-    )
-    fig, ax = plt.subplots(figsize=(1.1 * len(actions) + 2, 0.6 * len(policies) + 1.8))
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(grid.max(), 1e-9), aspect="auto")
-    ax.set_xticks(range(len(actions)), actions, rotation=45, ha="right")
-    ax.set_yticks(range(len(policies)), policies)
-    for i in range(len(policies)):
-        for j in range(len(actions)):
-            ax.text(
-                j,
-                i,
-                f"{grid[i, j]:.0%}",
-                ha="center",
-                va="center",
-                color="white" if grid[i, j] < grid.max() / 2 else "black",
-                fontsize=8,
-            )
-    ax.set_title("Action usage (share of steps)")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    paths["usage"] = out_dir / "action_usage.png"
-    fig.savefig(paths["usage"], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(1.5 * len(policies) + 2, 3.5))
-    overall = [cell[(p, OVERALL)] for p in policies]
-    bars = ax.bar(policies, [r["normalized_entropy"] for r in overall], color="tab:purple")
-    for bar, r in zip(bars, overall, strict=True):
-        ax.text(
-            bar.get_x() + bar.get_width() / 2,
-            bar.get_height(),
-            f"{r['entropy_bits']:.2f} bits",
-            ha="center",
-            va="bottom",
-        )
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("entropy / log2(9)")
-    ax.set_title("Tool-selection entropy")
-    fig.tight_layout()
-    paths["entropy"] = out_dir / "entropy.png"
-    fig.savefig(paths["entropy"], dpi=120)
-    plt.close(fig)
-    return paths
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.1%}"
 
 
-def markdown(summary: pa.Table, usage: pa.Table, pairs: pa.Table, images: dict[str, Path]) -> str:
+def _bits(value: float, low: float, high: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f} ({low:.2f}–{high:.2f})"
+
+
+def _p(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3g}"
+
+
+def _ratio(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
+def markdown(
+    summary: pa.Table,
+    usage: pa.Table,
+    pairs: pa.Table,
+    tests: pa.Table,
+    images: dict[str, Path],
+    setup: str = "",
+) -> str:
     rows = summary.to_pylist()
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     overall = {r["policy"]: r for r in rows if r["category"] == OVERALL}
     lines = [
         "# SPaRK evaluation report",
         "",
+        *([setup, ""] if setup else []),
         "## Overall",
         "",
-        "| policy | n | accuracy (95% CI) | entropy (bits) | normalised | no-answer | "
-        "mean steps | tool errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| policy | n | accuracy (95% CI) | answered acc. | no-answer | invalid actions | "
+        "per-state H, bits (95% CI) | per-state H / log2 k | pooled H, bits (95% CI) | "
+        "pooled H / log2 m | mean steps | tool errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in policies:
         r = overall[p]
+        state = _bits(
+            r["state_entropy_bits"], r["state_entropy_ci_low"], r["state_entropy_ci_high"]
+        )
         lines.append(
-            f"| {p} | {r['n']} | {r['accuracy']:.1%} ({r['ci_low']:.1%}–"
-            f"{r['ci_high']:.1%}) | {r['entropy_bits']:.2f} | "
-            f"{r['normalized_entropy']:.2f} | {r['no_answer_rate']:.1%} | "
-            f"{r['mean_steps']:.2f} | {r['tool_error_rate']:.1%} |"
+            f"| {p} | {r['n']} | {r['accuracy']:.1%} ({r['ci_low']:.1%}–{r['ci_high']:.1%}) | "
+            f"{_pct(r['answered_accuracy'])} | {r['no_answer_rate']:.1%} | "
+            f"{r['invalid_rate']:.1%} | "
+            f"{state} | {_ratio(r['state_normalized_entropy'])} | "
+            f"{_bits(r['entropy_bits'], r['entropy_ci_low'], r['entropy_ci_high'])} | "
+            f"{_ratio(r['normalized_entropy'])} | {r['mean_steps']:.2f} | "
+            f"{r['tool_error_rate']:.1%} |"
         )
     lines += [
         "",
-        "## Paired differences (McNemar exact test, same questions)",
+        "## Entropy tests (paired permutation test over questions, two-sided)",
         "",
-        "| A | B | acc A | acc B | only A right | only B right | p |",
-        "|---|---|---|---|---|---|---|",
+        "| A | B | figure | questions | H(A), bits | H(B), bits | A − B | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in tests.to_pylist():
+        lines.append(
+            f"| {r['policy_a']} | {r['policy_b']} | {r['figure']} | {r['n_questions']} | "
+            f"{_ratio(r['entropy_a'])} | {_ratio(r['entropy_b'])} | {_ratio(r['difference'])} | "
+            f"{_p(r['p_value'])} |"
+        )
+    if not tests.num_rows:
+        lines.append("| – | – | – | – | – | – | – | – |")
+    lines += [
+        "",
+        "## Paired accuracy differences (McNemar exact test, same questions)",
+        "",
+        "| A | B | acc A | acc B | only A right | only B right | of these, with a guess | p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in pairs.to_pylist():
         lines.append(
             f"| {r['policy_a']} | {r['policy_b']} | {r['accuracy_a']:.1%} | "
             f"{r['accuracy_b']:.1%} | {r['only_a_correct']} | {r['only_b_correct']} | "
-            f"{r['p_value']:.3g} |"
+            f"{r['discordant_with_guess']} | {r['p_value']:.3g} |"
         )
     categories = sorted({r["category"] for r in rows} - {OVERALL})
     cell = {(r["policy"], r["category"]): r for r in rows}

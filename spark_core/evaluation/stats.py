@@ -1,12 +1,17 @@
-"""Exact statistics for the report: bootstrap CIs, McNemar's exact test, entropy."""
+"""Exact statistics for the report: bootstrap CIs, McNemar's exact test, entropy, and a paired
+permutation test for entropy differences."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from spark_core.metrics import entropy_bits  # noqa: F401  (re-exported for the report)
+from spark_core.metrics import entropy_bits
+
+T = TypeVar("T")
 
 
 def accuracy(correct: Sequence[bool]) -> float:
@@ -41,3 +46,90 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple
     k = min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return only_a, only_b, min(1.0, 2 * tail)
+
+
+def bootstrap_stat(
+    units: Sequence[T],
+    statistic: Callable[[Sequence[T]], float],
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of any statistic, resampling whole units (questions:
+    a question's states stay together). NaN resamples are dropped; NaN if none is left."""
+    if not units:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    values = sorted(
+        v
+        for v in (statistic(rng.choices(units, k=len(units))) for _ in range(samples))
+        if not math.isnan(v)
+    )
+    if not values:
+        return float("nan"), float("nan")
+    lo_index = int(math.floor((1 - level) / 2 * len(values)))
+    hi_index = min(len(values) - 1, int(math.ceil((1 + level) / 2 * len(values))) - 1)
+    return values[lo_index], values[hi_index]
+
+
+def paired_permutation_test(
+    a_units: Sequence[T],
+    b_units: Sequence[T],
+    statistic: Callable[[Sequence[T]], float],
+    samples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Paired permutation test of statistic(A) - statistic(B) on the same questions: under
+    the null the two policies' units are exchangeable within each question, so each question's
+    pair is swapped at random. Returns (observed difference, two-sided p-value). Exact (all
+    2^n swaps) when 2^n <= samples, else Monte Carlo with the (1 + hits) / (1 + samples) rule."""
+    if len(a_units) != len(b_units):
+        raise ValueError("a paired test needs the same questions for both policies")
+    n = len(a_units)
+    observed = statistic(a_units) - statistic(b_units)
+    if n == 0 or math.isnan(observed):
+        return observed, float("nan")
+
+    def difference(swaps: Sequence[bool]) -> float:
+        a = [b if s else a for a, b, s in zip(a_units, b_units, swaps, strict=True)]
+        b = [a if s else b for a, b, s in zip(a_units, b_units, swaps, strict=True)]
+        return statistic(a) - statistic(b)
+
+    tolerance = 1e-12 * max(1.0, abs(observed))
+    if 2**n <= samples:
+        hits = sum(
+            abs(difference([bool(mask >> i & 1) for i in range(n)])) >= abs(observed) - tolerance
+            for mask in range(2**n)
+        )
+        return observed, hits / 2**n
+    rng = random.Random(seed)
+    hits = sum(
+        abs(difference([rng.random() < 0.5 for _ in range(n)])) >= abs(observed) - tolerance
+        for _ in range(samples)
+    )
+    return observed, (1 + hits) / (1 + samples)
+
+
+def pooled_mean(units: Sequence[Sequence[float]]) -> float:
+    """The mean of every value of every unit (a question's per-state entropies); NaN if none."""
+    total, count = 0.0, 0
+    for values in units:
+        total += sum(values)
+        count += len(values)
+    return total / count if count else float("nan")
+
+
+def state_entropies(distributions: Sequence[Sequence[float]]) -> list[float]:
+    """Entropy (bits) of each state's P(action | state); states without one are skipped."""
+    return [entropy_bits(p) for p in distributions if p]
+
+
+def mean_state_entropy(units: Sequence[Sequence[Sequence[float]]]) -> float:
+    """Mean entropy (bits) of P(action | state) over every state of every question; NaN
+    when no state has a distribution (free decoding)."""
+    return pooled_mean([state_entropies(states) for states in units])
+
+
+def pooled_entropy(units: Sequence[Sequence[str]]) -> float:
+    """Entropy (bits) of the pooled counts of the actions chosen over all questions."""
+    return entropy_bits(Counter(a for chosen in units for a in chosen))

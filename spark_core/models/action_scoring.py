@@ -6,13 +6,15 @@ the model write free text and parsing it, every name is scored as a continuation
 cache is forked for the candidates, and each name's token log-probs are summed. Normalised over
 the names, that is the policy's action distribution — exact, never a parse artifact.
 
-Tokenisation at the boundary: what is scored for a name is the text ``" " + name + "\\n"``
-after ``Action:``. With byte-level BPE (SmolLM2, GPT-2, Llama-3...) the space belongs to the
-name's first token (``':'``, ``' calculator'``), so a state given as ``"...Action: "`` has its
-trailing spaces removed first and every name is scored with its own leading space, exactly as
-the model would write it. The newline ends the name, so a name that is a prefix of another
-(``stat`` / ``statistics``) is not favoured. ``name_suffixes`` checks that the split holds for
-the tokenizer at hand.
+Tokenisation at the boundary: what is scored for a name is its tokens in the text
+``"Action: " + name``. With byte-level BPE (SmolLM2, GPT-2, Llama-3...) the space belongs to
+the name's first token (``':'``, ``' calculator'``), so a state given as ``"...Action: "`` has
+its trailing spaces removed first and every name is scored with its own leading space, exactly
+as the model would write it. A name whose tokens begin another name's (``python`` /
+``python_exec``) is scored with its closing newline, so the scored sequences are prefix-free
+and no name is favoured by being a prefix. A name's first token costs nothing beyond the
+state's own forward pass; only names of several tokens need the (small, batched) forks.
+``name_suffixes`` checks that the split holds for the tokenizer at hand.
 
 Public API (hf)::
 
@@ -24,7 +26,8 @@ Public API (hf)::
         "Action:" plus optional spaces; names: the candidates (see action_names). adapter:
         ACTIVE (default) keeps the backend's active adapter; None scores the base model; a
         name switches to that loaded adapter for the call and back afterwards. One forward
-        pass per prefix (batched by backend.batch_size) plus one small pass for its names.
+        pass per prefix (batched by backend.batch_size) plus one small pass for the names
+        of several tokens.
     ActionDistribution(names, logprobs)
         .probs (normalised, sums to 1), .prob(name), .argmax, .mass (total probability of
         the names before normalising), .entropy_bits, .normalized_entropy (/ log2 |names|),
@@ -32,8 +35,9 @@ Public API (hf)::
         normalised, using ``rng`` (a random.Random, so seeded draws are reproducible).
 
 For callers that already hold the state in a ``KVSession`` (evaluation writes the thought and
-the input in the same session): ``name_suffixes(tokenizer, names)`` and
-``score_session(session, suffixes, names)``.
+the input in the same session): ``name_tokens(tokenizer, names)`` (a name's own tokens),
+``name_suffixes(tokenizer, names)`` (what is scored) and ``score_session(session, suffixes,
+names, rows)``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ ACTIVE: Any = object()
 """Sentinel for ``adapter``: score with whatever adapter the backend has active."""
 ANCHOR = "Action:"
 NAME_END = "\n"
+FORK_ROWS = 32  # candidate rows per forward pass (each holds a copy of its state's cache)
 
 
 def action_names(actions: Sequence[str]) -> list[str]:
@@ -64,7 +69,7 @@ def action_names(actions: Sequence[str]) -> list[str]:
 @dataclass(frozen=True)
 class ActionDistribution:
     names: tuple[str, ...]
-    logprobs: tuple[float, ...]  # summed token log-probs of " name\n" after the state
+    logprobs: tuple[float, ...]  # summed token log-probs of the name after the state
 
     @cached_property
     def probs(self) -> tuple[float, ...]:
@@ -107,39 +112,58 @@ class ActionDistribution:
         return dict(zip(self.names, self.probs, strict=True))
 
 
-def name_suffixes(tokenizer: Any, names: Sequence[str]) -> list[list[int]]:
-    """Each name's tokens as the model writes them after ``Action:`` (with the leading space
-    and the closing newline). Raises if the tokenizer merges across the ``:`` boundary, where
-    scoring names separately from the state would not be faithful."""
+def name_tokens(tokenizer: Any, names: Sequence[str]) -> list[list[int]]:
+    """Each name's tokens as the model writes them after ``Action:`` (with the leading space).
+    Raises if the tokenizer merges across the ``:`` boundary, where scoring names separately
+    from the state would not be faithful."""
     anchor = tokenizer(ANCHOR, add_special_tokens=False).input_ids
-    suffixes = []
+    out = []
     for name in names:
-        ids = tokenizer(f"{ANCHOR} {name}{NAME_END}", add_special_tokens=False).input_ids
+        ids = tokenizer(f"{ANCHOR} {name}", add_special_tokens=False).input_ids
         if ids[: len(anchor)] != anchor or len(ids) == len(anchor):
             raise ValueError(f"the tokenizer merges {ANCHOR!r} with {name!r}: cannot score it")
-        suffixes.append(ids[len(anchor) :])
-    return suffixes
+        out.append(ids[len(anchor) :])
+    return out
+
+
+def name_suffixes(tokenizer: Any, names: Sequence[str]) -> list[list[int]]:
+    """The tokens scored for each name: its own, plus the closing newline's for a name whose
+    tokens begin another name's (``python`` / ``python_exec``), so the scored sequences are
+    prefix-free and their probabilities are those of distinct, complete choices."""
+    plain = name_tokens(tokenizer, names)
+    anchor = len(tokenizer(ANCHOR, add_special_tokens=False).input_ids)
+    out = []
+    for name, ids in zip(names, plain, strict=True):
+        if any(o != ids and o[: len(ids)] == ids for o in plain):
+            ended = tokenizer(f"{ANCHOR} {name}{NAME_END}", add_special_tokens=False).input_ids
+            if ended[anchor : anchor + len(ids)] != ids:
+                raise ValueError(f"the tokenizer merges {name!r} with a newline")
+            ids = ended[anchor:]
+        out.append(ids)
+    return out
 
 
 def score_session(
     session: KVSession, suffixes: list[list[int]], names: Sequence[str], rows: Sequence[int]
 ) -> list[ActionDistribution]:
-    """Score every name after each given row's state (its last visible token is ``:``): the
-    row's cache is forked once per name and all names run in one small forward pass."""
-    out = []
-    for row in rows:
-        first = torch.log_softmax(session.last[row], dim=-1)
-        fork = session.fork(row, len(suffixes))
-        fork.feed([s[:-1] for s in suffixes])
-        logprobs = []
-        for j, suffix in enumerate(suffixes):
-            total = float(first[suffix[0]])
-            if len(suffix) > 1:
-                steps = torch.log_softmax(fork.step_logits[j, : len(suffix) - 1], dim=-1)
-                total += float(steps.gather(1, torch.tensor(suffix[1:])[:, None]).sum())
-            logprobs.append(total)
-        out.append(ActionDistribution(tuple(names), tuple(logprobs)))
-    return out
+    """Score every name after each given row's state (its last visible token is ``:``). A
+    name's first token is read from the state's own next-token logits; the names of more than
+    one token continue on forks of the rows' caches, all in one small forward pass (chunked
+    to ``FORK_ROWS`` rows)."""
+    first = torch.log_softmax(session.last[list(rows)], dim=-1)
+    totals = [[float(first[r, s[0]]) for s in suffixes] for r in range(len(rows))]
+    longer = [j for j, s in enumerate(suffixes) if len(s) > 1]
+    pairs = [(r, j) for r in range(len(rows)) for j in longer]
+    for start in range(0, len(pairs), FORK_ROWS):
+        chunk = pairs[start : start + FORK_ROWS]
+        fork = session.fork([rows[r] for r, _ in chunk])
+        fork.feed([suffixes[j][:-1] for _, j in chunk])
+        for k, (r, j) in enumerate(chunk):
+            rest = suffixes[j][1:]
+            steps = torch.log_softmax(fork.step_logits[k, : len(rest)], dim=-1)
+            rest_ids = torch.tensor(rest, device=steps.device)  # logits live on the model's device
+            totals[r][j] += float(steps.gather(1, rest_ids[:, None]).sum())
+    return [ActionDistribution(tuple(names), tuple(t)) for t in totals]
 
 
 def state_ids(tokenizer: Any, prefix: str) -> list[int]:

@@ -21,6 +21,7 @@ from spark_core.models.guards import (
 )
 from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
+from spark_core.models.policy_step import PolicyStep, StepRequest, policy_steps
 from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
 from spark_core.models.usage import Usage, prices_for
@@ -150,6 +151,21 @@ class Generator:
             lambda d: Completion(**{**d, "cached": True}),
             lambda c: c.finish_reason != "error",
             self.guards,
+        )
+
+    def policy_steps(self, requests: list[StepRequest]) -> list[PolicyStep]:
+        """Policy steps whose action is chosen among the names (``policy_step``), cached."""
+        return through_cache(
+            self.cache,
+            self.usage,
+            [
+                request_key(self.backend.backend, self.backend.model_id, r.to_dict(), "step")
+                for r in requests
+            ],
+            requests,
+            lambda items, on_done: policy_steps(self.backend, items, on_done),
+            lambda d: PolicyStep(**{**d, "cached": True}),
+            lambda s: s.finish_reason != "error",
         )
 
 

@@ -46,6 +46,7 @@ class KVSession:
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
             use_cache=True,
+            logits_to_keep=1,  # the vocabulary projection only where it is read
         )
         self.cache = getattr(out, self.arg)
         self.mask, self.next_pos = mask, mask.sum(-1)
@@ -80,6 +81,7 @@ class KVSession:
         self.last = last
         return last
 
+    @torch.inference_mode()
     def retract(self, row: int, n: int) -> None:
         """Hide the row's last ``n`` visible tokens; later tokens take their positions.
         The row's last logits are stale afterwards: feed it before reading them."""
@@ -89,15 +91,16 @@ class KVSession:
         self.mask[row, visible[-n:]] = 0
         self.next_pos[row] -= n
 
-    def fork(self, row: int, copies: int) -> KVSession:
-        """A new session holding ``copies`` copies of one row; this session is unchanged
-        (cache layers replace their tensors on update, so shallow copies are independent)."""
+    def fork(self, rows: list[int]) -> KVSession:
+        """A new session holding copies of the given rows (a row may repeat); this session is
+        unchanged (cache layers replace their tensors on update, so shallow copies are
+        independent)."""
         forked = KVSession(self.model, self.pad_id, self.device)
         cache = copy.copy(self.cache)
         cache.layers = [copy.copy(layer) for layer in self.cache.layers]
-        cache.batch_select_indices(torch.full((copies,), row, device=self.device))
+        cache.batch_select_indices(torch.tensor(rows, device=self.device))
+        index = torch.tensor(rows)
         forked.cache = cache
-        forked.mask = self.mask[row : row + 1].repeat(copies, 1)
-        forked.next_pos = self.next_pos[row : row + 1].repeat(copies)
-        forked.last = self.last[row : row + 1].repeat(copies, 1)
+        forked.mask, forked.next_pos = self.mask[index], self.next_pos[index]
+        forked.last = self.last[index]
         return forked

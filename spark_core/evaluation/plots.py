@@ -1,0 +1,111 @@
+"""The report's PNG plots: accuracy per category with 95% CIs, the action usage heat map, and
+tool-selection entropy (per-state and pooled) with bootstrap CIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from spark_core.evaluation.report import OVERALL
+
+
+def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary.to_pylist()
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    categories = [OVERALL] + sorted({r["category"] for r in rows} - {OVERALL})
+    cell = {(r["policy"], r["category"]): r for r in rows}
+    paths = {}
+
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * len(categories) * len(policies) + 2), 4.5))
+    width = 0.8 / len(policies)
+    x = np.arange(len(categories))
+    for i, policy in enumerate(policies):
+        acc = [cell.get((policy, c), {}).get("accuracy", np.nan) for c in categories]
+        pairs = list(zip(acc, categories, strict=True))
+        lo = [a - cell.get((policy, c), {}).get("ci_low", a) for a, c in pairs]
+        hi = [cell.get((policy, c), {}).get("ci_high", a) - a for a, c in pairs]
+        ax.bar(
+            x + (i - (len(policies) - 1) / 2) * width,
+            acc,
+            width,
+            yerr=[lo, hi],
+            capsize=2,
+            label=policy,
+        )
+    ax.set_xticks(x, categories, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_title("Accuracy per category")
+    ax.legend()
+    fig.tight_layout()
+    paths["accuracy"] = out_dir / "accuracy_by_category.png"
+    fig.savefig(paths["accuracy"], dpi=120)
+    plt.close(fig)
+
+    shares = usage.to_pylist()
+    actions = list(dict.fromkeys(r["action"] for r in shares))
+    grid = np.array(
+        [
+            [
+                next(r["share"] for r in shares if r["policy"] == p and r["action"] == a)
+                for a in actions
+            ]
+            for p in policies
+        ]
+    )
+    fig, ax = plt.subplots(figsize=(1.1 * len(actions) + 2, 0.6 * len(policies) + 1.8))
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(grid.max(), 1e-9), aspect="auto")
+    ax.set_xticks(range(len(actions)), actions, rotation=45, ha="right")
+    ax.set_yticks(range(len(policies)), policies)
+    for i in range(len(policies)):
+        for j in range(len(actions)):
+            ax.text(
+                j,
+                i,
+                f"{grid[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if grid[i, j] < grid.max() / 2 else "black",
+                fontsize=8,
+            )
+    ax.set_title("Action usage (share of steps)")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    paths["usage"] = out_dir / "action_usage.png"
+    fig.savefig(paths["usage"], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(1.8 * len(policies) + 2, 3.8))
+    overall = [cell[(p, OVERALL)] for p in policies]
+    x = np.arange(len(policies))
+    for offset, (key, low, high, label) in zip(
+        (-0.2, 0.2),
+        (
+            ("state_entropy_bits", "state_entropy_ci_low", "state_entropy_ci_high", "per-state"),
+            ("entropy_bits", "entropy_ci_low", "entropy_ci_high", "pooled chosen actions"),
+        ),
+        strict=True,
+    ):
+        values = np.array([r[key] for r in overall], dtype=float)
+        errors = [
+            np.nan_to_num(values - np.array([r[low] for r in overall], dtype=float)),
+            np.nan_to_num(np.array([r[high] for r in overall], dtype=float) - values),
+        ]
+        ax.bar(x + offset, np.nan_to_num(values), 0.4, yerr=errors, capsize=3, label=label)
+    ax.set_xticks(x, policies)
+    ax.set_ylabel("entropy, bits (95% bootstrap CI)")
+    ax.set_title("Tool-selection entropy")
+    ax.legend()
+    fig.tight_layout()
+    paths["entropy"] = out_dir / "entropy.png"
+    fig.savefig(paths["entropy"], dpi=120)
+    plt.close(fig)
+    return paths
