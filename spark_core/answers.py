@@ -61,9 +61,16 @@ def reference_extract_answer(text: str) -> str | None:
     return match.group(0) if match else None
 
 
+def read_letter(text: str, n_options: int) -> str | None:
+    """The letter in the model's own text (MMLU-Pro's cascade, no wrapping), if it names one
+    of the question's options."""
+    letter = extract_answer(text)
+    return letter if letter is not None and LETTERS.index(letter) < n_options else None
+
+
 def answer_or_guess(text: str, n_options: int, rng: random.Random) -> tuple[str, bool]:
     """MMLU-Pro's no-answer rule: a random guess among the options. Returns (letter, guessed)."""
-    letter = extract_answer(text)
-    if letter is not None and LETTERS.index(letter) < n_options:
+    letter = read_letter(text, n_options)
+    if letter is not None:
         return letter, False
     return LETTERS[rng.randrange(n_options)], True

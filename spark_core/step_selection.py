@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.action_format import COT, final_answer, render_step, trajectory_entry
-from spark_core.answers import LETTERS, extract_answer
+from spark_core.answers import LETTERS, read_letter
 from spark_core.config import RunConfig
 from spark_core.models.calls import Generator
 from spark_core.models.requests import ChatRequest
@@ -214,10 +214,10 @@ def final_answers(
     )
     for state, completion in zip(pending, completions, strict=True):
         q = questions[state["question_id"]]
-        text = f"({completion.text.strip()})"
-        letter = extract_answer(f"the answer is {text}")
+        # the model's own text after the prefilled "(", read by MMLU-Pro's cascade: no wrapping
+        letter = read_letter(completion.text, len(q.options))
         source = "answer_step"
-        if letter is None or LETTERS.index(letter) >= len(q.options):
+        if letter is None:
             rng = random.Random(f"guess:{cfg.rollout.seed}:{q.question_id}")
             letter, source = LETTERS[rng.randrange(len(q.options))], "guess"
         rows.append(

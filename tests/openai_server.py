@@ -89,7 +89,7 @@ def build_app(state: ServerState) -> FastAPI:
             prefix, reply = '{"action": "', json.dumps({"action": reply})
         elif json_schema and "json_schema" in state.structured:
             # a judge's score schema; what constrained decoding guarantees: valid JSON of its shape
-            found = re.search(r"(10|[0-9])", reply)
+            found = re.search(r"\b(10|[0-9])\b", reply)
             reply = json.dumps({"score": int(found.group(1)) if found else 0})
         choice: dict[str, Any] = {
             "index": 0,

@@ -29,7 +29,7 @@ from spark_core.action_format import (
     render_step,
     trajectory_entry,
 )
-from spark_core.answers import LETTERS, extract_answer
+from spark_core.answers import LETTERS, read_letter
 from spark_core.config import SAMPLED_POLICY, RunConfig
 from spark_core.models.action_scoring import action_names
 from spark_core.models.calls import Generator
@@ -77,12 +77,6 @@ def guess_letter(seed: int, question_id: int, n_options: int) -> str:
     """MMLU-Pro's random guess for a question with no readable answer; the same for every
     policy, so paired tests compare policies rather than random draws."""
     return LETTERS[random.Random(f"guess:{seed}:{question_id}").randrange(n_options)]
-
-
-def read_letter(text: str, n_options: int) -> str | None:
-    """The letter in the model's own text (MMLU-Pro's cascade), if it names an option."""
-    letter = extract_answer(text)
-    return letter if letter is not None and LETTERS.index(letter) < n_options else None
 
 
 def _free_steps(

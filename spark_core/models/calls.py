@@ -163,7 +163,8 @@ class Generator:
                 for r in requests
             ],
             requests,
-            lambda items, on_done: policy_steps(self.backend, items, on_done),
+            # evaluation runs no cost guard (only synthesis does): the gate is always None here
+            lambda items, on_done, _gate: policy_steps(self.backend, items, on_done),
             lambda d: PolicyStep(**{**d, "cached": True}),
             lambda s: s.finish_reason != "error",
         )
