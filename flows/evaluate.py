@@ -10,6 +10,7 @@ from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
 from tasks.progress import StageProgress
 from tasks.runners import task_runner_for
+from tasks.stage_guards import first_stop
 
 
 @flow(name="evaluate", on_crashed=[on_crashed])
@@ -46,6 +47,9 @@ def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
         ]
         rows = []
         for future in futures:
+            future.wait()
+            if stop := first_stop([future.state]):  # a cost limit: rerun to resume
+                return stop
             rows.append(future.result())
             progress.advance()
     return report(config, rows)

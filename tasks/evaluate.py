@@ -24,12 +24,14 @@ from spark_core.evaluation.report import (
     write_html,
 )
 from spark_core.models.calls import Generator, make_generator
+from spark_core.models.guards import StageStopped
 from spark_core.models.hf_backend import HFBackend, directory_hash
 from spark_core.models.usage import Usage
 from spark_core.questions import QUESTIONS_SCHEMA
 from spark_core.rollout import Question
 from tasks.caching import cache_key_from, existing, is_local, store_for
 from tasks.models import response_cache
+from tasks.stage_guards import budget_for, stopped_state
 from tasks.tools import sandbox_for
 
 _BACKENDS: dict[str, HFBackend] = {}
@@ -105,6 +107,13 @@ def generator_for(cfg: RunConfig, policy: str, source: dict) -> Generator:
     return Generator(backend, response_cache(cfg), Usage(gen.name))
 
 
+def _paid_model(cfg: RunConfig, policy: str, source: dict) -> tuple[ModelConfig, str]:
+    """The model a policy's calls are paid on, and the config field of its cost limit."""
+    if policy in cfg.evaluation.extra_models:
+        return cfg.evaluation.extra_models[policy], f"evaluation.extra_models.{policy}"
+    return cfg.generator, "generator"
+
+
 @task(
     name="evaluate-policy",
     cache_key_fn=cache_key_from(
@@ -127,7 +136,12 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
     if not rows:
         raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
     generator = generator_for(cfg, policy, source)
-    table = evaluate_policy(cfg, policy, rows, generator, sandbox_for(cfg))
+    budget = budget_for(*_paid_model(cfg, policy, source), f"evaluate/{name}", response_cache(cfg))
+    try:
+        table = evaluate_policy(cfg, policy, rows, generator.guarded(budget), sandbox_for(cfg))
+    except StageStopped as exc:  # a cost limit: every finished call is in the response cache
+        get_run_logger().error("%s stopped: %s", policy, exc)
+        return stopped_state(exc)
     ref = store.write(
         name,
         table,

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.states import Failed, State
 
 from spark_core.artifacts import canonical_hash
-from spark_core.config import RunConfig
+from spark_core.config import ModelConfig, RunConfig
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.guards import Budget, FailureWatch, StageStopped
 from spark_core.models.usage import prices_for
@@ -36,7 +36,12 @@ def first_stop(states: list[State]) -> State | None:
 
 
 def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:
-    model = getattr(cfg, role)
+    return budget_for(getattr(cfg, role), role, scope, response_cache(cfg))
+
+
+def budget_for(model: ModelConfig, role: str, scope: str, ledger: Any) -> Budget | None:
+    """A paid model's spending limit in one stage (``role`` names its config field), or None
+    where it has no limit or costs nothing."""
     if model.max_cost_usd is None or model.backend != "openai":
         return None
     prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
@@ -45,7 +50,7 @@ def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:
             f"{role}.max_cost_usd needs a price for {model.name}: set "
             f"{role}.price_per_1k_prompt and {role}.price_per_1k_completion"
         )
-    return Budget(role, model.name, model.max_cost_usd, prices, scope, response_cache(cfg))
+    return Budget(role, model.name, model.max_cost_usd, prices, scope, ledger)
 
 
 def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:

@@ -282,3 +282,42 @@ def test_synthesis_stops_cleanly_on_a_failing_judge_and_resumes(server, tiny_mod
     state = synthesize(cfg("judge.preflight=false", "judge.failure_window=2"), return_state=True)
     assert state.is_completed()
     assert server.state.requests == judged + 4  # the 2 failed ones again, the 2 never sent
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_evaluation_stops_at_a_paid_policys_cost_limit_and_resumes(
+    server, tiny_model_dir, tmp_path
+):
+    """A paid policy (an OpenAI-compatible extra model) is evaluated under its cost limit:
+    the stage ends 'Stopped' with the message, and a higher limit resumes from the cache."""
+    from flows.evaluate import evaluate
+
+    def cfg(limit: float):
+        paid = (
+            f'{{"backend": "openai", "name": "m", "base_url": "{server.base_url}", '
+            f'"concurrency": 1, "max_cost_usd": {limit}, '
+            '"price_per_1k_prompt": 1.0, "price_per_1k_completion": 1.0}'
+        )
+        return load_config(
+            "configs/demo.yaml",
+            [
+                *cfg_sets(tmp_path, server, tiny_model_dir),
+                "evaluation.policies=[]",
+                "evaluation.steps=1",
+                f"evaluation.extra_models={{paid: {paid}}}",
+            ],
+        )
+
+    server.state.default_reply = "cot"
+    state = evaluate(cfg(0.8), return_state=True)
+    assert state.is_failed() and state.name == "Stopped", state.message
+    assert "evaluation.extra_models.paid.max_cost_usd" in state.message
+    sent = server.state.requests
+    assert sent > 0
+    paid_before = list(server.state.bodies)
+    state = evaluate(cfg(1000.0), return_state=True)
+    assert state.is_completed()
+    assert "| paid |" in open(state.result()["report"]).read()
+    # resumed: no request finished under the first limit was sent again
+    again = [b for b in server.state.bodies[len(paid_before) :] if b in paid_before]
+    assert again == [] and server.state.requests > sent

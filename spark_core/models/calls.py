@@ -21,7 +21,7 @@ from spark_core.models.guards import (
 )
 from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
-from spark_core.models.policy_step import PolicyStep, StepRequest, policy_steps
+from spark_core.models.policy_step import STEP_CALLS, PolicyStep, StepRequest, policy_steps
 from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
 from spark_core.models.usage import Usage, prices_for
@@ -130,10 +130,15 @@ class Generator:
 
     def guarded(self, budget: Budget | None) -> Generator:
         """This generator (same backend, cache and usage) under a stage's cost limit."""
-        estimate = lambda r: (  # noqa: E731
-            estimate_prompt_tokens([c for _, c in r.messages] + [r.prefill]),
-            r.max_new_tokens,
-        )
+
+        def estimate(r: ChatRequest | StepRequest) -> tuple[int, int]:
+            """Worst-case (prompt, completion) tokens of one request, for the reservation."""
+            if isinstance(r, StepRequest):  # thought, action and input: one call each
+                prompt = estimate_prompt_tokens([c for _, c in r.messages]) + r.thought_tokens
+                return prompt * STEP_CALLS, r.thought_tokens + r.input_tokens + 8 * STEP_CALLS
+            prompt = estimate_prompt_tokens([c for _, c in r.messages] + [r.prefill])
+            return prompt, r.max_new_tokens
+
         return Generator(self.backend, self.cache, self.usage, Guards(budget, None, estimate))
 
     def _compute(self, items: list[ChatRequest], on_done: OnDone, gate: Gate) -> list[Any]:
@@ -163,10 +168,10 @@ class Generator:
                 for r in requests
             ],
             requests,
-            # evaluation runs no cost guard (only synthesis does): the gate is always None here
-            lambda items, on_done, _gate: policy_steps(self.backend, items, on_done),
+            lambda items, on_done, gate: policy_steps(self.backend, items, on_done, gate),
             lambda d: PolicyStep(**{**d, "cached": True}),
             lambda s: s.finish_reason != "error",
+            self.guards,
         )
 
 

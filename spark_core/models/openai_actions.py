@@ -31,7 +31,7 @@ from spark_core.models.policy_step import (
     StepRequest,
     cut_at,
 )
-from spark_core.models.requests import ChatRequest, OnDone
+from spark_core.models.requests import ChatRequest, Gate, OnDone
 
 MODES = ("guided_choice", "json_schema", "text")
 ACTION_QUESTION = "Which action is next? Reply with its name only, one of: {names}."
@@ -167,7 +167,8 @@ def _with_stop(request: ChatRequest, stop: tuple[str, ...]) -> ChatRequest:
 
 
 def openai_policy_steps(
-    backend: Any, requests: list[StepRequest], on_done: OnDone = None
+    backend: Any, requests: list[StepRequest], on_done: OnDone = None, gate: Gate = None
 ) -> list[PolicyStep]:
-    """Constrained steps on an OpenAI-compatible server, ``concurrency`` at a time."""
-    return backend.map(_Steps(backend).one, requests, on_done)
+    """Constrained steps on an OpenAI-compatible server, ``concurrency`` at a time; ``gate``
+    (a cost limit) is asked before each step is sent."""
+    return backend.map(_Steps(backend).one, requests, on_done, gate)

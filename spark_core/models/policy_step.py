@@ -21,7 +21,7 @@ import torch
 from spark_core.artifacts import canonical_hash
 from spark_core.models.action_scoring import name_suffixes, name_tokens, score_session
 from spark_core.models.kv_session import KVSession
-from spark_core.models.requests import ChatRequest, Message, OnDone
+from spark_core.models.requests import ChatRequest, Gate, Message, OnDone
 
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
@@ -49,6 +49,11 @@ class StepRequest:
         return ChatRequest(
             self.messages, max_new_tokens, self.temperature, self.top_p, self.seed, (), prefill
         )
+
+
+STEP_CALLS = 3
+"""Requests one constrained step sends to an OpenAI-compatible server: the thought, the action
+(structured output or free text), the input — what a cost limit reserves for."""
 
 
 @dataclass
@@ -193,11 +198,12 @@ def hf_policy_steps(
 
 
 def policy_steps(
-    backend: Any, requests: list[StepRequest], on_done: OnDone = None
+    backend: Any, requests: list[StepRequest], on_done: OnDone = None, gate: Gate = None
 ) -> list[PolicyStep]:
-    """Constrained steps on either backend."""
+    """Constrained steps on either backend; ``gate`` (a cost limit) applies to paid calls,
+    so a local batch ignores it."""
     if backend.backend == "hf":
         return hf_policy_steps(backend, requests, on_done)
     from spark_core.models.openai_actions import openai_policy_steps
 
-    return openai_policy_steps(backend, requests, on_done)
+    return openai_policy_steps(backend, requests, on_done, gate)
