@@ -14,6 +14,7 @@ import io
 import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -82,6 +83,22 @@ class ArtifactStore:
 
     def exists(self, name: str) -> bool:
         return self.fs.exists(self._path(name))
+
+    def fs_path(self, relative: str) -> str:
+        """A path under the root as ``self.fs`` names it (a local path for a local root): for
+        the files that are not Parquet artifacts, such as adapters and reports."""
+        return f"{self._base}/{relative}" if relative else self._base
+
+    def get_folder(self, uri: str, target: str | Path) -> None:
+        """Copy a folder under this root (given by its URI) to a local ``target``: adapters
+        trained on another machine, read back where they are evaluated."""
+        relative = uri[len(self.root) :].lstrip("/")
+        self.fs.get(self.fs_path(relative), str(target), recursive=True)
+
+    def put_folder(self, local: str | Path, relative: str) -> str:
+        """Copy a local folder (a report) under this root; returns its URI."""
+        self.fs.put(str(local), self.fs_path(relative), recursive=True)
+        return f"{self.root}/{relative}"
 
     def write(
         self,

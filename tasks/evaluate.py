@@ -45,7 +45,7 @@ def _local(cfg: RunConfig, uri: str) -> str:
         target = (
             Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "adapters" / Path(uri).parent.name
         )
-        store.fs.get(uri.replace(store.root, store._base, 1), str(target), recursive=True)
+        store.get_folder(uri, target)
         return str(target)
     return uri
 
@@ -101,7 +101,7 @@ def generator_for(cfg: RunConfig, policy: str, source: dict) -> Generator:
             if key not in _BACKENDS:
                 _BACKENDS[key] = backend.merged(policy, source["adapter"])
             return Generator(_BACKENDS[key], response_cache(cfg), Usage(gen.name))
-        if source.get("adapter") and policy not in backend._adapters:
+        if source.get("adapter") and not backend.has_adapter(policy):
             backend.add_adapter(policy, source["adapter"])
         backend.use_adapter(policy if source.get("adapter") else None)
     return Generator(backend, response_cache(cfg), Usage(gen.name))
@@ -197,7 +197,7 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
     (local / "report.md").write_text(text)
     html = write_html(text, local)
     if not is_local(store):  # publish the report next to the artifacts
-        store.fs.put(str(local), f"{store._base}/evaluate/report_{key}/report", recursive=True)
+        store.put_folder(local, f"evaluate/report_{key}/report")
     slug = f"evaluation-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
     # plots as data URIs: the UI cannot load the run folder's files (nor file:// links)
     create_markdown_artifact(

@@ -47,7 +47,7 @@ def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
     run folder (the finished adapter is then copied to the artifact root)."""
     store = store_for(cfg)
     if is_local(store):
-        return Path(store._base) / "train" / key[:16] / trainer
+        return Path(store.fs_path(f"train/{key[:16]}/{trainer}"))
     return Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "train" / key[:16] / trainer
 
 
@@ -61,7 +61,7 @@ def _finished(cfg: RunConfig, trainer: str, key: str) -> dict | None:
     (metrics_name,) = _outputs(key, trainer)
     adapter = _adapter_dir(key, trainer)
     if store.exists(metrics_name) and store.fs.exists(
-        f"{store._base}/{adapter}/adapter_config.json"
+        store.fs_path(f"{adapter}/adapter_config.json")
     ):
         return {"adapter": f"{store.root}/{adapter}", "metrics": store.ref(metrics_name)}
     return None
@@ -100,10 +100,8 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) 
         history = train_ppo(cfg, rows, base, out, pool)
     else:
         raise ValueError(f"unknown trainer {trainer!r}")
-    if not str(out).startswith(store._base):
-        store.fs.put(
-            str(out / "adapter"), f"{store._base}/{_adapter_dir(key, trainer)}", recursive=True
-        )
+    if not is_local(store):  # trained in the run folder: publish beside the artifacts
+        store.put_folder(out / "adapter", _adapter_dir(key, trainer))
     table = pa.Table.from_pylist(
         [{"trainer": trainer, **{k: None for k in METRIC_KEYS}, **h} for h in history],
         schema=TRAIN_METRICS_SCHEMA,

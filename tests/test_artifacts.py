@@ -93,3 +93,17 @@ def test_stage_key_depends_on_content_config_and_code_not_paths():
     assert base != stage_key("ingest", "1", {"seed": 0}, {"source": "bbb"})
     assert base != stage_key("ingest", "2", {"seed": 0}, {"source": "aaa"})
     assert canonical_hash({"b": 1, "a": 2}) == canonical_hash({"a": 2, "b": 1})
+
+
+def test_folders_round_trip_through_any_root(tmp_path):
+    """Adapters and reports (folders, not Parquet) go to and come back from a remote root."""
+    store = ArtifactStore("memory://spark-folders")
+    local = tmp_path / "adapter"
+    local.mkdir()
+    (local / "adapter_config.json").write_text('{"r": 8}')
+    uri = store.put_folder(local, "train/k/spark/adapter")
+    assert uri == "memory://spark-folders/train/k/spark/adapter"
+    assert store.fs.exists(store.fs_path("train/k/spark/adapter/adapter_config.json"))
+    back = tmp_path / "back"
+    store.get_folder(uri, back)
+    assert (back / "adapter_config.json").read_text() == '{"r": 8}'

@@ -10,6 +10,14 @@ import pyarrow as pa
 from spark_core.evaluation.report import OVERALL
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
 def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -45,10 +53,7 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     ax.set_ylabel("accuracy (95% bootstrap CI)")
     ax.set_title("Accuracy per category")
     ax.legend()
-    fig.tight_layout()
-    paths["accuracy"] = out_dir / "accuracy_by_category.png"
-    fig.savefig(paths["accuracy"], dpi=120)
-    plt.close(fig)
+    paths["accuracy"] = _save(fig, out_dir / "accuracy_by_category.png")
 
     shares = usage.to_pylist()
     actions = list(dict.fromkeys(r["action"] for r in shares))
@@ -78,10 +83,7 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
             )
     ax.set_title("Action usage (share of steps)")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    paths["usage"] = out_dir / "action_usage.png"
-    fig.savefig(paths["usage"], dpi=120)
-    plt.close(fig)
+    paths["usage"] = _save(fig, out_dir / "action_usage.png")
 
     fig, ax = plt.subplots(figsize=(1.8 * len(policies) + 2, 3.8))
     overall = [cell[(p, OVERALL)] for p in policies]
@@ -104,8 +106,5 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     ax.set_ylabel("entropy, bits (95% bootstrap CI)")
     ax.set_title("Tool-selection entropy")
     ax.legend()
-    fig.tight_layout()
-    paths["entropy"] = out_dir / "entropy.png"
-    fig.savefig(paths["entropy"], dpi=120)
-    plt.close(fig)
+    paths["entropy"] = _save(fig, out_dir / "entropy.png")
     return paths

@@ -111,6 +111,9 @@ class HFBackend:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
 
+    def has_adapter(self, adapter_name: str) -> bool:
+        return adapter_name in self._adapters
+
     def merged(self, adapter_name: str, path: str | Path) -> HFBackend:
         """A sibling backend with the adapter merged into its own copy of the base weights:
         same outputs and cache keys as ``use_adapter``, without LoRA's extra matmuls."""
