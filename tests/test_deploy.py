@@ -7,6 +7,7 @@ The same server and finished run serve the browser test (tests/test_ui_browser.p
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import yaml
@@ -119,10 +120,18 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
         outcome = re.search(rf"^\| {stage} \| ([a-z ]+)\b", text, re.M)
         assert outcome and outcome[1].strip() in OUTCOMES, (stage, text[:3000])
     assert "| extra | " in text and text.count("](data:image/png;base64,") == 3
-    logs = httpx.post(
-        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=30
-    ).json()
-    lines = [log["message"] for log in logs if log["message"].startswith("stage ")]
+    # log lines reach the server in batches after the run ends: wait for the last stage's
+    deadline = time.monotonic() + 60
+    while True:
+        logs = httpx.post(
+            f"{api}/logs/filter",
+            json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"},
+            timeout=30,
+        ).json()
+        lines = [log["message"] for log in logs if log["message"].startswith("stage ")]
+        if (lines and lines[-1].startswith("stage evaluate")) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert [line.split(":")[0] for line in lines[-5:]] == [
         f"stage {s}" for s in ("ingest", "synthesize", "label", "train", "evaluate")
     ], lines
