@@ -113,6 +113,7 @@ class _Worker:
         self.log = tempfile.TemporaryFile(mode="w+")
         self.root: str | None = None
         self.next_id = 0
+        self._closing = threading.Lock()  # a call's thread and Sandbox.close() may race here
         command = [sys.executable, "-m", "spark_core.tools.worker"]
         if limits.isolation == "bwrap":
             command = bwrap.command(command, config.get("corpus"))
@@ -183,17 +184,21 @@ class _Worker:
         return self.proc.poll() is None
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # bwrap: --die-with-parent takes the whole namespace with it
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.log):
-            try:
-                stream.close()
-            except (OSError, AttributeError):  # a pipe to a dead worker
-                pass
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
+        """Idempotent and thread-safe: the calling thread and Sandbox.close() can both get here."""
+        with self._closing:
+            if self.proc.poll() is None:
+                self.proc.kill()  # bwrap: --die-with-parent takes the whole namespace with it
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout, self.log):
+                try:
+                    stream.close()
+                # a pipe to a dead worker; ValueError/RuntimeError: a reader thread still inside
+                # readline() on this stream while it is closed
+                except (OSError, AttributeError, ValueError, RuntimeError):
+                    pass
+            if self.root is not None:
+                shutil.rmtree(self.root, ignore_errors=True)
+                self.root = None
 
 
 class _Spawner:
