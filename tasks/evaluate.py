@@ -13,6 +13,7 @@ from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
 from spark_core.evaluation.plots import plot
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
+from spark_core.evaluation.productivity import overall_records
 from spark_core.evaluation.report import (
     ENTROPY_TESTS_SCHEMA,
     PAIRS_SCHEMA,
@@ -23,6 +24,7 @@ from spark_core.evaluation.report import (
     summarize,
     write_html,
 )
+from spark_core.evaluation.tool_map import tool_report
 from spark_core.models.calls import Generator, make_generator
 from spark_core.models.guards import StageStopped
 from spark_core.models.hf_backend import HFBackend, directory_hash
@@ -185,6 +187,9 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
     }
     local = Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "report"
     images = plot(summary, usage, local)
+    tools = tool_report(all_rows, cfg.rollout.actions, local)  # productivity, tool maps
+    for name, (table, schema) in tools.tables.items():
+        refs[name] = store.write(f"{folder}/eval_{name}", table, schema, **meta)
     n = len(cfg.rollout.actions)
     setup = (
         f"Action decoding: **{cfg.evaluation.action_decoding}**; up to {cfg.evaluation.steps} "
@@ -193,7 +198,7 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
         f"k = {n + 1} action names (the {n} actions and `answer`), m = {n} actions (tools and "
         "`cot`). Column meanings: README, *Evaluation and the report*."
     )
-    text = markdown(summary, usage, pairs, tests, images, setup)
+    text = markdown(summary, usage, pairs, tests, images, setup) + tools.text
     (local / "report.md").write_text(text)
     html = write_html(text, local)
     if not is_local(store):  # publish the report next to the artifacts
@@ -211,9 +216,15 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
         key=f"{slug}-overall",
         description="Accuracy and entropy per policy",
     )
+    create_table_artifact(
+        overall_records(tools.tables["productivity"][0]),
+        key=f"{slug}-productivity",
+        description="Tool productivity per policy",
+    )
     return {
         **refs,
         "report": str(local / "report.md"),
         "html": str(html),
         "images": [str(p) for p in images.values()],
+        "tool_maps": [str(p) for p in tools.images.values()],
     }
