@@ -9,6 +9,7 @@ import pytest
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
+from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA
 from spark_core.evaluation.report import ENTROPY_TESTS_SCHEMA, PAIRS_SCHEMA, SUMMARY_SCHEMA
 from spark_core.evaluation.score_outputs import score_file
 from tests.conftest import random_adapter
@@ -66,8 +67,12 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     report = open(result["report"]).read()
     assert "## Entropy tests" in report and "## Paired accuracy differences" in report
     assert "| spark |" in report and "| base@T |" in report
-    assert len(result["images"]) == 3
-    for image in result["images"]:
+    assert "## Tool productivity" in report and "## Tool map per category" in report
+    assert len(result["images"]) == 3 and len(result["tool_maps"]) == 4  # one per policy
+    assert all(f"![tool map {p}](" in report for p in policies)
+    productivity = store.read(result["productivity"].name, PRODUCTIVITY_SCHEMA).to_pylist()
+    assert len(productivity) == len(summary)  # the same policy x category cells
+    for image in result["images"] + result["tool_maps"]:
         assert open(image, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     rows_refs = [r for r in store.fs.find(store._base) if "/rows_" in r]
     assert len(rows_refs) == 4
