@@ -116,6 +116,12 @@ def _slug(policy: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", policy)
 
 
+def _label(category: str, entropy: dict) -> str:
+    if not entropy["choices"]:
+        return f"{category} (0 steps)"
+    return f"{category} ({entropy['choices']} steps, H {entropy['entropy_bits']:.2f})"
+
+
 def plot_tool_maps(tool_map: pa.Table, entropy: pa.Table, out_dir: Path) -> dict[str, Path]:
     """One category x action heat map per policy (``evaluation/tool_map.py``): each row is the
     category's share of steps per action, on one colour scale (0–1) so that policies compare;
@@ -137,11 +143,7 @@ def plot_tool_maps(tool_map: pa.Table, entropy: pa.Table, out_dir: Path) -> dict
         fig, ax = plt.subplots(figsize=(0.9 * len(actions) + 4, 0.38 * len(categories) + 2))
         image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(actions)), actions, rotation=45, ha="right")
-        labels = [
-            f"{c} ({ent[(policy, c)]['choices']} steps, H {ent[(policy, c)]['entropy_bits']:.2f})"
-            for c in categories
-        ]
-        ax.set_yticks(range(len(categories)), labels)
+        ax.set_yticks(range(len(categories)), [_label(c, ent[(policy, c)]) for c in categories])
         for i, j in zip(*np.nonzero(matrix), strict=True):
             color = "white" if matrix[i, j] < 0.5 else "black"
             ax.text(j, i, f"{matrix[i, j]:.0%}", ha="center", va="center", color=color, fontsize=7)
