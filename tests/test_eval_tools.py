@@ -133,7 +133,8 @@ def test_tool_map_counts_shares_and_entropy_by_hand():
 
 
 def test_tool_report_writes_a_heat_map_per_policy_and_the_sections(tmp_path):
-    report = tool_report(ROWS, ACTIONS, tmp_path)
+    only_answers = _row("spark", 5, "history", True, ["answer"])  # no choice: no entropy
+    report = tool_report([*ROWS, only_answers], ACTIONS, tmp_path)
     assert set(report.images) == {"spark", "base"}
     for path in report.images.values():
         assert path.parent == tmp_path and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -145,6 +146,7 @@ def test_tool_report_writes_a_heat_map_per_policy_and_the_sections(tmp_path):
     given = f"| H(action \\| category) | {(3 * H_THIRDS + 2) / 5:.2f} | {3 * H_THIRDS / 4:.2f} |"
     assert given in text
     assert "| math | 2 | 0 | 0 | 1 | 0 | 0.92 | 0.46 |" in text  # spark's counts
+    assert "| history | – (0) | – |" in text and "| history | 0 | 0 | 0 | 0 | 0 | – | – |" in text
     assert "![tool map base](tool_map_base.png)" in text
     inlined = embed_images(text, tmp_path)  # as in the Prefect artifact and report.html
     assert inlined.count("](data:image/png;base64,") == 2

@@ -152,12 +152,11 @@ def tool_map_lines(tmap: pa.Table, entropy: pa.Table, images: dict[str, Path]) -
         ]
         for c in (c for c in categories if (p, c) in h):
             r = h[(p, c)]
-            norm = "–" if math.isnan(r["normalized_entropy"]) else f"{r['normalized_entropy']:.2f}"
-            lines.append(
-                f"| {c} | "
-                + " | ".join(str(count[(p, c, a)]) for a in actions)
-                + f" | {r['entropy_bits']:.2f} | {norm} |"
-            )
+            bits, norm = f"{r['entropy_bits']:.2f}", f"{r['normalized_entropy']:.2f}"
+            if not r["choices"] or math.isnan(r["normalized_entropy"]):
+                bits, norm = (bits, "–") if r["choices"] else ("–", "–")
+            row = " | ".join(str(count[(p, c, a)]) for a in actions)
+            lines.append(f"| {c} | {row} | {bits} | {norm} |")
     return lines
 
 
