@@ -168,7 +168,8 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
 
 @task(name="evaluation-report")
 def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
-    """eval_summary (policy x category), usage, paired tests, Markdown + PNG report."""
+    """eval_summary (policy x category), usage, paired tests, tool productivity and the
+    per-category tool maps, Markdown + PNG report."""
     store = store_for(cfg)
     all_rows = [r for ref in rows for r in store.read(ref.name, EVAL_ROWS_SCHEMA).to_pylist()]
     summary, usage, pairs, tests = summarize(
