@@ -95,6 +95,8 @@ ACTIONS: tuple[str, ...] = (
     "knowledge_search",
     "cot",
 )
+# rollout.selection: the paper's rule and its two ablations (spark_core/selection.py)
+SelectionRule = Literal["rarity_first", "lowest_viable", "greedy"]
 
 
 class RolloutConfig(_Section):
@@ -109,8 +111,10 @@ class RolloutConfig(_Section):
     viable_threshold: float = Field(
         6.0, ge=0, le=10, description="Judge score at or above which a candidate is viable."
     )
-    selection: Literal["rarity_first", "lowest_viable", "greedy"] = Field(
-        "rarity_first", description="Selection rule among the judged candidates."
+    selection: SelectionRule = Field(
+        "rarity_first",
+        description="Which viable candidate a step keeps: the least-used (rarity_first), the "
+        "lowest-scoring (lowest_viable) or the top-scored (greedy).",
     )
     shards: int = Field(2, gt=0, description="Question shards processed in parallel.")
     thought_tokens: int = Field(48, gt=0, description="Max new tokens for a step's thought.")

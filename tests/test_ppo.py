@@ -23,7 +23,15 @@ def test_ppo_loss_matches_a_hand_computation():
     adv = torch.tensor([1.0, -2.0])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     loss, stats = ppo_loss(
-        logprobs, old, ref, adv, mask, clip_eps=0.2, kl_coef=0.1, kl_estimator="k3"
+        logprobs=logprobs,
+        old_logprobs=old,
+        ref_logprobs=ref,
+        advantages=adv,
+        mask=mask,
+        clip_eps=0.2,
+        kl_coef=0.1,
+        kl_estimator="k3",
+        entropy_coef=0.0,
     )
 
     def clipped(a, r):
@@ -121,7 +129,15 @@ def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
     logprobs.retain_grad()
     token_mask = batch["completion_mask"][:, 1:]
     loss, _ = ppo_loss(
-        logprobs, logprobs.detach(), logprobs.detach(), batch["advantages"], token_mask, 0.2, 0.05
+        logprobs=logprobs,
+        old_logprobs=logprobs.detach(),
+        ref_logprobs=logprobs.detach(),
+        advantages=batch["advantages"],
+        mask=token_mask,
+        clip_eps=0.2,
+        kl_coef=0.05,
+        kl_estimator="k3",
+        entropy_coef=0.0,
     )
     loss.backward()
     grad = logprobs.grad[0]
@@ -167,7 +183,18 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
             return token_logprobs(out.logits, batch["input_ids"])[0]
 
     def objective(lp, old):  # the PPO loss of the whole toy batch against the initial policy
-        return ppo_loss(lp, old, old, batch["advantages"], mask, 10.0, 0.0)[0].item()
+        loss, _ = ppo_loss(
+            logprobs=lp,
+            old_logprobs=old,
+            ref_logprobs=old,
+            advantages=batch["advantages"],
+            mask=mask,
+            clip_eps=10.0,
+            kl_coef=0.0,
+            kl_estimator="k3",
+            entropy_coef=0.0,
+        )
+        return loss.item()
 
     initial = logprobs()
     before = (initial * mask).sum(dim=1).tolist()

@@ -166,16 +166,16 @@ class OfflinePPOTrainer(Trainer):
         old = torch.where(torch.isnan(old), ref, old)  # tokens the behaviour model did not write
         args: OfflinePPOConfig = self.args
         loss, stats = ppo_loss(
-            logprobs,
-            old,
-            ref,
-            inputs["advantages"],
-            mask,
-            args.clip_eps,
-            args.kl_coef,
-            args.kl_estimator,
-            entropy,
-            args.entropy_coef,
+            logprobs=logprobs,
+            old_logprobs=old,
+            ref_logprobs=ref,
+            advantages=inputs["advantages"],
+            mask=mask,
+            clip_eps=args.clip_eps,
+            kl_coef=args.kl_coef,
+            kl_estimator=args.kl_estimator,
+            entropy_coef=args.entropy_coef,
+            entropy=entropy,
         )
         for name, value in vars(stats).items():
             self._stats[name if name != "loss" else "ppo_loss"].append(value)
