@@ -42,9 +42,7 @@ def test_non_viable_candidates_are_never_chosen_while_one_is_viable():
 
 def test_lowest_viable_and_greedy():
     assert pick(SCORES, Counter(), "lowest_viable") == Pick("chemistry", 6.0, True, 0)
-    assert pick(SCORES, Counter({"calculator": 9}), "greedy") == Pick(
-        "calculator", 9.0, True, 9, 9
-    )
+    assert pick(SCORES, Counter({"calculator": 9}), "greedy") == Pick("calculator", 9.0, True, 9, 9)
 
 
 def test_fallback_to_the_highest_score_when_nothing_is_viable():
