@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
+from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.config import RunConfig
 from spark_core.labeling import (
     CANDIDATE_POOL_SCHEMA,
@@ -14,8 +15,7 @@ from spark_core.labeling import (
     label,
 )
 from spark_core.questions import QUESTIONS_SCHEMA
-from spark_core.rollout import CANDIDATES_SCHEMA, SCORES_SCHEMA
-from spark_core.step_selection import FINAL_SCHEMA, SELECTED_SCHEMA
+from spark_core.rollout import CANDIDATES_SCHEMA, FINAL_SCHEMA, SCORES_SCHEMA
 from tasks.caching import cache_key_from, existing, store_for
 
 

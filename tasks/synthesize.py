@@ -14,6 +14,16 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
+from spark_core.barrier import (
+    SELECTED_SCHEMA,
+    STATE_SCHEMA,
+    STOPPED_SCHEMA,
+    USAGE_SCHEMA,
+    advance_trajectories,
+    initial_states,
+    judge_stops,
+    usage_table,
+)
 from spark_core.config import ModelConfig, RunConfig
 from spark_core.labeling import label
 from spark_core.models.guards import StageStopped
@@ -23,22 +33,12 @@ from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.rollout import (
     CANDIDATES_SCHEMA,
     CODE_VERSION,
+    FINAL_SCHEMA,
     SCORES_SCHEMA,
     Question,
     check_actions,
-    rollout_step,
-)
-from spark_core.step_selection import (
-    FINAL_SCHEMA,
-    SELECTED_SCHEMA,
-    STATE_SCHEMA,
-    STOPPED_SCHEMA,
-    USAGE_SCHEMA,
     final_answers,
-    initial_states,
-    judge_stops,
-    select_step,
-    usage_table,
+    rollout_step,
 )
 from spark_core.synthesis_summary import (
     ACTIONS_SCHEMA,
@@ -263,7 +263,7 @@ def select(
         counts.update(
             {r["action"]: r["count"] for r in store.read(usage.name, USAGE_SCHEMA).to_pylist()}
         )
-    selected, states = select_step(
+    selected, states = advance_trajectories(
         cfg, step, candidates, scores, store.read(state.name, STATE_SCHEMA), counts
     )
     generator, _ = models_for(cfg)

@@ -11,8 +11,8 @@ from flows.synthesize import synthesize
 from spark_core import CATEGORIES
 from spark_core.action_format import parse_step
 from spark_core.artifacts import ArtifactStore
+from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.labeling import TRAJECTORIES_SCHEMA
-from spark_core.step_selection import SELECTED_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

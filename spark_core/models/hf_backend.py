@@ -31,6 +31,16 @@ def _sampling(request: ChatRequest) -> tuple:
     return (request.max_new_tokens, request.temperature, request.top_p, request.seed, request.stop)
 
 
+def cut_at_stop(text: str, stops: tuple[str, ...], reason: str) -> tuple[str, str]:
+    """``text`` up to (not including) its stop strings, and the finish reason: "stop" when one
+    was found, else ``reason``. Decoding halts only once a stop string has been generated, so
+    the text still ends with it (or overshoots it by the rest of the last token)."""
+    for stop in stops:
+        if stop in text:
+            text, reason = text[: text.index(stop)], "stop"
+    return text, reason
+
+
 _MODELS_LOCK = threading.Lock()
 
 
@@ -207,17 +217,26 @@ class HFBackend:
             self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids for r in batch
         ]
         with self._adapter_context():
+            # prompt prefix once, then each row's right-padded suffix on top of its KV cache
             fwd = shared_forward(self.model, rows, self.tokenizer.pad_token_id, self.device)
+            # one generator for the whole group: same seed => same samples, run after run
             rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
             index = torch.arange(len(rows))
+            # suffixes are right-padded: a row's next-token logits sit at its last real token,
+            # not at the last column
             ends = torch.tensor(fwd.lengths) - 1
             tokens = self._next_tokens(fwd.logits[index, ends], first, rng)
             eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             generated: list[list[int]] = [[] for _ in rows]
             finished = [False] * len(rows)
+            # new tokens are appended after the padding columns, so give their positions
+            # explicitly: right after each row's real tokens, as if there were no padding
             positions = torch.tensor([fwd.prefix_len + n for n in fwd.lengths], device=self.device)
+            # transformers renamed past_key_values to cache: pass whichever this model takes
             mask, cache, arg = fwd.mask, fwd.cache, cache_arg(self.model)
             for step in range(first.max_new_tokens):
+                # record the tokens just sampled; finished rows stay in the batch (the cache's
+                # shape is fixed) but whatever they produce from now on is ignored
                 for i, t in enumerate(tokens.tolist()):
                     if finished[i]:
                         continue
@@ -225,15 +244,19 @@ class HFBackend:
                         finished[i] = True
                         continue
                     generated[i].append(t)
+                    # a stop string can span tokens: decode a short tail, not the whole row
                     if first.stop and any(
                         stop in self.tokenizer.decode(generated[i][-8:]) for stop in first.stop
                     ):
                         finished[i] = True
+                # the token budget counts the first token too: no forward pass after the last
                 if all(finished) or step == first.max_new_tokens - 1:
                     break
+                # every row attends to the token it is about to feed (padding stays masked)
                 mask = torch.cat(
                     [mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1
                 )
+                # one token per row, reusing the cache: the cost of a step is one column
                 out = self.model(
                     input_ids=tokens[:, None],
                     attention_mask=mask,
@@ -246,10 +269,7 @@ class HFBackend:
         completions = []
         for row, tokens_out, done in zip(rows, generated, finished, strict=True):
             text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)
-            reason = "stop" if done else "length"
-            for stop in first.stop:
-                if stop in text:
-                    text, reason = text[: text.index(stop)], "stop"
+            text, reason = cut_at_stop(text, first.stop, "stop" if done else "length")
             completions.append(Completion(text, len(row), len(tokens_out), reason))
         return completions
 
@@ -271,15 +291,13 @@ class HFBackend:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         with torch.inference_mode(), self._adapter_context():
             out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
+        new = out[:, enc["input_ids"].shape[1] :]  # left padding: every prompt ends at one column
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         completions = []
         for row, mask in zip(new.tolist(), enc["attention_mask"].tolist(), strict=True):
+            # rows that finished early are padded to the longest: cut at the first eos/pad
             n = next((j for j, t in enumerate(row) if t in eos), len(row))
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            reason = "stop" if n < len(row) else "length"
-            for stop in first.stop:
-                if stop in text:
-                    text, reason = text[: text.index(stop)], "stop"
+            text, reason = cut_at_stop(text, first.stop, "stop" if n < len(row) else "length")
             completions.append(Completion(text, sum(mask), n, reason))
         return completions
