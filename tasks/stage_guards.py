@@ -14,18 +14,13 @@ from spark_core.artifacts import canonical_hash
 from spark_core.config import ModelConfig, RunConfig
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.guards import Budget, FailureWatch, StageStopped
+from spark_core.models.registry import REGISTRY
 from spark_core.models.usage import prices_for
 from spark_core.preflight import judge_preflight
-from tasks.models import models_for, response_cache
+from tasks.caching import STOPPED, stopped_state
 
-STOPPED = "Stopped"  # the state name of a unit that stopped on purpose (resumable)
 _GUARDS: dict[str, tuple[Budget | None, Budget | None, FailureWatch]] = {}
 _LOCK = threading.Lock()
-
-
-def stopped_state(exc: StageStopped) -> State:
-    """A Failed state whose message is the whole story: no traceback for a planned stop."""
-    return Failed(name=STOPPED, message=str(exc))
 
 
 def first_stop(states: list[State]) -> State | None:
@@ -36,7 +31,7 @@ def first_stop(states: list[State]) -> State | None:
 
 
 def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:
-    return budget_for(getattr(cfg, role), role, scope, response_cache(cfg))
+    return budget_for(getattr(cfg, role), role, scope, REGISTRY.response_cache(cfg))
 
 
 def budget_for(model: ModelConfig, role: str, scope: str, ledger: Any) -> Budget | None:
@@ -58,7 +53,7 @@ def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
     run (a rerun starts a fresh failure window; spend is read from the cache's ledger)."""
     from prefect.runtime import flow_run
 
-    generator, judge = models_for(cfg)
+    generator, judge = REGISTRY.stage_models(cfg)
     key = canonical_hash(
         [plan.key, str(flow_run.id), cfg.judge.model_dump(mode="json"), cfg.generator.max_cost_usd]
     )
@@ -86,7 +81,7 @@ def preflight_judge(cfg: RunConfig) -> State | None:
     be scored stops the stage here. A passing check is remembered per endpoint and model."""
     if cfg.judge.backend != "openai" or not cfg.judge.preflight:
         return None
-    report, cached = judge_preflight(cfg, response_cache(cfg))
+    report, cached = judge_preflight(cfg, REGISTRY.response_cache(cfg))
     logger = get_run_logger()
     for line in report.lines():
         logger.info("preflight%s: %s", " (cached)" if cached else "", line)

@@ -14,24 +14,22 @@ import torch
 
 from spark_core.models.default_model import resolve_model
 from spark_core.models.prefix_cache import cache_arg, shared_forward
+from spark_core.models.registry import REGISTRY, load_weights
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
 _COMPUTE_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_LOCK = threading.Lock()
 
 
 def compute_lock(device: str) -> threading.RLock:
     """One lock per device for every forward pass in the process: threads (parallel shards,
     generator and judge) take turns instead of oversubscribing the same cores."""
-    with _MODELS_LOCK:
+    with _LOCKS_LOCK:
         return _COMPUTE_LOCKS.setdefault(device, threading.RLock())
 
 
 def _sampling(request: ChatRequest) -> tuple:
     return (request.max_new_tokens, request.temperature, request.top_p, request.seed, request.stop)
-
-
-_MODELS_LOCK = threading.Lock()
 
 
 def pick_device(device: str) -> str:
@@ -58,20 +56,6 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, device: str, dtype: torch.dtype, shared: bool = True):
-    """A causal LM in eval mode; shared instances are loaded once per process."""
-    from transformers import AutoModelForCausalLM
-
-    key = (path, device, str(dtype))
-    with _MODELS_LOCK:
-        if shared and key in _MODELS:
-            return _MODELS[key]
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        if shared:
-            _MODELS[key] = model
-        return model
-
-
 def directory_hash(path: str | Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(Path(path).rglob("*")):
@@ -93,7 +77,7 @@ class HFBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(self.path)
-        self.model = load_model(self.path, self.device, self.dtype)
+        self.model = REGISTRY.weights(self.path, self.device, self.dtype)
         self.adapter: str | None = None
         self._adapters: dict[str, str] = {}
         self._lock = compute_lock(self.device)
@@ -104,7 +88,7 @@ class HFBackend:
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            base = load_model(self.path, self.device, self.dtype, shared=False)
+            base = load_weights(self.path, self.device, self.dtype)
             self.model = PeftModel.from_pretrained(base, str(path), adapter_name=adapter_name)
             self.model.eval()
         else:
@@ -119,7 +103,7 @@ class HFBackend:
         same outputs and cache keys as ``use_adapter``, without LoRA's extra matmuls."""
         from peft import PeftModel
 
-        base = load_model(self.path, self.device, self.dtype, shared=False)
+        base = load_weights(self.path, self.device, self.dtype)
         sibling = copy.copy(self)
         sibling.model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
         sibling._adapters = {adapter_name: directory_hash(path)}
