@@ -8,6 +8,7 @@ idempotent even when Prefect's own records are gone.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
 
@@ -36,6 +38,14 @@ def ui_key(kind: str, cfg: RunConfig) -> str:
     """The key of a run's Prefect UI artifact of one kind: 'synthesis-demo-run'. Keys allow
     lowercase letters, digits and dashes only."""
     return f"{kind}-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a flow or task run; a plain one outside (a notebook, a test)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("spark.tasks")
 
 
 def stopped_state(exc: StageStopped) -> State:
@@ -84,12 +94,12 @@ def cached_unit(
     the refs into what the task returns. A planned stop (cost limit, failing judge) becomes
     a resumable "Stopped" state: everything finished is in the response cache."""
     if unit.done(store):
-        get_run_logger().info("%s finished earlier; reusing it", unit.name)
+        _logger().info("%s finished earlier; reusing it", unit.name)
         return result([store.ref(name) for name in unit.outputs])
     try:
         tables = compute()
     except StageStopped as exc:
-        get_run_logger().error("%s stopped: %s", unit.name, exc)
+        _logger().error("%s stopped: %s", unit.name, exc)
         return stopped_state(exc)
     meta = {"stage": unit.stage, "config": unit.config, "inputs": unit.inputs}
     refs = [

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,9 @@ class HFBackend:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
 
-    def has_adapter(self, adapter_name: str) -> bool:
-        return adapter_name in self._adapters
+    def adapter_hash(self, adapter_name: str) -> str | None:
+        """The content hash of an attached adapter; None when none of that name is attached."""
+        return self._adapters.get(adapter_name)
 
     def merged(self, adapter_name: str, path: str | Path) -> HFBackend:
         """A sibling backend with the adapter merged into its own copy of the base weights:
@@ -128,6 +130,13 @@ class HFBackend:
         if self.adapter is None and self._adapters:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """What every forward pass on this model runs under: the device's compute lock, and
+        the active adapter (the plain base, adapters disabled, when none is active)."""
+        with self._lock, self._adapter_context():
+            yield
 
     # -- prompts ----------------------------------------------------------------------------
     def prompt_text(self, request: ChatRequest) -> str:
@@ -170,9 +179,11 @@ class HFBackend:
                             on_done(i, done)
         return [r for r in results if r is not None]
 
-    def _next_tokens(
+    def next_tokens(
         self, logits: torch.Tensor, request: ChatRequest, rng: torch.Generator | None
     ) -> torch.Tensor:
+        """The next token of each row: argmax without ``rng``, else sampled (temperature,
+        top-p) from ``rng``."""
         if rng is None:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / request.temperature, dim=-1)
@@ -195,7 +206,7 @@ class HFBackend:
             rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
             index = torch.arange(len(rows))
             ends = torch.tensor(fwd.lengths) - 1
-            tokens = self._next_tokens(fwd.logits[index, ends], first, rng)
+            tokens = self.next_tokens(fwd.logits[index, ends], first, rng)
             eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             generated: list[list[int]] = [[] for _ in rows]
             finished = [False] * len(rows)
@@ -226,7 +237,7 @@ class HFBackend:
                     **{arg: cache},
                 )
                 cache, positions = getattr(out, arg), positions + 1
-                tokens = self._next_tokens(out.logits[:, -1], first, rng)
+                tokens = self.next_tokens(out.logits[:, -1], first, rng)
         completions = []
         for row, tokens_out, done in zip(rows, generated, finished, strict=True):
             text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)

@@ -39,6 +39,11 @@ class ModelRegistry:
         self._stage: dict[str, tuple[Generator, Judge]] = {}
         self._backends: dict[str, HFBackend] = {}
 
+    def __reduce__(self) -> tuple:
+        # a task body that names the registry is pickled for another process (Dask workers):
+        # there it means that process's registry, with its own models
+        return (_process_registry, ())
+
     def weights(self, path: str, device: str, dtype: Any) -> Any:
         """The shared base weights of a model (backends without an adapter use these)."""
         key = (path, device, str(dtype))
@@ -85,7 +90,7 @@ class ModelRegistry:
         weights when ``evaluation.merge_adapters`` is set — or with no adapter (the base).
         Switching is shared state: evaluate one adapter policy at a time per process."""
         from spark_core.models.calls import Generator, make_generator
-        from spark_core.models.hf_backend import HFBackend
+        from spark_core.models.hf_backend import HFBackend, directory_hash
         from spark_core.models.usage import Usage
 
         cache = self.response_cache(cfg)
@@ -96,9 +101,14 @@ class ModelRegistry:
             if adapter:
                 raise ValueError("adapters need the hf backend (or serve them, e.g. vLLM --lora)")
             return make_generator(gen, cache)
+        if adapter and not adapter_hash:
+            adapter_hash = directory_hash(adapter)
         with self._lock:
             backend = self._backends.get(gen.name)
-            if backend is None:
+            attached = backend.adapter_hash(name) if backend and adapter else None
+            if backend is None or attached not in (None, adapter_hash):
+                # a new backend on the same shared weights: an adapter of this name but other
+                # content (another run's) must not be served under this one's name
                 backend = self._backends[gen.name] = HFBackend(
                     gen.name, gen.device, gen.dtype, gen.batch_size
                 )
@@ -107,10 +117,14 @@ class ModelRegistry:
                 if key not in self._backends:
                     self._backends[key] = backend.merged(name, adapter)
                 return Generator(self._backends[key], cache, Usage(gen.name))
-            if adapter and not backend.has_adapter(name):
+            if adapter and backend.adapter_hash(name) is None:
                 backend.add_adapter(name, adapter)
             backend.use_adapter(name if adapter else None)
         return Generator(backend, cache, Usage(gen.name))
 
 
 REGISTRY = ModelRegistry()
+
+
+def _process_registry() -> ModelRegistry:
+    return REGISTRY
