@@ -89,6 +89,12 @@ class ArtifactStore:
         the files that are not Parquet artifacts, such as adapters and reports."""
         return f"{self._base}/{relative}" if relative else self._base
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the root is a local folder (training and reports then write into it)."""
+        protocols = self.fs.protocol
+        return "file" in (protocols if isinstance(protocols, tuple) else (protocols,))
+
     def has_file(self, relative: str) -> bool:
         """Whether a file that is not a Parquet artifact (an adapter's config) exists."""
         return self.fs.exists(self.fs_path(relative))

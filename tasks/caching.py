@@ -129,11 +129,6 @@ def unit_task(name: str, unit: Callable[..., Unit]) -> Callable[[Callable[..., T
     return task(name=name, cache_key_fn=cache_key, persist_result=True)
 
 
-def is_local(store: ArtifactStore) -> bool:
-    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-    return "file" in protocols
-
-
 MODEL_COLUMNS = {"judge": "judge calls", "gen": "generator calls"}
 
 

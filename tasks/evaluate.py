@@ -23,13 +23,13 @@ from spark_core.evaluation.report import (
     write_html,
 )
 from spark_core.models.calls import Generator
+from spark_core.models.guards import Budget
 from spark_core.models.hf_backend import directory_hash
 from spark_core.models.registry import REGISTRY
 from spark_core.questions import QUESTIONS_SCHEMA
 from spark_core.rollout import Question
-from tasks.caching import Unit, cached_unit, is_local, rows, store_for, ui_key, unit_task
+from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Report
-from tasks.stage_guards import budget_for
 from tasks.tools import sandbox_for
 
 
@@ -107,7 +107,7 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         generator = generator_for(cfg, policy, source)
         (name,) = unit.outputs
         scope = f"evaluate/{name}"
-        budget = budget_for(*_paid_model(cfg, policy), scope, REGISTRY.response_cache(cfg))
+        budget = Budget.for_model(*_paid_model(cfg, policy), scope, REGISTRY.response_cache(cfg))
         table = evaluate_policy(cfg, policy, split, generator.guarded(budget), sandbox_for(cfg))
         get_run_logger().info(
             "%s: accuracy %.1f%% on %d eval questions, %d without an answer, %d invalid actions "
@@ -157,7 +157,7 @@ def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
     text = markdown(summary, usage, pairs, tests, images, setup)
     (local / "report.md").write_text(text)
     html = write_html(text, local)
-    if not is_local(store):  # publish the report next to the artifacts
+    if not store.is_local:  # publish the report next to the artifacts
         store.put_folder(local, f"{folder}/report")
     slug = ui_key("evaluation", cfg)
     # plots as data URIs: the UI cannot load the run folder's files (nor file:// links)

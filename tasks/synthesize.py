@@ -13,10 +13,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
-from spark_core.config import ModelConfig, RunConfig
+from spark_core.config import RunConfig
 from spark_core.labeling import label
 from spark_core.models.registry import REGISTRY
-from spark_core.models.usage import Usage, prices_for
+from spark_core.models.usage import Usage
 from spark_core.questions import QUESTIONS_SCHEMA
 from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.rollout import (
@@ -142,22 +142,10 @@ def _log_shard(cfg: RunConfig, step: int, shard: int, active: int, candidates, s
         sum(s != "ok" for s in candidates.column("status").to_pylist()),
         failed,
         100 * failed / max(scores.num_rows, 1),
-        "generator " + _usage(cfg.generator, candidates, "gen").line(),
-        "judge " + _usage(cfg.judge, scores, "judge").line(),
+        "generator " + Usage.from_columns(cfg.generator, candidates, "gen").line(),
+        "judge " + Usage.from_columns(cfg.judge, scores, "judge").line(),
         ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items())),
     )
-
-
-def _usage(model: ModelConfig, table: pa.Table, prefix: str) -> Usage:
-    """One backend's calls of a shard, read back from its artifact's token columns."""
-    prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
-    usage = Usage(model.name, prices)
-    columns = [f"{prefix}_prompt_tokens", f"{prefix}_completion_tokens", f"{prefix}_cached"]
-    for prompt, completion, cached in zip(
-        *(table.column(c).to_pylist() for c in columns), strict=True
-    ):
-        usage.record(prompt, completion, cached=cached)
-    return usage
 
 
 def select_unit(

@@ -16,7 +16,7 @@ from spark_core.config import RunConfig
 from spark_core.labeling import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
-from tasks.caching import Unit, cached_unit, is_local, rows, store_for, unit_task
+from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
 
 CODE_VERSION = "3"  # 3: behaviour pi_old, one truncation rule, sft_data
@@ -75,7 +75,7 @@ def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
     """Training runs on local disk: in the artifact folder when it is local, otherwise in the
     run folder (the finished adapter is then copied to the artifact root)."""
     store = store_for(cfg)
-    if is_local(store):
+    if store.is_local:
         return Path(store.fs_path(f"train/{key[:16]}/{trainer}"))
     return cfg.runtime.run_dir("train", key[:16], trainer)
 
@@ -104,7 +104,7 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
             out,
             rows(store, [labels.candidate_pool], CANDIDATE_POOL_SCHEMA),
         )
-        if not is_local(store):  # trained in the run folder: publish beside the artifacts
+        if not store.is_local:  # trained in the run folder: publish beside the artifacts
             store.put_folder(out / "adapter", _adapter_dir(unit.key, trainer))
         get_run_logger().info(
             "trained %s adapter: %d logged steps, final loss %s -> %s",

@@ -86,6 +86,11 @@ def test_synthesize_and_label_cover_every_category_and_rerun_from_cache(tiny_cfg
     assert set(task_states(second)["rollout-shard"]) == {"Cached"}
     relabel = label(reweighted, second.result(), return_state=True)
     assert task_states(relabel)["label-trajectories"] == ["Completed"]
+    with get_client(sync_client=True) as client:  # what the UI shows: the fields, by name
+        shown = client.read_flow_run(relabel.state_details.flow_run_id).parameters["synthesis"]
+    assert set(shown) == {"plan", "selected", "shards", "final_answers", "summary"}
+    assert set(shown["shards"][0]) == {"candidates", "scores"}
+    assert shown["final_answers"]["uri"] == second.result().final_answers.uri
     new = relabel.result().trajectories
     assert new.uri != refs.trajectories.uri
     rows = store.read(new.name, TRAJECTORIES_SCHEMA).to_pylist()
