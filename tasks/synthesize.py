@@ -44,7 +44,11 @@ from spark_core.synthesis_summary import (
     RUN_SCHEMA,
     markdown,
     reward_spread,
+    shard_line,
+    step_line,
+    stop_lines,
     summarize,
+    summary_lines,
 )
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Selection, Shard, SynthesisPlan, SynthesisSummary
@@ -123,29 +127,16 @@ def rollout_shard(
             cfg, step, active, trajectories, generator, judge, sandbox_for(cfg), timings
         )
         record_phases(timings)
-        _log_shard(cfg, step, shard, len(active), candidates, scores, timings)
+        usage = [
+            "generator " + Usage.from_columns(cfg.generator, candidates, "gen").line(),
+            "judge " + Usage.from_columns(cfg.judge, scores, "judge").line(),
+        ]
+        line = shard_line(step, shard, len(active), candidates, scores, "; ".join(usage), timings)
+        get_run_logger().info(line)
         return [candidates, scores]  # scores last: its presence marks the unit complete
 
     unit = shard_unit(cfg, plan, step, shard, state)
     return cached_unit(store_for(cfg), unit, compute, lambda r: Shard(*r))
-
-
-def _log_shard(cfg: RunConfig, step: int, shard: int, active: int, candidates, scores, timings):
-    failed = sum(s != "ok" for s in scores.column("judge_status").to_pylist())
-    get_run_logger().info(
-        "step %d shard %d: %d questions, %d candidates, tool errors %d, judge failures %d "
-        "(%.0f%%); %s; %s — %s",
-        step,
-        shard,
-        active,
-        candidates.num_rows,
-        sum(s != "ok" for s in candidates.column("status").to_pylist()),
-        failed,
-        100 * failed / max(scores.num_rows, 1),
-        "generator " + Usage.from_columns(cfg.generator, candidates, "gen").line(),
-        "judge " + Usage.from_columns(cfg.judge, scores, "judge").line(),
-        ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items())),
-    )
 
 
 def select_unit(
@@ -203,22 +194,9 @@ def select(
         selected = add_behaviour_logprobs(cfg, selected, questions, generator.backend, candidates)
         stops = judge_stops(step, scores)
         logger = get_run_logger()
-        for row in stops.to_pylist():
-            logger.warning(
-                "question %d stopped at step %d: %s; the judge replied %s",
-                row["question_id"],
-                step,
-                row["reason"],
-                row["judge_replies"][:3],
-            )
-        logger.info(
-            "step %d: selected %d actions, %d questions stopped (every judgement failed), "
-            "usage so far %s",
-            step,
-            selected.num_rows,
-            stops.num_rows,
-            dict(sorted(counts.items())),
-        )
+        for line in stop_lines(step, stops):
+            logger.warning(line)
+        logger.info(step_line(step, selected.num_rows, stops.num_rows, counts))
         return [selected, usage_table(counts), states, stops]
 
     unit = select_unit(cfg, plan, step, shards, state, usage)
@@ -269,17 +247,6 @@ def summarize_synthesis(
         judge.name,
         (judge.price_per_1k_prompt, judge.price_per_1k_completion),
     )
-    r = run.to_pylist()[0]
-    logger = get_run_logger()
-    logger.info(
-        "judge %s: %d of %d judgements failed (%.1f%%); %d questions stopped because every "
-        "judgement of a step failed",
-        judge.name,
-        r["failed_judgements"],
-        r["judge_calls"],
-        100 * r["judge_failure_rate"],
-        r["stopped_questions"],
-    )
     meta = {"stage": "synthesize", "config": cfg.section("rollout"), "inputs": {}}
     summary = SynthesisSummary(
         store.write(f"{plan.prefix}/summary_actions", per_action, ACTIONS_SCHEMA, **meta),
@@ -289,14 +256,8 @@ def summarize_synthesis(
     if finals is not None and sel:
         questions = rows(store, [plan.questions], QUESTIONS_SCHEMA)
         rewards = reward_spread(label(cfg, questions, sel, rows(store, [finals], FINAL_SCHEMA)))
-        logger.info(
-            "reward components: %s",
-            "; ".join(
-                f"{r['component']} {r['min']:.3f}..{r['max']:.3f} (std {r['std']:.3f}, "
-                f"{r['distinct']} values)"
-                for r in rewards.to_pylist()
-            ),
-        )
+    for line in summary_lines(judge.name, run, rewards):
+        get_run_logger().info(line)
     key = ui_key("synthesis", cfg)
     create_markdown_artifact(
         markdown(per_action, run, rewards), key=key, description="SPaRK synthesis summary"
