@@ -94,7 +94,7 @@ def cached_unit(
     the refs into what the task returns. A planned stop (cost limit, failing judge) becomes
     a resumable "Stopped" state: everything finished is in the response cache."""
     if unit.done(store):
-        _logger().info("%s finished earlier; reusing it", unit.name)
+        _logger().debug("%s finished earlier; reusing it", unit.name)
         return result([store.ref(name) for name in unit.outputs])
     try:
         tables = compute()
