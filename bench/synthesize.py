@@ -37,13 +37,13 @@ def main() -> None:
 
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore
+    from spark_core.models.registry import REGISTRY
     from spark_core.synthesis_summary import RUN_SCHEMA
-    from tasks.models import models_for
     from tasks.synthesize import PHASE_SECONDS
     from tasks.tools import sandbox_for
 
     start = time.perf_counter()
-    models_for(cfg)
+    REGISTRY.stage_models(cfg)
     sandbox_for(cfg)
     loading = time.perf_counter() - start
 

@@ -397,10 +397,14 @@ class RuntimeConfig(_Section):
     def response_cache_path(self) -> str:
         return self.response_cache or str(Path(self.runs_dir) / "cache" / "responses.sqlite")
 
+    def run_dir(self, *parts: str) -> Path:
+        """A local path inside this run's folder: ``<runs_dir>/<run_name>/<parts...>``."""
+        return Path(self.runs_dir, self.run_name, *parts)
+
     def artifacts_url(self) -> str:
         if self.artifacts_root:
             return self.artifacts_root
-        return str(Path(self.runs_dir) / self.run_name / "artifacts")
+        return str(self.run_dir("artifacts"))
 
 
 GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}

@@ -146,7 +146,7 @@ def check_judge(cfg: RunConfig, cache: ResponseCache | None) -> CheckReport:
         seconds, judgements = [], []
         for item in items:  # one at a time: the latency of one call
             start = time.perf_counter()
-            judgements.append(judge.scorer._one(item))
+            judgements.append(judge.scorer.score_one(item))
             seconds.append(time.perf_counter() - start)
         report.latency_s = statistics.median(seconds)
     report.items = len(items)

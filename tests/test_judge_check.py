@@ -318,7 +318,7 @@ def test_evaluation_stops_at_a_paid_policys_cost_limit_and_resumes(
     paid_before = list(server.state.bodies)
     state = evaluate(cfg(1000.0), return_state=True)
     assert state.is_completed()
-    assert "| paid |" in open(state.result()["report"]).read()
+    assert "| paid |" in open(state.result().report).read()
     # resumed: no request finished under the first limit was sent again
     again = [b for b in server.state.bodies[len(paid_before) :] if b in paid_before]
     assert again == [] and server.state.requests > sent

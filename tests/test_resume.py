@@ -79,7 +79,7 @@ def finish(proc: subprocess.Popen) -> None:
 
 def synthesis_rows(runs: Path) -> tuple[list[dict], list[dict]]:
     store = ArtifactStore(str(runs / "resume" / "artifacts"))
-    base = store._base
+    base = store.fs_path("")
     selected = sorted(p for p in store.fs.find(base) if p.endswith("/selected.parquet"))
     finals = sorted(p for p in store.fs.find(base) if p.endswith("/final_answers.parquet"))
     assert len(selected) == 1 and len(finals) == 1

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,17 @@ import torch
 
 from spark_core.models.default_model import resolve_model
 from spark_core.models.prefix_cache import cache_arg, shared_forward
+from spark_core.models.registry import REGISTRY, load_weights
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
 _COMPUTE_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_LOCK = threading.Lock()
 
 
 def compute_lock(device: str) -> threading.RLock:
     """One lock per device for every forward pass in the process: threads (parallel shards,
     generator and judge) take turns instead of oversubscribing the same cores."""
-    with _MODELS_LOCK:
+    with _LOCKS_LOCK:
         return _COMPUTE_LOCKS.setdefault(device, threading.RLock())
 
 
@@ -39,9 +41,6 @@ def cut_at_stop(text: str, stops: tuple[str, ...], reason: str) -> tuple[str, st
         if stop in text:
             text, reason = text[: text.index(stop)], "stop"
     return text, reason
-
-
-_MODELS_LOCK = threading.Lock()
 
 
 def pick_device(device: str) -> str:
@@ -68,20 +67,6 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, device: str, dtype: torch.dtype, shared: bool = True):
-    """A causal LM in eval mode; shared instances are loaded once per process."""
-    from transformers import AutoModelForCausalLM
-
-    key = (path, device, str(dtype))
-    with _MODELS_LOCK:
-        if shared and key in _MODELS:
-            return _MODELS[key]
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        if shared:
-            _MODELS[key] = model
-        return model
-
-
 def directory_hash(path: str | Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(Path(path).rglob("*")):
@@ -103,7 +88,7 @@ class HFBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(self.path)
-        self.model = load_model(self.path, self.device, self.dtype)
+        self.model = REGISTRY.weights(self.path, self.device, self.dtype)
         self.adapter: str | None = None
         self._adapters: dict[str, str] = {}
         self._lock = compute_lock(self.device)
@@ -114,22 +99,23 @@ class HFBackend:
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            base = load_model(self.path, self.device, self.dtype, shared=False)
+            base = load_weights(self.path, self.device, self.dtype)
             self.model = PeftModel.from_pretrained(base, str(path), adapter_name=adapter_name)
             self.model.eval()
         else:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
 
-    def has_adapter(self, adapter_name: str) -> bool:
-        return adapter_name in self._adapters
+    def adapter_hash(self, adapter_name: str) -> str | None:
+        """The content hash of an attached adapter; None when none of that name is attached."""
+        return self._adapters.get(adapter_name)
 
     def merged(self, adapter_name: str, path: str | Path) -> HFBackend:
         """A sibling backend with the adapter merged into its own copy of the base weights:
         same outputs and cache keys as ``use_adapter``, without LoRA's extra matmuls."""
         from peft import PeftModel
 
-        base = load_model(self.path, self.device, self.dtype, shared=False)
+        base = load_weights(self.path, self.device, self.dtype)
         sibling = copy.copy(self)
         sibling.model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
         sibling._adapters = {adapter_name: directory_hash(path)}
@@ -154,6 +140,13 @@ class HFBackend:
         if self.adapter is None and self._adapters:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """What every forward pass on this model runs under: the device's compute lock, and
+        the active adapter (the plain base, adapters disabled, when none is active)."""
+        with self._lock, self._adapter_context():
+            yield
 
     # -- prompts ----------------------------------------------------------------------------
     def prompt_text(self, request: ChatRequest) -> str:
@@ -196,9 +189,11 @@ class HFBackend:
                             on_done(i, done)
         return [r for r in results if r is not None]
 
-    def _next_tokens(
+    def next_tokens(
         self, logits: torch.Tensor, request: ChatRequest, rng: torch.Generator | None
     ) -> torch.Tensor:
+        """The next token of each row: argmax without ``rng``, else sampled (temperature,
+        top-p) from ``rng``."""
         if rng is None:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / request.temperature, dim=-1)
@@ -225,7 +220,7 @@ class HFBackend:
             # suffixes are right-padded: a row's next-token logits sit at its last real token,
             # not at the last column
             ends = torch.tensor(fwd.lengths) - 1
-            tokens = self._next_tokens(fwd.logits[index, ends], first, rng)
+            tokens = self.next_tokens(fwd.logits[index, ends], first, rng)
             eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             generated: list[list[int]] = [[] for _ in rows]
             finished = [False] * len(rows)
@@ -265,7 +260,7 @@ class HFBackend:
                     **{arg: cache},
                 )
                 cache, positions = getattr(out, arg), positions + 1
-                tokens = self._next_tokens(out.logits[:, -1], first, rng)
+                tokens = self.next_tokens(out.logits[:, -1], first, rng)
         completions = []
         for row, tokens_out, done in zip(rows, generated, finished, strict=True):
             text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)
