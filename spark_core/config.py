@@ -260,7 +260,7 @@ class RewardsConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """SFT baseline and offline PPO (LoRA on CPU, QLoRA on CUDA)."""
+    """SFT baseline, offline PPO and step-level DPO (LoRA on CPU, QLoRA on CUDA)."""
 
     _renamed: ClassVar[dict[str, str]] = {"epochs": "training.sft_epochs"}
 
@@ -309,6 +309,30 @@ class TrainingConfig(_Section):
         description="PPO on the chosen steps, or on all judged candidates with "
         "group-relative advantages.",
     )
+    trainers: list[Literal["sft", "ppo", "dpo"]] = Field(
+        default_factory=lambda: ["sft", "ppo"],
+        description="Adapters to train: the SFT baseline, SPaRK's offline PPO (evaluated as the "
+        "'spark' policy) and step-level DPO on the candidate pool's judged pairs.",
+        json_schema_extra={"default": ["sft", "ppo"], "uniqueItems": True},
+    )
+    # DPO (trainers: dpo): pairs of candidates for the same state, from the candidate pool
+    dpo_score_margin: float = Field(
+        1.0,
+        ge=0,
+        description="DPO: keep a step's pair (selected candidate over the lowest-scored one) "
+        "only when their judge scores differ by at least this much.",
+    )
+    dpo_rarity_margin: float | None = Field(
+        None,
+        ge=0,
+        description="DPO, off when empty: also prefer the selected candidate over a viable one "
+        "whose action synthesis selected more often, when that one scores at most this much "
+        "higher.",
+    )
+    dpo_beta: float = Field(
+        0.1, gt=0, description="DPO beta: how far the policy may move from the reference."
+    )
+    dpo_epochs: int = Field(1, gt=0, description="DPO epochs over the pairs.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: all epochs).")
     logging_steps: int = Field(1, gt=0, description="Log training metrics every N steps.")
     save_steps: int = Field(50, gt=0, description="Checkpoint every N steps (resume after a kill).")
@@ -316,17 +340,20 @@ class TrainingConfig(_Section):
 
 
 SAMPLED_POLICY = "base@T"  # the base model sampled at evaluation.sampling_temperature
+# The one mapping from a trainer (training.trainers) to the policy its adapter is evaluated
+# as, which also names its artifact folder: PPO's adapter is SPaRK's policy, "spark".
+TRAINED_POLICY = {"sft": "sft", "ppo": "spark", "dpo": "dpo"}
 
 
 class EvaluationConfig(_Section):
     """Held-out evaluation of base, SFT and SPaRK policies (plus any extra ones)."""
 
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
-    policies: list[Literal["base", "base@T", "sft", "spark"]] = Field(
+    policies: list[Literal["base", "base@T", "sft", "spark", "dpo"]] = Field(
         default_factory=lambda: ["base", SAMPLED_POLICY, "sft", "spark"],
         description="Built-in policies: the untrained generator (greedy), the untrained "
         "generator sampled at sampling_temperature (base@T, the high-temperature baseline), "
-        "and the two trained adapters.",
+        "and the trained adapters (each needs its trainer in training.trainers).",
         json_schema_extra={
             "default": ["base", SAMPLED_POLICY, "sft", "spark"],
             "uniqueItems": True,
@@ -432,7 +459,7 @@ class RunConfig(_Section):
         default_factory=RewardsConfig, description="Composite reward, returns and advantages."
     )
     training: TrainingConfig = Field(
-        default_factory=TrainingConfig, description="SFT baseline and offline PPO adapters."
+        default_factory=TrainingConfig, description="SFT baseline, offline PPO and DPO adapters."
     )
     evaluation: EvaluationConfig = Field(
         default_factory=EvaluationConfig, description="Held-out evaluation of the policies."
@@ -457,6 +484,18 @@ class RunConfig(_Section):
                 f"rollout.{', rollout.'.join(over)} exceed generator.max_new_tokens ({cap}), "
                 "the generator's per-call token limit"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_trained_policies(self) -> RunConfig:
+        trained = {TRAINED_POLICY[t]: t for t in self.training.trainers}
+        for trainer, policy in TRAINED_POLICY.items():
+            if policy in self.evaluation.policies and policy not in trained:
+                raise ValueError(
+                    f"evaluation.policies has {policy!r}, whose adapter the {trainer!r} trainer "
+                    f"writes, but training.trainers is {self.training.trainers}: add "
+                    f"{trainer!r} there or drop {policy!r}"
+                )
         return self
 
     def section(self, name: str) -> dict[str, Any]:

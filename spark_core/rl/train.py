@@ -30,7 +30,11 @@ METRIC_KEYS = (
     "grad_norm",
     "truncated_rows",
     "dropped_rows",
+    "reward_margin",  # DPO: mean beta * (chosen - rejected) log-ratio against the reference
+    "reward_accuracy",  # DPO: share of pairs whose chosen reward beats the rejected one
 )
+# TRL's DPO log names -> the metric keys above
+METRIC_ALIASES = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
 
 
 class StepProgress(TrainerCallback):
@@ -80,13 +84,17 @@ def _finish(
     adapter = out_dir / "adapter"
     trainer.model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
+    logged = [
+        {METRIC_ALIASES.get(k, k): v for k, v in entry.items()}
+        for entry in trainer.state.log_history
+    ]
     history = [
         {
             "step": int(entry.get("step", 0)),
             **{k: float(entry[k]) for k in METRIC_KEYS if k in entry},
             **fitted.as_metrics(),
         }
-        for entry in trainer.state.log_history
+        for entry in logged
         if "loss" in entry
     ]
     (adapter / "README.md").write_text(
