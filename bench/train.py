@@ -1,13 +1,16 @@
-"""Training throughput: tokens/s of the offline PPO step and of the SFT step on the same data,
-and their ratio (the issue asks PPO <= 1.6x the SFT step's cost: one extra forward pass
-without gradient).
+"""Training throughput: tokens/s of the offline PPO step, the SFT step and the DPO step on the
+same states, and their ratios to SFT (the issue asks PPO <= 1.6x the SFT step's cost: one
+extra forward pass without gradient).
 
     python bench/train.py [--examples 16] [--model smollm2-135m-instruct]
 
 Both trainers run one epoch over the same examples with the same batch size and LoRA config.
 PPO runs as configured (``training.old_logprobs: behaviour``): pi_old is the behaviour log-probs
 stored at synthesis (computed here, outside the timing, as the select barrier does), and its
-time includes the reference log-prob pass at the start of training.
+time includes the reference log-prob pass at the start of training. DPO trains one pair per
+state (chosen: the same completion SFT imitates; rejected: a short ``cot`` step, judged lower),
+so it reads a second sequence per state and runs the reference (adapter disabled) on both;
+its rate counts the same tokens as SFT's, so the ratio is the cost per state.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from spark_core.models.hf_backend import HFBackend, load_tokenizer  # noqa: E402
 from spark_core.questions import validate  # noqa: E402
 from spark_core.rl.behaviour import completion_logprobs  # noqa: E402
 from spark_core.rl.data import ppo_examples  # noqa: E402
+from spark_core.rl.dpo_train import train_dpo  # noqa: E402
 from spark_core.rl.train import train_ppo, train_sft  # noqa: E402
 from spark_core.rollout import tool_lines  # noqa: E402
 from spark_core.sources import read_source  # noqa: E402
@@ -46,6 +50,28 @@ def rows(n: int, actions: list[str]) -> list[dict]:
     ]
 
 
+def pool(data: list[dict]) -> list[dict]:
+    """A candidate pool of two judged candidates per state: one DPO pair each."""
+    rejected = render_step("Guess.", "cot", "A")
+    return [
+        {
+            "question_id": i,
+            "step": 0,
+            "system": r["system"],
+            "prompt": r["prompt"],
+            "completion": completion,
+            "action": action,
+            "judge_score": score,
+            "chosen": chosen,
+        }
+        for i, r in enumerate(data)
+        for completion, action, score, chosen in (
+            (r["completion"], "calculator", 8.0, True),
+            (rejected, "cot", 2.0, False),
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=16)
@@ -57,6 +83,7 @@ def main() -> None:
             f"generator.name={args.model}",
             "training.sft_epochs=1",
             "training.ppo_epochs=1",
+            "training.dpo_epochs=1",
             "training.save_steps=100000",
         ],
     )
@@ -74,6 +101,10 @@ def main() -> None:
             start = time.perf_counter()
             fn(cfg, data, base, Path(out))
             rates[name] = tokens / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        train_dpo(cfg, pool(data), base, Path(out))
+        rates["dpo"] = tokens / (time.perf_counter() - start)
     print(
         f"training throughput, {args.model}, {args.examples} examples "
         f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, CPU, "
@@ -81,7 +112,9 @@ def main() -> None:
     )
     print(f"  SFT step: {rates['sft']:7.1f} tokens/s")
     print(f"  PPO step: {rates['ppo']:7.1f} tokens/s")
+    print(f"  DPO step: {rates['dpo']:7.1f} tokens/s (per state: 1 pair, chosen tokens counted)")
     print(f"  PPO costs {rates['sft'] / rates['ppo']:.2f}x the SFT step")
+    print(f"  DPO costs {rates['sft'] / rates['dpo']:.2f}x the SFT step")
 
 
 if __name__ == "__main__":

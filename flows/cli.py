@@ -145,7 +145,7 @@ def _print_train(result: Any) -> None:
 
 @app.command()
 def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Train the SFT baseline and the SPaRK (offline PPO) adapters on the trajectories."""
+    """Train the adapters of training.trainers (SFT, SPaRK's offline PPO, DPO) on the labels."""
     cfg = _load(config, set_)
     from flows.train import train as train_flow
 

@@ -1,27 +1,30 @@
-"""The ``train`` flow: the SFT baseline and the SPaRK (offline PPO) adapter."""
+"""The ``train`` flow: the adapters of ``training.trainers`` (SFT baseline, SPaRK's offline
+PPO, step-level DPO)."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.zombies import clean_up_earlier_attempt, on_crashed
-from spark_core.config import RunConfig
+from spark_core.config import TRAINED_POLICY, RunConfig
 from tasks.progress import StageProgress
 from tasks.results import Adapters, Labels
-from tasks.train import TRAINERS, train_adapter
+from tasks.train import train_adapter
 
 
 @flow(name="train", on_crashed=[on_crashed])
 def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
-    """Train every adapter on the labelled trajectories (labels them first when not given)."""
+    """Train the configured adapters on the labels (labels first when not given), named by
+    the policy each is evaluated as (PPO's: "spark")."""
     clean_up_earlier_attempt()
     if labels is None:
         from flows.label import label
 
         labels = label(config)
-    progress = StageProgress("train", len(TRAINERS), "adapters trained")
+    trainers = config.training.trainers
+    progress = StageProgress("train", len(trainers), "adapters trained")
     adapters = {}
-    for trainer in TRAINERS:
-        adapters[trainer] = train_adapter(config, trainer, labels)
+    for trainer in trainers:
+        adapters[TRAINED_POLICY[trainer]] = train_adapter(config, trainer, labels)
         progress.advance()
     return Adapters(adapters)

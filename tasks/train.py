@@ -1,6 +1,7 @@
-"""Train tasks: one cached task per trainer (the SFT baseline, SPaRK's offline PPO). Adapters
-are PEFT folders under ``train/<key16>/<trainer>/adapter``; a killed task resumes from its
-last checkpoint when rerun."""
+"""Train tasks: one cached task per trainer of ``training.trainers`` (the SFT baseline, SPaRK's
+offline PPO, step-level DPO). Adapters are PEFT folders under ``train/<key16>/<policy>/adapter``,
+named by the policy they are evaluated as (``TRAINED_POLICY``: PPO's is "spark"); a killed task
+resumes from its last checkpoint when rerun."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pyarrow as pa
 from prefect import get_run_logger
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
-from spark_core.config import RunConfig
+from spark_core.config import TRAINED_POLICY, RunConfig
 from spark_core.labeling import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
+from spark_core.rl.dpo_train import train_dpo
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
@@ -36,54 +38,66 @@ class Trainer:
     uses_pool: Callable[[RunConfig], bool]
 
 
-# every trainer of the train stage, in order: a new trainer is one entry here
+# every trainer of training.trainers (its config name): a new trainer is one entry here, and
+# one in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders)
 TRAINERS: dict[str, Trainer] = {
     "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
-    "spark": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # offline PPO
+    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # SPaRK
+    "dpo": Trainer(  # step-level DPO: pairs from the candidate pool only
+        lambda cfg, _trajectories, base, out, pool: train_dpo(cfg, pool, base, out),
+        lambda cfg: True,
+    ),
 }
+DPO_FIELDS = ("dpo_score_margin", "dpo_rarity_margin", "dpo_beta", "dpo_epochs")
 
 
 def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
+    """Which trainers run (``trainers``) never changes what one writes, and the DPO fields
+    only matter to DPO: adding ``dpo`` keeps the SFT and PPO adapters' keys."""
     if trainer not in TRAINERS:
         raise ValueError(f"unknown trainer {trainer!r}; known: {', '.join(TRAINERS)}")
+    policy = TRAINED_POLICY[trainer]
     inputs = {"trajectories": labels.trajectories.content_hash}
     if TRAINERS[trainer].uses_pool(cfg):
         inputs["candidate_pool"] = labels.candidate_pool.content_hash
-    sections = {"training": cfg.section("training"), "policy": cfg.generator.name}
-    key = stage_key(f"train-{trainer}", CODE_VERSION, sections, inputs)
+    ignored = {"trainers", *(DPO_FIELDS if trainer != "dpo" else ())}
+    training = {k: v for k, v in cfg.section("training").items() if k not in ignored}
+    sections = {"training": training, "policy": cfg.generator.name}
+    key = stage_key(f"train-{policy}", CODE_VERSION, sections, inputs)
     return Unit(
         "train",
         key,
-        {f"train/{key[:16]}/{trainer}_metrics": TRAIN_METRICS_SCHEMA},
+        {f"train/{key[:16]}/{policy}_metrics": TRAIN_METRICS_SCHEMA},
         cfg.section("training"),
         {"trajectories": labels.trajectories.content_hash},
-        files=(f"{_adapter_dir(key, trainer)}/adapter_config.json",),
-        what=trainer,
+        files=(f"{_adapter_dir(key, policy)}/adapter_config.json",),
+        what=policy,
     )
 
 
-def _adapter_dir(key: str, trainer: str) -> str:
+def _adapter_dir(key: str, policy: str) -> str:
     """Where a trained adapter lives, relative to the artifact root."""
-    return f"train/{key[:16]}/{trainer}/adapter"
+    return f"train/{key[:16]}/{policy}/adapter"
 
 
 def _adapter(store: ArtifactStore, unit: Unit, metrics: ArtifactRef) -> Adapter:
     return Adapter(store.folder_uri(_adapter_dir(unit.key, unit.what)), metrics)
 
 
-def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
+def work_dir(cfg: RunConfig, key: str, policy: str) -> Path:
     """Training runs on local disk: in the artifact folder when it is local, otherwise in the
     run folder (the finished adapter is then copied to the artifact root)."""
     store = store_for(cfg)
     if store.is_local:
-        return Path(store.fs_path(f"train/{key[:16]}/{trainer}"))
-    return cfg.runtime.run_dir("train", key[:16], trainer)
+        return Path(store.fs_path(f"train/{key[:16]}/{policy}"))
+    return cfg.runtime.run_dir("train", key[:16], policy)
 
 
 def trained_adapters(cfg: RunConfig, labels: Labels) -> Adapters | None:
-    """Every adapter when all were trained already (here or by a train deployment)."""
+    """Every configured adapter, by policy name, when all were trained already (here or by a
+    train deployment)."""
     store = store_for(cfg)
-    units = [train_unit(cfg, t, labels) for t in TRAINERS]
+    units = [train_unit(cfg, t, labels) for t in cfg.training.trainers]
     if not all(u.done(store) for u in units):
         return None
     return Adapters({u.what: _adapter(store, u, store.ref(*u.outputs)) for u in units})
@@ -94,9 +108,10 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
     """Train one adapter (an entry of TRAINERS) and record its metrics."""
     store = store_for(cfg)
     unit = train_unit(cfg, trainer, labels)
+    policy = unit.what  # names its folders and metric rows ("spark" for PPO)
 
     def compute():
-        out = work_dir(cfg, unit.key, trainer)
+        out = work_dir(cfg, unit.key, policy)
         history = TRAINERS[trainer].train(
             cfg,
             rows(store, [labels.trajectories], TRAJECTORIES_SCHEMA),
@@ -105,15 +120,15 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
             rows(store, [labels.candidate_pool], CANDIDATE_POOL_SCHEMA),
         )
         if not store.is_local:  # trained in the run folder: publish beside the artifacts
-            store.put_folder(out / "adapter", _adapter_dir(unit.key, trainer))
+            store.put_folder(out / "adapter", _adapter_dir(unit.key, policy))
         get_run_logger().info(
             "trained %s adapter: %d logged steps, final loss %s -> %s",
             trainer,
             len(history),
             (history[-1] if history else {}).get("loss"),
-            store.folder_uri(_adapter_dir(unit.key, trainer)),
+            store.folder_uri(_adapter_dir(unit.key, policy)),
         )
-        metrics = [{"trainer": trainer, **dict.fromkeys(METRIC_KEYS), **h} for h in history]
+        metrics = [{"trainer": policy, **dict.fromkeys(METRIC_KEYS), **h} for h in history]
         return [pa.Table.from_pylist(metrics, schema=TRAIN_METRICS_SCHEMA)]
 
     return cached_unit(store, unit, compute, lambda r: _adapter(store, unit, r[0]))

@@ -167,7 +167,7 @@ def test_dpo_trainer_writes_a_loadable_peft_adapter(tiny_model_dir, tmp_path):
 
 
 def test_trained_policies_need_their_trainer(run_config):
-    from spark_core.config import TRAINED_POLICY, ConfigError
+    from spark_core.config import TRAINED_POLICY, ConfigError, load_config
 
     assert run_config().training.trainers == ["sft", "ppo"]
     assert TRAINED_POLICY["ppo"] == "spark"  # PPO's adapter keeps SPaRK's policy name
@@ -179,3 +179,28 @@ def test_trained_policies_need_their_trainer(run_config):
         run_config("training.trainers=[sft]")
     with pytest.raises(ConfigError, match="training.trainers"):
         run_config("training.trainers=[grpo]")
+    paper = load_config("configs/paper.yaml")
+    assert paper.training.trainers == ["sft", "ppo", "dpo"]
+    assert {"sft", "spark", "dpo"} <= set(paper.evaluation.policies)
+
+
+def test_adding_dpo_keeps_the_sft_and_ppo_train_keys(run_config):
+    from spark_core.artifacts import ArtifactRef
+    from tasks.results import Labels
+    from tasks.train import train_unit
+
+    labels = Labels(
+        *(ArtifactRef(name, name, name * 4, 1) for name in ("candidate_pool", "trajectories"))
+    )
+
+    def key(cfg, trainer):
+        return train_unit(cfg, trainer, labels).key
+
+    before = run_config()
+    after = run_config("training.trainers=[sft, ppo, dpo]", "training.dpo_beta=0.3")
+    for trainer in ("sft", "ppo"):
+        assert key(before, trainer) == key(after, trainer)
+    assert train_unit(after, "ppo", labels).what == "spark"  # folders keep SPaRK's name
+    only_dpo = ("training.trainers=[dpo]", "evaluation.policies=[base]")
+    assert key(after, "dpo") == key(run_config(*only_dpo, "training.dpo_beta=0.3"), "dpo")
+    assert key(after, "dpo") != key(run_config(*only_dpo), "dpo")  # beta 0.1
