@@ -3,6 +3,10 @@ same states, and their ratios to SFT (the issue asks PPO <= 1.6x the SFT step's 
 extra forward pass without gradient).
 
     python bench/train.py [--examples 16] [--model smollm2-135m-instruct]
+                          [--quantization auto|none|4bit]
+
+``auto`` (the default, as in the presets) trains LoRA on CPU and QLoRA where CUDA and
+bitsandbytes are present; the first line says which one ran.
 
 Both trainers run one epoch over the same examples with the same batch size and LoRA config.
 PPO runs as configured (``training.old_logprobs: behaviour``): pi_old is the behaviour log-probs
@@ -31,6 +35,7 @@ from spark_core.questions import validate  # noqa: E402
 from spark_core.rl.behaviour import completion_logprobs  # noqa: E402
 from spark_core.rl.data import ppo_examples  # noqa: E402
 from spark_core.rl.dpo_train import train_dpo  # noqa: E402
+from spark_core.rl.hardware import choose_precision  # noqa: E402
 from spark_core.rl.train import train_ppo, train_sft  # noqa: E402
 from spark_core.rollout import tool_lines  # noqa: E402
 from spark_core.sources import read_source  # noqa: E402
@@ -76,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--quantization", default="auto", choices=["auto", "none", "4bit"])
     args = parser.parse_args()
     cfg = load_config(
         "configs/demo.yaml",
@@ -85,8 +91,10 @@ def main() -> None:
             "training.ppo_epochs=1",
             "training.dpo_epochs=1",
             "training.save_steps=100000",
+            f"training.quantization={args.quantization}",
         ],
     )
+    precision = choose_precision(cfg.training)
     base = resolve_model(args.model)
     data = rows(args.examples, cfg.rollout.actions)
     behaviour = completion_logprobs(
@@ -107,7 +115,8 @@ def main() -> None:
         rates["dpo"] = tokens / (time.perf_counter() - start)
     print(
         f"training throughput, {args.model}, {args.examples} examples "
-        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, CPU, "
+        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, "
+        f"{precision.device}, quantization {precision.quantization}, "
         f"pi_old={cfg.training.old_logprobs}"
     )
     print(f"  SFT step: {rates['sft']:7.1f} tokens/s")
