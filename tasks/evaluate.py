@@ -13,6 +13,7 @@ from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
 from spark_core.evaluation.plots import plot
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
+from spark_core.evaluation.repairs import REPAIRS_SCHEMA, repair_table
 from spark_core.evaluation.report import (
     ENTROPY_TESTS_SCHEMA,
     PAIRS_SCHEMA,
@@ -72,6 +73,7 @@ def eval_key(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) 
         },
         "actions": cfg.rollout.actions,
         "tokens": [cfg.rollout.thought_tokens, cfg.rollout.input_tokens],
+        "tool_retries": cfg.rollout.tool_retries,
         "policy": {k: v for k, v in source.items() if k != "adapter"},
     }
     return stage_key("evaluate", CODE_VERSION, sections, {"questions": questions.content_hash})
@@ -183,6 +185,11 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
             f"{folder}/eval_entropy_tests", tests, ENTROPY_TESTS_SCHEMA, **meta
         ),
     }
+    repairs = None
+    if cfg.rollout.tool_retries:
+        tools = [a for a in cfg.rollout.actions if a != "cot"]
+        repairs = repair_table(all_rows, tools)
+        refs["repairs"] = store.write(f"{folder}/eval_repairs", repairs, REPAIRS_SCHEMA, **meta)
     local = Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "report"
     images = plot(summary, usage, local)
     n = len(cfg.rollout.actions)
@@ -193,7 +200,7 @@ def report(cfg: RunConfig, rows: list[ArtifactRef]) -> dict:
         f"k = {n + 1} action names (the {n} actions and `answer`), m = {n} actions (tools and "
         "`cot`). Column meanings: README, *Evaluation and the report*."
     )
-    text = markdown(summary, usage, pairs, tests, images, setup)
+    text = markdown(summary, usage, pairs, tests, images, setup, repairs)
     (local / "report.md").write_text(text)
     html = write_html(text, local)
     if not is_local(store):  # publish the report next to the artifacts
