@@ -164,3 +164,37 @@ def test_evaluation_repairs_at_the_step_under_the_cost_guard(run_config, server)
         "rate": 1.0,
     }
     assert "| base | python | 1 | 1 | 1 | 100% |" in repair_lines(repair_table([row], ["python"]))
+
+
+def test_repairs_on_the_local_backend_are_batched_and_deterministic(run_config, tiny_model_dir):
+    """The hf path (repair prompt with the "Action Input:" prefill), synthesis and evaluation:
+    a tiny random model's inputs fail, the repairs run, and a second run is identical."""
+    cfg = run_config(
+        f"generator.name={tiny_model_dir}",
+        f"judge.name={tiny_model_dir}",
+        "rollout.actions=[calculator, python, chemistry, cot]",
+        "rollout.thought_tokens=8",
+        "rollout.input_tokens=6",
+        "rollout.tool_retries=1",
+        "evaluation.steps=1",
+    )
+    questions = [QUESTION, Question(8, "What is 2 + 2?", ("3", "4"), "math", "B")]
+    generator, judge = make_generator(cfg.generator, None), make_judge(cfg.judge, None)
+    runs = [
+        rollout_step(
+            cfg, 1, questions, dict.fromkeys((7, 8), ""), generator, judge, sandbox_for(cfg)
+        )
+        for _ in range(2)
+    ]
+    first, second = (c.drop_columns(["latency_ms"]) for c, _ in runs)
+    assert first.equals(second) and runs[0][1].equals(runs[1][1])
+    tried = [r for r in first.to_pylist() if r["repair_attempts"]]
+    assert tried and all(r["failed_input"] is not None for r in tried)
+    assert all(r["repair_attempts"] == 0 for r in first.to_pylist() if r["action"] == "cot")
+    rows = [
+        evaluate_policy(cfg, "base", questions, generator, sandbox_for(cfg)).to_pylist()
+        for _ in range(2)
+    ]
+    assert rows[0] == rows[1]
+    for row in rows[0]:
+        assert len(row["step_repairs"]) == len(row["step_repaired"]) == len(row["actions"])
