@@ -37,7 +37,7 @@ def main() -> None:
 
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore
-    from spark_core.synthesis_summary import RUN_SCHEMA
+    from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
     from tasks.models import models_for
     from tasks.synthesize import PHASE_SECONDS
     from tasks.tools import sandbox_for
@@ -80,6 +80,18 @@ def main() -> None:
     ]:
         print(f"    {name:<30} {seconds:7.1f} s  {100 * seconds / total:5.1f}%")
     print(f"  cached rerun:     {rerun:7.1f} s  ({100 * rerun / total:.1f}% of the first run)")
+    if cfg.rollout.tool_retries:  # rollout.tool_retries: failed calls repaired, per tool
+        per_action = ArtifactStore(cfg.runtime.artifacts_url()).read(
+            result["summary"][0].name, ACTIONS_SCHEMA
+        )
+        print(f"  repairs (rollout.tool_retries={cfg.rollout.tool_retries}), repaired / tried:")
+        for a in per_action.to_pylist():
+            if a["repairs_attempted"]:
+                print(
+                    f"    {a['action']:<16} {a['repairs_succeeded']:3d} / "
+                    f"{a['repairs_attempted']:3d}  ({a['repair_rate']:.0%}); tool errors after "
+                    f"repair {a['tool_error_rate']:.0%}"
+                )
 
 
 if __name__ == "__main__":
