@@ -198,3 +198,16 @@ def test_repairs_on_the_local_backend_are_batched_and_deterministic(run_config, 
     assert rows[0] == rows[1]
     for row in rows[0]:
         assert len(row["step_repairs"]) == len(row["step_repaired"]) == len(row["actions"])
+
+
+def test_the_dry_run_plan_counts_every_possible_repair(run_config):
+    from spark_core.run_plan import plan_evaluation, plan_synthesis
+
+    plans = {}
+    for retries in (0, 2):
+        cfg = run_config(f"rollout.tool_retries={retries}", "rollout.steps=3", "evaluation.steps=2")
+        plans[retries] = (plan_synthesis(cfg, [QUESTION])[0], plan_evaluation(cfg, [QUESTION])[0])
+    tools = len(cfg.rollout.actions) - 1  # every action but cot
+    assert plans[2][0].calls - plans[0][0].calls == 2 * tools * 3
+    assert plans[2][1].calls - plans[0][1].calls == 2 * 2
+    assert plans[2][0].prompt_tokens > plans[0][0].prompt_tokens
