@@ -11,6 +11,7 @@ one generation batch and one sandbox batch per retry round, over every failed ca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ REPAIR_QUESTION = (
     "That tool call failed. Write a corrected Action Input for {action} only."
 )
 ERROR_CHARS = 300  # the error shown to the model
+# the label a server may repeat (it never sees the hf backend's "Action Input:" prefill)
+_LABEL = re.compile(r"^\s*\**\s*action input\s*\**\s*:\s*\**\s*", re.IGNORECASE)
 
 REPAIR_FIELDS = [
     pa.field("repair_attempts", pa.int32()),  # repair generations run (null: none, as 0)
@@ -113,7 +116,7 @@ def repair_calls(
             if completion.finish_reason == "error":  # the call failed: the row stays as it was
                 live[i] = None
                 continue
-            runnable.append((i, completion.text.strip()))
+            runnable.append((i, _LABEL.sub("", completion.text, count=1).strip()))
         calls = [
             ToolCall(rows[i]["question_id"], rows[i]["step"], rows[i]["action"], text)
             for i, text in runnable

@@ -37,7 +37,7 @@ def script(server, repairs_work: bool) -> None:
         if messages[0]["content"].startswith("You grade one step"):
             return "9" if "Observation: 42" in last else "2"
         if REPAIR_MARK in last:
-            return FIXED if repairs_work else BROKEN
+            return f"Action Input: {FIXED}" if repairs_work else BROKEN  # the label is cut
         if last.startswith("Which action is next?"):
             return "python"
         return BROKEN
