@@ -14,7 +14,7 @@ from spark_core.models.calls import make_generator, make_judge
 from spark_core.models.guards import Budget
 from spark_core.repair import REPAIR_QUESTION
 from spark_core.rollout import CANDIDATES_SCHEMA, Question, rollout_step
-from spark_core.synthesis_summary import summarize
+from spark_core.synthesis_summary import markdown, summarize
 from tasks.tools import sandbox_for
 
 BROKEN, FIXED = "print(6 * 7", "print(6 * 7)"
@@ -112,10 +112,12 @@ def test_a_retry_repairs_a_broken_input_before_the_judge_sees_it(run_config, ser
     # the repair is a generator call like the others: counted in its usage (thought, two
     # inputs, one repair)
     assert generator.usage.calls == 4
-    per_action, _ = summarize(["python", "cot"], [], list(python.values()), [], 4.0, "judge")
+    per_action, run = summarize(["python", "cot"], [], list(python.values()), [], 4.0, "judge")
     stats = {a["action"]: a for a in per_action.to_pylist()}
     assert (stats["python"]["repairs_attempted"], stats["python"]["repairs_succeeded"]) == (1, 1)
     assert stats["python"]["repair_rate"] == 1.0 and stats["cot"]["repair_rate"] is None
+    table = markdown(per_action, run)  # the synthesis summary's repaired column
+    assert "| 1/1 (100%) |" in table and table.rstrip().endswith("| – |")
 
 
 def test_no_retries_change_nothing_and_a_failed_repair_keeps_trying(run_config, server):
