@@ -37,13 +37,13 @@ def main() -> None:
 
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore
+    from spark_core.models.registry import REGISTRY
     from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
-    from tasks.models import models_for
     from tasks.synthesize import PHASE_SECONDS
     from tasks.tools import sandbox_for
 
     start = time.perf_counter()
-    models_for(cfg)
+    REGISTRY.stage_models(cfg)
     sandbox_for(cfg)
     loading = time.perf_counter() - start
 
@@ -56,7 +56,7 @@ def main() -> None:
     synthesize(cfg)
     rerun = time.perf_counter() - start
 
-    run_ref = result["summary"][1]
+    run_ref = result.summary.run
     summary = ArtifactStore(cfg.runtime.artifacts_url()).read(run_ref.name, RUN_SCHEMA)
     run = summary.to_pylist()[0]
     total = first + loading
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"  cached rerun:     {rerun:7.1f} s  ({100 * rerun / total:.1f}% of the first run)")
     if cfg.rollout.tool_retries:  # rollout.tool_retries: failed calls repaired, per tool
         per_action = ArtifactStore(cfg.runtime.artifacts_url()).read(
-            result["summary"][0].name, ACTIONS_SCHEMA
+            result.summary.actions.name, ACTIONS_SCHEMA
         )
         print(f"  repairs (rollout.tool_retries={cfg.rollout.tool_retries}), repaired / tried:")
         for a in per_action.to_pylist():

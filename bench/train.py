@@ -55,7 +55,7 @@ def main() -> None:
         "configs/demo.yaml",
         [
             f"generator.name={args.model}",
-            "training.epochs=1",
+            "training.sft_epochs=1",
             "training.ppo_epochs=1",
             "training.save_steps=100000",
         ],

@@ -64,13 +64,13 @@ def _run_flow(fn, cfg: RunConfig) -> Any:
 
 
 def _store(cfg: RunConfig):
-    from spark_core.artifacts import ArtifactStore
+    from tasks.caching import store_for
 
-    return ArtifactStore(cfg.runtime.artifacts_url())
+    return store_for(cfg)
 
 
-def _print_ingest(cfg: RunConfig, refs: dict[str, Any]) -> None:
-    questions = refs["questions"]
+def _print_ingest(cfg: RunConfig, refs: Any) -> None:
+    questions = refs.questions
     table = _store(cfg).read(questions.name).to_pandas()
     counts = table.groupby(["category", "split"]).size().unstack(fill_value=0)
     view = Table(title=f"questions ({questions.rows} rows)")
@@ -81,7 +81,7 @@ def _print_ingest(cfg: RunConfig, refs: dict[str, Any]) -> None:
         view.add_row(category, *[str(v) for v in row])
     console.print(view)
     console.print(f"questions: {questions.uri}")
-    console.print(f"rejected:  {refs['rejected'].uri} ({refs['rejected'].rows} rows)")
+    console.print(f"rejected:  {refs.rejected.uri} ({refs.rejected.rows} rows)")
 
 
 @app.command()
@@ -93,12 +93,11 @@ def ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_ingest(cfg, _run_flow(ingest_flow, cfg))
 
 
-def _print_synthesis(cfg: RunConfig, result: dict[str, Any]) -> None:
+def _print_synthesis(cfg: RunConfig, result: Any) -> None:
     from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
 
-    per_action_ref, run_ref = result["summary"]
     store = _store(cfg)
-    run = store.read(run_ref.name, RUN_SCHEMA).to_pylist()[0]
+    run = store.read(result.summary.run.name, RUN_SCHEMA).to_pylist()[0]
     view = Table(
         title=f"synthesis: {run['questions']} questions, {run['steps']} steps, "
         f"entropy {run['entropy_bits']:.2f} bits, "
@@ -107,7 +106,7 @@ def _print_synthesis(cfg: RunConfig, result: dict[str, Any]) -> None:
     )
     for column in ("action", "chosen", "viable rate", "score mean", "tool errors", "repaired"):
         view.add_column(column, justify="left" if column == "action" else "right")
-    for a in store.read(per_action_ref.name, ACTIONS_SCHEMA).to_pylist():
+    for a in store.read(result.summary.actions.name, ACTIONS_SCHEMA).to_pylist():
         mean = "–" if a["score_mean"] is None else f"{a['score_mean']:.2f}"
         view.add_row(
             a["action"],
@@ -136,13 +135,13 @@ def label(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from flows.label import label as label_flow
 
     refs = _run_flow(label_flow, cfg)
-    console.print(f"trajectories: {refs['trajectories'].uri} ({refs['trajectories'].rows} rows)")
-    console.print(f"candidate pool: {refs['candidate_pool'].uri}")
+    console.print(f"trajectories: {refs.trajectories.uri} ({refs.trajectories.rows} rows)")
+    console.print(f"candidate pool: {refs.candidate_pool.uri}")
 
 
-def _print_train(result: dict[str, Any]) -> None:
-    for trainer in ("sft", "spark"):
-        console.print(f"{trainer} adapter: {result[trainer]['adapter']}")
+def _print_train(result: Any) -> None:
+    for trainer, adapter in result.trained.items():
+        console.print(f"{trainer} adapter: {adapter.adapter}")
 
 
 @app.command()
@@ -154,11 +153,10 @@ def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_train(_run_flow(train_flow, cfg))
 
 
-def _print_report(cfg: RunConfig, result: dict[str, Any]) -> None:
+def _print_report(cfg: RunConfig, result: Any) -> None:
     from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA
 
-    ref = result["summary"]
-    rows = _store(cfg).read(ref.name, SUMMARY_SCHEMA).to_pylist()
+    rows = _store(cfg).read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
     view = Table(title="evaluation (eval split)")
     for column in (
         "policy",
@@ -190,7 +188,7 @@ def _print_report(cfg: RunConfig, result: dict[str, Any]) -> None:
                 f"{r['tool_error_rate']:.0%}",
             )
     console.print(view)
-    console.print(f"report: {result['report']}")
+    console.print(f"report: {result.report}")
 
 
 @app.command()
@@ -237,13 +235,13 @@ def run(
     from flows.pipeline import pipeline
 
     result = _run_flow(pipeline, cfg)
-    questions = result["ingest"]["questions"]
+    questions = result.ingest.questions
     console.print(f"questions: {questions.uri} ({questions.rows} rows)")
-    _print_synthesis(cfg, result["synthesize"])
-    traj = result["label"]["trajectories"]
+    _print_synthesis(cfg, result.synthesize)
+    traj = result.label.trajectories
     console.print(f"trajectories: {traj.uri} ({traj.rows} rows)")
-    _print_train(result["train"])
-    _print_report(cfg, result["evaluate"])
+    _print_train(result.train)
+    _print_report(cfg, result.evaluate)
 
 
 @config_app.command("show")
@@ -269,8 +267,8 @@ def generate(
     bundled SmolLM2-135M-Instruct, offline on CPU)."""
     from spark_core.answers import extract_answer
     from spark_core.models.calls import make_generator
+    from spark_core.models.registry import REGISTRY
     from spark_core.models.requests import ChatRequest
-    from spark_core.models.response_cache import ResponseCache
     from spark_core.prompts import direct_answer_prompt
     from spark_core.questions import validate
     from spark_core.sources import read_source
@@ -297,7 +295,7 @@ def generate(
         max_new_tokens=max_new_tokens or gen_cfg.max_new_tokens,
         temperature=gen_cfg.temperature,
     )
-    generator = make_generator(gen_cfg, ResponseCache(cfg.runtime.response_cache_path()))
+    generator = make_generator(gen_cfg, REGISTRY.response_cache(cfg))
     (completion,) = generator.generate([request])
     if completion.finish_reason == "error":
         _fail(completion.extra.get("error", "generation failed"))

@@ -26,14 +26,14 @@ def planned_questions(cfg: RunConfig):
     source sampled here when it is local; a hub source without one is sized from the config
     with the bundled questions standing in for their length."""
     from spark_core import CATEGORIES
-    from spark_core.artifacts import ArtifactStore
     from spark_core.questions import ingest_records
     from spark_core.rollout import Question
     from spark_core.sources import bundled_path, read_file, read_source, source_kind
-    from tasks.ingest import ingest_key, ingest_outputs
+    from tasks.caching import store_for
+    from tasks.ingest import ingest_unit
 
-    store = ArtifactStore(cfg.runtime.artifacts_url())
-    name = ingest_outputs(ingest_key(cfg))[1]
+    store = store_for(cfg)
+    name = list(ingest_unit(cfg).outputs)[-1]  # the questions
     note = "questions from the ingest artifact"
     data = cfg.data
     if store.exists(name):
@@ -95,12 +95,12 @@ def _check(role: str, config: str | None, set_: list[str] | None) -> None:
     from transformers.utils import logging as hf_logging
 
     from flows.cli import _fail, _load, console
+    from spark_core.models.registry import REGISTRY
     from spark_core.preflight import check_generator, check_judge
-    from tasks.models import response_cache
 
     hf_logging.disable_progress_bar()
     cfg = _load(config, set_)
-    cache = response_cache(cfg)
+    cache = REGISTRY.response_cache(cfg)
     try:
         view, note = plan_table(cfg, "estimated run")
         if role == "judge":

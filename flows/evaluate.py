@@ -9,21 +9,22 @@ from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
 from tasks.progress import StageProgress
+from tasks.results import Adapters, Report
 from tasks.runners import task_runner_for
 from tasks.stage_guards import first_stop
 
 
 @flow(name="evaluate", on_crashed=[on_crashed])
-def evaluate(config: RunConfig, adapters: dict | None = None) -> dict:
+def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
     clean_up_earlier_attempt()
-    questions = ingest_questions(config)["questions"]
+    questions = ingest_questions(config).questions
     wanted = [p for p in config.evaluation.policies if p not in ("base", SAMPLED_POLICY)]
     if adapters is None and wanted:
         from flows.train import train
 
         adapters = train(config)
-    paths = {p: adapters[p]["adapter"] for p in wanted} if adapters else {}
+    paths = {p: adapters.trained[p].adapter for p in wanted} if adapters else {}
     paths.update(config.evaluation.extra_adapters)
     policies = [
         *config.evaluation.policies,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.zombies import clean_up_earlier_attempt, on_crashed
-from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
+from tasks.results import Questions
 
 
 @flow(name="ingest", log_prints=True, on_crashed=[on_crashed])
-def ingest(config: RunConfig) -> dict[str, ArtifactRef]:
+def ingest(config: RunConfig) -> Questions:
     """Validate, sample and split the questions of a run."""
     clean_up_earlier_attempt()
     return ingest_questions(config)

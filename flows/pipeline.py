@@ -24,9 +24,9 @@ from flows.label import label
 from flows.synthesize import synthesize
 from flows.train import train
 from flows.zombies import clean_up_earlier_attempt, on_crashed
-from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.progress import PIPELINE, PipelineProgress
+from tasks.results import Adapters, Labels, PipelineResult
 from tasks.stage_guards import first_stop
 from tasks.train import trained_adapters
 
@@ -34,7 +34,7 @@ STAGES = ["ingest", "synthesize", "label", "train", "evaluate"]
 
 
 @flow(name="pipeline", on_crashed=[on_crashed])
-def pipeline(config: RunConfig) -> dict:
+def pipeline(config: RunConfig) -> PipelineResult | State:
     """Run every stage of a SPaRK run; each stage is cached on the content of its inputs."""
     clean_up_earlier_attempt()
     started = time.time()
@@ -61,7 +61,7 @@ def pipeline(config: RunConfig) -> dict:
 
     try:
         questions = stage("ingest", ingest, config)
-        synthesis = stage("synthesize", synthesize, config, questions["questions"])
+        synthesis = stage("synthesize", synthesize, config, questions.questions)
         trajectories = stage("label", label, config, synthesis)
         if config.runtime.train_deployment:
             adapters = train_elsewhere(config, trajectories)
@@ -79,7 +79,7 @@ def pipeline(config: RunConfig) -> dict:
             summary.publish(config, rows, out.get("evaluate"))
         except Exception as exc:  # never hide the stage's own error behind the summary's
             get_run_logger().warning("could not publish the pipeline summary: %r", exc)
-    return out
+    return PipelineResult(**out)
 
 
 class PlannedStop(Exception):
@@ -90,7 +90,7 @@ class PlannedStop(Exception):
         self.state = state
 
 
-def train_elsewhere(config: RunConfig, labels: dict[str, ArtifactRef]) -> dict:
+def train_elsewhere(config: RunConfig, labels: Labels) -> Adapters:
     """Run the train stage as a deployment (e.g. on a GPU work pool) and wait for it; the
     adapters come back through the shared artifact root."""
     name = config.runtime.train_deployment

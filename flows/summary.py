@@ -24,7 +24,8 @@ from prefect.utilities.urls import url_for
 from spark_core.config import RunConfig
 from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA, embed_images
 from spark_core.synthesis_summary import RUN_SCHEMA
-from tasks.caching import store_for
+from tasks.caching import store_for, ui_key
+from tasks.results import Report
 
 FINISHED = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -107,10 +108,10 @@ def describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
 def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
     cached = row.outcome.startswith(("cached", "reused"))
     if row.stage == "ingest":
-        row.counts = f"{result['questions'].rows} questions, {result['rejected'].rows} rejected"
+        row.counts = f"{result.questions.rows} questions, {result.rejected.rows} rejected"
     elif row.stage == "synthesize":
-        run = store_for(cfg).read(result["summary"][1].name, RUN_SCHEMA).to_pylist()[0]
-        generated = sum(c.rows for c, _ in result["shards"])
+        run = store_for(cfg).read(result.summary.run.name, RUN_SCHEMA).to_pylist()[0]
+        generated = sum(s.candidates.rows for s in result.shards)
         row.counts = f"{run['questions']} questions, {run['steps']} selected steps"
         row.calls = f"generator {generated}, judge {run['judge_calls']}"
         if cached:
@@ -121,13 +122,12 @@ def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
             row.cost = "$0, local models"
     elif row.stage == "label":
         row.counts = (
-            f"{result['trajectories'].rows} trajectory steps, "
-            f"{result['candidate_pool'].rows} candidates"
+            f"{result.trajectories.rows} trajectory steps, {result.candidate_pool.rows} candidates"
         )
     elif row.stage == "train":
-        row.counts = f"{len(result)} adapters ({', '.join(result)})"
+        row.counts = f"{len(result.trained)} adapters ({', '.join(result.trained)})"
     elif row.stage == "evaluate":
-        summary = store_for(cfg).read(result["summary"].name, SUMMARY_SCHEMA).to_pylist()
+        summary = store_for(cfg).read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
         overall = [r for r in summary if r["category"] == OVERALL]
         row.extra["overall"] = overall
         row.counts = (
@@ -141,7 +141,7 @@ def _ui(path: str) -> str:
     return f"{base.rsplit('/runs/', 1)[0]}/{path}" if base else f"/{path}"
 
 
-def markdown(rows: list[StageRow], report: dict | None) -> str:
+def markdown(rows: list[StageRow], report: Report | None) -> str:
     """The summary artifact of the pipeline run."""
     lines = [
         "# SPaRK pipeline",
@@ -176,18 +176,19 @@ def markdown(rows: list[StageRow], report: dict | None) -> str:
                 f"{o['ci_high']:.1%}) | {o['entropy_bits']:.2f} bits "
                 f"({o['normalized_entropy']:.2f}) | {o['no_answer_rate']:.1%} |"
             )
-    if report and report.get("images"):
-        folder = Path(report["report"]).parent
-        plots = "\n\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in report["images"])
+    if report and report.images:
+        folder = Path(report.report).parent
+        plots = "\n\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in report.images)
         lines += ["", "## Plots", "", embed_images(plots, folder)]
-        lines += ["", f"Full report: `{Path(report.get('html', report['report'])).resolve()}`"]
+        lines += ["", f"Full report: `{Path(report.html).resolve()}`"]
     return "\n".join(lines) + "\n"
 
 
-def publish(cfg: RunConfig, rows: list[StageRow], report: dict | None) -> None:
-    slug = f"pipeline-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
+def publish(cfg: RunConfig, rows: list[StageRow], report: Report | None) -> None:
     create_markdown_artifact(
-        markdown(rows, report), key=slug, description="SPaRK pipeline: stages and results"
+        markdown(rows, report),
+        key=ui_key("pipeline", cfg),
+        description="SPaRK pipeline: stages and results",
     )
 
 

@@ -11,6 +11,7 @@ from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
 from tasks.progress import StageProgress
+from tasks.results import Synthesis
 from tasks.runners import task_runner_for
 from tasks.stage_guards import first_stop, preflight_judge
 from tasks.synthesize import (
@@ -24,11 +25,11 @@ from tasks.synthesize import (
 
 
 @flow(name="synthesize", log_prints=True, on_crashed=[on_crashed])
-def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
+def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> Synthesis:
     """Roll out every train question for up to ``rollout.steps`` steps."""
     clean_up_earlier_attempt()
     if questions is None:
-        questions = ingest_questions(config)["questions"]
+        questions = ingest_questions(config).questions
     if stop := first_stop([preflight_judge(config, return_state=True)]):  # cannot score
         return stop
     plan, state = plan_synthesis(config, questions)
@@ -52,8 +53,9 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
             if stop := first_stop([f.wait() or f.state for f in futures]):
                 return stop  # a planned stop (cost limit, failing judge): rerun to resume
             shards = [f.result() for f in futures]
-            chosen, usage, state = select(config, plan, step, shards, state, usage)
-            selected.append(chosen)
+            selection = select(config, plan, step, shards, state, usage)
+            usage, state = selection.usage, selection.state
+            selected.append(selection.selected)
             shards_seen.extend(shards)
             progress.update(total - active_count(config, state))
     finals = finalize(config, plan, state, return_state=True)
@@ -62,10 +64,4 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> dict:
     finals = finals.result()
     progress.update(total)
     summary = summarize_synthesis(config, plan, selected, shards_seen, finals)
-    return {
-        "plan": plan,
-        "selected": selected,
-        "shards": shards_seen,
-        "final_answers": finals,
-        "summary": summary,
-    }
+    return Synthesis(plan, tuple(selected), tuple(shards_seen), finals, summary)

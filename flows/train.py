@@ -5,15 +5,15 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.zombies import clean_up_earlier_attempt, on_crashed
-from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.progress import StageProgress
+from tasks.results import Adapters, Labels
 from tasks.train import TRAINERS, train_adapter
 
 
 @flow(name="train", on_crashed=[on_crashed])
-def train(config: RunConfig, labels: dict[str, ArtifactRef] | None = None) -> dict:
-    """Train both adapters on the labelled trajectories (labels them first when not given)."""
+def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
+    """Train every adapter on the labelled trajectories (labels them first when not given)."""
     clean_up_earlier_attempt()
     if labels is None:
         from flows.label import label
@@ -24,4 +24,4 @@ def train(config: RunConfig, labels: dict[str, ArtifactRef] | None = None) -> di
     for trainer in TRAINERS:
         adapters[trainer] = train_adapter(config, trainer, labels)
         progress.advance()
-    return adapters
+    return Adapters(adapters)

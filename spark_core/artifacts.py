@@ -89,6 +89,20 @@ class ArtifactStore:
         the files that are not Parquet artifacts, such as adapters and reports."""
         return f"{self._base}/{relative}" if relative else self._base
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the root is a local folder (training and reports then write into it)."""
+        protocols = self.fs.protocol
+        return "file" in (protocols if isinstance(protocols, tuple) else (protocols,))
+
+    def has_file(self, relative: str) -> bool:
+        """Whether a file that is not a Parquet artifact (an adapter's config) exists."""
+        return self.fs.exists(self.fs_path(relative))
+
+    def folder_uri(self, relative: str) -> str:
+        """The URI of a folder under the root (an adapter, a report)."""
+        return f"{self.root}/{relative}"
+
     def get_folder(self, uri: str, target: str | Path) -> None:
         """Copy a folder under this root (given by its URI) to a local ``target``: adapters
         trained on another machine, read back where they are evaluated."""
@@ -98,7 +112,7 @@ class ArtifactStore:
     def put_folder(self, local: str | Path, relative: str) -> str:
         """Copy a local folder (a report) under this root; returns its URI."""
         self.fs.put(str(local), self.fs_path(relative), recursive=True)
-        return f"{self.root}/{relative}"
+        return self.folder_uri(relative)
 
     def write(
         self,

@@ -8,7 +8,7 @@ so a stage's cache key can hash exactly the section that drives it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -45,6 +45,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, json_schema_extra=_form_schema
     )
+    # old field name -> new one: a preset or --set that still uses the old name is told so
+    _renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in cls._renamed.items():
+                if old in data:
+                    raise ValueError(f"{old!r} was renamed to {new!r}")
+        return data
 
 
 class DataConfig(_Section):
@@ -95,6 +106,8 @@ ACTIONS: tuple[str, ...] = (
     "knowledge_search",
     "cot",
 )
+# rollout.selection: the paper's rule and its two ablations (spark_core/selection.py)
+SelectionRule = Literal["rarity_first", "lowest_viable", "greedy"]
 
 
 class RolloutConfig(_Section):
@@ -109,8 +122,10 @@ class RolloutConfig(_Section):
     viable_threshold: float = Field(
         6.0, ge=0, le=10, description="Judge score at or above which a candidate is viable."
     )
-    selection: Literal["rarity_first", "lowest_viable", "greedy"] = Field(
-        "rarity_first", description="Selection rule among the judged candidates."
+    selection: SelectionRule = Field(
+        "rarity_first",
+        description="Which viable candidate a step keeps: the least-used (rarity_first), the "
+        "lowest-scoring (lowest_viable) or the top-scored (greedy).",
     )
     shards: int = Field(2, gt=0, description="Question shards processed in parallel.")
     thought_tokens: int = Field(48, gt=0, description="Max new tokens for a step's thought.")
@@ -153,7 +168,9 @@ class ToolsConfig(_Section):
 class ModelConfig(_Section):
     """A generator/policy model: local transformers or any OpenAI-compatible server."""
 
-    backend: Literal["hf", "openai"] = "hf"
+    backend: Literal["hf", "openai"] = Field(
+        "hf", description="'hf' (local transformers) or 'openai' (any OpenAI-compatible server)."
+    )
     name: str = Field(
         "smollm2-135m-instruct",
         description="Hugging Face id or local path; 'smollm2-135m-instruct' is the bundled "
@@ -164,7 +181,9 @@ class ModelConfig(_Section):
         "OPENAI_API_KEY", description="Environment variable that holds the API key."
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="hf backend weights' dtype; 'auto': bfloat16 on a capable GPU."
+    )
     max_new_tokens: int = Field(
         64,
         gt=0,
@@ -175,11 +194,15 @@ class ModelConfig(_Section):
     batch_size: int = Field(16, gt=0, description="Generation batch size (hf backend).")
     concurrency: int = Field(16, gt=0, description="Concurrent requests (openai backend).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
-    max_retries: int = Field(5, ge=0)
+    max_retries: int = Field(
+        5, ge=0, description="Retries of a failed request (openai backend; jittered backoff)."
+    )
     price_per_1k_prompt: float | None = Field(
         None, ge=0, description="USD per 1k prompt tokens (default: known OpenAI prices)."
     )
-    price_per_1k_completion: float | None = Field(None, ge=0)
+    price_per_1k_completion: float | None = Field(
+        None, ge=0, description="USD per 1k completion tokens (default: known OpenAI prices)."
+    )
     max_cost_usd: float | None = Field(
         None,
         gt=0,
@@ -191,7 +214,7 @@ class ModelConfig(_Section):
 class JudgeConfig(ModelConfig):
     """The judge that scores every candidate 0-10."""
 
-    max_new_tokens: int = Field(8, gt=0)
+    max_new_tokens: int = Field(8, gt=0, description="Token limit of a judge reply (a score).")
     attempts: int = Field(3, gt=0, description="Tries for a reply that carries a score.")
     scoring: Literal["auto", "logprobs", "structured", "text"] = Field(
         "auto",
@@ -217,9 +240,13 @@ class JudgeConfig(ModelConfig):
 class RewardsConfig(_Section):
     """Composite reward: quality + diversity + terminal correctness (spark_core/rewards.py)."""
 
-    w_quality: float = 1.0
-    w_diversity: float = 0.5
-    w_correct: float = 1.0
+    w_quality: float = Field(1.0, description="w_q: weight of the judge's score / 10 per step.")
+    w_diversity: float = Field(
+        0.5, description="w_d: weight of the rarity bonus of the chosen action per step."
+    )
+    w_correct: float = Field(
+        1.0, description="w_c: weight of the terminal reward (1 if the final answer is correct)."
+    )
     rarity_bonus: Literal["one_minus_p", "neg_log_p"] = Field(
         "one_minus_p",
         description="Diversity bonus from the action's running usage share p when it was selected.",
@@ -234,27 +261,44 @@ class RewardsConfig(_Section):
     baseline: Literal["step_mean", "global_mean", "none"] = Field(
         "step_mean", description="Subtracted from returns: mean return at the same step index."
     )
-    normalize_advantages: bool = True
+    normalize_advantages: bool = Field(
+        True, description="Standardise advantages (minus mean, over std) across the run."
+    )
 
 
 class TrainingConfig(_Section):
     """SFT baseline and offline PPO (LoRA on CPU, QLoRA on CUDA)."""
 
-    quantization: Literal["auto", "none", "4bit"] = "auto"
-    lora_r: int = Field(8, gt=0)
-    lora_alpha: int = Field(16, gt=0)
+    _renamed: ClassVar[dict[str, str]] = {"epochs": "training.sft_epochs"}
+
+    quantization: Literal["auto", "none", "4bit"] = Field(
+        "auto",
+        description="'4bit': QLoRA (CUDA + bitsandbytes); 'none': LoRA on full-precision "
+        "weights; 'auto': 4bit where it can run, else none.",
+    )
+    lora_r: int = Field(8, gt=0, description="LoRA rank r of every adapted linear layer.")
+    lora_alpha: int = Field(16, gt=0, description="LoRA scaling alpha (the update is alpha/r).")
     lora_dropout: float = Field(
         0.0, ge=0, lt=1, description="0 keeps PPO's ratio exactly 1 at the start of an epoch."
     )
-    learning_rate: float = Field(1e-4, gt=0)
-    epochs: int = Field(1, gt=0)
-    batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    max_seq_len: int = Field(256, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate (constant).")
+    sft_epochs: int = Field(
+        1, gt=0, description="SFT baseline epochs over its data (PPO's are ppo_epochs)."
+    )
+    batch_size: int = Field(4, gt=0, description="Examples per device per micro-batch.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    max_seq_len: int = Field(
+        256,
+        gt=0,
+        description="Token limit of a training example; longer ones lose their earliest "
+        "steps first (rl/data.py fit).",
+    )
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range epsilon.")
     kl_coef: float = Field(0.05, ge=0, description="beta: weight of KL(policy || reference).")
-    kl_estimator: Literal["k1", "k3"] = "k3"
-    entropy_coef: float = Field(0.0, ge=0)
+    kl_estimator: Literal["k1", "k3"] = Field(
+        "k3", description="Schulman's KL estimator: k1 (log-ratio) or k3 (unbiased, >= 0)."
+    )
+    entropy_coef: float = Field(0.0, ge=0, description="Weight of the PPO entropy bonus.")
     ppo_epochs: int = Field(2, gt=0, description="PPO epochs over the logged data.")
     old_logprobs: Literal["behaviour", "refresh"] = Field(
         "behaviour",
@@ -272,10 +316,10 @@ class TrainingConfig(_Section):
         description="PPO on the chosen steps, or on all judged candidates with "
         "group-relative advantages.",
     )
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: epochs).")
-    logging_steps: int = Field(1, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: all epochs).")
+    logging_steps: int = Field(1, gt=0, description="Log training metrics every N steps.")
     save_steps: int = Field(50, gt=0, description="Checkpoint every N steps (resume after a kill).")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of adapter init and data order.")
 
 
 SAMPLED_POLICY = "base@T"  # the base model sampled at evaluation.sampling_temperature
@@ -310,19 +354,27 @@ class EvaluationConfig(_Section):
     extra_models: dict[str, ModelConfig] = Field(
         default_factory=dict, description="More policies: name -> model (e.g. an OpenAI model)."
     )
-    bootstrap_samples: int = Field(1000, gt=0)
+    bootstrap_samples: int = Field(
+        1000, gt=0, description="Bootstrap resamples for the confidence intervals."
+    )
     merge_adapters: bool = Field(
         True,
         description="Evaluate hf adapters merged into a copy of the base weights: base-model "
         "speed for one extra copy of the weights per adapter policy.",
     )
-    seed: int = 0
+    seed: int = Field(
+        0, description="Seed of sampled policies and of the guess when no answer is read."
+    )
 
 
 class RuntimeConfig(_Section):
     """Where a run lives and how its tasks execute."""
 
-    run_name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    run_name: str = Field(
+        "demo",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the run's folder under runs_dir (letters, digits, _ . -).",
+    )
     runs_dir: str = Field("runs", description="Local folder holding runs and Prefect's home.")
     artifacts_root: str | None = Field(
         None,
@@ -352,10 +404,14 @@ class RuntimeConfig(_Section):
     def response_cache_path(self) -> str:
         return self.response_cache or str(Path(self.runs_dir) / "cache" / "responses.sqlite")
 
+    def run_dir(self, *parts: str) -> Path:
+        """A local path inside this run's folder: ``<runs_dir>/<run_name>/<parts...>``."""
+        return Path(self.runs_dir, self.run_name, *parts)
+
     def artifacts_url(self) -> str:
         if self.artifacts_root:
             return self.artifacts_root
-        return str(Path(self.runs_dir) / self.run_name / "artifacts")
+        return str(self.run_dir("artifacts"))
 
 
 GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}
@@ -364,15 +420,33 @@ GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight
 class RunConfig(_Section):
     """Everything that defines a run; sections map one-to-one onto stages."""
 
-    data: DataConfig = Field(default_factory=DataConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    tools: ToolsConfig = Field(default_factory=ToolsConfig)
-    generator: ModelConfig = Field(default_factory=ModelConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Questions: source, sampling, train/eval split."
+    )
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="Synthesis: steps, actions, selection rule."
+    )
+    tools: ToolsConfig = Field(
+        default_factory=ToolsConfig, description="Tool execution and sandbox limits."
+    )
+    generator: ModelConfig = Field(
+        default_factory=ModelConfig, description="The model that writes thoughts and inputs."
+    )
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="The model that scores each candidate 0-10."
+    )
+    rewards: RewardsConfig = Field(
+        default_factory=RewardsConfig, description="Composite reward, returns and advantages."
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="SFT baseline and offline PPO adapters."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Held-out evaluation of the policies."
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig, description="Run folder, artifact root, task runner."
+    )
 
     @model_validator(mode="after")
     def _check_budgets(self) -> RunConfig:

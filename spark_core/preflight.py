@@ -24,8 +24,7 @@ from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.openai_backend import BackendError
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache, request_key
-from spark_core.rollout import Question, policy_messages
-from spark_core.step_selection import answer_request
+from spark_core.rollout import Question, answer_request, policy_messages
 
 CHECK_VERSION = 1
 
@@ -147,7 +146,7 @@ def check_judge(cfg: RunConfig, cache: ResponseCache | None) -> CheckReport:
         seconds, judgements = [], []
         for item in items:  # one at a time: the latency of one call
             start = time.perf_counter()
-            judgements.append(judge.scorer._one(item))
+            judgements.append(judge.scorer.score_one(item))
             seconds.append(time.perf_counter() - start)
         report.latency_s = statistics.median(seconds)
     report.items = len(items)

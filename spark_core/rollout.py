@@ -4,12 +4,14 @@ For every active question the generator writes a thought, then an input for each
 action (the tools, and ``cot`` whose input is its reasoning); the tools run in the sandbox;
 the judge scores all candidates. Every generation and judgement goes through the response
 cache, so a crashed shard resumes without paying for a finished call twice. Selection is not
-here: it is a barrier over all shards (``step_selection.py``).
+here: it is a barrier over all shards (``barrier.py``). After the last step, ``final_answers``
+asks every question still open for its letter.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.action_format import COT, state_message, system_prompt
+from spark_core.answers import LETTERS, read_letter
 from spark_core.config import RunConfig
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.judge_prompt import JudgeItem
@@ -55,6 +58,14 @@ SCORES_SCHEMA = pa.schema(
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cached", pa.bool_(), nullable=False),
+    ]
+)
+FINAL_SCHEMA = pa.schema(
+    [
+        pa.field("question_id", pa.int64(), nullable=False),
+        pa.field("final_answer", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # stated | answer_step | guess
+        pa.field("answer_text", pa.string(), nullable=False),
     ]
 )
 
@@ -98,6 +109,59 @@ def policy_messages(q: Question, trajectory: str, actions: list[str]) -> tuple:
         ("system", system_prompt(tool_lines(actions))),
         ("user", state_message(q.question, q.options, trajectory)),
     )
+
+
+def answer_request(cfg: RunConfig, q: Question, trajectory: str) -> ChatRequest:
+    """Ask for the final letter after the last step: the answer action, prefilled."""
+    prefill = "Thought: I can now give the final answer.\nAction: answer\nAction Input: ("
+    return ChatRequest(
+        policy_messages(q, trajectory, cfg.rollout.actions),
+        max_new_tokens=3,
+        temperature=0.0,
+        prefill=prefill,
+        stop=(")",),
+    )
+
+
+def final_answers(
+    cfg: RunConfig, questions: dict[int, Question], states: pa.Table, generator: Generator
+) -> pa.Table:
+    """Every question's final answer: stated during the rollout, asked for afterwards, or —
+    MMLU-Pro's rule when no letter can be read — a seeded random guess."""
+    rows, pending = [], []
+    for state in states.to_pylist():
+        if state["final_answer"]:
+            rows.append(
+                {
+                    "question_id": state["question_id"],
+                    "final_answer": state["final_answer"],
+                    "source": "stated",
+                    "answer_text": "",
+                }
+            )
+        else:
+            pending.append(state)
+    completions = generator.generate(
+        [answer_request(cfg, questions[s["question_id"]], s["trajectory"]) for s in pending]
+    )
+    for state, completion in zip(pending, completions, strict=True):
+        q = questions[state["question_id"]]
+        # the model's own text after the prefilled "(", read by MMLU-Pro's cascade: no wrapping
+        letter = read_letter(completion.text, len(q.options))
+        source = "answer_step"
+        if letter is None:
+            rng = random.Random(f"guess:{cfg.rollout.seed}:{q.question_id}")
+            letter, source = LETTERS[rng.randrange(len(q.options))], "guess"
+        rows.append(
+            {
+                "question_id": q.question_id,
+                "final_answer": letter,
+                "source": source,
+                "answer_text": completion.text,
+            }
+        )
+    rows.sort(key=lambda r: r["question_id"])
+    return pa.Table.from_pylist(rows, schema=FINAL_SCHEMA)
 
 
 def _request(

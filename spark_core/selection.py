@@ -1,22 +1,23 @@
 """Which candidate a step keeps: the rarity-first rule and its ablations.
 
-viable = judge score >= threshold. ``rarity_first`` (the paper): among viable candidates take
-the least-used action so far, ties broken by the lower score, then by name. ``lowest_viable``:
-the lowest-scoring viable candidate. ``greedy``: the highest score. If nothing is viable, the
-highest score wins and the pick is recorded as a fallback. Usage counts are global: callers
-select questions in an order fixed by a seed (a seeded shuffle: MMLU-Pro's ids come in category
-blocks, so id order would decide which categories get the rare tools) and count each pick
-before the next, so the result is deterministic for a given seed.
+viable = judge score >= threshold (``rollout.viable_threshold``). ``rarity_first`` (the paper):
+among viable candidates take the least-used action so far, ties broken by the lower score, then
+by name. ``lowest_viable``: the lowest-scoring viable candidate. ``greedy``: the highest score.
+If nothing is viable, the highest score wins and the pick is recorded as a fallback. Usage
+counts are global: callers pick for questions in an order fixed by a seed (a seeded shuffle:
+MMLU-Pro's ids come in category blocks, so id order would decide which categories get the rare
+tools) and count each pick before the next, so the result is deterministic for a given seed.
+The rule's name and the threshold are config (``rollout.selection``), never defaulted here.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-Strategy = Literal["rarity_first", "lowest_viable", "greedy"]
+from spark_core.config import SelectionRule
 
 
 @dataclass(frozen=True)
@@ -28,47 +29,64 @@ class Pick:
     total_before: int = 0  # how many picks of any action came before this one
 
 
-def select(
-    scores: dict[str, float | None],
-    usage: Counter,
-    strategy: Strategy = "rarity_first",
-    threshold: float = 6.0,
+def rarity_first(viable: dict[str, float], usage: Counter) -> str:
+    """The paper's rule: among the viable candidates, the action used least so far; ties go
+    to the lower score (the rarer *and* less obvious choice), then to the name."""
+    return min(viable, key=lambda a: (usage[a], viable[a], a))
+
+
+def lowest_viable(viable: dict[str, float], usage: Counter) -> str:
+    """The paper abstract's literal wording: the lowest-scoring candidate that passes."""
+    return min(viable, key=lambda a: (viable[a], a))
+
+
+def greedy(viable: dict[str, float], usage: Counter) -> str:
+    """The ablation without exploration: the top-scored candidate."""
+    return min(viable, key=lambda a: (-viable[a], a))
+
+
+# rollout.selection -> its rule (tests check the keys are exactly config's SelectionRule)
+RULES: dict[str, Callable[[dict[str, float], Counter], str]] = {
+    "rarity_first": rarity_first,
+    "lowest_viable": lowest_viable,
+    "greedy": greedy,
+}
+
+
+def pick_action(
+    scores: dict[str, float | None], usage: Counter, rule: SelectionRule, threshold: float
 ) -> Pick:
-    """Pick one action from ``scores`` (action -> judge score; None = failed judgement)."""
+    """Pick one action from ``scores`` (action -> judge score; None = failed judgement) by
+    ``rule`` among those scoring >= ``threshold``; the top score when none does."""
     judged = {a: s for a, s in scores.items() if s is not None}
     if not judged:
         raise ValueError("no candidate has a judge score")
+    if rule not in RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; known: {list(RULES)}")
     viable = {a: s for a, s in judged.items() if s >= threshold}
     if not viable:
-        action = min(judged, key=lambda a: (-judged[a], a))
+        action = greedy(judged, usage)  # the fallback: the judge's favourite, flagged not viable
         return Pick(action, judged[action], False, usage[action], sum(usage.values()))
-    if strategy == "rarity_first":
-        action = min(viable, key=lambda a: (usage[a], viable[a], a))
-    elif strategy == "lowest_viable":
-        action = min(viable, key=lambda a: (viable[a], a))
-    elif strategy == "greedy":
-        action = min(viable, key=lambda a: (-viable[a], a))
-    else:
-        raise ValueError(f"unknown selection strategy {strategy!r}")
+    action = RULES[rule](viable, usage)
     return Pick(action, viable[action], True, usage[action], sum(usage.values()))
 
 
-def select_in_order(
+def pick_in_order(
     table: list[tuple[int, dict[str, float | None]]],
     usage: Counter,
-    strategy: Strategy = "rarity_first",
-    threshold: float = 6.0,
+    rule: SelectionRule,
+    threshold: float,
     order_seed: str | None = None,
 ) -> list[tuple[int, Pick]]:
-    """Select for many questions, counting each pick in ``usage`` before the next — the
-    barrier step over all shards. The order is ascending question_id, shuffled by
-    ``order_seed`` when one is given."""
+    """Pick for many questions, counting each pick in ``usage`` before the next (the barrier
+    step over all shards). The order is ascending question_id, shuffled by ``order_seed``
+    when one is given."""
     ordered = sorted(table, key=lambda row: row[0])
     if order_seed is not None:
         random.Random(order_seed).shuffle(ordered)
     picks = []
     for question_id, scores in ordered:
-        pick = select(scores, usage, strategy, threshold)
+        pick = pick_action(scores, usage, rule, threshold)
         usage[pick.action] += 1
         picks.append((question_id, pick))
     return picks

@@ -192,3 +192,59 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
                 f"| {r['max']:.3f} | {r['distinct']} |"
             )
     return "\n".join(lines)
+
+
+# -- log lines: what a synthesis unit says when it finishes ------------------------------------
+def shard_line(
+    step: int,
+    shard: int,
+    active: int,
+    candidates: pa.Table,
+    scores: pa.Table,
+    usage: str,
+    timings: dict[str, float],
+) -> str:
+    """One rollout shard at one step: candidates, tool errors, judge failures, model usage
+    (``usage``: the generator's and the judge's lines) and time per phase."""
+    failed = sum(s != "ok" for s in scores.column("judge_status").to_pylist())
+    tool_errors = sum(s != "ok" for s in candidates.column("status").to_pylist())
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items()))
+    return (
+        f"step {step} shard {shard}: {active} questions, {candidates.num_rows} candidates, "
+        f"tool errors {tool_errors}, judge failures {failed} "
+        f"({100 * failed / max(scores.num_rows, 1):.0f}%); {usage} — {phases}"
+    )
+
+
+def stop_lines(step: int, stops: pa.Table) -> list[str]:
+    """One line per question whose judgements all failed at this step (a warning each)."""
+    return [
+        f"question {r['question_id']} stopped at step {step}: {r['reason']}; "
+        f"the judge replied {r['judge_replies'][:3]}"
+        for r in stops.to_pylist()
+    ]
+
+
+def step_line(step: int, selected: int, stopped: int, counts: Counter) -> str:
+    return (
+        f"step {step}: selected {selected} actions, {stopped} questions stopped (every "
+        f"judgement failed), usage so far {dict(sorted(counts.items()))}"
+    )
+
+
+def summary_lines(judge: str, run: pa.Table, rewards: pa.Table | None) -> list[str]:
+    """The judge's failures over the run, and the spread of every reward component."""
+    r = run.to_pylist()[0]
+    lines = [
+        f"judge {judge}: {r['failed_judgements']} of {r['judge_calls']} judgements failed "
+        f"({100 * r['judge_failure_rate']:.1f}%); {r['stopped_questions']} questions stopped "
+        "because every judgement of a step failed"
+    ]
+    if rewards is not None:
+        spreads = "; ".join(
+            f"{c['component']} {c['min']:.3f}..{c['max']:.3f} (std {c['std']:.3f}, "
+            f"{c['distinct']} values)"
+            for c in rewards.to_pylist()
+        )
+        lines.append(f"reward components: {spreads}")
+    return lines

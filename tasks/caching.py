@@ -8,53 +8,125 @@ idempotent even when Prefect's own records are gone.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import pyarrow as pa
+from prefect import task
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+from prefect.states import Failed, State
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore
 from spark_core.config import RunConfig
+from spark_core.models.guards import StageStopped
+
+T = TypeVar("T")
+STOPPED = "Stopped"  # the state name of a unit that stopped on purpose (resumable)
 
 
 def store_for(cfg: RunConfig) -> ArtifactStore:
+    """The run's artifact store (the one place a store is built from a config)."""
     return ArtifactStore(cfg.runtime.artifacts_url())
 
 
-def cache_key_from(
-    key_fn: Callable[..., str], outputs: Callable[..., list[str]]
-) -> Callable[[TaskRunContext, dict[str, Any]], str | None]:
-    """Prefect ``cache_key_fn`` returning the stage key — unless Prefect holds a record for
-    it whose artifacts were deleted since, in which case a one-off key forces a recompute
-    instead of serving the stale record. (The recompute writes the same, deterministic
-    artifacts back, so the original record is valid again afterwards.)"""
+def ui_key(kind: str, cfg: RunConfig) -> str:
+    """The key of a run's Prefect UI artifact of one kind: 'synthesis-demo-run'. Keys allow
+    lowercase letters, digits and dashes only."""
+    return f"{kind}-{cfg.runtime.run_name}".lower().replace("_", "-").replace(".", "-")
 
-    def compute(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-        key = key_fn(**params)
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a flow or task run; a plain one outside (a notebook, a test)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("spark.tasks")
+
+
+def stopped_state(exc: StageStopped) -> State:
+    """A Failed state whose message is the whole story: no traceback for a planned stop."""
+    return Failed(name=STOPPED, message=str(exc))
+
+
+def rows(store: ArtifactStore, refs: Sequence[ArtifactRef], schema: pa.Schema) -> list[dict]:
+    """The rows of several artifacts of one schema, in order."""
+    return [r for ref in refs for r in store.read(ref.name, schema).to_pylist()]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One cached unit of work: its content key and the Parquet artifacts it writes (name ->
+    schema, written in this order, so the last one's presence marks the unit complete), plus
+    any other files it leaves under the root (an adapter), and the provenance its artifacts
+    carry (stage, config section, input hashes)."""
+
+    stage: str
+    key: str
+    outputs: dict[str, pa.Schema]
+    config: Any = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    what: str = ""  # how logs name the unit ("step 2 shard 1"); its key when empty
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage} {self.what or self.key[:16]}"
+
+    def done(self, store: ArtifactStore) -> bool:
+        return all(store.exists(n) for n in self.outputs) and all(
+            store.has_file(f) for f in self.files
+        )
+
+
+def cached_unit(
+    store: ArtifactStore,
+    unit: Unit,
+    compute: Callable[[], Sequence[pa.Table]],
+    result: Callable[[list[ArtifactRef]], T],
+) -> T | State:
+    """Serve a unit from its artifacts when it finished earlier, otherwise run ``compute``
+    (one table per output, in order) and write them with their provenance; ``result`` turns
+    the refs into what the task returns. A planned stop (cost limit, failing judge) becomes
+    a resumable "Stopped" state: everything finished is in the response cache."""
+    if unit.done(store):
+        _logger().debug("%s finished earlier; reusing it", unit.name)
+        return result([store.ref(name) for name in unit.outputs])
+    try:
+        tables = compute()
+    except StageStopped as exc:
+        _logger().error("%s stopped: %s", unit.name, exc)
+        return stopped_state(exc)
+    meta = {"stage": unit.stage, "config": unit.config, "inputs": unit.inputs}
+    refs = [
+        store.write(name, table, schema, **meta)
+        for (name, schema), table in zip(unit.outputs.items(), tables, strict=True)
+    ]
+    return result(refs)
+
+
+def unit_task(name: str, unit: Callable[..., Unit]) -> Callable[[Callable[..., T]], Any]:
+    """``@task`` for a cached unit: Prefect's cache key is the unit's content key (a rerun
+    shows as *Cached*) — unless Prefect holds a record for it whose artifacts were deleted
+    since, in which case a one-off key forces a recompute instead of serving the stale
+    record. (The recompute writes the same, deterministic artifacts back.) ``unit`` takes
+    the task's parameters."""
+
+    def cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+        spec = unit(**params)
         store = store_for(params["cfg"])
-        names = outputs(key, **params)
-        if all(store.exists(name) for name in names):
-            get_run_logger().info("served from cache: %s", served(store, names))
-            return key
-        if ctx.result_store.exists(key):
-            return f"{key}-rebuild-{uuid.uuid4().hex}"
-        return key
+        if spec.done(store):
+            get_run_logger().info("served from cache: %s", served(store, list(spec.outputs)))
+            return spec.key
+        if ctx.result_store.exists(spec.key):
+            return f"{spec.key}-rebuild-{uuid.uuid4().hex}"
+        return spec.key
 
-    return compute
-
-
-def existing(store: ArtifactStore, names: list[str]) -> list[ArtifactRef] | None:
-    """Refs to a unit's outputs when all of them exist (the unit finished earlier)."""
-    if all(store.exists(name) for name in names):
-        return [store.ref(name) for name in names]
-    return None
-
-
-def is_local(store: ArtifactStore) -> bool:
-    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-    return "file" in protocols
+    return task(name=name, cache_key_fn=cache_key, persist_result=True)
 
 
 MODEL_COLUMNS = {"judge": "judge calls", "gen": "generator calls"}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
+from spark_core.artifacts import canonical_hash, stage_key
+from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.config import RunConfig
 from spark_core.labeling import (
     CANDIDATE_POOL_SCHEMA,
@@ -14,65 +15,47 @@ from spark_core.labeling import (
     label,
 )
 from spark_core.questions import QUESTIONS_SCHEMA
-from spark_core.rollout import CANDIDATES_SCHEMA, SCORES_SCHEMA
-from spark_core.step_selection import FINAL_SCHEMA, SELECTED_SCHEMA
-from tasks.caching import cache_key_from, existing, store_for
+from spark_core.rollout import CANDIDATES_SCHEMA, FINAL_SCHEMA, SCORES_SCHEMA
+from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
+from tasks.results import Labels, Synthesis
 
 
-def _inputs(synthesis: dict) -> dict[str, str]:
-    return {
-        "questions": synthesis["plan"].questions.content_hash,
-        "selected": canonical_hash([r.content_hash for r in synthesis["selected"]]),
-        "candidates": canonical_hash([r.content_hash for s in synthesis["shards"] for r in s]),
-        "final_answers": synthesis["final_answers"].content_hash,
+def label_unit(cfg: RunConfig, synthesis: Synthesis) -> Unit:
+    inputs = {
+        "questions": synthesis.plan.questions.content_hash,
+        "selected": canonical_hash([r.content_hash for r in synthesis.selected]),
+        "candidates": canonical_hash(
+            [r.content_hash for s in synthesis.shards for r in (s.candidates, s.scores)]
+        ),
+        "final_answers": synthesis.final_answers.content_hash,
     }
-
-
-def label_key(cfg: RunConfig, synthesis: dict) -> str:
     sections = {"rewards": cfg.section("rewards"), "actions": cfg.rollout.actions}
-    return stage_key("label", CODE_VERSION, sections, _inputs(synthesis))
+    key = stage_key("label", CODE_VERSION, sections, inputs)
+    outputs = {
+        f"label/{key[:16]}/candidate_pool": CANDIDATE_POOL_SCHEMA,
+        f"label/{key[:16]}/trajectories": TRAJECTORIES_SCHEMA,
+    }
+    return Unit("label", key, outputs, cfg.section("rewards"), inputs)
 
 
-def label_outputs(key: str, **_: object) -> list[str]:
-    return [f"label/{key[:16]}/candidate_pool", f"label/{key[:16]}/trajectories"]
-
-
-@task(
-    name="label-trajectories",
-    cache_key_fn=cache_key_from(label_key, label_outputs),
-    persist_result=True,
-)
-def label_trajectories(cfg: RunConfig, synthesis: dict) -> dict[str, ArtifactRef]:
+@unit_task("label-trajectories", label_unit)
+def label_trajectories(cfg: RunConfig, synthesis: Synthesis) -> Labels:
     """Composite rewards, returns and advantages for every selected step."""
     store = store_for(cfg)
-    names = label_outputs(label_key(cfg, synthesis))
-    done = existing(store, names)
-    if done:
-        return {"candidate_pool": done[0], "trajectories": done[1]}
-    plan = synthesis["plan"]
-    questions = store.read(plan.questions.name, QUESTIONS_SCHEMA).to_pylist()
-    selected = [
-        r
-        for ref in synthesis["selected"]
-        for r in store.read(ref.name, SELECTED_SCHEMA).to_pylist()
-    ]
-    finals = store.read(synthesis["final_answers"].name, FINAL_SCHEMA).to_pylist()
-    candidates = [
-        r for c, _ in synthesis["shards"] for r in store.read(c.name, CANDIDATES_SCHEMA).to_pylist()
-    ]
-    scores = [
-        r for _, s in synthesis["shards"] for r in store.read(s.name, SCORES_SCHEMA).to_pylist()
-    ]
-    trajectories = label(cfg, questions, selected, finals)
-    pool = candidate_pool(cfg, questions, selected, candidates, scores)
-    meta = {"stage": "label", "config": cfg.section("rewards"), "inputs": _inputs(synthesis)}
-    pool_ref = store.write(names[0], pool, CANDIDATE_POOL_SCHEMA, **meta)
-    traj_ref = store.write(names[1], trajectories, TRAJECTORIES_SCHEMA, **meta)
-    correct = sum(trajectories.column("correct").to_pylist())
-    get_run_logger().info(
-        "labelled %d steps of %d questions (%d step rows correct)",
-        trajectories.num_rows,
-        len({r["question_id"] for r in selected}),
-        correct,
-    )
-    return {"candidate_pool": pool_ref, "trajectories": traj_ref}
+
+    def compute():
+        questions = rows(store, [synthesis.plan.questions], QUESTIONS_SCHEMA)
+        selected = rows(store, list(synthesis.selected), SELECTED_SCHEMA)
+        finals = rows(store, [synthesis.final_answers], FINAL_SCHEMA)
+        candidates = rows(store, [s.candidates for s in synthesis.shards], CANDIDATES_SCHEMA)
+        scores = rows(store, [s.scores for s in synthesis.shards], SCORES_SCHEMA)
+        trajectories = label(cfg, questions, selected, finals)
+        get_run_logger().info(
+            "labelled %d steps of %d questions (%d step rows correct)",
+            trajectories.num_rows,
+            len({r["question_id"] for r in selected}),
+            sum(trajectories.column("correct").to_pylist()),
+        )
+        return [candidate_pool(cfg, questions, selected, candidates, scores), trajectories]
+
+    return cached_unit(store, label_unit(cfg, synthesis), compute, lambda r: Labels(*r))

@@ -1,6 +1,7 @@
 """Planned, resumable stops of the synthesize stage as Prefect sees them: the judge preflight,
-the stage's guarded models (cost limits, judge failure watch), and the state a stopped unit
-returns — Failed, named "Stopped", whose message is the whole story (no traceback)."""
+the stage's guarded models (cost limits, judge failure watch), and the first stop among units'
+states (a stopped unit returns ``tasks.caching.stopped_state``: Failed, named "Stopped",
+whose message is the whole story, no traceback)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,15 @@ from prefect import get_run_logger, task
 from prefect.states import Failed, State
 
 from spark_core.artifacts import canonical_hash
-from spark_core.config import ModelConfig, RunConfig
+from spark_core.config import RunConfig
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.guards import Budget, FailureWatch, StageStopped
-from spark_core.models.usage import prices_for
+from spark_core.models.registry import REGISTRY
 from spark_core.preflight import judge_preflight
-from tasks.models import models_for, response_cache
+from tasks.caching import STOPPED, stopped_state
 
-STOPPED = "Stopped"  # the state name of a unit that stopped on purpose (resumable)
 _GUARDS: dict[str, tuple[Budget | None, Budget | None, FailureWatch]] = {}
 _LOCK = threading.Lock()
-
-
-def stopped_state(exc: StageStopped) -> State:
-    """A Failed state whose message is the whole story: no traceback for a planned stop."""
-    return Failed(name=STOPPED, message=str(exc))
 
 
 def first_stop(states: list[State]) -> State | None:
@@ -36,21 +31,7 @@ def first_stop(states: list[State]) -> State | None:
 
 
 def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:
-    return budget_for(getattr(cfg, role), role, scope, response_cache(cfg))
-
-
-def budget_for(model: ModelConfig, role: str, scope: str, ledger: Any) -> Budget | None:
-    """A paid model's spending limit in one stage (``role`` names its config field), or None
-    where it has no limit or costs nothing."""
-    if model.max_cost_usd is None or model.backend != "openai":
-        return None
-    prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
-    if prices is None:
-        raise ValueError(
-            f"{role}.max_cost_usd needs a price for {model.name}: set "
-            f"{role}.price_per_1k_prompt and {role}.price_per_1k_completion"
-        )
-    return Budget(role, model.name, model.max_cost_usd, prices, scope, ledger)
+    return Budget.for_model(getattr(cfg, role), role, scope, REGISTRY.response_cache(cfg))
 
 
 def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
@@ -58,7 +39,7 @@ def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
     run (a rerun starts a fresh failure window; spend is read from the cache's ledger)."""
     from prefect.runtime import flow_run
 
-    generator, judge = models_for(cfg)
+    generator, judge = REGISTRY.stage_models(cfg)
     key = canonical_hash(
         [plan.key, str(flow_run.id), cfg.judge.model_dump(mode="json"), cfg.generator.max_cost_usd]
     )
@@ -86,7 +67,7 @@ def preflight_judge(cfg: RunConfig) -> State | None:
     be scored stops the stage here. A passing check is remembered per endpoint and model."""
     if cfg.judge.backend != "openai" or not cfg.judge.preflight:
         return None
-    report, cached = judge_preflight(cfg, response_cache(cfg))
+    report, cached = judge_preflight(cfg, REGISTRY.response_cache(cfg))
     logger = get_run_logger()
     for line in report.lines():
         logger.info("preflight%s: %s", " (cached)" if cached else "", line)

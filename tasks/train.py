@@ -1,22 +1,24 @@
-"""Train tasks: one cached task per trainer (SFT baseline, SPaRK PPO). Adapters are PEFT
-folders under ``train/<key16>/<trainer>/adapter``; a killed task resumes from its last
-checkpoint when rerun."""
+"""Train tasks: one cached task per trainer (the SFT baseline, SPaRK's offline PPO). Adapters
+are PEFT folders under ``train/<key16>/<trainer>/adapter``; a killed task resumes from its
+last checkpoint when rerun."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from spark_core.artifacts import ArtifactRef, stage_key
+from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
 from spark_core.config import RunConfig
 from spark_core.labeling import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
-from tasks.caching import cache_key_from, is_local, store_for
+from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
+from tasks.results import Adapter, Adapters, Labels
 
-TRAINERS = ("sft", "spark")  # the SFT baseline, then SPaRK (offline PPO)
 CODE_VERSION = "3"  # 3: behaviour pi_old, one truncation rule, sft_data
 TRAIN_METRICS_SCHEMA = pa.schema(
     [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]
@@ -24,31 +26,40 @@ TRAIN_METRICS_SCHEMA = pa.schema(
 )
 
 
-def train_key(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) -> str:
-    inputs = {"trajectories": labels["trajectories"].content_hash}
-    if (trainer == "spark" and cfg.training.candidates == "all") or (
-        trainer == "sft" and cfg.training.sft_data == "greedy"
-    ):
-        inputs["candidate_pool"] = labels["candidate_pool"].content_hash
-    return stage_key(
-        f"train-{trainer}",
-        CODE_VERSION,
-        {"training": cfg.section("training"), "policy": cfg.generator.name},
-        inputs,
+@dataclass(frozen=True)
+class Trainer:
+    """How a trainer is run: ``train(cfg, trajectories, base_model, out_dir, candidate_pool)``
+    returns its logged metrics; ``uses_pool(cfg)`` says whether the candidate pool is one of
+    its inputs (and so part of its cache key)."""
+
+    train: Callable[..., list[dict]]
+    uses_pool: Callable[[RunConfig], bool]
+
+
+# every trainer of the train stage, in order: a new trainer is one entry here
+TRAINERS: dict[str, Trainer] = {
+    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
+    "spark": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # offline PPO
+}
+
+
+def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown trainer {trainer!r}; known: {', '.join(TRAINERS)}")
+    inputs = {"trajectories": labels.trajectories.content_hash}
+    if TRAINERS[trainer].uses_pool(cfg):
+        inputs["candidate_pool"] = labels.candidate_pool.content_hash
+    sections = {"training": cfg.section("training"), "policy": cfg.generator.name}
+    key = stage_key(f"train-{trainer}", CODE_VERSION, sections, inputs)
+    return Unit(
+        "train",
+        key,
+        {f"train/{key[:16]}/{trainer}_metrics": TRAIN_METRICS_SCHEMA},
+        cfg.section("training"),
+        {"trajectories": labels.trajectories.content_hash},
+        files=(f"{_adapter_dir(key, trainer)}/adapter_config.json",),
+        what=trainer,
     )
-
-
-def _outputs(key: str, trainer: str, **_: object) -> list[str]:
-    return [f"train/{key[:16]}/{trainer}_metrics"]
-
-
-def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
-    """Training runs on local disk: in the artifact folder when it is local, otherwise in the
-    run folder (the finished adapter is then copied to the artifact root)."""
-    store = store_for(cfg)
-    if is_local(store):
-        return Path(store.fs_path(f"train/{key[:16]}/{trainer}"))
-    return Path(cfg.runtime.runs_dir) / cfg.runtime.run_name / "train" / key[:16] / trainer
 
 
 def _adapter_dir(key: str, trainer: str) -> str:
@@ -56,70 +67,53 @@ def _adapter_dir(key: str, trainer: str) -> str:
     return f"train/{key[:16]}/{trainer}/adapter"
 
 
-def _finished(cfg: RunConfig, trainer: str, key: str) -> dict | None:
+def _adapter(store: ArtifactStore, unit: Unit, metrics: ArtifactRef) -> Adapter:
+    return Adapter(store.folder_uri(_adapter_dir(unit.key, unit.what)), metrics)
+
+
+def work_dir(cfg: RunConfig, key: str, trainer: str) -> Path:
+    """Training runs on local disk: in the artifact folder when it is local, otherwise in the
+    run folder (the finished adapter is then copied to the artifact root)."""
     store = store_for(cfg)
-    (metrics_name,) = _outputs(key, trainer)
-    adapter = _adapter_dir(key, trainer)
-    if store.exists(metrics_name) and store.fs.exists(
-        store.fs_path(f"{adapter}/adapter_config.json")
-    ):
-        return {"adapter": f"{store.root}/{adapter}", "metrics": store.ref(metrics_name)}
-    return None
+    if store.is_local:
+        return Path(store.fs_path(f"train/{key[:16]}/{trainer}"))
+    return cfg.runtime.run_dir("train", key[:16], trainer)
 
 
-def trained_adapters(cfg: RunConfig, labels: dict[str, ArtifactRef]) -> dict | None:
-    """Both adapters when they were trained already (here or by a train deployment)."""
-    found = {t: _finished(cfg, t, train_key(cfg, t, labels)) for t in TRAINERS}
-    return None if None in found.values() else found
-
-
-@task(
-    name="train-adapter",
-    cache_key_fn=cache_key_from(
-        lambda cfg, trainer, labels: train_key(cfg, trainer, labels), _outputs
-    ),
-    persist_result=True,
-)
-def train_adapter(cfg: RunConfig, trainer: str, labels: dict[str, ArtifactRef]) -> dict:
-    """Train one adapter ('sft' or 'spark') and record its metrics."""
-    logger = get_run_logger()
+def trained_adapters(cfg: RunConfig, labels: Labels) -> Adapters | None:
+    """Every adapter when all were trained already (here or by a train deployment)."""
     store = store_for(cfg)
-    key = train_key(cfg, trainer, labels)
-    (metrics_name,) = _outputs(key, trainer)
-    out = work_dir(cfg, key, trainer)
-    adapter_uri = f"{store.root}/{_adapter_dir(key, trainer)}"
-    if done := _finished(cfg, trainer, key):
-        logger.info("%s adapter for key %s already trained; reusing it", trainer, key[:16])
-        return done
-    rows = store.read(labels["trajectories"].name, TRAJECTORIES_SCHEMA).to_pylist()
-    base = resolve_model(cfg.generator.name)
-    pool = store.read(labels["candidate_pool"].name, CANDIDATE_POOL_SCHEMA).to_pylist()
-    if trainer == "sft":
-        history = train_sft(cfg, rows, base, out, pool)
-    elif trainer == "spark":
-        history = train_ppo(cfg, rows, base, out, pool)
-    else:
-        raise ValueError(f"unknown trainer {trainer!r}")
-    if not is_local(store):  # trained in the run folder: publish beside the artifacts
-        store.put_folder(out / "adapter", _adapter_dir(key, trainer))
-    table = pa.Table.from_pylist(
-        [{"trainer": trainer, **{k: None for k in METRIC_KEYS}, **h} for h in history],
-        schema=TRAIN_METRICS_SCHEMA,
-    )
-    ref = store.write(
-        metrics_name,
-        table,
-        TRAIN_METRICS_SCHEMA,
-        stage="train",
-        config=cfg.section("training"),
-        inputs={"trajectories": labels["trajectories"].content_hash},
-    )
-    last = history[-1] if history else {}
-    logger.info(
-        "trained %s adapter: %d logged steps, final loss %s -> %s",
-        trainer,
-        len(history),
-        last.get("loss"),
-        adapter_uri,
-    )
-    return {"adapter": adapter_uri, "metrics": ref}
+    units = [train_unit(cfg, t, labels) for t in TRAINERS]
+    if not all(u.done(store) for u in units):
+        return None
+    return Adapters({u.what: _adapter(store, u, store.ref(*u.outputs)) for u in units})
+
+
+@unit_task("train-adapter", train_unit)
+def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
+    """Train one adapter (an entry of TRAINERS) and record its metrics."""
+    store = store_for(cfg)
+    unit = train_unit(cfg, trainer, labels)
+
+    def compute():
+        out = work_dir(cfg, unit.key, trainer)
+        history = TRAINERS[trainer].train(
+            cfg,
+            rows(store, [labels.trajectories], TRAJECTORIES_SCHEMA),
+            resolve_model(cfg.generator.name),
+            out,
+            rows(store, [labels.candidate_pool], CANDIDATE_POOL_SCHEMA),
+        )
+        if not store.is_local:  # trained in the run folder: publish beside the artifacts
+            store.put_folder(out / "adapter", _adapter_dir(unit.key, trainer))
+        get_run_logger().info(
+            "trained %s adapter: %d logged steps, final loss %s -> %s",
+            trainer,
+            len(history),
+            (history[-1] if history else {}).get("loss"),
+            store.folder_uri(_adapter_dir(unit.key, trainer)),
+        )
+        metrics = [{"trainer": trainer, **dict.fromkeys(METRIC_KEYS), **h} for h in history]
+        return [pa.Table.from_pylist(metrics, schema=TRAIN_METRICS_SCHEMA)]
+
+    return cached_unit(store, unit, compute, lambda r: _adapter(store, unit, r[0]))

@@ -82,7 +82,7 @@ def test_crash_during_write_leaves_no_partial_artifact(store, monkeypatch):
     monkeypatch.undo()
     assert store.content_hash("keep") == before  # the old artifact is intact
     assert not store.exists("fresh")
-    leftovers = [p for p in store.fs.find(store._base) if p.endswith(".tmp")]
+    leftovers = [p for p in store.fs.find(store.fs_path("")) if p.endswith(".tmp")]
     assert leftovers == []
 
 

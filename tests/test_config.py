@@ -1,6 +1,8 @@
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel, Field
 
 from spark_core.config import ConfigError, RunConfig, load_config
 
@@ -71,3 +73,45 @@ def test_unreadable_files(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="expected section.key=value"):
         load_config(None, ["data.seed"])
+
+
+def _undocumented(model: type[BaseModel], path: str = "") -> list[str]:
+    """Every field of ``model`` and of the sections nested in it (also inside lists, dicts
+    and optionals) whose description is missing or empty."""
+    missing = []
+    for name, info in model.model_fields.items():
+        if not (info.description or "").strip():
+            missing.append(path + name)
+        pending = [info.annotation]
+        while pending:
+            tp = pending.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                missing += _undocumented(tp, f"{path}{name}.")
+            else:
+                pending.extend(get_args(tp))
+    return missing
+
+
+def test_every_config_field_has_a_description():
+    assert _undocumented(RunConfig) == []
+
+
+def test_the_walk_finds_an_undocumented_nested_field():
+    class Inner(BaseModel):
+        documented: int = Field(0, description="yes")
+        bare: int = 0
+
+    class Outer(BaseModel):
+        inner: dict[str, Inner | None] = Field(default_factory=dict, description="nested")
+
+    assert _undocumented(Outer) == ["inner.bare"]
+
+
+def test_renamed_field_says_its_new_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"'epochs' was renamed to 'training\.sft_epochs'"):
+        load_config(None, ["training.epochs=2"])
+    path = tmp_path / "old.yaml"
+    path.write_text("training:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"training: .*renamed to 'training\.sft_epochs'"):
+        load_config(path)
+    assert load_config(None, ["training.sft_epochs=2"]).training.sft_epochs == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spark_core.artifacts import ArtifactStore
+from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.rollout import CANDIDATES_SCHEMA
-from spark_core.step_selection import SELECTED_SCHEMA
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -35,14 +35,16 @@ def test_synthesis_shards_run_in_dask_worker_processes(tiny_model_dir, tmp_path)
     result = state.result()
 
     store = ArtifactStore(cfg.runtime.artifacts_url())
-    shards = result["shards"]
+    shards = result.shards
     assert len(shards) == 2
-    candidates = [r for c, _ in shards for r in store.read(c.name, CANDIDATES_SCHEMA).to_pylist()]
+    candidates = [
+        r for s in shards for r in store.read(s.candidates.name, CANDIDATES_SCHEMA).to_pylist()
+    ]
     assert len(candidates) == 4 * len(cfg.rollout.actions)
-    assert {r["question_id"] for r in candidates} == set(result["plan"].shards[0]) | set(
-        result["plan"].shards[1]
+    assert {r["question_id"] for r in candidates} == set(result.plan.shards[0]) | set(
+        result.plan.shards[1]
     )
-    selected = store.read(result["selected"][0].name, SELECTED_SCHEMA).to_pylist()
+    selected = store.read(result.selected[0].name, SELECTED_SCHEMA).to_pylist()
     assert sorted(r["question_id"] for r in selected) == sorted(
         {r["question_id"] for r in candidates}
     )

@@ -9,8 +9,10 @@ import pytest
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
+from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA
 from spark_core.evaluation.report import ENTROPY_TESTS_SCHEMA, PAIRS_SCHEMA, SUMMARY_SCHEMA
 from spark_core.evaluation.score_outputs import score_file
+from tasks.results import Adapters
 from tests.conftest import random_adapter
 from tests.test_flow_synthesis import task_states
 
@@ -43,10 +45,10 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
             f"evaluation.extra_adapters={json.dumps(adapters)}",
         ],
     )
-    state = evaluate(cfg, adapters={}, return_state=True)
+    state = evaluate(cfg, adapters=Adapters({}), return_state=True)
     result = state.result()
     store = ArtifactStore(cfg.runtime.artifacts_url())
-    summary = store.read(result["summary"].name, SUMMARY_SCHEMA).to_pylist()
+    summary = store.read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
     policies = ("base", "base@T", "sft", "spark")
     assert {(r["policy"], r["category"]) for r in summary} == {
         (p, c) for p in policies for c in (*CATEGORIES, "overall")
@@ -57,25 +59,29 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
         assert r["state_entropy_ci_low"] <= r["state_entropy_bits"] <= r["state_entropy_ci_high"]
         assert r["entropy_ci_low"] <= r["entropy_bits"] <= r["entropy_ci_high"]
         assert 0.0 <= r["state_normalized_entropy"] <= 1.0 and r["invalid_rate"] == 0.0
-    assert len(store.read(result["pairs"].name, PAIRS_SCHEMA).to_pylist()) == 6
-    tests = store.read(result["entropy_tests"].name, ENTROPY_TESTS_SCHEMA).to_pylist()
+    assert len(store.read(result.pairs.name, PAIRS_SCHEMA).to_pylist()) == 6
+    tests = store.read(result.entropy_tests.name, ENTROPY_TESTS_SCHEMA).to_pylist()
     assert {(t["policy_b"], t["figure"]) for t in tests} == {
         (p, f) for p in ("base", "base@T", "sft") for f in ("per-state", "pooled")
     }
     assert all(0.0 < t["p_value"] <= 1.0 and t["n_questions"] == 14 for t in tests)
-    report = open(result["report"]).read()
+    report = open(result.report).read()
     assert "## Entropy tests" in report and "## Paired accuracy differences" in report
     assert "| spark |" in report and "| base@T |" in report
-    assert len(result["images"]) == 3
-    for image in result["images"]:
+    assert "## Tool productivity" in report and "## Tool map per category" in report
+    assert len(result.images) == 3 and len(result.tool_maps) == 4  # one per policy
+    assert all(f"![tool map {p}](" in report for p in policies)
+    productivity = store.read(result.productivity.name, PRODUCTIVITY_SCHEMA).to_pylist()
+    assert len(productivity) == len(summary)  # the same policy x category cells
+    for image in result.images + result.tool_maps:
         assert open(image, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    rows_refs = [r for r in store.fs.find(store._base) if "/rows_" in r]
+    rows_refs = [r for r in store.fs.find(store.fs_path("")) if "/rows_" in r]
     assert len(rows_refs) == 4
-    name = rows_refs[0][len(store._base) + 1 : -len(".parquet")]
+    name = rows_refs[0][len(store.fs_path("")) + 1 : -len(".parquet")]
     rows = store.read(name, EVAL_ROWS_SCHEMA).to_pylist()
     assert len(rows) == 14 and all(r["final_answer"] in "ABCDEFGHIJ" for r in rows)
 
-    again = evaluate(cfg, adapters={}, return_state=True)  # cached per policy
+    again = evaluate(cfg, adapters=Adapters({}), return_state=True)  # cached per policy
     assert set(task_states(again)["evaluate-policy"]) == {"Cached"}
 
 

@@ -8,12 +8,13 @@ from prefect import flow
 from spark_core.artifacts import ArtifactStore
 from spark_core.sources import SourceError, bundled_path
 from tasks.ingest import ingest_questions
+from tasks.results import Questions
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @flow
-def probe(cfg) -> tuple[str, dict]:
+def probe(cfg) -> tuple[str, Questions]:
     """Run the ingest task and report its final state name (Completed / Cached)."""
     state = ingest_questions(cfg, return_state=True)
     return state.name, state.result()
@@ -27,7 +28,7 @@ def test_second_run_is_a_cache_hit_and_new_content_reruns(run_config, tmp_path):
 
     first_state, first = probe(cfg)
     assert first_state == "Completed"
-    assert first["questions"].rows == 30
+    assert first.questions.rows == 30
     second_state, second = probe(cfg)
     assert second_state == "Cached"
     assert second == first
@@ -35,11 +36,11 @@ def test_second_run_is_a_cache_hit_and_new_content_reruns(run_config, tmp_path):
     source.write_text("\n".join(lines[:40]) + "\n")  # same path, new contents
     third_state, third = probe(cfg)
     assert third_state == "Completed"
-    assert third["questions"].rows == 40
-    assert third["questions"].uri != first["questions"].uri
+    assert third.questions.rows == 40
+    assert third.questions.uri != first.questions.uri
 
     store = ArtifactStore(cfg.runtime.artifacts_url())
-    meta = store.metadata(third["questions"].name)
+    meta = store.metadata(third.questions.name)
     assert meta["stage"] == "ingest" and meta["config"]["eval_fraction"] == 0.5
 
 
@@ -47,10 +48,10 @@ def test_deleted_outputs_are_recomputed_not_served_stale(run_config):
     cfg = run_config("data.per_category=2")
     _, first = probe(cfg)
     store = ArtifactStore(cfg.runtime.artifacts_url())
-    store.fs.rm(store._path(first["questions"].name))
+    store.fs.rm(store.fs_path(first.questions.name + ".parquet"))
     state, again = probe(cfg)
     assert state == "Completed"
-    assert store.exists(again["questions"].name) and again == first
+    assert store.exists(again.questions.name) and again == first
 
 
 def test_malformed_source_fails_clearly_and_writes_nothing(run_config, tmp_path):
@@ -62,4 +63,4 @@ def test_malformed_source_fails_clearly_and_writes_nothing(run_config, tmp_path)
     with pytest.raises(SourceError, match=r"broken\.jsonl: line 2"):
         ingest(cfg)
     store = ArtifactStore(cfg.runtime.artifacts_url())
-    assert store.fs.find(store._base) == []
+    assert store.fs.find(store.fs_path("")) == []

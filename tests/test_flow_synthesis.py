@@ -11,8 +11,8 @@ from flows.synthesize import synthesize
 from spark_core import CATEGORIES
 from spark_core.action_format import parse_step
 from spark_core.artifacts import ArtifactStore
+from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.labeling import TRAJECTORIES_SCHEMA
-from spark_core.step_selection import SELECTED_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -60,7 +60,7 @@ def test_synthesize_and_label_cover_every_category_and_rerun_from_cache(tiny_cfg
     synthesis = first.result()
     refs = label(cfg, synthesis)
     store = ArtifactStore(cfg.runtime.artifacts_url())
-    trajectories = store.read(refs["trajectories"].name, TRAJECTORIES_SCHEMA).to_pylist()
+    trajectories = store.read(refs.trajectories.name, TRAJECTORIES_SCHEMA).to_pylist()
     assert {r["category"] for r in trajectories} == set(CATEGORIES)
     assert all(1 <= r["num_steps"] <= cfg.rollout.steps for r in trajectories)
     for r in trajectories:
@@ -69,7 +69,7 @@ def test_synthesize_and_label_cover_every_category_and_rerun_from_cache(tiny_cfg
         assert r["correct"] == (r["final_answer"] == r["answer"])
     selected = [
         row
-        for step in synthesis["selected"]
+        for step in synthesis.selected
         for row in store.read(step.name, SELECTED_SCHEMA).to_pylist()
     ]
     assert len(selected) == len(trajectories)
@@ -78,7 +78,7 @@ def test_synthesize_and_label_cover_every_category_and_rerun_from_cache(tiny_cfg
     again = synthesize(cfg, return_state=True)  # nothing changed: every unit is a cache hit
     states = task_states(again)
     assert set(states["rollout-shard"]) == {"Cached"} and set(states["select-step"]) == {"Cached"}
-    assert again.result()["summary"] == synthesis["summary"]
+    assert again.result().summary == synthesis.summary
 
     # only the reward weights change: synthesis stays cached, labeling reruns
     reweighted = tiny_cfg("rewards.w_diversity=2.0")
@@ -86,8 +86,13 @@ def test_synthesize_and_label_cover_every_category_and_rerun_from_cache(tiny_cfg
     assert set(task_states(second)["rollout-shard"]) == {"Cached"}
     relabel = label(reweighted, second.result(), return_state=True)
     assert task_states(relabel)["label-trajectories"] == ["Completed"]
-    new = relabel.result()["trajectories"]
-    assert new.uri != refs["trajectories"].uri
+    with get_client(sync_client=True) as client:  # what the UI shows: the fields, by name
+        shown = client.read_flow_run(relabel.state_details.flow_run_id).parameters["synthesis"]
+    assert set(shown) == {"plan", "selected", "shards", "final_answers", "summary"}
+    assert set(shown["shards"][0]) == {"candidates", "scores"}
+    assert shown["final_answers"]["uri"] == second.result().final_answers.uri
+    new = relabel.result().trajectories
+    assert new.uri != refs.trajectories.uri
     rows = store.read(new.name, TRAJECTORIES_SCHEMA).to_pylist()
     assert [r["r_diversity"] for r in rows] == pytest.approx(
         [4 * r["r_diversity"] for r in trajectories]

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from spark_core.barrier import advance_trajectories, initial_states, judge_stops
 from spark_core.config import JudgeConfig, ModelConfig, load_config
 from spark_core.models.calls import make_generator, make_judge
 from spark_core.models.capabilities import capabilities_for
@@ -21,7 +22,6 @@ from spark_core.models.openai_backend import OpenAIBackend
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache
 from spark_core.rollout import SCORES_SCHEMA
-from spark_core.step_selection import initial_states, judge_stops, select_step
 from spark_core.synthesis_summary import summarize
 
 runner = CliRunner()
@@ -168,7 +168,8 @@ def test_a_question_whose_judgements_all_failed_stops_and_the_run_goes_on():
     assert [s["question_id"] for s in stops] == [1]
     assert stops[0]["judge_replies"] == ["calculator: C. 99.09", "cot: hmm"]
     assert "every judgement failed" in stops[0]["reason"]
-    selected, states = select_step(cfg, 1, candidates, scores, initial_states([1, 2]), Counter())
+    states = initial_states([1, 2])
+    selected, states = advance_trajectories(cfg, 1, candidates, scores, states, Counter())
     assert selected.column("question_id").to_pylist() == [2]  # a failed judgement is never 0
     assert {s["question_id"]: s["done"] for s in states.to_pylist()} == {
         1: True,
@@ -317,7 +318,7 @@ def test_evaluation_stops_at_a_paid_policys_cost_limit_and_resumes(
     paid_before = list(server.state.bodies)
     state = evaluate(cfg(1000.0), return_state=True)
     assert state.is_completed()
-    assert "| paid |" in open(state.result()["report"]).read()
+    assert "| paid |" in open(state.result().report).read()
     # resumed: no request finished under the first limit was sent again
     again = [b for b in server.state.bodies[len(paid_before) :] if b in paid_before]
     assert again == [] and server.state.requests > sent

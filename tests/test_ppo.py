@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from spark_core.config import TrainingConfig
 from spark_core.rl.data import PPOCollator, encode, group_relative, ppo_examples
 from spark_core.rl.ppo_loss import kl_per_token, ppo_loss, token_logprobs
 from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
@@ -23,7 +24,15 @@ def test_ppo_loss_matches_a_hand_computation():
     adv = torch.tensor([1.0, -2.0])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     loss, stats = ppo_loss(
-        logprobs, old, ref, adv, mask, clip_eps=0.2, kl_coef=0.1, kl_estimator="k3"
+        logprobs=logprobs,
+        old_logprobs=old,
+        ref_logprobs=ref,
+        advantages=adv,
+        mask=mask,
+        clip_eps=0.2,
+        kl_coef=0.1,
+        kl_estimator="k3",
+        entropy_coef=0.0,
     )
 
     def clipped(a, r):
@@ -88,6 +97,9 @@ def rows(n=4):
 
 
 def ppo_args(tmp_path, **over) -> OfflinePPOConfig:
+    """Trainer arguments as a run builds them: PPO terms (``over``'s keys among
+    ``OfflinePPOConfig.PPO_TERMS``) through ``TrainingConfig``, the rest as TrainingArguments."""
+    terms = {k: over.pop(k) for k in OfflinePPOConfig.PPO_TERMS if k in over}
     base = dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=2,
@@ -100,12 +112,26 @@ def ppo_args(tmp_path, **over) -> OfflinePPOConfig:
         disable_tqdm=True,
         seed=0,
         lr_scheduler_type="constant",
-        clip_eps=0.2,
-        kl_coef=0.05,
-        old_logprobs="refresh",
     )
     base.update(over)
-    return OfflinePPOConfig(**base)
+    training = TrainingConfig(**{"old_logprobs": "refresh", **terms})
+    return OfflinePPOConfig.from_training(training, **base)
+
+
+def test_ppo_terms_come_from_the_training_config_only(tmp_path):
+    training = TrainingConfig(clip_eps=0.3, kl_coef=0.1, kl_estimator="k1", entropy_coef=0.01)
+    args = OfflinePPOConfig.from_training(training, output_dir=str(tmp_path), use_cpu=True)
+    assert [getattr(args, n) for n in OfflinePPOConfig.PPO_TERMS] == [
+        0.3,
+        0.1,
+        "k1",
+        0.01,
+        "behaviour",
+    ]
+    with pytest.raises(TypeError):  # no defaults of its own that could drift from the config
+        OfflinePPOConfig(output_dir=str(tmp_path), use_cpu=True)
+    with pytest.raises(TypeError, match="come from TrainingConfig"):
+        OfflinePPOConfig.from_training(training, output_dir=str(tmp_path), clip_eps=0.5)
 
 
 def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
@@ -121,7 +147,15 @@ def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
     logprobs.retain_grad()
     token_mask = batch["completion_mask"][:, 1:]
     loss, _ = ppo_loss(
-        logprobs, logprobs.detach(), logprobs.detach(), batch["advantages"], token_mask, 0.2, 0.05
+        logprobs=logprobs,
+        old_logprobs=logprobs.detach(),
+        ref_logprobs=logprobs.detach(),
+        advantages=batch["advantages"],
+        mask=token_mask,
+        clip_eps=0.2,
+        kl_coef=0.05,
+        kl_estimator="k3",
+        entropy_coef=0.0,
     )
     loss.backward()
     grad = logprobs.grad[0]
@@ -167,7 +201,18 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
             return token_logprobs(out.logits, batch["input_ids"])[0]
 
     def objective(lp, old):  # the PPO loss of the whole toy batch against the initial policy
-        return ppo_loss(lp, old, old, batch["advantages"], mask, 10.0, 0.0)[0].item()
+        loss, _ = ppo_loss(
+            logprobs=lp,
+            old_logprobs=old,
+            ref_logprobs=old,
+            advantages=batch["advantages"],
+            mask=mask,
+            clip_eps=10.0,
+            kl_coef=0.0,
+            kl_estimator="k3",
+            entropy_coef=0.0,
+        )
+        return loss.item()
 
     initial = logprobs()
     before = (initial * mask).sum(dim=1).tolist()

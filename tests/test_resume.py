@@ -17,8 +17,9 @@ from pathlib import Path
 import yaml
 
 from spark_core.artifacts import ArtifactStore
+from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.models.response_cache import request_key
-from spark_core.step_selection import FINAL_SCHEMA, SELECTED_SCHEMA
+from spark_core.rollout import FINAL_SCHEMA
 
 JUDGE_MODEL = "loopback-judge"
 QUESTIONS = 14  # bundled sample, one per category, all train
@@ -78,7 +79,7 @@ def finish(proc: subprocess.Popen) -> None:
 
 def synthesis_rows(runs: Path) -> tuple[list[dict], list[dict]]:
     store = ArtifactStore(str(runs / "resume" / "artifacts"))
-    base = store._base
+    base = store.fs_path("")
     selected = sorted(p for p in store.fs.find(base) if p.endswith("/selected.parquet"))
     finals = sorted(p for p in store.fs.find(base) if p.endswith("/final_answers.parquet"))
     assert len(selected) == 1 and len(finals) == 1

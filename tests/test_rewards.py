@@ -18,7 +18,7 @@ from spark_core.rewards import (
     step_rewards,
     trajectory_returns,
 )
-from spark_core.selection import select_in_order
+from spark_core.selection import pick_in_order
 
 
 def batch_advantages(cfg: RewardsConfig, trajectories):
@@ -134,7 +134,7 @@ def test_selection_order_is_a_seeded_shuffle():
     table = [(q, {"calculator": 7.0, "chemistry": 7.0}) for q in range(12)]
 
     def picks(seed):
-        return select_in_order(table, Counter(), "rarity_first", 6.0, order_seed=seed)
+        return pick_in_order(table, Counter(), "rarity_first", 6.0, order_seed=seed)
 
     by_id = [q for q, _ in picks(None)]
     assert by_id == list(range(12))

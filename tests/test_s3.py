@@ -59,7 +59,7 @@ def test_ingest_flow_writes_its_artifacts_to_s3(s3_endpoint, run_config):
     s3fs.S3FileSystem.clear_instance_cache()
     cfg = run_config("runtime.artifacts_root=s3://spark/runs/demo", "data.per_category=1")
     refs = ingest(cfg)
-    assert refs["questions"].uri.startswith("s3://spark/runs/demo/ingest/")
-    table = ArtifactStore("s3://spark/runs/demo").read(refs["questions"].name, QUESTIONS_SCHEMA)
+    assert refs.questions.uri.startswith("s3://spark/runs/demo/ingest/")
+    table = ArtifactStore("s3://spark/runs/demo").read(refs.questions.name, QUESTIONS_SCHEMA)
     assert table.num_rows == 14
     assert ingest(cfg) == refs  # a rerun finds them there

@@ -1,45 +1,63 @@
-"""Selection strategies on hand-made score tables, with exact expected picks."""
+"""Selection rules on hand-made score tables, with exact expected picks."""
 
 from collections import Counter
+from typing import get_args
 
 import pytest
 
-from spark_core.selection import Pick, select, select_in_order
+from spark_core.config import RolloutConfig, SelectionRule
+from spark_core.selection import RULES, Pick, pick_action, pick_in_order, rarity_first
 
 SCORES = {"calculator": 9.0, "python": 8.0, "chemistry": 6.0, "cot": 7.5, "finance": 3.0}
+THRESHOLD = 6.0  # chemistry sits exactly on it: viable
+
+
+def pick(scores, usage, rule="rarity_first", threshold=THRESHOLD):
+    return pick_action(scores, usage, rule, threshold)
 
 
 def test_rarity_first_takes_the_least_used_viable_action():
     usage = Counter({"calculator": 5, "python": 2, "chemistry": 1, "cot": 0})
-    assert select(SCORES, usage) == Pick("cot", 7.5, True, 0, 8)
+    assert pick(SCORES, usage) == Pick("cot", 7.5, True, 0, 8)
     usage["cot"] = 4
-    assert select(SCORES, usage) == Pick("chemistry", 6.0, True, 1, 12)
+    assert pick(SCORES, usage) == Pick("chemistry", 6.0, True, 1, 12)
+
+
+def test_rarity_first_is_the_rule_on_viable_candidates_alone():
+    viable = {"calculator": 9.0, "python": 8.0, "cot": 7.5}
+    assert rarity_first(viable, Counter({"calculator": 1, "python": 2, "cot": 1})) == "cot"
+    assert rarity_first(viable, Counter({"cot": 3})) == "python"  # 0 uses each: lower score
 
 
 def test_rarity_first_ties_break_by_lower_score_then_name():
-    assert select(SCORES, Counter()) == Pick("chemistry", 6.0, True, 0)
+    assert pick(SCORES, Counter()) == Pick("chemistry", 6.0, True, 0)
     tied = {"python": 7.0, "calculator": 7.0, "cot": 9.0}
-    assert select(tied, Counter()).action == "calculator"
+    assert pick(tied, Counter()).action == "calculator"
 
 
 def test_non_viable_candidates_are_never_chosen_while_one_is_viable():
     usage = Counter({"calculator": 3, "python": 3, "chemistry": 3, "cot": 3})
-    assert select(SCORES, usage).action == "chemistry"  # finance is unused but scores 3.0
+    assert pick(SCORES, usage).action == "chemistry"  # finance is unused but scores 3.0
 
 
 def test_lowest_viable_and_greedy():
-    assert select(SCORES, Counter(), "lowest_viable") == Pick("chemistry", 6.0, True, 0)
-    assert select(SCORES, Counter({"calculator": 9}), "greedy") == Pick(
-        "calculator", 9.0, True, 9, 9
-    )
+    assert pick(SCORES, Counter(), "lowest_viable") == Pick("chemistry", 6.0, True, 0)
+    assert pick(SCORES, Counter({"calculator": 9}), "greedy") == Pick("calculator", 9.0, True, 9, 9)
 
 
 def test_fallback_to_the_highest_score_when_nothing_is_viable():
     low = {"calculator": 2.0, "python": 5.5, "cot": None, "finance": 5.5}
-    pick = select(low, Counter(), threshold=6.0)
-    assert pick == Pick("finance", 5.5, False, 0)  # tie on score broken by name
+    assert pick(low, Counter()) == Pick("finance", 5.5, False, 0)  # tie on score broken by name
     with pytest.raises(ValueError):
-        select({"cot": None}, Counter())
+        pick({"cot": None}, Counter())
+
+
+def test_the_rules_are_the_configs_and_the_threshold_is_applied_as_given():
+    assert set(RULES) == set(get_args(SelectionRule))
+    assert RolloutConfig().selection in RULES
+    assert pick(SCORES, Counter(), threshold=8.0).action == "python"  # chemistry, cot out
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        pick(SCORES, Counter(), "best_first")
 
 
 def test_usage_accumulates_in_question_order():
@@ -49,7 +67,7 @@ def test_usage_accumulates_in_question_order():
         (20, {"calculator": 8.0, "cot": 9.0}),
     ]
     usage = Counter()
-    picks = select_in_order(table, usage)
+    picks = pick_in_order(table, usage, "rarity_first", THRESHOLD)
     assert [(q, p.action) for q, p in picks] == [
         (10, "calculator"),
         (20, "cot"),

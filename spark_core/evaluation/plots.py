@@ -1,8 +1,10 @@
-"""The report's PNG plots: accuracy per category with 95% CIs, the action usage heat map, and
-tool-selection entropy (per-state and pooled) with bootstrap CIs."""
+"""The report's PNG plots: accuracy per category with 95% CIs, the action usage heat map,
+tool-selection entropy (per-state and pooled) with bootstrap CIs, and one category x action
+tool map per policy."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -107,4 +109,48 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     ax.set_title("Tool-selection entropy")
     ax.legend()
     paths["entropy"] = _save(fig, out_dir / "entropy.png")
+    return paths
+
+
+def _slug(policy: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", policy)
+
+
+def _label(category: str, entropy: dict) -> str:
+    if not entropy["choices"]:
+        return f"{category} (0 steps)"
+    return f"{category} ({entropy['choices']} steps, H {entropy['entropy_bits']:.2f})"
+
+
+def plot_tool_maps(tool_map: pa.Table, entropy: pa.Table, out_dir: Path) -> dict[str, Path]:
+    """One category x action heat map per policy (``evaluation/tool_map.py``): each row is the
+    category's share of steps per action, on one colour scale (0–1) so that policies compare;
+    row labels carry the category's entropy in bits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from spark_core.evaluation.tool_map import grid
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ent = {(r["policy"], r["category"]): r for r in entropy.to_pylist()}
+    paths: dict[str, Path] = {}
+    for policy in dict.fromkeys(tool_map.column("policy").to_pylist()):
+        categories, actions, shares = grid(tool_map, policy)
+        matrix = np.array(shares)
+        fig, ax = plt.subplots(figsize=(0.9 * len(actions) + 4, 0.38 * len(categories) + 2))
+        image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(actions)), actions, rotation=45, ha="right")
+        ax.set_yticks(range(len(categories)), [_label(c, ent[(policy, c)]) for c in categories])
+        for i, j in zip(*np.nonzero(matrix), strict=True):
+            color = "white" if matrix[i, j] < 0.5 else "black"
+            ax.text(j, i, f"{matrix[i, j]:.0%}", ha="center", va="center", color=color, fontsize=7)
+        ax.set_title(f"{policy}: share of each category's steps per action (H: entropy, bits)")
+        fig.colorbar(image, ax=ax)
+        name = f"tool_map_{_slug(policy)}.png"
+        if any(p.name == name for p in paths.values()):  # two policies with the same slug
+            name = f"tool_map_{_slug(policy)}_{len(paths)}.png"
+        paths[policy] = _save(fig, out_dir / name)
     return paths

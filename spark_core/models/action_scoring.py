@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from spark_core.action_format import ANSWER
+from spark_core.models.hf_backend import compute_lock
 from spark_core.models.kv_session import KVSession
 
 ACTIVE: Any = object()
@@ -182,12 +183,12 @@ def score_actions(
     suffixes = name_suffixes(tokenizer, names)
     rows = [state_ids(tokenizer, p) for p in prefixes]
     out: list[ActionDistribution] = []
-    with backend._lock:
+    with compute_lock(backend.device):  # re-entrant: held across the switch and the passes
         previous = backend.adapter
         if adapter is not ACTIVE:
             backend.use_adapter(adapter)
         try:
-            with backend._adapter_context():
+            with backend.computing():
                 for start in range(0, len(rows), backend.batch_size):
                     chunk = rows[start : start + backend.batch_size]
                     session = KVSession(backend.model, tokenizer.pad_token_id, backend.device)

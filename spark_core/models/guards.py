@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from spark_core.models.response_cache import ResponseCache
+from spark_core.models.usage import prices_for
 
 CHARS_PER_TOKEN = 3.0
 """Prompt-size estimate when no tokenizer is at hand: English runs ~4 characters per token
@@ -56,6 +58,20 @@ class Budget:
     _reserved: float = 0.0
     _spent_here: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def for_model(cls, model: Any, role: str, scope: str, ledger: Any) -> Budget | None:
+        """A paid model's spending limit in one stage (``model`` is its ModelConfig, ``role``
+        names its config field), or None where it has no limit or costs nothing."""
+        if model.max_cost_usd is None or model.backend != "openai":
+            return None
+        prices = prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion)
+        if prices is None:
+            raise ValueError(
+                f"{role}.max_cost_usd needs a price for {model.name}: set "
+                f"{role}.price_per_1k_prompt and {role}.price_per_1k_completion"
+            )
+        return cls(role, model.name, model.max_cost_usd, prices, scope, ledger)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1000

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,17 @@ import torch
 
 from spark_core.models.default_model import resolve_model
 from spark_core.models.prefix_cache import cache_arg, shared_forward
+from spark_core.models.registry import REGISTRY, load_weights
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
 _COMPUTE_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_LOCK = threading.Lock()
 
 
 def compute_lock(device: str) -> threading.RLock:
     """One lock per device for every forward pass in the process: threads (parallel shards,
     generator and judge) take turns instead of oversubscribing the same cores."""
-    with _MODELS_LOCK:
+    with _LOCKS_LOCK:
         return _COMPUTE_LOCKS.setdefault(device, threading.RLock())
 
 
@@ -31,7 +33,14 @@ def _sampling(request: ChatRequest) -> tuple:
     return (request.max_new_tokens, request.temperature, request.top_p, request.seed, request.stop)
 
 
-_MODELS_LOCK = threading.Lock()
+def cut_at_stop(text: str, stops: tuple[str, ...], reason: str) -> tuple[str, str]:
+    """``text`` up to (not including) its stop strings, and the finish reason: "stop" when one
+    was found, else ``reason``. Decoding halts only once a stop string has been generated, so
+    the text still ends with it (or overshoots it by the rest of the last token)."""
+    for stop in stops:
+        if stop in text:
+            text, reason = text[: text.index(stop)], "stop"
+    return text, reason
 
 
 def pick_device(device: str) -> str:
@@ -58,20 +67,6 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, device: str, dtype: torch.dtype, shared: bool = True):
-    """A causal LM in eval mode; shared instances are loaded once per process."""
-    from transformers import AutoModelForCausalLM
-
-    key = (path, device, str(dtype))
-    with _MODELS_LOCK:
-        if shared and key in _MODELS:
-            return _MODELS[key]
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        if shared:
-            _MODELS[key] = model
-        return model
-
-
 def directory_hash(path: str | Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(Path(path).rglob("*")):
@@ -93,7 +88,7 @@ class HFBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(self.path)
-        self.model = load_model(self.path, self.device, self.dtype)
+        self.model = REGISTRY.weights(self.path, self.device, self.dtype)
         self.adapter: str | None = None
         self._adapters: dict[str, str] = {}
         self._lock = compute_lock(self.device)
@@ -104,22 +99,23 @@ class HFBackend:
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            base = load_model(self.path, self.device, self.dtype, shared=False)
+            base = load_weights(self.path, self.device, self.dtype)
             self.model = PeftModel.from_pretrained(base, str(path), adapter_name=adapter_name)
             self.model.eval()
         else:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
 
-    def has_adapter(self, adapter_name: str) -> bool:
-        return adapter_name in self._adapters
+    def adapter_hash(self, adapter_name: str) -> str | None:
+        """The content hash of an attached adapter; None when none of that name is attached."""
+        return self._adapters.get(adapter_name)
 
     def merged(self, adapter_name: str, path: str | Path) -> HFBackend:
         """A sibling backend with the adapter merged into its own copy of the base weights:
         same outputs and cache keys as ``use_adapter``, without LoRA's extra matmuls."""
         from peft import PeftModel
 
-        base = load_model(self.path, self.device, self.dtype, shared=False)
+        base = load_weights(self.path, self.device, self.dtype)
         sibling = copy.copy(self)
         sibling.model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
         sibling._adapters = {adapter_name: directory_hash(path)}
@@ -144,6 +140,13 @@ class HFBackend:
         if self.adapter is None and self._adapters:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """What every forward pass on this model runs under: the device's compute lock, and
+        the active adapter (the plain base, adapters disabled, when none is active)."""
+        with self._lock, self._adapter_context():
+            yield
 
     # -- prompts ----------------------------------------------------------------------------
     def prompt_text(self, request: ChatRequest) -> str:
@@ -186,9 +189,11 @@ class HFBackend:
                             on_done(i, done)
         return [r for r in results if r is not None]
 
-    def _next_tokens(
+    def next_tokens(
         self, logits: torch.Tensor, request: ChatRequest, rng: torch.Generator | None
     ) -> torch.Tensor:
+        """The next token of each row: argmax without ``rng``, else sampled (temperature,
+        top-p) from ``rng``."""
         if rng is None:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / request.temperature, dim=-1)
@@ -207,17 +212,26 @@ class HFBackend:
             self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids for r in batch
         ]
         with self._adapter_context():
+            # prompt prefix once, then each row's right-padded suffix on top of its KV cache
             fwd = shared_forward(self.model, rows, self.tokenizer.pad_token_id, self.device)
+            # one generator for the whole group: same seed => same samples, run after run
             rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
             index = torch.arange(len(rows))
+            # suffixes are right-padded: a row's next-token logits sit at its last real token,
+            # not at the last column
             ends = torch.tensor(fwd.lengths) - 1
-            tokens = self._next_tokens(fwd.logits[index, ends], first, rng)
+            tokens = self.next_tokens(fwd.logits[index, ends], first, rng)
             eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             generated: list[list[int]] = [[] for _ in rows]
             finished = [False] * len(rows)
+            # new tokens are appended after the padding columns, so give their positions
+            # explicitly: right after each row's real tokens, as if there were no padding
             positions = torch.tensor([fwd.prefix_len + n for n in fwd.lengths], device=self.device)
+            # transformers renamed past_key_values to cache: pass whichever this model takes
             mask, cache, arg = fwd.mask, fwd.cache, cache_arg(self.model)
             for step in range(first.max_new_tokens):
+                # record the tokens just sampled; finished rows stay in the batch (the cache's
+                # shape is fixed) but whatever they produce from now on is ignored
                 for i, t in enumerate(tokens.tolist()):
                     if finished[i]:
                         continue
@@ -225,15 +239,19 @@ class HFBackend:
                         finished[i] = True
                         continue
                     generated[i].append(t)
+                    # a stop string can span tokens: decode a short tail, not the whole row
                     if first.stop and any(
                         stop in self.tokenizer.decode(generated[i][-8:]) for stop in first.stop
                     ):
                         finished[i] = True
+                # the token budget counts the first token too: no forward pass after the last
                 if all(finished) or step == first.max_new_tokens - 1:
                     break
+                # every row attends to the token it is about to feed (padding stays masked)
                 mask = torch.cat(
                     [mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1
                 )
+                # one token per row, reusing the cache: the cost of a step is one column
                 out = self.model(
                     input_ids=tokens[:, None],
                     attention_mask=mask,
@@ -242,14 +260,11 @@ class HFBackend:
                     **{arg: cache},
                 )
                 cache, positions = getattr(out, arg), positions + 1
-                tokens = self._next_tokens(out.logits[:, -1], first, rng)
+                tokens = self.next_tokens(out.logits[:, -1], first, rng)
         completions = []
         for row, tokens_out, done in zip(rows, generated, finished, strict=True):
             text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)
-            reason = "stop" if done else "length"
-            for stop in first.stop:
-                if stop in text:
-                    text, reason = text[: text.index(stop)], "stop"
+            text, reason = cut_at_stop(text, first.stop, "stop" if done else "length")
             completions.append(Completion(text, len(row), len(tokens_out), reason))
         return completions
 
@@ -271,15 +286,13 @@ class HFBackend:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         with torch.inference_mode(), self._adapter_context():
             out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
+        new = out[:, enc["input_ids"].shape[1] :]  # left padding: every prompt ends at one column
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         completions = []
         for row, mask in zip(new.tolist(), enc["attention_mask"].tolist(), strict=True):
+            # rows that finished early are padded to the longest: cut at the first eos/pad
             n = next((j for j, t in enumerate(row) if t in eos), len(row))
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            reason = "stop" if n < len(row) else "length"
-            for stop in first.stop:
-                if stop in text:
-                    text, reason = text[: text.index(stop)], "stop"
+            text, reason = cut_at_stop(text, first.stop, "stop" if n < len(row) else "length")
             completions.append(Completion(text, sum(mask), n, reason))
         return completions

@@ -128,7 +128,7 @@ class OpenAIJudge:
         response = self.backend.chat(request)
         return response, parse_score(response.choices[0].message.content or "")
 
-    def _one(self, item: JudgeItem) -> Judgement:
+    def score_one(self, item: JudgeItem) -> Judgement:
         request = self.request(item)
         prompt_tokens = completion_tokens = 0
         raw, error = "", ""
@@ -170,7 +170,7 @@ class OpenAIJudge:
     ) -> list[Judgement]:
         if self.capabilities is None:
             self.capabilities = capabilities_for(self.backend, None)
-        return self.backend.map(self._one, items, on_done, gate)
+        return self.backend.map(self.score_one, items, on_done, gate)
 
 
 class HFJudge:
@@ -201,7 +201,7 @@ class HFJudge:
         """Each row plus a trailing '1': logits at the prompt's end give P(first digit), the
         logits after the '1' give P('0'|'1') — one forward pass for both."""
         rows = [r + [self.digit_ids[1]] for r in rows]
-        with self.backend._lock, self.backend._adapter_context():
+        with self.backend.computing():
             fwd = shared_forward(
                 self.backend.model,
                 rows,

@@ -100,7 +100,7 @@ def _read_action(reply: str, mode: str, names: list[str]) -> str:
 class _Steps:
     def __init__(self, backend: Any):
         self.backend = backend
-        self.mode_index = getattr(backend, "_action_mode", 0)
+        self.mode_index = getattr(backend, "action_mode", 0)
 
     def _action_call(self, request: ChatRequest, names: list[str]) -> tuple[Any, str]:
         """The action call in the first mode this server accepts."""
@@ -113,7 +113,7 @@ class _Steps:
                 if self.mode_index == len(MODES) - 1:
                     raise
                 self.mode_index += 1  # this server refuses the mode: remember, try the next
-                self.backend._action_mode = self.mode_index
+                self.backend.action_mode = self.mode_index
 
     def one(self, r: StepRequest) -> PolicyStep:
         names = list(r.names)

@@ -99,7 +99,7 @@ class _Decoder:
             live = [i for i in range(rows) if not done[i]]
             if not live:
                 break
-            picks = self.backend._next_tokens(self.session.last[live], self.sampling, self.rng)
+            picks = self.backend.next_tokens(self.session.last[live], self.sampling, self.rng)
             feed: list[list[int]] = [[] for _ in range(rows)]
             for i, token in zip(live, picks.tolist(), strict=True):
                 if token in self.eos:
@@ -184,7 +184,7 @@ def hf_policy_steps(
     for i, r in enumerate(requests):
         key = (r.names, r.thought_tokens, r.input_tokens, r.temperature, r.top_p, r.seed)
         groups.setdefault(key, []).append(i)
-    with backend._lock, backend._adapter_context():
+    with backend.computing():
         for indices in groups.values():
             for start in range(0, len(indices), backend.batch_size):
                 chunk = indices[start : start + backend.batch_size]

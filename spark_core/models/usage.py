@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 # USD per 1,000 tokens (prompt, completion) for known OpenAI models; a config's own
 # price_per_1k_* fields override these.
@@ -40,6 +41,22 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def from_columns(cls, model: Any, table: Any, prefix: str) -> Usage:
+        """One model's calls read back from an artifact's token columns
+        (``<prefix>_prompt_tokens``, ``_completion_tokens``, ``_cached``); ``model`` is its
+        ModelConfig (name and prices)."""
+        usage = cls(
+            model.name,
+            prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion),
+        )
+        columns = [f"{prefix}_prompt_tokens", f"{prefix}_completion_tokens", f"{prefix}_cached"]
+        for prompt, completion, cached in zip(
+            *(table.column(c).to_pylist() for c in columns), strict=True
+        ):
+            usage.record(prompt, completion, cached=cached)
+        return usage
 
     def record(self, prompt_tokens: int, completion_tokens: int, cached: bool = False) -> None:
         with self._lock:

@@ -41,7 +41,7 @@ def completion_logprobs(
     pad = tokenizer.pad_token_id
     out: list[list[float]] = []
     encoded = [chat_ids(tokenizer, *row) for row in rows]
-    with backend._lock, backend._adapter_context():
+    with backend.computing():
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
             seqs = [p + c for p, c in chunk]

@@ -86,11 +86,17 @@ def fit(tokenizer: Any, system: str, prompt: str, completion: str, max_len: int)
     """The one truncation rule for SFT and PPO: keep the system prompt, the question and the
     whole completion; while too long, drop the oldest trajectory steps from the middle."""
     steps = step_count(prompt)
+    # n = 0 first: a row that fits is kept verbatim; then one more oldest step at a time, so
+    # the row keeps as much recent context as the budget allows (re-tokenising each time: the
+    # marker and the chat template make the count from subtraction inexact)
     for n in range(steps + 1):
         text = drop_oldest_steps(prompt, n)
+        # the completion (the trained tokens) is never cut: a cut action would teach the
+        # model to stop mid-step, and its behaviour log-probs would no longer line up
         prompt_ids, completion_ids = chat_ids(tokenizer, system, text, completion)
         if len(prompt_ids) + len(completion_ids) <= max_len:
             return Fitted(text, n, True, prompt_ids, completion_ids)
+    # even with every step gone it is too long: the caller drops the row and counts it
     return Fitted(text, steps, False, prompt_ids, completion_ids)
 
 

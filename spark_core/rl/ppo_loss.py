@@ -51,6 +51,7 @@ class PPOStats:
 
 
 def ppo_loss(
+    *,
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     ref_logprobs: torch.Tensor,
@@ -58,12 +59,14 @@ def ppo_loss(
     mask: torch.Tensor,
     clip_eps: float,
     kl_coef: float,
-    kl_estimator: str = "k3",
+    kl_estimator: str,
+    entropy_coef: float,
     entropy: torch.Tensor | None = None,
-    entropy_coef: float = 0.0,
 ) -> tuple[torch.Tensor, PPOStats]:
     """Clipped surrogate + KL penalty to the reference (+ optional entropy bonus).
 
+    Keyword-only: three log-prob tensors of one shape are easy to swap by position. The
+    coefficients have no defaults here; they come from ``training`` (config.py).
     Shapes: log-probs, entropy and mask [batch, tokens]; advantages [batch] (one per step)."""
     mask = mask.to(logprobs.dtype)
     adv = advantages.to(logprobs.dtype)[:, None]

@@ -16,30 +16,51 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from spark_core.config import TrainingConfig
 from spark_core.rl.data import PPOCollator
 from spark_core.rl.ppo_loss import ppo_loss, token_logprobs
 
 
-@dataclass
-class OfflinePPOConfig(TrainingArguments):
-    """``TrainingArguments`` plus the PPO terms. ``num_train_epochs`` is the number of PPO
-    epochs over the logged data."""
+def _term(name: str) -> Any:
+    """A PPO term's dataclass field: no default (it always comes from ``training``) and
+    ``training``'s own description as its help, so neither can drift from the config."""
+    return field(metadata={"help": TrainingConfig.model_fields[name].description})
 
-    clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range epsilon."})
-    kl_coef: float = field(default=0.05, metadata={"help": "beta: weight of KL(policy||ref)."})
-    kl_estimator: str = field(default="k3", metadata={"help": "KL estimator: 'k1' or 'k3'."})
-    entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
-    old_logprobs: str = field(
-        default="behaviour",
-        metadata={"help": "pi_old: 'behaviour' (stored with the data) or 'refresh' (per epoch)."},
+
+@dataclass(kw_only=True)
+class OfflinePPOConfig(TrainingArguments):
+    """``TrainingArguments`` plus the PPO terms, built with ``from_training``: the terms
+    have no defaults here, ``training`` (config.py) is their one source.
+    ``num_train_epochs`` is the number of PPO epochs over the logged data."""
+
+    PPO_TERMS: ClassVar[tuple[str, ...]] = (
+        "clip_eps",
+        "kl_coef",
+        "kl_estimator",
+        "entropy_coef",
+        "old_logprobs",
     )
+    clip_eps: float = _term("clip_eps")
+    kl_coef: float = _term("kl_coef")
+    kl_estimator: str = _term("kl_estimator")
+    entropy_coef: float = _term("entropy_coef")
+    old_logprobs: str = _term("old_logprobs")
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep PPO columns."})
+
+    @classmethod
+    def from_training(cls, training: TrainingConfig, **trainer_args: Any) -> OfflinePPOConfig:
+        """The PPO terms from ``training``; ``trainer_args`` are ``TrainingArguments``
+        only (output folder, epochs, batch size, precision ...)."""
+        clash = set(cls.PPO_TERMS) & set(trainer_args)
+        if clash:
+            raise TypeError(f"PPO terms {sorted(clash)} come from TrainingConfig, not kwargs")
+        return cls(**{n: getattr(training, n) for n in cls.PPO_TERMS}, **trainer_args)
 
 
 class _RefreshOldLogprobs(TrainerCallback):
@@ -166,16 +187,16 @@ class OfflinePPOTrainer(Trainer):
         old = torch.where(torch.isnan(old), ref, old)  # tokens the behaviour model did not write
         args: OfflinePPOConfig = self.args
         loss, stats = ppo_loss(
-            logprobs,
-            old,
-            ref,
-            inputs["advantages"],
-            mask,
-            args.clip_eps,
-            args.kl_coef,
-            args.kl_estimator,
-            entropy,
-            args.entropy_coef,
+            logprobs=logprobs,
+            old_logprobs=old,
+            ref_logprobs=ref,
+            advantages=inputs["advantages"],
+            mask=mask,
+            clip_eps=args.clip_eps,
+            kl_coef=args.kl_coef,
+            kl_estimator=args.kl_estimator,
+            entropy_coef=args.entropy_coef,
+            entropy=entropy,
         )
         for name, value in vars(stats).items():
             self._stats[name if name != "loss" else "ppo_loss"].append(value)

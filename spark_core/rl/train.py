@@ -158,7 +158,7 @@ def train_sft(
     data = sft_rows(cfg, rows, pool)
     records, fitted = sft_records(data, tokenizer, cfg.training.max_seq_len)
     args = SFTConfig(
-        **_common_args(cfg, out_dir, cfg.training.epochs),
+        **_common_args(cfg, out_dir, cfg.training.sft_epochs),
         max_length=None,  # rows are already fitted by the rule PPO uses: nothing for TRL to cut
         completion_only_loss=True,
     )
@@ -200,14 +200,7 @@ def train_ppo(
     model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
     source = group_relative(pool) if t.candidates == "all" and pool else rows
     examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len)
-    args = OfflinePPOConfig(
-        **_common_args(cfg, out_dir, t.ppo_epochs),
-        clip_eps=t.clip_eps,
-        kl_coef=t.kl_coef,
-        kl_estimator=t.kl_estimator,
-        entropy_coef=t.entropy_coef,
-        old_logprobs=t.old_logprobs,
-    )
+    args = OfflinePPOConfig.from_training(t, **_common_args(cfg, out_dir, t.ppo_epochs))
     trainer = OfflinePPOTrainer(
         model=model,
         args=args,

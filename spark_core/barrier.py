@@ -1,24 +1,21 @@
-"""The barrier of a rollout step: select one candidate per question over *all* shards (global
-usage counts, questions in a seeded shuffled order), append its observation to the trajectory,
-and close the questions that stated a final answer. After the last step, every open question is
-asked for its final answer.
+"""The barrier of a rollout step: every shard's candidates and judge scores are in, so pick
+one candidate per question over *all* shards at once (global usage counts, questions in a seeded
+shuffled order; the rule is ``selection.py``), append the pick and its observation to the
+question's trajectory, and close the questions that stated a final answer. It is a barrier
+because rarity is global: a shard cannot know what the others picked. After the last step every
+open question is asked for its final answer (``rollout.final_answers``).
 """
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 
 from spark_core.action_format import COT, final_answer, render_step, trajectory_entry
-from spark_core.answers import LETTERS, read_letter
 from spark_core.config import RunConfig
-from spark_core.models.calls import Generator
-from spark_core.models.requests import ChatRequest
-from spark_core.rollout import Question, policy_messages
-from spark_core.selection import select_in_order
+from spark_core.selection import pick_in_order
 
 STATE_SCHEMA = pa.schema(
     [
@@ -54,14 +51,6 @@ STOPPED_SCHEMA = pa.schema(
         pa.field("step", pa.int32(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("judge_replies", pa.list_(pa.string()), nullable=False),  # "action: reply"
-    ]
-)
-FINAL_SCHEMA = pa.schema(
-    [
-        pa.field("question_id", pa.int64(), nullable=False),
-        pa.field("final_answer", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # stated | answer_step | guess
-        pa.field("answer_text", pa.string(), nullable=False),
     ]
 )
 
@@ -106,7 +95,7 @@ def judge_stops(step: int, scores: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=STOPPED_SCHEMA)
 
 
-def select_step(
+def advance_trajectories(
     cfg: RunConfig,
     step: int,
     candidates: pa.Table,
@@ -117,14 +106,18 @@ def select_step(
     """Pick one candidate per active question; returns (selected, next states). ``usage`` is
     updated in place. A question none of whose candidates could be judged is closed
     without a pick (``judge_stops`` records why)."""
+    # a question with no judged candidate cannot be picked for: it leaves the rollout here
     stopped = set(judge_stops(step, scores).column("question_id").to_pylist())
     by_question: dict[int, dict[str, float | None]] = {}
     for row in scores.to_pylist():
         if row["question_id"] not in stopped:
             by_question.setdefault(row["question_id"], {})[row["action"]] = row["score"]
+    # shards were concatenated in any order; a pick is looked up by (question, action)
     candidate = {(r["question_id"], r["action"]): r for r in candidates.to_pylist()}
+    # one seeded order per step: the question picked first gets first claim on a rare tool,
+    # so the order must not follow question ids (they come in category blocks)
     picks = dict(
-        select_in_order(
+        pick_in_order(
             list(by_question.items()),
             usage,
             cfg.rollout.selection,
@@ -136,15 +129,16 @@ def select_step(
     for state in states.to_pylist():
         qid = state["question_id"]
         if qid in stopped and not state["done"]:
-            next_states.append({**state, "done": True})
+            next_states.append({**state, "done": True})  # closed without a pick or an answer
             continue
         if state["done"] or qid not in picks:
-            next_states.append(state)
+            next_states.append(state)  # finished at an earlier step: carried over unchanged
             continue
         pick = picks[qid]
         row = candidate[(qid, pick.action)]
         completion = render_step(row["thought"], pick.action, row["tool_input"])
         observation = observation_text(row, cfg.rollout.observation_chars)
+        # an answer stated in the thought or the input ends this question's rollout early
         stated = final_answer(f"{row['thought']}\n{row['tool_input']}")
         entry = trajectory_entry(completion, observation)
         trajectory = f"{state['trajectory']}\n{entry}" if state["trajectory"] else entry
@@ -161,7 +155,7 @@ def select_step(
                 "completion": completion,
                 "observation": observation,
                 "final_answer": stated,
-                "behaviour_logprobs": None,
+                "behaviour_logprobs": None,  # filled after the barrier (rl/behaviour.py)
             }
         )
         next_states.append(
@@ -169,7 +163,7 @@ def select_step(
                 "question_id": qid,
                 "trajectory": trajectory,
                 "steps_taken": step,
-                "done": stated is not None or step >= cfg.rollout.steps,
+                "done": stated is not None or step >= cfg.rollout.steps,  # answered or out of steps
                 "final_answer": stated,
             }
         )
@@ -177,56 +171,3 @@ def select_step(
         pa.Table.from_pylist(selected, schema=SELECTED_SCHEMA),
         pa.Table.from_pylist(next_states, schema=STATE_SCHEMA),
     )
-
-
-def answer_request(cfg: RunConfig, q: Question, trajectory: str) -> ChatRequest:
-    """Ask for the final letter after the last step: the answer action, prefilled."""
-    prefill = "Thought: I can now give the final answer.\nAction: answer\nAction Input: ("
-    return ChatRequest(
-        policy_messages(q, trajectory, cfg.rollout.actions),
-        max_new_tokens=3,
-        temperature=0.0,
-        prefill=prefill,
-        stop=(")",),
-    )
-
-
-def final_answers(
-    cfg: RunConfig, questions: dict[int, Question], states: pa.Table, generator: Generator
-) -> pa.Table:
-    """Every question's final answer: stated during the rollout, asked for afterwards, or —
-    MMLU-Pro's rule when no letter can be read — a seeded random guess."""
-    rows, pending = [], []
-    for state in states.to_pylist():
-        if state["final_answer"]:
-            rows.append(
-                {
-                    "question_id": state["question_id"],
-                    "final_answer": state["final_answer"],
-                    "source": "stated",
-                    "answer_text": "",
-                }
-            )
-        else:
-            pending.append(state)
-    completions = generator.generate(
-        [answer_request(cfg, questions[s["question_id"]], s["trajectory"]) for s in pending]
-    )
-    for state, completion in zip(pending, completions, strict=True):
-        q = questions[state["question_id"]]
-        # the model's own text after the prefilled "(", read by MMLU-Pro's cascade: no wrapping
-        letter = read_letter(completion.text, len(q.options))
-        source = "answer_step"
-        if letter is None:
-            rng = random.Random(f"guess:{cfg.rollout.seed}:{q.question_id}")
-            letter, source = LETTERS[rng.randrange(len(q.options))], "guess"
-        rows.append(
-            {
-                "question_id": q.question_id,
-                "final_answer": letter,
-                "source": source,
-                "answer_text": completion.text,
-            }
-        )
-    rows.sort(key=lambda r: r["question_id"])
-    return pa.Table.from_pylist(rows, schema=FINAL_SCHEMA)

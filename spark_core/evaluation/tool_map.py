@@ -1,0 +1,189 @@
+"""The per-category tool map: which actions each policy takes in which category (the point of
+diverse tool use is the right tool for the domain), and the entropy of each category's action
+distribution, with the same definition as the report's pooled tool-selection entropy (bits,
+over the chosen tools and ``cot``; ``answer`` and ``invalid`` are not choices)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from spark_core.action_format import ANSWER, INVALID
+from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA, productivity, productivity_lines
+from spark_core.evaluation.report import OVERALL
+from spark_core.evaluation.stats import pooled_entropy
+
+_F = pa.float64()
+TOOL_MAP_SCHEMA = pa.schema(
+    [
+        pa.field("policy", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),  # steps of the category with this action
+        pa.field("share", _F, nullable=False),  # of the category's steps (answer excluded)
+    ]
+)
+CATEGORY_ENTROPY_SCHEMA = pa.schema(
+    [
+        pa.field("policy", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),  # a category or "overall"
+        pa.field("choices", pa.int64(), nullable=False),  # steps choosing a tool or cot
+        pa.field("entropy_bits", _F, nullable=False),  # 0.0 without choices, as eval_summary
+        pa.field("normalized_entropy", _F, nullable=False),  # / log2 m, m = len(actions)
+    ]
+)
+
+
+def _choices(row: dict[str, Any]) -> list[str]:
+    """A question's chosen actions, as the report's pooled entropy counts them."""
+    return [a for a in row["actions"] if a not in (ANSWER, INVALID)]
+
+
+def tool_map(rows: list[dict[str, Any]], actions: list[str]) -> tuple[pa.Table, pa.Table]:
+    """(counts and shares per policy x sorted category x action, in the configured action
+    order plus ``invalid`` where any step was invalid; entropy per policy x category and
+    overall). Policies in the order they appear."""
+    shown = [*actions, INVALID] if any(r["invalid_actions"] for r in rows) else list(actions)
+    norm = math.log2(len(actions)) if len(actions) > 1 else float("nan")
+    cells, entropies = [], []
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        mine = [r for r in rows if r["policy"] == policy]
+        categories = sorted({r["category"] for r in mine})
+        for category in [*categories, OVERALL]:
+            subset = [r for r in mine if category in (OVERALL, r["category"])]
+            units = [_choices(r) for r in subset]
+            bits = pooled_entropy(units)
+            entropies.append(
+                {
+                    "policy": policy,
+                    "category": category,
+                    "choices": sum(len(u) for u in units),
+                    "entropy_bits": bits,
+                    "normalized_entropy": bits / norm,
+                }
+            )
+            if category == OVERALL:
+                continue
+            counts = Counter(a for r in subset for a in r["actions"] if a != ANSWER)
+            total = sum(counts.values())
+            cells += [
+                {
+                    "policy": policy,
+                    "category": category,
+                    "action": a,
+                    "count": counts[a],
+                    "share": counts[a] / total if total else 0.0,
+                }
+                for a in shown
+            ]
+    return (
+        pa.Table.from_pylist(cells, schema=TOOL_MAP_SCHEMA),
+        pa.Table.from_pylist(entropies, schema=CATEGORY_ENTROPY_SCHEMA),
+    )
+
+
+def grid(tmap: pa.Table, policy: str) -> tuple[list[str], list[str], list[list[float]]]:
+    """(categories, actions, shares[category][action]) of one policy: its heat map's matrix."""
+    mine = [r for r in tmap.to_pylist() if r["policy"] == policy]
+    categories = list(dict.fromkeys(r["category"] for r in mine))
+    actions = list(dict.fromkeys(r["action"] for r in mine))
+    share = {(r["category"], r["action"]): r["share"] for r in mine}
+    return categories, actions, [[share[(c, a)] for a in actions] for c in categories]
+
+
+def conditional_entropy(entropy: pa.Table, policy: str) -> float:
+    """H(action | category) in bits: the per-category entropies weighted by their share of
+    the policy's choices. Far below the overall entropy means tools matched to categories."""
+    rows = [r for r in entropy.to_pylist() if r["policy"] == policy and r["category"] != OVERALL]
+    total = sum(r["choices"] for r in rows)
+    return sum(r["choices"] * r["entropy_bits"] for r in rows) / total if total else float("nan")
+
+
+def tool_map_lines(tmap: pa.Table, entropy: pa.Table, images: dict[str, Path]) -> list[str]:
+    """The report's tool-map section: the entropy table (category x policy), then per policy
+    its heat map and the counts behind it."""
+    cells, ent = tmap.to_pylist(), entropy.to_pylist()
+    policies = list(dict.fromkeys(r["policy"] for r in ent))
+    categories = sorted({r["category"] for r in ent} - {OVERALL})
+    h = {(r["policy"], r["category"]): r for r in ent}
+    lines = [
+        "",
+        "## Tool map per category",
+        "",
+        "Entropy of each category's action distribution (bits, tools and `cot`; the number of "
+        "such steps in brackets). H(action | category) weights the categories by their steps: "
+        "well below the overall entropy, the policy picks different tools in different "
+        "categories.",
+        "",
+        "| category | " + " | ".join(policies) + " |",
+        "|---|" + "---|" * len(policies),
+    ]
+
+    def cell(p: str, c: str) -> str:
+        r = h.get((p, c))
+        if r is None:
+            return "–"
+        return f"{r['entropy_bits']:.2f} ({r['choices']})" if r["choices"] else "– (0)"
+
+    for c in [*categories, OVERALL]:
+        lines.append(f"| {c} | " + " | ".join(cell(p, c) for p in policies) + " |")
+    lines.append(
+        "| H(action \\| category) | "
+        + " | ".join(
+            "–" if math.isnan(v := conditional_entropy(entropy, p)) else f"{v:.2f}"
+            for p in policies
+        )
+        + " |"
+    )
+    actions = list(dict.fromkeys(r["action"] for r in cells))
+    count = {(r["policy"], r["category"], r["action"]): r["count"] for r in cells}
+    for p in policies:
+        lines += ["", f"### {p}", ""]
+        if p in images:
+            lines += [f"![tool map {p}]({images[p].name})", ""]
+        lines += [
+            "| category | " + " | ".join(actions) + " | H, bits | H / log2 m |",
+            "|---|" + "---|" * (len(actions) + 2),
+        ]
+        for c in (c for c in categories if (p, c) in h):
+            r = h[(p, c)]
+            bits, norm = f"{r['entropy_bits']:.2f}", f"{r['normalized_entropy']:.2f}"
+            if not r["choices"] or math.isnan(r["normalized_entropy"]):
+                bits, norm = (bits, "–") if r["choices"] else ("–", "–")
+            row = " | ".join(str(count[(p, c, a)]) for a in actions)
+            lines.append(f"| {c} | {row} | {bits} | {norm} |")
+    return lines
+
+
+@dataclass(frozen=True)
+class ToolReport:
+    """The tool sections of the evaluation report: tables to store, Markdown, PNGs."""
+
+    tables: dict[str, tuple[pa.Table, pa.Schema]]  # name -> (table, schema)
+    text: str
+    images: dict[str, Path]  # policy -> its tool-map PNG
+
+
+def tool_report(rows: list[dict[str, Any]], actions: list[str], out_dir: Path) -> ToolReport:
+    """Tool productivity and the per-category tool map of the evaluation rows, with one
+    heat map per policy written to ``out_dir``."""
+    from spark_core.evaluation.plots import plot_tool_maps
+
+    prod = productivity(rows)
+    tmap, entropy = tool_map(rows, actions)
+    images = plot_tool_maps(tmap, entropy, out_dir)
+    text = "\n".join([*productivity_lines(prod), *tool_map_lines(tmap, entropy, images)]) + "\n"
+    return ToolReport(
+        {
+            "productivity": (prod, PRODUCTIVITY_SCHEMA),
+            "tool_map": (tmap, TOOL_MAP_SCHEMA),
+            "category_entropy": (entropy, CATEGORY_ENTROPY_SCHEMA),
+        },
+        text,
+        images,
+    )

@@ -1,0 +1,125 @@
+"""What each stage hands the next: frozen dataclasses of artifact references.
+
+Flows pass and return these instead of bare dicts. Prefect validates them as flow parameters
+and shows their fields in the UI (a dataclass is serialised field by field, as the dicts
+were); task results are persisted with Prefect's pickle serializer. They live beside the tasks
+that build them, not in spark_core: spark_core works on tables and never sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spark_core.artifacts import ArtifactRef
+
+
+@dataclass(frozen=True)
+class Questions:
+    """ingest: the validated, sampled, split questions and the rejected rows (with reasons)."""
+
+    questions: ArtifactRef
+    rejected: ArtifactRef
+
+
+@dataclass(frozen=True)
+class SynthesisPlan:
+    """The synthesis key, its questions, and the question ids of each parallel shard."""
+
+    key: str
+    questions: ArtifactRef
+    shards: tuple[tuple[int, ...], ...]
+
+    @property
+    def prefix(self) -> str:
+        return f"synthesize/{self.key[:16]}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard's rollout at one step: its candidates and their judge scores."""
+
+    candidates: ArtifactRef
+    scores: ArtifactRef
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One step's barrier: the selected actions, the usage counts so far, the next state."""
+
+    selected: ArtifactRef
+    usage: ArtifactRef
+    state: ArtifactRef
+
+
+@dataclass(frozen=True)
+class SynthesisSummary:
+    """Per-action usage and judge scores, and the run's totals (one row)."""
+
+    actions: ArtifactRef
+    run: ArtifactRef
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """synthesize: the selected actions of every step, every shard's candidates and scores,
+    the final answers and the summary."""
+
+    plan: SynthesisPlan
+    selected: tuple[ArtifactRef, ...]
+    shards: tuple[Shard, ...]
+    final_answers: ArtifactRef
+    summary: SynthesisSummary
+
+
+@dataclass(frozen=True)
+class Labels:
+    """label: every candidate with its reward components, and the selected trajectories."""
+
+    candidate_pool: ArtifactRef
+    trajectories: ArtifactRef
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One trained PEFT adapter (a folder URI under the artifact root) and its metrics."""
+
+    adapter: str
+    metrics: ArtifactRef
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """train: one adapter per trainer (``tasks.train.TRAINERS``)."""
+
+    trained: dict[str, Adapter]
+
+    def uris(self) -> dict[str, str]:
+        return {name: a.adapter for name, a in self.trained.items()}
+
+
+@dataclass(frozen=True)
+class Report:
+    """evaluate: the summary tables and the report files (Markdown, HTML, plots)."""
+
+    summary: ArtifactRef
+    usage: ArtifactRef
+    pairs: ArtifactRef
+    entropy_tests: ArtifactRef
+    productivity: ArtifactRef  # tool productivity per policy x category
+    tool_map: ArtifactRef  # action counts per policy x category
+    category_entropy: ArtifactRef  # entropy of each category's action distribution
+    report: str
+    html: str
+    images: tuple[str, ...]  # accuracy, entropy and usage plots
+    tool_maps: tuple[str, ...]  # one category x action heat map per policy
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """pipeline: every stage's result, named by stage."""
+
+    ingest: Questions
+    synthesize: Synthesis
+    label: Labels
+    train: Adapters
+    evaluate: Report

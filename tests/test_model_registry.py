@@ -1,0 +1,69 @@
+"""The model registry: a model asked for twice is loaded once; evaluation policies attach,
+switch and merge adapters on the run's generator."""
+
+from __future__ import annotations
+
+import torch
+
+from spark_core.config import load_config
+from spark_core.models.registry import REGISTRY
+from spark_core.models.requests import ChatRequest
+from tests.conftest import random_adapter
+
+
+def _cfg(tiny_model_dir, tmp_path, *overrides):
+    return load_config(
+        "configs/demo.yaml",
+        [
+            f"runtime.runs_dir={tmp_path}",
+            f"generator.name={tiny_model_dir}",
+            f"judge.name={tiny_model_dir}",
+            "generator.device=cpu",
+            "judge.device=cpu",
+            *overrides,
+        ],
+    )
+
+
+def test_the_same_model_asked_twice_is_loaded_once(tiny_model_dir, tmp_path):
+    cfg = _cfg(tiny_model_dir, tmp_path)
+    generator, judge = REGISTRY.stage_models(cfg)
+    assert REGISTRY.stage_models(cfg) == (generator, judge)
+    weights = REGISTRY.weights(tiny_model_dir, "cpu", torch.float32)
+    assert REGISTRY.weights(tiny_model_dir, "cpu", torch.float32) is weights
+    # generator, judge and the base policy all run on those one set of weights
+    assert generator.backend.model is weights and judge.scorer.backend.model is weights
+    assert REGISTRY.policy(cfg, "base").backend.model is weights
+    assert REGISTRY.response_cache(cfg) is generator.cache
+
+
+def test_policies_attach_switch_and_merge_adapters(tiny_model_dir, tmp_path):
+    for name, seed in (("sft", 1), ("spark", 2), ("other", 3)):
+        random_adapter(tiny_model_dir, seed).save_pretrained(tmp_path / name)
+    cfg = _cfg(tiny_model_dir, tmp_path / "runs", "evaluation.merge_adapters=false")
+    request = [ChatRequest.user("Say something.", max_new_tokens=8)]
+
+    def text(generator):
+        return generator.backend.generate(request)[0].text
+
+    base = REGISTRY.policy(cfg, "base")
+    sft = REGISTRY.policy(cfg, "sft", adapter=str(tmp_path / "sft"))
+    assert sft.backend is base.backend and sft.backend.adapter == "sft"
+    with_sft, sft_id = text(sft), sft.backend.model_id
+    # one backend: asking for a policy switches its active adapter (one policy at a time)
+    spark = REGISTRY.policy(cfg, "spark", adapter=str(tmp_path / "spark"))
+    assert spark.backend.adapter == "spark" and spark.backend.model_id != sft_id
+    with_spark = text(spark)
+    plain = text(REGISTRY.policy(cfg, "base"))
+    assert base.backend.adapter is None and len({plain, with_sft, with_spark}) == 3
+    assert text(REGISTRY.policy(cfg, "sft", adapter=str(tmp_path / "sft"))) == with_sft
+
+    # another adapter under a name already attached is loaded, not served as the old one
+    other = REGISTRY.policy(cfg, "sft", adapter=str(tmp_path / "other"))
+    assert text(other) not in (with_sft, plain)
+
+    merging = _cfg(tiny_model_dir, tmp_path / "runs", "evaluation.merge_adapters=true")
+    merged = REGISTRY.policy(merging, "sft", adapter=str(tmp_path / "sft"))
+    assert merged.backend is not base.backend
+    assert REGISTRY.policy(merging, "sft", adapter=str(tmp_path / "sft")).backend is merged.backend
+    assert text(merged) == with_sft and merged.backend.model_id == sft_id
