@@ -38,7 +38,7 @@ def main() -> None:
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore
     from spark_core.models.registry import REGISTRY
-    from spark_core.synthesis_summary import RUN_SCHEMA
+    from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
     from tasks.synthesize import PHASE_SECONDS
     from tasks.tools import sandbox_for
 
@@ -56,7 +56,7 @@ def main() -> None:
     synthesize(cfg)
     rerun = time.perf_counter() - start
 
-    run_ref = result["summary"][1]
+    run_ref = result.summary.run
     summary = ArtifactStore(cfg.runtime.artifacts_url()).read(run_ref.name, RUN_SCHEMA)
     run = summary.to_pylist()[0]
     total = first + loading
@@ -80,6 +80,18 @@ def main() -> None:
     ]:
         print(f"    {name:<30} {seconds:7.1f} s  {100 * seconds / total:5.1f}%")
     print(f"  cached rerun:     {rerun:7.1f} s  ({100 * rerun / total:.1f}% of the first run)")
+    if cfg.rollout.tool_retries:  # rollout.tool_retries: failed calls repaired, per tool
+        per_action = ArtifactStore(cfg.runtime.artifacts_url()).read(
+            result.summary.actions.name, ACTIONS_SCHEMA
+        )
+        print(f"  repairs (rollout.tool_retries={cfg.rollout.tool_retries}), repaired / tried:")
+        for a in per_action.to_pylist():
+            if a["repairs_attempted"]:
+                print(
+                    f"    {a['action']:<16} {a['repairs_succeeded']:3d} / "
+                    f"{a['repairs_attempted']:3d}  ({a['repair_rate']:.0%}); tool errors after "
+                    f"repair {a['tool_error_rate']:.0%}"
+                )
 
 
 if __name__ == "__main__":

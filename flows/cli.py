@@ -104,7 +104,7 @@ def _print_synthesis(cfg: RunConfig, result: Any) -> None:
         f"fallback {run['fallback_rate']:.0%}, judge failures {run['judge_failure_rate']:.0%} "
         f"({run['stopped_questions']} questions stopped)"
     )
-    for column in ("action", "chosen", "viable rate", "score mean", "tool errors"):
+    for column in ("action", "chosen", "viable rate", "score mean", "tool errors", "repaired"):
         view.add_column(column, justify="left" if column == "action" else "right")
     for a in store.read(result.summary.actions.name, ACTIONS_SCHEMA).to_pylist():
         mean = "–" if a["score_mean"] is None else f"{a['score_mean']:.2f}"
@@ -114,6 +114,7 @@ def _print_synthesis(cfg: RunConfig, result: Any) -> None:
             f"{a['viable_rate']:.0%}",
             mean,
             f"{a['tool_error_rate']:.0%}",
+            f"{a['repairs_succeeded']}/{a['repairs_attempted']}" if a["repairs_attempted"] else "–",
         )
     console.print(view)
 

@@ -132,6 +132,13 @@ class RolloutConfig(_Section):
     input_tokens: int = Field(32, gt=0, description="Max new tokens for an action input.")
     observation_chars: int = Field(300, gt=0, description="Observation kept in the state.")
     seed: int = Field(0, description="Seed for sampled generation and no-answer guesses.")
+    tool_retries: int = Field(
+        0,
+        ge=0,
+        description="Self-refinement: when a tool call fails, the policy sees the error and "
+        "writes a corrected input, run again up to this many times (synthesis: before judging; "
+        "evaluation: at the step). 0 = off.",
+    )
 
     @model_validator(mode="after")
     def _check_actions(self) -> RolloutConfig:

@@ -25,7 +25,8 @@ from spark_core.rewards import (
 )
 from spark_core.rollout import tool_lines
 
-CODE_VERSION = "2"  # 2: length-neutral returns, bonus at selection, no reward for guesses
+CODE_VERSION = "3"  # 2: length-neutral returns, bonus at selection, no reward for guesses
+# 3: candidate_pool carries the candidates' tool-call repairs
 TRAJECTORIES_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
@@ -62,6 +63,8 @@ CANDIDATE_POOL_SCHEMA = pa.schema(
         pa.field("action", pa.string(), nullable=False),
         pa.field("judge_score", pa.float64(), nullable=False),
         pa.field("chosen", pa.bool_(), nullable=False),
+        pa.field("repair_attempts", pa.int32()),  # rollout.tool_retries; null: none run
+        pa.field("repair_succeeded", pa.bool_()),
     ]
 )
 
@@ -152,6 +155,8 @@ def candidate_pool(
                 "action": c["action"],
                 "judge_score": score,
                 "chosen": c["action"] == pick["action"],
+                "repair_attempts": c.get("repair_attempts"),
+                "repair_succeeded": c.get("repair_succeeded"),
             }
         )
     return pa.Table.from_pylist(rows, schema=CANDIDATE_POOL_SCHEMA)

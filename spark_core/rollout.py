@@ -24,11 +24,13 @@ from spark_core.config import RunConfig
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.requests import ChatRequest, Completion
+from spark_core.repair import REPAIR_FIELDS, RepairContext, repair_calls
 from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "2"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+CODE_VERSION = "3"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+# 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -40,6 +42,7 @@ CANDIDATES_SCHEMA = pa.schema(
         pa.field("gen_completion_tokens", pa.int64(), nullable=False),
         pa.field("gen_cached", pa.bool_(), nullable=False),
         pa.field("gen_logprobs", pa.string()),  # openai: JSON of [token, logprob] per part
+        *REPAIR_FIELDS,
     ]
 )
 SCORES_SCHEMA = pa.schema(
@@ -182,6 +185,47 @@ def _generated_logprobs(thought: Completion, tool_input: Completion) -> str | No
     return json.dumps(parts) if any(parts.values()) else None
 
 
+def _repair(
+    cfg: RunConfig,
+    step: int,
+    prompts: dict[int, tuple],
+    thought_of: dict[int, str],
+    pairs: list[tuple[Question, str]],
+    inputs: list[Completion],
+    rows: list[dict[str, Any]],
+    generator: Generator,
+    sandbox: Sandbox,
+) -> None:
+    """Repair the failed tool calls among ``rows`` before they are judged (a candidate whose
+    generation failed is not repaired). A repaired input was written in the repair prompt,
+    not the state: its server log-probs are dropped (training uses the reference there)."""
+    contexts = [
+        None
+        if completion.finish_reason == "error"
+        else RepairContext(
+            prompts[q.question_id],
+            thought_of[q.question_id],
+            cfg.generator.temperature,
+            cfg.rollout.seed * 1_000_003 + q.question_id * 31 + step,
+        )
+        for (q, _), completion in zip(pairs, inputs, strict=True)
+    ]
+    tokens = repair_calls(
+        rows,
+        contexts,
+        generator,
+        sandbox,
+        cfg.rollout.tool_retries,
+        cfg.rollout.input_tokens,
+        cfg.tools.parallelism,
+    )
+    for row, (prompt, completion) in zip(rows, tokens, strict=True):
+        row["gen_prompt_tokens"] += prompt  # a candidate's generation includes its repairs
+        row["gen_completion_tokens"] += completion
+        if row["repair_attempts"] and row["gen_logprobs"]:
+            row["gen_logprobs"] = json.dumps({**json.loads(row["gen_logprobs"]), "input": None})
+
+
 def rollout_step(
     cfg: RunConfig,
     step: int,
@@ -259,6 +303,9 @@ def rollout_step(
                 error=f"generation failed: {completion.extra.get('error', '')}"[:500],
             )
 
+    if cfg.rollout.tool_retries:
+        _repair(cfg, step, prompts, thought_of, pairs, inputs, rows, generator, sandbox)
+        lap("repairs")
     items = [
         JudgeItem(
             q.question,

@@ -1,9 +1,10 @@
 """What a run will ask of its models, before it asks: calls, tokens and cost per stage.
 
 Counts are upper bounds (every question rolls every step; every judgement succeeds on its
-first attempt); prompt sizes come from the real prompt templates rendered on the run's own
-questions, at about 4 characters per token; completions at their token limits. Used by
-``spark run --dry-run`` and ``spark check`` — no model is loaded or called.
+first attempt; with ``rollout.tool_retries`` every tool call fails and is repaired each time);
+prompt sizes come from the real prompt templates rendered on the run's own questions, at about
+4 characters per token; completions at their token limits. Used by ``spark run --dry-run`` and
+``spark check`` — no model is loaded or called.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from spark_core.action_format import state_message, system_prompt
 from spark_core.config import ModelConfig, RunConfig
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
 from spark_core.models.usage import prices_for
+from spark_core.repair import ERROR_CHARS, REPAIR_QUESTION
 from spark_core.rollout import Question, tool_lines
 
 CHARS_PER_TOKEN = 4.0  # typical English on GPT-4o / Llama-3 tokenizers
@@ -56,6 +58,14 @@ def step_chars(cfg: RunConfig) -> int:
     return int((r.thought_tokens + r.input_tokens) * CHARS_PER_TOKEN) + r.observation_chars + 60
 
 
+def repair_chars(cfg: RunConfig) -> int:
+    """What a repair prompt (``repair.py``) adds to the state: the failed step, the error and
+    the question (``rollout.tool_retries``)."""
+    r = cfg.rollout
+    failed_step = int((r.thought_tokens + r.input_tokens) * CHARS_PER_TOKEN) + 40
+    return failed_step + ERROR_CHARS + len(REPAIR_QUESTION) + 20
+
+
 def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls, PlannedCalls]:
     """(generator, judge) calls of the synthesize stage."""
     r = cfg.rollout
@@ -70,6 +80,8 @@ def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls,
             policy = system + len(state_message(q.question, q.options, trajectory))
             gen.add(1, policy + 8, 2, r.thought_tokens)
             gen.add(n, policy + r.thought_tokens * CHARS_PER_TOKEN + 40, 2, r.input_tokens)
+            tools = n - ("cot" in r.actions)  # every tool call fails and is repaired each time
+            gen.add(tools * r.tool_retries, policy + repair_chars(cfg), 4, r.input_tokens)
             item = JudgeItem(
                 question=q.question,
                 options=q.options,
@@ -101,6 +113,7 @@ def plan_evaluation(cfg: RunConfig, questions: list[Question]) -> list[PlannedCa
                 trajectory = "x" * ((step - 1) * step_chars(cfg))
                 prompt = system + len(state_message(q.question, q.options, trajectory))
                 plan.add(1, prompt + 8, 2, r.thought_tokens + r.input_tokens)
+                plan.add(r.tool_retries, prompt + repair_chars(cfg), 4, r.input_tokens)
             plan.add(1, system + len(state_message(q.question, q.options, "")) + 80, 2, 3)
         plans.append(_priced(plan, model))
     return plans

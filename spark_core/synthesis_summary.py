@@ -1,6 +1,6 @@
-"""What a synthesis run did: action usage and its entropy, viable rate and judge score
-distribution per tool, fallback rate, judge failure rate and the questions it stopped, judge
-tokens and estimated cost."""
+"""What a synthesis run did: action usage and its entropy, viable rate, judge score
+distribution and tool-call repairs (``rollout.tool_retries``) per tool, fallback rate, judge
+failure rate and the questions it stopped, judge tokens and estimated cost."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ ACTIONS_SCHEMA = pa.schema(
         pa.field("score_p10", pa.float64()),
         pa.field("score_p50", pa.float64()),
         pa.field("score_p90", pa.float64()),
+        # candidates whose failed call was repaired (rollout.tool_retries), of those tried
+        pa.field("repairs_attempted", pa.int64(), nullable=False),
+        pa.field("repairs_succeeded", pa.int64(), nullable=False),
+        pa.field("repair_rate", pa.float64()),  # succeeded / attempted; null: none tried
     ]
 )
 RUN_SCHEMA = pa.schema(
@@ -64,6 +68,8 @@ def summarize(
     for action in actions:
         judged = [s["score"] for s in scores if s["action"] == action and s["score"] is not None]
         cands = [c for c in candidates if c["action"] == action]
+        tried = [c for c in cands if c.get("repair_attempts")]
+        fixed = sum(bool(c.get("repair_succeeded")) for c in tried)
         per_action.append(
             {
                 "action": action,
@@ -79,6 +85,9 @@ def summarize(
                 "score_p10": quantile(judged, 0.1) if judged else None,
                 "score_p50": quantile(judged, 0.5) if judged else None,
                 "score_p90": quantile(judged, 0.9) if judged else None,
+                "repairs_attempted": len(tried),
+                "repairs_succeeded": fixed,
+                "repair_rate": fixed / len(tried) if tried else None,
             }
         )
     fresh = [s for s in scores if not s["judge_cached"]]
@@ -152,15 +161,22 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         f"{r['judge_completion_tokens']} completion"
         + (f", est. cost ${r['judge_cost_usd']:.4f}" if r["judge_cost_usd"] is not None else ""),
         "",
-        "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 "
+        "| repaired |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+
+    def repaired(a: dict) -> str:  # succeeded / attempted (rate): the failed calls repaired
+        if not a["repairs_attempted"]:
+            return "–"
+        return f"{a['repairs_succeeded']}/{a['repairs_attempted']} ({a['repair_rate']:.0%})"
+
     for a in per_action.to_pylist():
         lines.append(
             f"| {a['action']} | {a['chosen']} | {a['chosen_share']:.1%} | {a['viable_rate']:.1%} "
             f"| {a['tool_error_rate']:.1%} | {fmt(a['score_mean'])} | {fmt(a['score_p10'])} "
-            f"| {fmt(a['score_p50'])} | {fmt(a['score_p90'])} |"
+            f"| {fmt(a['score_p50'])} | {fmt(a['score_p90'])} | {repaired(a)} |"
         )
     if rewards is not None:
         lines += [

@@ -13,6 +13,7 @@ from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
 from spark_core.evaluation.plots import plot
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.productivity import overall_records
+from spark_core.evaluation.repairs import REPAIRS_SCHEMA, repair_table
 from spark_core.evaluation.report import (
     ENTROPY_TESTS_SCHEMA,
     PAIRS_SCHEMA,
@@ -67,6 +68,7 @@ def eval_unit(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict)
         },
         "actions": cfg.rollout.actions,
         "tokens": [cfg.rollout.thought_tokens, cfg.rollout.input_tokens],
+        "tool_retries": cfg.rollout.tool_retries,
         "policy": {k: v for k, v in source.items() if k != "adapter"},
     }
     key = stage_key("evaluate", CODE_VERSION, sections, {"questions": questions.content_hash})
@@ -148,6 +150,10 @@ def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
         store.write(f"{folder}/eval_pairs", pairs, PAIRS_SCHEMA, **meta),
         store.write(f"{folder}/eval_entropy_tests", tests, ENTROPY_TESTS_SCHEMA, **meta),
     ]
+    repairs = None
+    if cfg.rollout.tool_retries:
+        repairs = repair_table(all_rows, [a for a in cfg.rollout.actions if a != "cot"])
+        refs.append(store.write(f"{folder}/eval_repairs", repairs, REPAIRS_SCHEMA, **meta))
     local = cfg.runtime.run_dir("report")
     images = plot(summary, usage, local)
     tools = tool_report(all_rows, cfg.rollout.actions, local)  # productivity, tool maps
@@ -161,7 +167,7 @@ def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
         f"k = {n + 1} action names (the {n} actions and `answer`), m = {n} actions (tools and "
         "`cot`). Column meanings: README, *Evaluation and the report*."
     )
-    text = markdown(summary, usage, pairs, tests, images, setup) + tools.text
+    text = markdown(summary, usage, pairs, tests, images, setup, repairs) + tools.text
     (local / "report.md").write_text(text)
     html = write_html(text, local)
     if not store.is_local:  # publish the report next to the artifacts

@@ -11,6 +11,8 @@ sandbox as synthesis, for up to ``evaluation.steps`` steps.
   policy guesses the same letter for the same question.
 - Policy ``base@T`` is the base model sampled at ``evaluation.sampling_temperature``; the
   others decode greedily.
+- ``rollout.tool_retries``: a step whose tool call fails is repaired by the policy itself
+  (``repair.py``) before its observation enters the state.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from spark_core.models.calls import Generator
 from spark_core.models.policy_step import PolicyStep, StepRequest
 from spark_core.models.requests import ChatRequest
 from spark_core.progress import publish
+from spark_core.repair import RepairContext, repair_calls
 from spark_core.rollout import Question, answer_request, policy_messages
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: failed tool calls repaired at the step (rollout.tool_retries)
 EVAL_ROWS_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),
@@ -60,7 +63,13 @@ EVAL_ROWS_SCHEMA = pa.schema(
         pa.field("step_probs", pa.list_(pa.list_(pa.float64())), nullable=False),
         pa.field("invalid_actions", pa.int32(), nullable=False),
         pa.field("tool_calls", pa.int32(), nullable=False),
-        pa.field("tool_errors", pa.int32(), nullable=False),
+        pa.field("tool_errors", pa.int32(), nullable=False),  # calls still failing after repair
+        # rollout.tool_retries: steps whose failed call was repaired (tried, fixed), and per step
+        # (aligned with ``actions``) the repair generations run and whether the call was fixed
+        pa.field("repairs_attempted", pa.int32(), nullable=False),
+        pa.field("repairs_succeeded", pa.int32(), nullable=False),
+        pa.field("step_repairs", pa.list_(pa.int32()), nullable=False),
+        pa.field("step_repaired", pa.list_(pa.bool_()), nullable=False),
         pa.field("parse_problems", pa.int32(), nullable=False),
         pa.field("decoding", pa.string(), nullable=False),
         pa.field("temperature", pa.float64(), nullable=False),
@@ -121,6 +130,8 @@ def evaluate_policy(
             "done": False,
             "tool_calls": 0,
             "tool_errors": 0,
+            "repairs": [],
+            "repaired": [],
             "invalid": 0,
             "problems": 0,
             "steps": 0,
@@ -159,6 +170,8 @@ def evaluate_policy(
             s["steps"] = step
             s["problems"] += problems
             s["actions"].append(result.action)
+            s["repairs"].append(0)
+            s["repaired"].append(False)
             s["probs"].append([result.distribution.get(n, 0.0) for n in names])
             if not result.distribution:
                 s["probs"][-1] = []
@@ -171,9 +184,28 @@ def evaluate_policy(
                 s["invalid"] += 1
             elif result.action != COT:
                 calls.append(ToolCall(q.question_id, step, result.action, result.action_input))
-        results_by_id = {
-            r["question_id"]: r for r in run_batch(calls, sandbox, cfg.tools.parallelism)
-        }
+        done_calls = run_batch(calls, sandbox, cfg.tools.parallelism)
+        if cfg.rollout.tool_retries:
+            prompt_of = {q.question_id: m for q, m in zip(active, prompts, strict=True)}
+            contexts: list[RepairContext | None] = [
+                RepairContext(
+                    prompt_of[c.question_id],
+                    steps[c.question_id][0].thought,
+                    temperature,
+                    seed + 31 * c.question_id,
+                )
+                for c in calls
+            ]
+            repair_calls(
+                done_calls,
+                contexts,
+                generator,
+                sandbox,
+                cfg.rollout.tool_retries,
+                cfg.rollout.input_tokens,
+                cfg.tools.parallelism,
+            )
+        results_by_id = {r["question_id"]: r for r in done_calls}
         for qid, (result, own_text) in steps.items():
             s = state[qid]
             if result.action == ANSWER:
@@ -185,6 +217,10 @@ def evaluate_policy(
                     row = results_by_id[qid]
                     s["tool_calls"] += 1
                     s["tool_errors"] += row["status"] != "ok"
+                    if row.get("repair_attempts"):
+                        s["repairs"][-1] = row["repair_attempts"]
+                        s["repaired"][-1] = row["repair_succeeded"]
+                    result.action_input = row["tool_input"]  # the input that ran last
                 else:  # cot: the reasoning is the observation
                     row = {"action": COT, "status": "ok", "output": result.action_input}
                     row["error"] = ""
@@ -230,6 +266,10 @@ def evaluate_policy(
                 "invalid_actions": s["invalid"],
                 "tool_calls": s["tool_calls"],
                 "tool_errors": s["tool_errors"],
+                "repairs_attempted": sum(n > 0 for n in s["repairs"]),
+                "repairs_succeeded": sum(s["repaired"]),
+                "step_repairs": s["repairs"],
+                "step_repaired": s["repaired"],
                 "parse_problems": s["problems"],
                 "decoding": decoding,
                 "temperature": temperature,

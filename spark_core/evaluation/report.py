@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.action_format import ANSWER, INVALID
+from spark_core.evaluation.repairs import repair_lines
 from spark_core.evaluation.stats import (
     accuracy,
     bootstrap_ci,
@@ -244,6 +245,7 @@ def markdown(
     tests: pa.Table,
     images: dict[str, Path],
     setup: str = "",
+    repairs: pa.Table | None = None,  # evaluation/repairs.py; None: no repair section
 ) -> str:
     rows = summary.to_pylist()
     policies = list(dict.fromkeys(r["policy"] for r in rows))
@@ -301,6 +303,8 @@ def markdown(
             f"{r['accuracy_b']:.1%} | {r['only_a_correct']} | {r['only_b_correct']} | "
             f"{r['discordant_with_guess']} | {r['p_value']:.3g} |"
         )
+    if repairs is not None:
+        lines += repair_lines(repairs)
     categories = sorted({r["category"] for r in rows} - {OVERALL})
     cell = {(r["policy"], r["category"]): r for r in rows}
     lines += [
