@@ -41,12 +41,12 @@ def main() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # train on the CPU even where a GPU exists
 
     from spark_core.config import load_config
+    from spark_core.data.questions import validate
+    from spark_core.data.sources import read_source
     from spark_core.models.default_model import resolve_model
     from spark_core.models.hf_backend import HFBackend
-    from spark_core.questions import validate
     from spark_core.rl import probe
     from spark_core.rl.train import train_ppo
-    from spark_core.sources import read_source
 
     overrides = [
         f"generator.name={args.model}",

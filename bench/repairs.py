@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spark_core.config import load_config  # noqa: E402
+from spark_core.data.questions import ingest_records  # noqa: E402
+from spark_core.data.sources import read_source  # noqa: E402
 from spark_core.models.calls import make_generator, make_judge  # noqa: E402
-from spark_core.questions import ingest_records  # noqa: E402
-from spark_core.rollout import Question, rollout_step  # noqa: E402
-from spark_core.sources import read_source  # noqa: E402
+from spark_core.synthesis.rollout import Question, rollout_step  # noqa: E402
 from tasks.tools import sandbox_for  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spark_core.answers import LETTERS, extract_answer, reference_extract_answer  # noqa: E402
+from spark_core.data.answers import LETTERS, extract_answer, reference_extract_answer  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro_test.parquet"
 

@@ -38,7 +38,7 @@ def main() -> None:
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore
     from spark_core.models.registry import REGISTRY
-    from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
+    from spark_core.synthesis.summary import ACTIONS_SCHEMA, RUN_SCHEMA
     from tasks.synthesize import PHASE_SECONDS
     from tasks.tools import sandbox_for
 

@@ -16,8 +16,8 @@ from rich.table import Table
 
 from flows import cli_check, cli_deploy
 from spark_core.config import ConfigError, RunConfig, load_config
+from spark_core.data.sources import SourceError
 from spark_core.runtime import configure_prefect_env
-from spark_core.sources import SourceError
 
 app = typer.Typer(help="SPaRK: step-wise offline RL for diverse tool use.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
@@ -35,16 +35,16 @@ SetOpt = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=2)
 
 
-def _load(config: str | None, overrides: list[str] | None) -> RunConfig:
+def load_run_config(config: str | None, overrides: list[str] | None) -> RunConfig:
     try:
         cfg = load_config(config, overrides or [])
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     configure_prefect_env(cfg.runtime.runs_dir)
     return cfg
 
@@ -60,7 +60,7 @@ def _run_flow(fn, cfg: RunConfig) -> Any:
         with stage_progress(err_console):
             return fn(cfg)
     except (SourceError, ConfigError, ValueError, FailedRun) as exc:  # FailedRun: planned stop
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _store(cfg: RunConfig):
@@ -87,14 +87,14 @@ def _print_ingest(cfg: RunConfig, refs: Any) -> None:
 @app.command()
 def ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Validate, sample and split MMLU-Pro questions into the `questions` artifact."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     from flows.ingest import ingest as ingest_flow
 
     _print_ingest(cfg, _run_flow(ingest_flow, cfg))
 
 
 def _print_synthesis(cfg: RunConfig, result: Any) -> None:
-    from spark_core.synthesis_summary import ACTIONS_SCHEMA, RUN_SCHEMA
+    from spark_core.synthesis.summary import ACTIONS_SCHEMA, RUN_SCHEMA
 
     store = _store(cfg)
     run = store.read(result.summary.run.name, RUN_SCHEMA).to_pylist()[0]
@@ -122,7 +122,7 @@ def _print_synthesis(cfg: RunConfig, result: Any) -> None:
 @app.command()
 def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Roll out the train questions: candidates, judge scores, rarity-first selection."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     from flows.synthesize import synthesize as synthesize_flow
 
     _print_synthesis(cfg, _run_flow(synthesize_flow, cfg))
@@ -131,7 +131,7 @@ def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 @app.command()
 def label(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Label the synthesized steps with rewards, returns and advantages (`trajectories`)."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     from flows.label import label as label_flow
 
     refs = _run_flow(label_flow, cfg)
@@ -147,7 +147,7 @@ def _print_train(result: Any) -> None:
 @app.command()
 def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Train the adapters of training.trainers (SFT, SPaRK's offline PPO, DPO) on the labels."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     from flows.train import train as train_flow
 
     _print_train(_run_flow(train_flow, cfg))
@@ -194,7 +194,7 @@ def _print_report(cfg: RunConfig, result: Any) -> None:
 @app.command()
 def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Evaluate base, SFT and SPaRK on the eval split and write the report."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     from flows.evaluate import evaluate as evaluate_flow
 
     _print_report(cfg, _run_flow(evaluate_flow, cfg))
@@ -211,7 +211,7 @@ def score_outputs(
     try:
         per_category, overall = score_file(path)
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     view = Table(title=f"{path}")
     for column in ("category", "n", "accuracy", "no answer"):
         view.add_column(column, justify="left" if column == "category" else "right")
@@ -229,7 +229,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the whole pipeline (every stage, cached and resumable)."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     if dry_run:
         return cli_check.dry_run(cfg)
     from flows.pipeline import pipeline
@@ -247,7 +247,7 @@ def run(
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the fully resolved run config."""
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
@@ -265,17 +265,17 @@ def generate(
 ) -> None:
     """Answer a prompt or an MMLU-Pro question with the configured generator (default: the
     bundled SmolLM2-135M-Instruct, offline on CPU)."""
-    from spark_core.answers import extract_answer
+    from spark_core.data.answers import extract_answer
+    from spark_core.data.prompts import direct_answer_prompt
+    from spark_core.data.questions import validate
+    from spark_core.data.sources import read_source
     from spark_core.models.calls import make_generator
     from spark_core.models.registry import REGISTRY
     from spark_core.models.requests import ChatRequest
-    from spark_core.prompts import direct_answer_prompt
-    from spark_core.questions import validate
-    from spark_core.sources import read_source
 
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     if (prompt is None) == (question_id is None):
-        _fail("give either a PROMPT or --question-id")
+        fail("give either a PROMPT or --question-id")
     expected = None
     if question_id is not None:
         try:
@@ -283,10 +283,10 @@ def generate(
                 read_source(cfg.data.source, cfg.data.hub_split, cfg.data.hub_revision)
             ).accepted
         except (SourceError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         match = next((r for r in rows if r["question_id"] == question_id), None)
         if match is None:
-            _fail(f"question_id {question_id} is not in {cfg.data.source}")
+            fail(f"question_id {question_id} is not in {cfg.data.source}")
         prompt = direct_answer_prompt(match["question"], match["options"], match["category"])
         expected = match["answer"]
     gen_cfg = cfg.generator
@@ -298,7 +298,7 @@ def generate(
     generator = make_generator(gen_cfg, REGISTRY.response_cache(cfg))
     (completion,) = generator.generate([request])
     if completion.finish_reason == "error":
-        _fail(completion.extra.get("error", "generation failed"))
+        fail(completion.extra.get("error", "generation failed"))
     console.print(completion.text, highlight=False, markup=False)
     if expected is not None:
         console.print(f"extracted answer: {extract_answer(completion.text)}  (correct: {expected})")
@@ -341,9 +341,9 @@ def tools_run(
     from spark_core.tools.registry import action_names
     from spark_core.tools.sandbox import Sandbox, SandboxLimits
 
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     if name not in action_names():
-        _fail(f"unknown tool {name!r}; known: {', '.join(action_names())}")
+        fail(f"unknown tool {name!r}; known: {', '.join(action_names())}")
     with Sandbox(SandboxLimits.from_config(cfg.tools), {"corpus": cfg.tools.corpus}) as sandbox:
         (row,) = run_batch([ToolCall(0, 0, name, text)], sandbox, 1)
     result = {k: row[k] for k in ("status", "output", "error", "latency_ms")}

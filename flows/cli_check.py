@@ -26,9 +26,9 @@ def planned_questions(cfg: RunConfig):
     source sampled here when it is local; a hub source without one is sized from the config
     with the bundled questions standing in for their length."""
     from spark_core import CATEGORIES
-    from spark_core.questions import ingest_records
-    from spark_core.rollout import Question
-    from spark_core.sources import bundled_path, read_file, read_source, source_kind
+    from spark_core.data.questions import ingest_records
+    from spark_core.data.sources import bundled_path, read_file, read_source, source_kind
+    from spark_core.synthesis.rollout import Question
     from tasks.caching import store_for
     from tasks.ingest import ingest_unit
 
@@ -94,12 +94,12 @@ def plan_table(cfg: RunConfig, title: str) -> tuple[Table, str]:
 def _check(role: str, config: str | None, set_: list[str] | None) -> None:
     from transformers.utils import logging as hf_logging
 
-    from flows.cli import _fail, _load, console
+    from flows.cli import console, fail, load_run_config
+    from spark_core.models.preflight import check_generator, check_judge
     from spark_core.models.registry import REGISTRY
-    from spark_core.preflight import check_generator, check_judge
 
     hf_logging.disable_progress_bar()
-    cfg = _load(config, set_)
+    cfg = load_run_config(config, set_)
     cache = REGISTRY.response_cache(cfg)
     try:
         view, note = plan_table(cfg, "estimated run")
@@ -109,7 +109,7 @@ def _check(role: str, config: str | None, set_: list[str] | None) -> None:
             train, evaluate, _ = planned_questions(cfg)
             report = check_generator(cfg, cache, (train or evaluate)[0])
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for line in report.lines():
         console.print(line, highlight=False, markup=False)
     console.print(view)
@@ -136,12 +136,12 @@ def check_generator_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 def dry_run(cfg: RunConfig) -> None:
     """``spark run --dry-run``: the plan, without calling any model."""
-    from flows.cli import _fail, console
+    from flows.cli import console, fail
 
     try:
         view, note = plan_table(cfg, "dry run: planned model calls")
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(view)
     console.print(note, highlight=False)
     for role in ("generator", "judge"):

@@ -23,7 +23,7 @@ from prefect.utilities.urls import url_for
 
 from spark_core.config import RunConfig
 from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA, embed_images
-from spark_core.synthesis_summary import RUN_SCHEMA
+from spark_core.synthesis.summary import RUN_SCHEMA
 from tasks.caching import store_for, ui_key
 from tasks.results import Report
 

@@ -106,7 +106,7 @@ ACTIONS: tuple[str, ...] = (
     "knowledge_search",
     "cot",
 )
-# rollout.selection: the paper's rule and its two ablations (spark_core/selection.py)
+# rollout.selection: the paper's rule and its two ablations (spark_core/synthesis/selection.py)
 SelectionRule = Literal["rarity_first", "lowest_viable", "greedy"]
 
 
@@ -238,7 +238,7 @@ class JudgeConfig(ModelConfig):
 
 
 class RewardsConfig(_Section):
-    """Composite reward: quality + diversity + terminal correctness (spark_core/rewards.py)."""
+    """Composite reward: quality + diversity + terminal correctness (labeling/rewards.py)."""
 
     w_quality: float = Field(1.0, description="w_q: weight of the judge's score / 10 per step.")
     w_diversity: float = Field(

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
+from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.evaluation.plots import plot
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.productivity import overall_records
@@ -29,8 +30,7 @@ from spark_core.models.calls import Generator
 from spark_core.models.guards import Budget
 from spark_core.models.hf_backend import directory_hash
 from spark_core.models.registry import REGISTRY
-from spark_core.questions import QUESTIONS_SCHEMA
-from spark_core.rollout import Question
+from spark_core.synthesis.rollout import Question
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Report
 from tasks.tools import sandbox_for

@@ -6,8 +6,13 @@ from prefect import get_run_logger
 
 from spark_core.artifacts import stage_key
 from spark_core.config import RunConfig
-from spark_core.questions import QUESTIONS_SCHEMA, REJECTED_SCHEMA, STAGE_VERSION, ingest_records
-from spark_core.sources import read_source, source_hash
+from spark_core.data.questions import (
+    QUESTIONS_SCHEMA,
+    REJECTED_SCHEMA,
+    STAGE_VERSION,
+    ingest_records,
+)
+from spark_core.data.sources import read_source, source_hash
 from tasks.caching import Unit, cached_unit, store_for, unit_task
 from tasks.results import Questions
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from prefect import get_run_logger
 
 from spark_core.artifacts import canonical_hash, stage_key
-from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.config import RunConfig
-from spark_core.labeling import (
+from spark_core.data.questions import QUESTIONS_SCHEMA
+from spark_core.labeling.trajectories import (
     CANDIDATE_POOL_SCHEMA,
     CODE_VERSION,
     TRAJECTORIES_SCHEMA,
     candidate_pool,
     label,
 )
-from spark_core.questions import QUESTIONS_SCHEMA
-from spark_core.rollout import CANDIDATES_SCHEMA, FINAL_SCHEMA, SCORES_SCHEMA
+from spark_core.synthesis.barrier import SELECTED_SCHEMA
+from spark_core.synthesis.rollout import CANDIDATES_SCHEMA, FINAL_SCHEMA, SCORES_SCHEMA
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Labels, Synthesis
 

@@ -13,7 +13,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
-from spark_core.barrier import (
+from spark_core.config import RunConfig
+from spark_core.data.questions import QUESTIONS_SCHEMA
+from spark_core.labeling.trajectories import label
+from spark_core.models.registry import REGISTRY
+from spark_core.models.usage import Usage
+from spark_core.rl.behaviour import add_behaviour_logprobs
+from spark_core.synthesis.barrier import (
     SELECTED_SCHEMA,
     STATE_SCHEMA,
     STOPPED_SCHEMA,
@@ -23,13 +29,7 @@ from spark_core.barrier import (
     judge_stops,
     usage_table,
 )
-from spark_core.config import RunConfig
-from spark_core.labeling import label
-from spark_core.models.registry import REGISTRY
-from spark_core.models.usage import Usage
-from spark_core.questions import QUESTIONS_SCHEMA
-from spark_core.rl.behaviour import add_behaviour_logprobs
-from spark_core.rollout import (
+from spark_core.synthesis.rollout import (
     CANDIDATES_SCHEMA,
     CODE_VERSION,
     FINAL_SCHEMA,
@@ -39,7 +39,7 @@ from spark_core.rollout import (
     final_answers,
     rollout_step,
 )
-from spark_core.synthesis_summary import (
+from spark_core.synthesis.summary import (
     ACTIONS_SCHEMA,
     RUN_SCHEMA,
     markdown,

@@ -14,7 +14,7 @@ from prefect import get_run_logger
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
 from spark_core.config import TRAINED_POLICY, RunConfig
-from spark_core.labeling import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
+from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
 from spark_core.rl.dpo_train import train_dpo
 from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft

@@ -6,7 +6,7 @@ import ast
 import json
 import random
 
-from spark_core.answers import LETTERS, extract_answer, reference_extract_answer
+from spark_core.data.answers import LETTERS, extract_answer, reference_extract_answer
 
 ADVERSARIAL = [
     "",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spark_core.artifacts import ArtifactStore
-from spark_core.barrier import SELECTED_SCHEMA
-from spark_core.rollout import CANDIDATES_SCHEMA
+from spark_core.synthesis.barrier import SELECTED_SCHEMA
+from spark_core.synthesis.rollout import CANDIDATES_SCHEMA
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-from spark_core.action_format import ANSWER, INVALID
 from spark_core.evaluation.policy_rollout import (
     EVAL_ROWS_SCHEMA,
     evaluate_policy,
@@ -18,7 +17,8 @@ from spark_core.evaluation.policy_rollout import (
 from spark_core.models.calls import Generator
 from spark_core.models.hf_backend import HFBackend
 from spark_core.models.usage import Usage
-from spark_core.rollout import Question
+from spark_core.synthesis.action_format import ANSWER, INVALID
+from spark_core.synthesis.rollout import Question
 from tasks.tools import sandbox_for
 
 QUESTIONS = [

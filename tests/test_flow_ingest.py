@@ -6,7 +6,7 @@ import pytest
 from prefect import flow
 
 from spark_core.artifacts import ArtifactStore
-from spark_core.sources import SourceError, bundled_path
+from spark_core.data.sources import SourceError, bundled_path
 from tasks.ingest import ingest_questions
 from tasks.results import Questions
 

@@ -9,10 +9,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from flows.label import label
 from flows.synthesize import synthesize
 from spark_core import CATEGORIES
-from spark_core.action_format import parse_step
 from spark_core.artifacts import ArtifactStore
-from spark_core.barrier import SELECTED_SCHEMA
-from spark_core.labeling import TRAJECTORIES_SCHEMA
+from spark_core.labeling.trajectories import TRAJECTORIES_SCHEMA
+from spark_core.synthesis.action_format import parse_step
+from spark_core.synthesis.barrier import SELECTED_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -7,14 +7,14 @@ import pytest
 
 from spark_core import CATEGORIES
 from spark_core.config import DataConfig
-from spark_core.questions import (
+from spark_core.data.questions import (
     ingest_records,
     proportional_allocation,
     sample,
     split,
     validate,
 )
-from spark_core.sources import RawRecord, SourceError, read_file, read_source, source_kind
+from spark_core.data.sources import RawRecord, SourceError, read_file, read_source, source_kind
 
 
 def row(qid=1, **over):

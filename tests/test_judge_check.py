@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from spark_core.barrier import advance_trajectories, initial_states, judge_stops
 from spark_core.config import JudgeConfig, ModelConfig, load_config
 from spark_core.models.calls import make_generator, make_judge
 from spark_core.models.capabilities import capabilities_for
@@ -21,8 +20,9 @@ from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.openai_backend import OpenAIBackend
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache
-from spark_core.rollout import SCORES_SCHEMA
-from spark_core.synthesis_summary import summarize
+from spark_core.synthesis.barrier import advance_trajectories, initial_states, judge_stops
+from spark_core.synthesis.rollout import SCORES_SCHEMA
+from spark_core.synthesis.summary import summarize
 
 runner = CliRunner()
 GOOD = ("Action: calculator", "Action: chemistry", "Action: unit_converter")

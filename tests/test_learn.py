@@ -5,11 +5,11 @@ random model)."""
 from __future__ import annotations
 
 from spark_core.config import load_config
+from spark_core.data.questions import validate
+from spark_core.data.sources import read_source
 from spark_core.models.hf_backend import HFBackend
-from spark_core.questions import validate
 from spark_core.rl import probe
 from spark_core.rl.train import train_ppo
-from spark_core.sources import read_source
 
 
 def test_ppo_raises_the_target_actions_probability_on_held_out_states(tiny_model_dir, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_core.answers import answer_or_guess, extract_answer
+from spark_core.data.answers import answer_or_guess, extract_answer
 from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge import HFJudge
 from spark_core.models.judge_prompt import JudgeItem

@@ -12,9 +12,9 @@ from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA, evaluate_poli
 from spark_core.evaluation.repairs import repair_lines, repair_table
 from spark_core.models.calls import make_generator, make_judge
 from spark_core.models.guards import Budget
-from spark_core.repair import REPAIR_QUESTION
-from spark_core.rollout import CANDIDATES_SCHEMA, Question, rollout_step
-from spark_core.synthesis_summary import markdown, summarize
+from spark_core.synthesis.repair import REPAIR_QUESTION
+from spark_core.synthesis.rollout import CANDIDATES_SCHEMA, Question, rollout_step
+from spark_core.synthesis.summary import markdown, summarize
 from tasks.tools import sandbox_for
 
 BROKEN, FIXED = "print(6 * 7", "print(6 * 7)"

@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from spark_core.artifacts import ArtifactStore
-from spark_core.barrier import SELECTED_SCHEMA
 from spark_core.models.response_cache import request_key
-from spark_core.rollout import FINAL_SCHEMA
+from spark_core.synthesis.barrier import SELECTED_SCHEMA
+from spark_core.synthesis.rollout import FINAL_SCHEMA
 
 JUDGE_MODEL = "loopback-judge"
 QUESTIONS = 14  # bundled sample, one per category, all train

@@ -8,8 +8,7 @@ from collections import Counter
 import pytest
 
 from spark_core.config import RewardsConfig, load_config
-from spark_core.labeling import label
-from spark_core.rewards import (
+from spark_core.labeling.rewards import (
     advantages,
     length_neutral_returns,
     outcome,
@@ -18,7 +17,8 @@ from spark_core.rewards import (
     step_rewards,
     trajectory_returns,
 )
-from spark_core.selection import pick_in_order
+from spark_core.labeling.trajectories import label
+from spark_core.synthesis.selection import pick_in_order
 
 
 def batch_advantages(cfg: RewardsConfig, trajectories):

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from spark_core.artifacts import ArtifactError, ArtifactStore
-from spark_core.questions import QUESTIONS_SCHEMA
+from spark_core.data.questions import QUESTIONS_SCHEMA
 
 SCHEMA = pa.schema([pa.field("x", pa.int64(), nullable=False)])
 

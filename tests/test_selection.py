@@ -6,7 +6,7 @@ from typing import get_args
 import pytest
 
 from spark_core.config import RolloutConfig, SelectionRule
-from spark_core.selection import RULES, Pick, pick_action, pick_in_order, rarity_first
+from spark_core.synthesis.selection import RULES, Pick, pick_action, pick_in_order, rarity_first
 
 SCORES = {"calculator": 9.0, "python": 8.0, "chemistry": 6.0, "cot": 7.5, "finance": 3.0}
 THRESHOLD = 6.0  # chemistry sits exactly on it: viable

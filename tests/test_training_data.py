@@ -6,9 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spark_core.action_format import render_step, state_message, system_prompt, trajectory_entry
 from spark_core.rl.data import fit, greedy_rows, ppo_examples, sft_records
-from spark_core.rollout import tool_lines
+from spark_core.synthesis.action_format import (
+    render_step,
+    state_message,
+    system_prompt,
+    trajectory_entry,
+)
+from spark_core.synthesis.rollout import tool_lines
 from tests.test_ppo import make_policy, ppo_args
 
 

@@ -22,7 +22,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.action_format import (
+from spark_core.config import SAMPLED_POLICY, RunConfig
+from spark_core.data.answers import LETTERS, read_letter
+from spark_core.models.action_scoring import action_names
+from spark_core.models.calls import Generator
+from spark_core.models.policy_step import PolicyStep, StepRequest
+from spark_core.models.requests import ChatRequest
+from spark_core.progress import publish
+from spark_core.synthesis.action_format import (
     ANSWER,
     COT,
     INVALID,
@@ -31,16 +38,9 @@ from spark_core.action_format import (
     render_step,
     trajectory_entry,
 )
-from spark_core.answers import LETTERS, read_letter
-from spark_core.barrier import observation_text
-from spark_core.config import SAMPLED_POLICY, RunConfig
-from spark_core.models.action_scoring import action_names
-from spark_core.models.calls import Generator
-from spark_core.models.policy_step import PolicyStep, StepRequest
-from spark_core.models.requests import ChatRequest
-from spark_core.progress import publish
-from spark_core.repair import RepairContext, repair_calls
-from spark_core.rollout import Question, answer_request, policy_messages
+from spark_core.synthesis.barrier import observation_text
+from spark_core.synthesis.repair import RepairContext, repair_calls
+from spark_core.synthesis.rollout import Question, answer_request, policy_messages
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 

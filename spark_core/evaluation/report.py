@@ -13,7 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.action_format import ANSWER, INVALID
 from spark_core.evaluation.repairs import repair_lines
 from spark_core.evaluation.stats import (
     accuracy,
@@ -25,6 +24,7 @@ from spark_core.evaluation.stats import (
     pooled_mean,
     state_entropies,
 )
+from spark_core.synthesis.action_format import ANSWER, INVALID
 
 OVERALL = "overall"
 _F = pa.float64()

@@ -12,7 +12,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from spark_core.answers import LETTERS, extract_answer
+from spark_core.data.answers import LETTERS, extract_answer
 
 
 def _records(path: str) -> list[dict[str, Any]]:

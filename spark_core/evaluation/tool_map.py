@@ -13,10 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.action_format import ANSWER, INVALID
 from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA, productivity, productivity_lines
 from spark_core.evaluation.report import OVERALL
 from spark_core.evaluation.stats import pooled_entropy
+from spark_core.synthesis.action_format import ANSWER, INVALID
 
 _F = pa.float64()
 TOOL_MAP_SCHEMA = pa.schema(

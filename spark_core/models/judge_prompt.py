@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spark_core.answers import LETTERS
+from spark_core.data.answers import LETTERS
 
 SYSTEM = (
     "You grade one step of a solution to a multiple-choice question. The step used an action "

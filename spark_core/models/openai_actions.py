@@ -22,7 +22,6 @@ import math
 import re
 from typing import Any
 
-from spark_core.action_format import INVALID, canonical_action
 from spark_core.models.openai_backend import BackendError
 from spark_core.models.policy_step import (
     INPUT_STOP,
@@ -32,6 +31,7 @@ from spark_core.models.policy_step import (
     cut_at,
 )
 from spark_core.models.requests import ChatRequest, Gate, OnDone
+from spark_core.synthesis.action_format import INVALID, canonical_action
 
 MODES = ("guided_choice", "json_schema", "text")
 ACTION_QUESTION = "Which action is next? Reply with its name only, one of: {names}."

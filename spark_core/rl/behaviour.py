@@ -23,10 +23,10 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from spark_core.action_format import render_step, state_message, system_prompt
 from spark_core.config import RunConfig
 from spark_core.rl.data import chat_ids
-from spark_core.rollout import Question, tool_lines
+from spark_core.synthesis.action_format import render_step, state_message, system_prompt
+from spark_core.synthesis.rollout import Question, tool_lines
 
 
 @torch.inference_mode()

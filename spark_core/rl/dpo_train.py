@@ -11,7 +11,7 @@ from typing import Any
 from spark_core.config import RunConfig
 from spark_core.rl.dpo_pairs import dpo_records, preference_pairs
 from spark_core.rl.hardware import choose_precision, load_base, lora_config
-from spark_core.rl.train import StepProgress, _common_args, _finish, _last_checkpoint
+from spark_core.rl.train import StepProgress, common_args, finish_adapter, last_checkpoint
 
 
 def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_dir: Path):
@@ -36,7 +36,7 @@ def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_di
     tokenizer.padding_side = "right"
     records, fitted = dpo_records(pairs, tokenizer, t.max_seq_len)
     args = DPOConfig(
-        **_common_args(cfg, out_dir, t.dpo_epochs),
+        **common_args(cfg, out_dir, t.dpo_epochs),
         max_length=None,  # pairs are already fitted by the rule SFT and PPO use
         beta=t.dpo_beta,
     )
@@ -48,7 +48,7 @@ def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_di
         peft_config=lora_config(t),
         callbacks=[StepProgress("train dpo (steps)")],
     )
-    trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
+    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
     kinds = {k: sum(p["kind"] == k for p in pairs) for k in ("score", "rarity")}
     card = {
         "title": "Step-level DPO",
@@ -60,4 +60,4 @@ def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_di
         f"{fitted.dropped_rows} did not fit.",
         "config": cfg.section("training"),
     }
-    return _finish(trainer, tokenizer, out_dir, card, fitted)
+    return finish_adapter(trainer, tokenizer, out_dir, card, fitted)

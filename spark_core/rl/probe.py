@@ -14,11 +14,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from spark_core.action_format import render_step, state_message, system_prompt
 from spark_core.models.action_scoring import action_names, score_actions
 from spark_core.models.requests import ChatRequest
 from spark_core.rl.behaviour import completion_logprobs
-from spark_core.rollout import tool_lines
+from spark_core.synthesis.action_format import render_step, state_message, system_prompt
+from spark_core.synthesis.rollout import tool_lines
 
 THOUGHT = "I should choose the action that fits this question best."
 

@@ -47,7 +47,7 @@ class StepProgress(TrainerCallback):
         publish(self.what, state.global_step, state.max_steps)
 
 
-def _common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
+def common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
     t = cfg.training
     precision = choose_precision(t)
     return dict(
@@ -71,14 +71,14 @@ def _common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
     )
 
 
-def _last_checkpoint(out_dir: Path) -> str | None:
+def last_checkpoint(out_dir: Path) -> str | None:
     checkpoints = sorted(
         (out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
     )
     return str(checkpoints[-1]) if checkpoints else None
 
 
-def _finish(
+def finish_adapter(
     trainer: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any], fitted: Truncation
 ) -> list[dict]:
     adapter = out_dir / "adapter"
@@ -166,7 +166,7 @@ def train_sft(
     data = sft_rows(cfg, rows, pool)
     records, fitted = sft_records(data, tokenizer, cfg.training.max_seq_len)
     args = SFTConfig(
-        **_common_args(cfg, out_dir, cfg.training.sft_epochs),
+        **common_args(cfg, out_dir, cfg.training.sft_epochs),
         max_length=None,  # rows are already fitted by the rule PPO uses: nothing for TRL to cut
         completion_only_loss=True,
     )
@@ -178,7 +178,7 @@ def train_sft(
         peft_config=lora_config(cfg.training),
         callbacks=[StepProgress("train sft (steps)")],
     )
-    trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
+    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
     card = {
         "title": "SFT baseline",
         "base_model": cfg.generator.name,
@@ -187,7 +187,7 @@ def train_sft(
         f"{fitted.dropped_rows} did not fit.",
         "config": cfg.section("training"),
     }
-    return _finish(trainer, tokenizer, out_dir, card, fitted)
+    return finish_adapter(trainer, tokenizer, out_dir, card, fitted)
 
 
 def train_ppo(
@@ -208,7 +208,7 @@ def train_ppo(
     model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
     source = group_relative(pool) if t.candidates == "all" and pool else rows
     examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len)
-    args = OfflinePPOConfig.from_training(t, **_common_args(cfg, out_dir, t.ppo_epochs))
+    args = OfflinePPOConfig.from_training(t, **common_args(cfg, out_dir, t.ppo_epochs))
     trainer = OfflinePPOTrainer(
         model=model,
         args=args,
@@ -216,7 +216,7 @@ def train_ppo(
         processing_class=tokenizer,
         callbacks=[StepProgress("train spark (steps)")],
     )
-    trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir))
+    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
     what = (
         "every judged candidate, group-relative advantages"
         if source is not rows
@@ -229,4 +229,4 @@ def train_ppo(
         f"{fitted.truncated_rows} lost earlier steps to fit, {fitted.dropped_rows} did not fit.",
         "config": cfg.section("training"),
     }
-    return _finish(trainer, tokenizer, out_dir, card, fitted)
+    return finish_adapter(trainer, tokenizer, out_dir, card, fitted)

@@ -24,7 +24,7 @@ from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.openai_backend import BackendError
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache, request_key
-from spark_core.rollout import Question, answer_request, policy_messages
+from spark_core.synthesis.rollout import Question, answer_request, policy_messages
 
 CHECK_VERSION = 1
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.action_format import COT, state_message, system_prompt
-from spark_core.answers import LETTERS, read_letter
 from spark_core.config import RunConfig
+from spark_core.data.answers import LETTERS, read_letter
 from spark_core.models.calls import Generator, Judge
 from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.requests import ChatRequest, Completion
-from spark_core.repair import REPAIR_FIELDS, RepairContext, repair_calls
+from spark_core.synthesis.action_format import COT, state_message, system_prompt
+from spark_core.synthesis.repair import REPAIR_FIELDS, RepairContext, repair_calls
 from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox

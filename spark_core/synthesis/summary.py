@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from spark_core.labeling.rewards import spread
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
-from spark_core.rewards import spread
 
 ACTIONS_SCHEMA = pa.schema(
     [

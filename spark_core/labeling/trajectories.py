@@ -13,9 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.action_format import render_step, state_message, system_prompt
 from spark_core.config import RunConfig
-from spark_core.rewards import (
+from spark_core.labeling.rewards import (
     advantages,
     outcome,
     rarity_bonus,
@@ -23,7 +22,8 @@ from spark_core.rewards import (
     step_rewards,
     trajectory_returns,
 )
-from spark_core.rollout import tool_lines
+from spark_core.synthesis.action_format import render_step, state_message, system_prompt
+from spark_core.synthesis.rollout import tool_lines
 
 CODE_VERSION = "3"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 # 3: candidate_pool carries the candidates' tool-call repairs

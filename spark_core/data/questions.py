@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from spark_core import CATEGORIES
 from spark_core.config import DataConfig
-from spark_core.sources import RawRecord
+from spark_core.data.sources import RawRecord
 
 STAGE_VERSION = "1"  # bump when ingest logic changes what it writes
 LETTERS = "ABCDEFGHIJ"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spark_core.answers import LETTERS
+from spark_core.data.answers import LETTERS
 
 ANSWER_INSTRUCTION = (
     'Think step by step, then finish with "The answer is (X)" where X is the letter of the '

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from spark_core.prompts import question_block
+from spark_core.data.prompts import question_block
 
 ANSWER = "answer"
 COT = "cot"
