@@ -24,6 +24,7 @@ from prefect.states import Failed, State
 from spark_core.artifacts import ArtifactRef, ArtifactStore
 from spark_core.config import RunConfig
 from spark_core.models.guards import StageStopped
+from tasks.results import RESULTS_SHAPE
 
 T = TypeVar("T")
 STOPPED = "Stopped"  # the state name of a unit that stopped on purpose (resumable)
@@ -110,21 +111,22 @@ def cached_unit(
 
 
 def unit_task(name: str, unit: Callable[..., Unit]) -> Callable[[Callable[..., T]], Any]:
-    """``@task`` for a cached unit: Prefect's cache key is the unit's content key (a rerun
-    shows as *Cached*) — unless Prefect holds a record for it whose artifacts were deleted
-    since, in which case a one-off key forces a recompute instead of serving the stale
-    record. (The recompute writes the same, deterministic artifacts back.) ``unit`` takes
-    the task's parameters."""
+    """``@task`` for a cached unit: Prefect's cache key is the unit's content key and the
+    shape of the result types (a rerun shows as *Cached*) — unless Prefect holds a record for
+    it whose artifacts were deleted since, in which case a one-off key forces a recompute
+    instead of serving the stale record. (The recompute writes the same, deterministic
+    artifacts back.) ``unit`` takes the task's parameters."""
 
     def cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
         spec = unit(**params)
+        key = f"{spec.key}-{RESULTS_SHAPE}"  # a record of older result types is not served
         store = store_for(params["cfg"])
         if spec.done(store):
             get_run_logger().info("served from cache: %s", served(store, list(spec.outputs)))
-            return spec.key
-        if ctx.result_store.exists(spec.key):
-            return f"{spec.key}-rebuild-{uuid.uuid4().hex}"
-        return spec.key
+            return key
+        if ctx.result_store.exists(key):
+            return f"{key}-rebuild-{uuid.uuid4().hex}"
+        return key
 
     return task(name=name, cache_key_fn=cache_key, persist_result=True)
 

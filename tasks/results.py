@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spark_core.artifacts import ArtifactRef
+from spark_core.artifacts import ArtifactRef, canonical_hash
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,18 @@ class PipelineResult:
     label: Labels
     train: Adapters
     evaluate: Report
+
+
+def _shape() -> str:
+    """A fingerprint of every result type's fields. Prefect's task cache keys carry it, so a
+    record persisted by an older version of these types (a plain dict, other fields) is
+    never served to code that expects the current ones: upgrading recomputes those task
+    results from the artifacts, which stay where they are."""
+    from dataclasses import fields, is_dataclass
+
+    types = [v for v in globals().values() if isinstance(v, type) and is_dataclass(v)]
+    shape = sorted((t.__name__, [(f.name, str(f.type)) for f in fields(t)]) for t in types)
+    return canonical_hash(shape)[:8]
+
+
+RESULTS_SHAPE = _shape()

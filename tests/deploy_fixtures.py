@@ -143,6 +143,9 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
 
     api, env = prefect_server
     tmp_path = tmp_path_factory.mktemp("pipeline-run")
+    # task results of this session only: not the checkout's runs/.prefect/storage, where the
+    # worker would otherwise persist them beside every earlier session's records
+    env = {**env, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
     seen: dict = {"api": api}
     run = lambda *args: subprocess.run(  # noqa: E731
         [*args], env=env, capture_output=True, text=True, timeout=400
