@@ -122,27 +122,33 @@ def test_chemistry():
         run("chemistry", "Xq3")
 
 
-def test_statistics():
-    assert run("statistics", "binom.cdf(3, n=10, p=0.5)") == "binom.cdf = 0.171875"
-    assert run("statistics", "binom(10, 0.5).cdf(3)") == "binom.cdf = 0.171875"
-    assert run("statistics", "Binomial.cdf(3, 10, 0.5)") == "binom.cdf = 0.171875"
-    assert run("statistics", "norm.sf(1.96)") == "norm.sf = 0.0249979"
-    assert run("statistics", "mean of 1, 2, 3, 4") == "mean = 2.5"
-    assert run("statistics", "stdev([2, 4, 4, 4, 5, 5, 7, 9])") == "stdev = 2.13809"
+@pytest.mark.parametrize(
+    "tool, text, expected",
+    [
+        ("statistics", "binom.cdf(3, n=10, p=0.5)", "binom.cdf = 0.171875"),
+        ("statistics", "binom(10, 0.5).cdf(3)", "binom.cdf = 0.171875"),
+        ("statistics", "Binomial.cdf(3, 10, 0.5)", "binom.cdf = 0.171875"),
+        ("statistics", "norm.sf(1.96)", "norm.sf = 0.0249979"),
+        ("statistics", "mean of 1, 2, 3, 4", "mean = 2.5"),
+        ("statistics", "stdev([2, 4, 4, 4, 5, 5, 7, 9])", "stdev = 2.13809"),
+        ("statistics", "poisson.pmf(2, mu=3)", "poisson.pmf = 0.224042"),
+        ("finance", "npv(0.1, [-1000, 500, 500, 500])", "NPV = 243.43"),
+        ("finance", "The NPV is npv(rate=8%, cashflows=[-1000,300,400,500])", "NPV = 17.63"),
+        ("finance", "irr([-1000, 300, 400, 500])", "IRR = 0.08896339"),
+        ("finance", "pmt(0.05/12, 360, 200000)", "payment per period = 1073.64"),
+        ("finance", "compound(1000, 5%, 10, n=12)", "amount = 1647.01; interest = 647.01"),
+        ("finance", "annuity_pv(100, 0.05, 10)", "PV of annuity = 772.17"),
+        ("finance", "fv(0.05, 10, 0, -1000)", "FV = 1628.89"),
+    ],
+)
+def test_statistics_and_finance(tool, text, expected):
+    assert run(tool, text) == expected
+
+
+def test_zscore_and_bad_calls():
     assert run("statistics", "zscore(130, 100, 15)").startswith("z = 2; P(Z <= z) = 0.97725")
-    assert run("statistics", "poisson.pmf(2, mu=3)") == "poisson.pmf = 0.224042"
     with pytest.raises(ToolError):
         run("statistics", "binom.explode(3)")
-
-
-def test_finance():
-    assert run("finance", "npv(0.1, [-1000, 500, 500, 500])") == "NPV = 243.43"
-    assert run("finance", "The NPV is npv(rate=8%, cashflows=[-1000,300,400,500])") == "NPV = 17.63"
-    assert run("finance", "irr([-1000, 300, 400, 500])") == "IRR = 0.08896339"
-    assert run("finance", "pmt(0.05/12, 360, 200000)") == "payment per period = 1073.64"
-    assert run("finance", "compound(1000, 5%, 10, n=12)") == "amount = 1647.01; interest = 647.01"
-    assert run("finance", "annuity_pv(100, 0.05, 10)") == "PV of annuity = 772.17"
-    assert run("finance", "fv(0.05, 10, 0, -1000)") == "FV = 1628.89"
     with pytest.raises(ToolError, match="missing argument"):
         run("finance", "npv(0.1)")
 
