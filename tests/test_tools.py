@@ -27,24 +27,6 @@ def test_registry_has_eight_tools_and_cot():
 
 
 @pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("500 * 2**6", "32000"),
-        ("2^10", "1024"),
-        ("(2 \u2212 5) \u00d7 3", "-9"),
-        ("```\nsqrt(16) + 3\n```", "7"),
-        ("Compute 12,000 * 3 please", "36000"),
-        ("15% of 200", "30"),
-        ("factorial(10) / comb(10, 3)", "30240"),
-        ("log(100, 10)", "2"),
-        ("1/3", "0.333333333333"),
-    ],
-)
-def test_calculator(text, expected):
-    assert run("calculator", text) == expected
-
-
-@pytest.mark.parametrize(
     "text, error",
     [
         ("().__class__.__bases__[0].__subclasses__()", Rejected),
@@ -69,24 +51,6 @@ def test_python():
     )
     with pytest.raises(ToolError, match="SyntaxError"):
         run("python", "print(")
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("solve: x^2-5x+6=0", "x = 2, x = 3"),
-        ("x^2 - 5x + 6 = 0", "x = 2, x = 3"),
-        ("diff: x^3*sin(x)", "x^2*(x*cos(x) + 3*sin(x))"),
-        ("integrate: 2x, 0, 3", "9"),
-        ("simplify: (x^2 - 1)/(x - 1)", "x + 1"),
-        ("limit: sin(x)/x, x->0", "1"),
-        ("factor: x^2 - 4", "(x - 2)*(x + 2)"),
-        ("solve: x + y = 3, x - y = 1", "[{x: 2, y: 1}]"),
-        ("```solve(x**2 \u2212 4, x)```", "x = -2, x = 2"),
-    ],
-)
-def test_symbolic_math(text, expected):
-    assert run("symbolic_math", text) == expected
 
 
 def test_symbolic_math_refuses_code():
@@ -125,6 +89,24 @@ def test_chemistry():
 @pytest.mark.parametrize(
     "tool, text, expected",
     [
+        ("calculator", "500 * 2**6", "32000"),
+        ("calculator", "2^10", "1024"),
+        ("calculator", "(2 \u2212 5) \u00d7 3", "-9"),
+        ("calculator", "```\nsqrt(16) + 3\n```", "7"),
+        ("calculator", "Compute 12,000 * 3 please", "36000"),
+        ("calculator", "15% of 200", "30"),
+        ("calculator", "factorial(10) / comb(10, 3)", "30240"),
+        ("calculator", "log(100, 10)", "2"),
+        ("calculator", "1/3", "0.333333333333"),
+        ("symbolic_math", "solve: x^2-5x+6=0", "x = 2, x = 3"),
+        ("symbolic_math", "x^2 - 5x + 6 = 0", "x = 2, x = 3"),
+        ("symbolic_math", "diff: x^3*sin(x)", "x^2*(x*cos(x) + 3*sin(x))"),
+        ("symbolic_math", "integrate: 2x, 0, 3", "9"),
+        ("symbolic_math", "simplify: (x^2 - 1)/(x - 1)", "x + 1"),
+        ("symbolic_math", "limit: sin(x)/x, x->0", "1"),
+        ("symbolic_math", "factor: x^2 - 4", "(x - 2)*(x + 2)"),
+        ("symbolic_math", "solve: x + y = 3, x - y = 1", "[{x: 2, y: 1}]"),
+        ("symbolic_math", "```solve(x**2 \u2212 4, x)```", "x = -2, x = 2"),
         ("statistics", "binom.cdf(3, n=10, p=0.5)", "binom.cdf = 0.171875"),
         ("statistics", "binom(10, 0.5).cdf(3)", "binom.cdf = 0.171875"),
         ("statistics", "Binomial.cdf(3, 10, 0.5)", "binom.cdf = 0.171875"),
@@ -141,7 +123,7 @@ def test_chemistry():
         ("finance", "fv(0.05, 10, 0, -1000)", "FV = 1628.89"),
     ],
 )
-def test_statistics_and_finance(tool, text, expected):
+def test_exact_answers(tool, text, expected):
     assert run(tool, text) == expected
 
 
