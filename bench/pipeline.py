@@ -11,19 +11,16 @@ same function directly, multiplied by the number of task runs the pipeline made.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spark_core.config import load_config  # noqa: E402
-from spark_core.runtime import configure_prefect_env  # noqa: E402
+from bench.common import fresh_run  # noqa: E402
 
 STAGES = ("ingest", "synthesize", "label", "train", "evaluate")
 
@@ -80,14 +77,7 @@ def _task_overhead(n: int = 50) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--set", action="append", default=[], help="section.key=value")
-    args = parser.parse_args()
-    runs = tempfile.mkdtemp(prefix="spark-bench-")
-    cfg = load_config(args.config, [*args.set, f"runtime.runs_dir={runs}"])
-    configure_prefect_env(runs)
-    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    cfg, args = fresh_run()
 
     from flows.pipeline import pipeline
 

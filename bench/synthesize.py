@@ -10,30 +10,19 @@ I/O overhead), and the rerun's time as a share of the first run (the issue asks 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spark_core.config import load_config  # noqa: E402
-from spark_core.runtime import configure_prefect_env  # noqa: E402
+from bench.common import fresh_run  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--set", action="append", default=[], help="section.key=value")
-    args = parser.parse_args()
-    runs = tempfile.mkdtemp(prefix="spark-bench-")
     # one shard: the phases then run one after another, so their times add up to the wall time
-    cfg = load_config(args.config, ["rollout.shards=1", *args.set, f"runtime.runs_dir={runs}"])
-    configure_prefect_env(runs)
-    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    cfg, args = fresh_run(("rollout.shards=1",))
 
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore

@@ -11,21 +11,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
-from spark_core.evaluation.plots import plot
+from spark_core.evaluation.assemble import build_report
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.productivity import overall_records
-from spark_core.evaluation.repairs import REPAIRS_SCHEMA, repair_table
-from spark_core.evaluation.report import (
-    ENTROPY_TESTS_SCHEMA,
-    PAIRS_SCHEMA,
-    SUMMARY_SCHEMA,
-    USAGE_SCHEMA,
-    embed_images,
-    markdown,
-    summarize,
-    write_html,
-)
-from spark_core.evaluation.tool_map import tool_report
+from spark_core.evaluation.report import embed_images
 from spark_core.models.calls import Generator
 from spark_core.models.guards import Budget
 from spark_core.models.hf_backend import directory_hash
@@ -134,62 +123,40 @@ def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
     """eval_summary (policy x category), usage, paired tests, tool productivity and the
     per-category tool maps, Markdown + PNG report."""
     store = store_for(cfg)
-    all_rows = rows(store, eval_rows, EVAL_ROWS_SCHEMA)
-    summary, usage, pairs, tests = summarize(
-        all_rows,
-        cfg.rollout.actions,
-        cfg.evaluation.bootstrap_samples,
-        cfg.evaluation.seed,
-    )
+    local = cfg.runtime.run_dir("report")
+    built = build_report(cfg, rows(store, eval_rows, EVAL_ROWS_SCHEMA), local)
     key = canonical_hash([r.content_hash for r in eval_rows])[:16]
     meta = {"stage": "evaluate", "config": cfg.section("evaluation"), "inputs": {"eval_rows": key}}
     folder = f"evaluate/report_{key}"
-    refs = [
-        store.write(f"{folder}/eval_summary", summary, SUMMARY_SCHEMA, **meta),
-        store.write(f"{folder}/eval_usage", usage, USAGE_SCHEMA, **meta),
-        store.write(f"{folder}/eval_pairs", pairs, PAIRS_SCHEMA, **meta),
-        store.write(f"{folder}/eval_entropy_tests", tests, ENTROPY_TESTS_SCHEMA, **meta),
-    ]
-    repairs = None
-    if cfg.rollout.tool_retries:
-        repairs = repair_table(all_rows, [a for a in cfg.rollout.actions if a != "cot"])
-        refs.append(store.write(f"{folder}/eval_repairs", repairs, REPAIRS_SCHEMA, **meta))
-    local = cfg.runtime.run_dir("report")
-    images = plot(summary, usage, local)
-    tools = tool_report(all_rows, cfg.rollout.actions, local)  # productivity, tool maps
-    for name, (table, schema) in tools.tables.items():  # productivity, tool_map, category_entropy
-        refs.append(store.write(f"{folder}/eval_{name}", table, schema, **meta))
-    n = len(cfg.rollout.actions)
-    setup = (
-        f"Action decoding: **{cfg.evaluation.action_decoding}**; up to {cfg.evaluation.steps} "
-        f"steps; `{SAMPLED_POLICY}` is the base model sampled at T = "
-        f"{cfg.evaluation.sampling_temperature:g}, every other policy decodes greedily. "
-        f"k = {n + 1} action names (the {n} actions and `answer`), m = {n} actions (tools and "
-        "`cot`). Column meanings: README, *Evaluation and the report*."
-    )
-    text = markdown(summary, usage, pairs, tests, images, setup, repairs) + tools.text
-    (local / "report.md").write_text(text)
-    html = write_html(text, local)
+    refs = {
+        name: store.write(f"{folder}/eval_{name}", table, schema, **meta)
+        for name, (table, schema) in built.tables.items()
+    }
     if not store.is_local:  # publish the report next to the artifacts
         store.put_folder(local, f"{folder}/report")
     slug = ui_key("evaluation", cfg)
     # plots as data URIs: the UI cannot load the run folder's files (nor file:// links)
     create_markdown_artifact(
-        embed_images(text, local) + f"\nFiles: `{html.resolve()}` (self-contained) and "
-        f"`{(local / 'report.md').resolve()}`.\n",
+        embed_images(built.text, local) + f"\nFiles: `{built.html.resolve()}` (self-contained) "
+        f"and `{built.markdown.resolve()}`.\n",
         key=slug,
         description="SPaRK evaluation report",
     )
     create_table_artifact(
-        [r for r in summary.to_pylist() if r["category"] == "overall"],
+        [r for r in built.tables["summary"][0].to_pylist() if r["category"] == "overall"],
         key=f"{slug}-overall",
         description="Accuracy and entropy per policy",
     )
     create_table_artifact(
-        overall_records(tools.tables["productivity"][0]),
+        overall_records(built.tables["productivity"][0]),
         key=f"{slug}-productivity",
         description="Tool productivity per policy",
     )
-    report_md, pngs = str(local / "report.md"), tuple(str(p) for p in images.values())
-    maps = tuple(str(p) for p in tools.images.values())
-    return Report(*refs, report=report_md, html=str(html), images=pngs, tool_maps=maps)
+    refs.pop("repairs", None)  # stored, shown in the report; not a field of Report
+    return Report(
+        **refs,
+        report=str(built.markdown),
+        html=str(built.html),
+        images=tuple(str(p) for p in built.images.values()),
+        tool_maps=tuple(str(p) for p in built.tool_maps.values()),
+    )

@@ -15,7 +15,6 @@ from prefect.states import State
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
-from spark_core.labeling.trajectories import label
 from spark_core.models.registry import REGISTRY
 from spark_core.models.usage import Usage
 from spark_core.rl.behaviour import add_behaviour_logprobs
@@ -43,11 +42,10 @@ from spark_core.synthesis.summary import (
     ACTIONS_SCHEMA,
     RUN_SCHEMA,
     markdown,
-    reward_spread,
     shard_line,
     step_line,
     stop_lines,
-    summarize,
+    summarize_run,
     summary_lines,
 )
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
@@ -236,36 +234,30 @@ def summarize_synthesis(
     """Summary Parquet + Prefect table and markdown artifacts for the UI, with the spread of
     every reward component (labelled under this run's rewards section) once finals exist."""
     store = store_for(cfg)
-    sel = rows(store, selected, SELECTED_SCHEMA)
-    cands = rows(store, [s.candidates for s in shards], CANDIDATES_SCHEMA)
-    scores = rows(store, [s.scores for s in shards], SCORES_SCHEMA)
-    judge = cfg.judge
-    per_action, run = summarize(
-        cfg.rollout.actions,
-        sel,
-        cands,
-        scores,
-        cfg.rollout.viable_threshold,
-        judge.name,
-        (judge.price_per_1k_prompt, judge.price_per_1k_completion),
+    labelled = finals is not None  # the final answers exist: the steps can be labelled
+    summed = summarize_run(
+        cfg,
+        rows(store, selected, SELECTED_SCHEMA),
+        rows(store, [sh.candidates for sh in shards], CANDIDATES_SCHEMA),
+        rows(store, [sh.scores for sh in shards], SCORES_SCHEMA),
+        rows(store, [plan.questions], QUESTIONS_SCHEMA) if labelled else None,
+        rows(store, [finals], FINAL_SCHEMA) if labelled else None,
     )
     meta = {"stage": "synthesize", "config": cfg.section("rollout"), "inputs": {}}
     summary = SynthesisSummary(
-        store.write(f"{plan.prefix}/summary_actions", per_action, ACTIONS_SCHEMA, **meta),
-        store.write(f"{plan.prefix}/summary_run", run, RUN_SCHEMA, **meta),
+        store.write(f"{plan.prefix}/summary_actions", summed.per_action, ACTIONS_SCHEMA, **meta),
+        store.write(f"{plan.prefix}/summary_run", summed.run, RUN_SCHEMA, **meta),
     )
-    rewards = None
-    if finals is not None and sel:
-        questions = rows(store, [plan.questions], QUESTIONS_SCHEMA)
-        rewards = reward_spread(label(cfg, questions, sel, rows(store, [finals], FINAL_SCHEMA)))
-    for line in summary_lines(judge.name, run, rewards):
+    for line in summary_lines(cfg.judge.name, summed.run, summed.rewards):
         get_run_logger().info(line)
     key = ui_key("synthesis", cfg)
     create_markdown_artifact(
-        markdown(per_action, run, rewards), key=key, description="SPaRK synthesis summary"
+        markdown(summed.per_action, summed.run, summed.rewards),
+        key=key,
+        description="SPaRK synthesis summary",
     )
     create_table_artifact(
-        per_action.to_pylist(),
+        summed.per_action.to_pylist(),
         key=f"{key}-actions",
         description="Per-action usage and judge scores",
     )

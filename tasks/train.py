@@ -5,50 +5,19 @@ resumes from its last checkpoint when rerun."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 from prefect import get_run_logger
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
 from spark_core.config import TRAINED_POLICY, RunConfig
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
-from spark_core.rl.dpo_train import train_dpo
-from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
+from spark_core.rl.trainers import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
 
 CODE_VERSION = "3"  # 3: behaviour pi_old, one truncation rule, sft_data
-TRAIN_METRICS_SCHEMA = pa.schema(
-    [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]
-    + [pa.field(k, pa.float64()) for k in METRIC_KEYS]
-)
-
-
-@dataclass(frozen=True)
-class Trainer:
-    """How a trainer is run: ``train(cfg, trajectories, base_model, out_dir, candidate_pool)``
-    returns its logged metrics; ``uses_pool(cfg)`` says whether the candidate pool is one of
-    its inputs (and so part of its cache key)."""
-
-    train: Callable[..., list[dict]]
-    uses_pool: Callable[[RunConfig], bool]
-
-
-# every trainer of training.trainers (its config name): a new trainer is one entry here, and
-# one in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders)
-TRAINERS: dict[str, Trainer] = {
-    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
-    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # SPaRK
-    "dpo": Trainer(  # step-level DPO: pairs from the candidate pool only
-        lambda cfg, _trajectories, base, out, pool: train_dpo(cfg, pool, base, out),
-        lambda cfg: True,
-    ),
-}
-DPO_FIELDS = ("dpo_score_margin", "dpo_rarity_margin", "dpo_beta", "dpo_epochs")
 
 
 def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
@@ -128,7 +97,6 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
             (history[-1] if history else {}).get("loss"),
             store.folder_uri(_adapter_dir(unit.key, policy)),
         )
-        metrics = [{"trainer": policy, **dict.fromkeys(METRIC_KEYS), **h} for h in history]
-        return [pa.Table.from_pylist(metrics, schema=TRAIN_METRICS_SCHEMA)]
+        return [metrics_table(policy, history)]
 
     return cached_unit(store, unit, compute, lambda r: _adapter(store, unit, r[0]))

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from spark_core.evaluation.assemble import build_report
 from spark_core.evaluation.productivity import overall_records, productivity, productivity_lines
 from spark_core.evaluation.report import embed_images, summarize
 from spark_core.evaluation.tool_map import conditional_entropy, grid, tool_map, tool_report
@@ -150,3 +151,34 @@ def test_tool_report_writes_a_heat_map_per_policy_and_the_sections(tmp_path):
     assert "![tool map base](tool_map_base.png)" in text
     inlined = embed_images(text, tmp_path)  # as in the Prefect artifact and report.html
     assert inlined.count("](data:image/png;base64,") == 2
+
+
+def test_build_report_with_repairs_names_every_table(run_config, tmp_path):
+    """With rollout.tool_retries the repairs table is stored too; every table keeps its name
+    (the task builds its typed Report from them by name)."""
+    cfg = run_config(
+        f"rollout.actions={ACTIONS}".replace("'", ""),
+        "rollout.tool_retries=1",
+        "evaluation.bootstrap_samples=20",
+    )
+    rows = [
+        {**r, "step_repairs": [1 if a == "python" else 0 for a in r["actions"]],
+         "step_repaired": [a == "python" for a in r["actions"]]}
+        for r in ROWS
+    ]  # fmt: skip
+    built = build_report(cfg, rows, tmp_path)
+    assert list(built.tables) == [
+        "summary",
+        "usage",
+        "pairs",
+        "entropy_tests",
+        "repairs",
+        "productivity",
+        "tool_map",
+        "category_entropy",
+    ]
+    repaired = [r for r in built.tables["repairs"][0].to_pylist() if r["succeeded"]]
+    assert [(r["policy"], r["tool"], r["succeeded"]) for r in repaired] == [("base", "python", 1)]
+    assert built.markdown.read_text() == built.text and built.html.exists()
+    assert built.text.startswith("# ") and "Action decoding: **" in built.text
+    assert set(built.tool_maps) == {"spark", "base"}

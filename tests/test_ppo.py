@@ -16,6 +16,21 @@ from tests.conftest import random_adapter
 SYSTEM = "Solve the question."
 
 
+def k3_loss(logprobs, old, ref, advantages, mask, clip_eps=0.2, kl_coef=0.0):
+    """``ppo_loss`` as these tests use it: the k3 KL estimator, no entropy bonus."""
+    return ppo_loss(
+        logprobs=logprobs,
+        old_logprobs=old,
+        ref_logprobs=ref,
+        advantages=advantages,
+        mask=mask,
+        clip_eps=clip_eps,
+        kl_coef=kl_coef,
+        kl_estimator="k3",
+        entropy_coef=0.0,
+    )
+
+
 def test_ppo_loss_matches_a_hand_computation():
     # two sequences, three token positions; the last position of row 2 is padding
     logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-0.2, -1.5, 0.0]])
@@ -23,17 +38,7 @@ def test_ppo_loss_matches_a_hand_computation():
     ref = torch.tensor([[-1.0, -2.5, -1.0], [-0.4, -1.5, 0.0]])
     adv = torch.tensor([1.0, -2.0])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    loss, stats = ppo_loss(
-        logprobs=logprobs,
-        old_logprobs=old,
-        ref_logprobs=ref,
-        advantages=adv,
-        mask=mask,
-        clip_eps=0.2,
-        kl_coef=0.1,
-        kl_estimator="k3",
-        entropy_coef=0.0,
-    )
+    loss, stats = k3_loss(logprobs, old, ref, adv, mask, kl_coef=0.1)
 
     def clipped(a, r):
         return max(-a * r, -a * min(max(r, 0.8), 1.2))
@@ -146,17 +151,8 @@ def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
     logprobs, _ = token_logprobs(policy(input_ids=batch["input_ids"]).logits, batch["input_ids"])
     logprobs.retain_grad()
     token_mask = batch["completion_mask"][:, 1:]
-    loss, _ = ppo_loss(
-        logprobs=logprobs,
-        old_logprobs=logprobs.detach(),
-        ref_logprobs=logprobs.detach(),
-        advantages=batch["advantages"],
-        mask=token_mask,
-        clip_eps=0.2,
-        kl_coef=0.05,
-        kl_estimator="k3",
-        entropy_coef=0.0,
-    )
+    detached = logprobs.detach()
+    loss, _ = k3_loss(logprobs, detached, detached, batch["advantages"], token_mask, kl_coef=0.05)
     loss.backward()
     grad = logprobs.grad[0]
     assert torch.all(grad[token_mask[0] == 0] == 0)
@@ -201,17 +197,7 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
             return token_logprobs(out.logits, batch["input_ids"])[0]
 
     def objective(lp, old):  # the PPO loss of the whole toy batch against the initial policy
-        loss, _ = ppo_loss(
-            logprobs=lp,
-            old_logprobs=old,
-            ref_logprobs=old,
-            advantages=batch["advantages"],
-            mask=mask,
-            clip_eps=10.0,
-            kl_coef=0.0,
-            kl_estimator="k3",
-            entropy_coef=0.0,
-        )
+        loss, _ = k3_loss(lp, old, old, batch["advantages"], mask, clip_eps=10.0)
         return loss.item()
 
     initial = logprobs()

@@ -27,24 +27,6 @@ def test_registry_has_eight_tools_and_cot():
 
 
 @pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("500 * 2**6", "32000"),
-        ("2^10", "1024"),
-        ("(2 \u2212 5) \u00d7 3", "-9"),
-        ("```\nsqrt(16) + 3\n```", "7"),
-        ("Compute 12,000 * 3 please", "36000"),
-        ("15% of 200", "30"),
-        ("factorial(10) / comb(10, 3)", "30240"),
-        ("log(100, 10)", "2"),
-        ("1/3", "0.333333333333"),
-    ],
-)
-def test_calculator(text, expected):
-    assert run("calculator", text) == expected
-
-
-@pytest.mark.parametrize(
     "text, error",
     [
         ("().__class__.__bases__[0].__subclasses__()", Rejected),
@@ -69,24 +51,6 @@ def test_python():
     )
     with pytest.raises(ToolError, match="SyntaxError"):
         run("python", "print(")
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("solve: x^2-5x+6=0", "x = 2, x = 3"),
-        ("x^2 - 5x + 6 = 0", "x = 2, x = 3"),
-        ("diff: x^3*sin(x)", "x^2*(x*cos(x) + 3*sin(x))"),
-        ("integrate: 2x, 0, 3", "9"),
-        ("simplify: (x^2 - 1)/(x - 1)", "x + 1"),
-        ("limit: sin(x)/x, x->0", "1"),
-        ("factor: x^2 - 4", "(x - 2)*(x + 2)"),
-        ("solve: x + y = 3, x - y = 1", "[{x: 2, y: 1}]"),
-        ("```solve(x**2 \u2212 4, x)```", "x = -2, x = 2"),
-    ],
-)
-def test_symbolic_math(text, expected):
-    assert run("symbolic_math", text) == expected
 
 
 def test_symbolic_math_refuses_code():
@@ -122,27 +86,51 @@ def test_chemistry():
         run("chemistry", "Xq3")
 
 
-def test_statistics():
-    assert run("statistics", "binom.cdf(3, n=10, p=0.5)") == "binom.cdf = 0.171875"
-    assert run("statistics", "binom(10, 0.5).cdf(3)") == "binom.cdf = 0.171875"
-    assert run("statistics", "Binomial.cdf(3, 10, 0.5)") == "binom.cdf = 0.171875"
-    assert run("statistics", "norm.sf(1.96)") == "norm.sf = 0.0249979"
-    assert run("statistics", "mean of 1, 2, 3, 4") == "mean = 2.5"
-    assert run("statistics", "stdev([2, 4, 4, 4, 5, 5, 7, 9])") == "stdev = 2.13809"
+@pytest.mark.parametrize(
+    "tool, text, expected",
+    [
+        ("calculator", "500 * 2**6", "32000"),
+        ("calculator", "2^10", "1024"),
+        ("calculator", "(2 \u2212 5) \u00d7 3", "-9"),
+        ("calculator", "```\nsqrt(16) + 3\n```", "7"),
+        ("calculator", "Compute 12,000 * 3 please", "36000"),
+        ("calculator", "15% of 200", "30"),
+        ("calculator", "factorial(10) / comb(10, 3)", "30240"),
+        ("calculator", "log(100, 10)", "2"),
+        ("calculator", "1/3", "0.333333333333"),
+        ("symbolic_math", "solve: x^2-5x+6=0", "x = 2, x = 3"),
+        ("symbolic_math", "x^2 - 5x + 6 = 0", "x = 2, x = 3"),
+        ("symbolic_math", "diff: x^3*sin(x)", "x^2*(x*cos(x) + 3*sin(x))"),
+        ("symbolic_math", "integrate: 2x, 0, 3", "9"),
+        ("symbolic_math", "simplify: (x^2 - 1)/(x - 1)", "x + 1"),
+        ("symbolic_math", "limit: sin(x)/x, x->0", "1"),
+        ("symbolic_math", "factor: x^2 - 4", "(x - 2)*(x + 2)"),
+        ("symbolic_math", "solve: x + y = 3, x - y = 1", "[{x: 2, y: 1}]"),
+        ("symbolic_math", "```solve(x**2 \u2212 4, x)```", "x = -2, x = 2"),
+        ("statistics", "binom.cdf(3, n=10, p=0.5)", "binom.cdf = 0.171875"),
+        ("statistics", "binom(10, 0.5).cdf(3)", "binom.cdf = 0.171875"),
+        ("statistics", "Binomial.cdf(3, 10, 0.5)", "binom.cdf = 0.171875"),
+        ("statistics", "norm.sf(1.96)", "norm.sf = 0.0249979"),
+        ("statistics", "mean of 1, 2, 3, 4", "mean = 2.5"),
+        ("statistics", "stdev([2, 4, 4, 4, 5, 5, 7, 9])", "stdev = 2.13809"),
+        ("statistics", "poisson.pmf(2, mu=3)", "poisson.pmf = 0.224042"),
+        ("finance", "npv(0.1, [-1000, 500, 500, 500])", "NPV = 243.43"),
+        ("finance", "The NPV is npv(rate=8%, cashflows=[-1000,300,400,500])", "NPV = 17.63"),
+        ("finance", "irr([-1000, 300, 400, 500])", "IRR = 0.08896339"),
+        ("finance", "pmt(0.05/12, 360, 200000)", "payment per period = 1073.64"),
+        ("finance", "compound(1000, 5%, 10, n=12)", "amount = 1647.01; interest = 647.01"),
+        ("finance", "annuity_pv(100, 0.05, 10)", "PV of annuity = 772.17"),
+        ("finance", "fv(0.05, 10, 0, -1000)", "FV = 1628.89"),
+    ],
+)
+def test_exact_answers(tool, text, expected):
+    assert run(tool, text) == expected
+
+
+def test_zscore_and_bad_calls():
     assert run("statistics", "zscore(130, 100, 15)").startswith("z = 2; P(Z <= z) = 0.97725")
-    assert run("statistics", "poisson.pmf(2, mu=3)") == "poisson.pmf = 0.224042"
     with pytest.raises(ToolError):
         run("statistics", "binom.explode(3)")
-
-
-def test_finance():
-    assert run("finance", "npv(0.1, [-1000, 500, 500, 500])") == "NPV = 243.43"
-    assert run("finance", "The NPV is npv(rate=8%, cashflows=[-1000,300,400,500])") == "NPV = 17.63"
-    assert run("finance", "irr([-1000, 300, 400, 500])") == "IRR = 0.08896339"
-    assert run("finance", "pmt(0.05/12, 360, 200000)") == "payment per period = 1073.64"
-    assert run("finance", "compound(1000, 5%, 10, n=12)") == "amount = 1647.01; interest = 647.01"
-    assert run("finance", "annuity_pv(100, 0.05, 10)") == "PV of annuity = 772.17"
-    assert run("finance", "fv(0.05, 10, 0, -1000)") == "FV = 1628.89"
     with pytest.raises(ToolError, match="missing argument"):
         run("finance", "npv(0.1)")
 

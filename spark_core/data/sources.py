@@ -105,18 +105,24 @@ def _records_from_rows(path: str, rows: list[Any], label: str) -> list[RawRecord
     return records
 
 
+def _loads(path: str, text: str, location: str | None = None) -> Any:
+    """``json.loads`` whose error names the file and line (``location``: a JSONL line's)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = location or f"line {exc.lineno}"
+        raise SourceError(
+            f"{path}: {where}: not valid JSON ({exc.msg}, column {exc.colno})"
+        ) from None
+
+
 def _read_jsonl(path: str, text: str) -> list[RawRecord]:
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         location = f"line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{path}: {location}: not valid JSON ({exc.msg}, column {exc.colno})"
-            ) from None
+        row = _loads(path, line, location)
         if not isinstance(row, dict):
             raise SourceError(
                 f"{path}: {location}: expected a JSON object, got {type(row).__name__}"
@@ -174,12 +180,7 @@ def read_file(path: str) -> list[RawRecord]:
     if lowered.endswith(".jsonl"):
         records = _read_jsonl(path, text)
     else:
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
-            ) from None
+        rows = _loads(path, text)
         if isinstance(rows, dict) and isinstance(rows.get("data"), list):
             rows = rows["data"]
         if not isinstance(rows, list):

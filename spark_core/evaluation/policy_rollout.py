@@ -196,15 +196,7 @@ def evaluate_policy(
                 )
                 for c in calls
             ]
-            repair_calls(
-                done_calls,
-                contexts,
-                generator,
-                sandbox,
-                cfg.rollout.tool_retries,
-                cfg.rollout.input_tokens,
-                cfg.tools.parallelism,
-            )
+            repair_calls(done_calls, contexts, generator, sandbox, cfg)
         results_by_id = {r["question_id"]: r for r in done_calls}
         for qid, (result, own_text) in steps.items():
             s = state[qid]

@@ -265,7 +265,14 @@ class HFBackend:
         for row, tokens_out, done in zip(rows, generated, finished, strict=True):
             text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)
             text, reason = cut_at_stop(text, first.stop, "stop" if done else "length")
-            completions.append(Completion(text, len(row), len(tokens_out), reason))
+            completions.append(
+                Completion(
+                    text,
+                    prompt_tokens=len(row),
+                    completion_tokens=len(tokens_out),
+                    finish_reason=reason,
+                )
+            )
         return completions
 
     def _generate_batch(self, batch: list[ChatRequest]) -> list[Completion]:
@@ -294,5 +301,7 @@ class HFBackend:
             n = next((j for j, t in enumerate(row) if t in eos), len(row))
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             text, reason = cut_at_stop(text, first.stop, "stop" if n < len(row) else "length")
-            completions.append(Completion(text, sum(mask), n, reason))
+            completions.append(
+                Completion(text, prompt_tokens=sum(mask), completion_tokens=n, finish_reason=reason)
+            )
         return completions

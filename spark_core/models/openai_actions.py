@@ -149,8 +149,8 @@ class _Steps:
             action,
             cut_at(text, INPUT_STOP)[0].strip(),
             distribution,
-            tokens[0],
-            tokens[1],
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
             extra={"action_mode": mode},
         )
 

@@ -21,7 +21,7 @@ import torch
 from spark_core.artifacts import canonical_hash
 from spark_core.models.action_scoring import name_suffixes, name_tokens, score_session
 from spark_core.models.kv_session import KVSession
-from spark_core.models.requests import ChatRequest, Gate, Message, OnDone
+from spark_core.models.requests import ChatRequest, Gate, Message, Metered, OnDone
 
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
@@ -57,19 +57,11 @@ STEP_CALLS = 3
 
 
 @dataclass
-class PolicyStep:
+class PolicyStep(Metered):
     thought: str
     action: str  # one of the names, or "invalid" (free-text fallback that did not parse)
     action_input: str
     distribution: dict[str, float] = field(default_factory=dict)  # {} where not available
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-    cached: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def cut_at(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -166,9 +158,9 @@ def _hf_batch(backend: Any, batch: list[StepRequest]) -> list[PolicyStep]:
                 chosen[row],
                 text.strip(),
                 dists[row].to_dict(),
-                len(prompts[row]),
-                len(thought_ids[row]) + len(input_ids[row]),
-                "length" if length else "stop",
+                prompt_tokens=len(prompts[row]),
+                completion_tokens=len(thought_ids[row]) + len(input_ids[row]),
+                finish_reason="length" if length else "stop",
                 extra={"name_mass": round(dists[row].mass, 6)},
             )
         )

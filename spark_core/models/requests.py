@@ -39,9 +39,11 @@ class ChatRequest:
         return cls(messages=tuple(messages), **kwargs)
 
 
-@dataclass
-class Completion:
-    text: str
+@dataclass(kw_only=True)
+class Metered:
+    """What every model answer carries besides its content: its tokens, why it stopped,
+    whether the response cache served it, and the backend's extras."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
@@ -50,3 +52,8 @@ class Completion:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Completion(Metered):
+    text: str

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from spark_core.config import RunConfig
 from spark_core.models.calls import Generator
 from spark_core.models.requests import ChatRequest, Message
 from spark_core.synthesis.action_format import COT, render_step
@@ -85,15 +86,16 @@ def repair_calls(
     contexts: list[RepairContext | None],
     generator: Generator,
     sandbox: Sandbox,
-    retries: int,
-    max_tokens: int,
-    parallelism: int,
+    cfg: RunConfig,
 ) -> list[tuple[int, int]]:
     """Repair the failed calls among ``rows`` (``run_batch`` rows, updated in place) up to
-    ``retries`` rounds; a row whose context is None is never repaired. Every row gets the
-    ``REPAIR_FIELDS``; a repaired row's ``tool_input``, ``status``, ``output``, ``error`` and
+    ``rollout.tool_retries`` rounds, each repair up to ``rollout.input_tokens`` long; a row
+    whose context is None is never repaired. Every row gets the ``REPAIR_FIELDS``; a repaired
+    row's ``tool_input``, ``status``, ``output``, ``error`` and
     ``latency_ms`` are those of its last attempt. Returns each row's repair tokens
     (prompt, completion)."""
+    retries, max_tokens = cfg.rollout.tool_retries, cfg.rollout.input_tokens
+    parallelism = cfg.tools.parallelism
     tokens = [(0, 0)] * len(rows)
     live = list(contexts)  # a context is dropped once its repair generation fails
     for row in rows:

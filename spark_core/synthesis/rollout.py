@@ -210,15 +210,7 @@ def _repair(
         )
         for (q, _), completion in zip(pairs, inputs, strict=True)
     ]
-    tokens = repair_calls(
-        rows,
-        contexts,
-        generator,
-        sandbox,
-        cfg.rollout.tool_retries,
-        cfg.rollout.input_tokens,
-        cfg.tools.parallelism,
-    )
+    tokens = repair_calls(rows, contexts, generator, sandbox, cfg)
     for row, (prompt, completion) in zip(rows, tokens, strict=True):
         row["gen_prompt_tokens"] += prompt  # a candidate's generation includes its repairs
         row["gen_completion_tokens"] += completion

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from spark_core.config import RunConfig
 from spark_core.labeling.rewards import spread
+from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
 
@@ -248,3 +251,39 @@ def summary_lines(judge: str, run: pa.Table, rewards: pa.Table | None) -> list[s
         )
         lines.append(f"reward components: {spreads}")
     return lines
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A synthesis run summed up: per-action table, the run's one-row table, and the spread
+    of every reward component (None until the final answers exist)."""
+
+    per_action: pa.Table
+    run: pa.Table
+    rewards: pa.Table | None
+
+
+def summarize_run(
+    cfg: RunConfig,
+    selected: list[dict[str, Any]],
+    candidates: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    questions: list[dict[str, Any]] | None = None,
+    finals: list[dict[str, Any]] | None = None,
+) -> RunSummary:
+    """``summarize`` under this run's config; with ``finals``, the selected steps are labelled
+    as labelling would (this run's rewards section) for the spread of each component."""
+    judge = cfg.judge
+    per_action, run = summarize(
+        cfg.rollout.actions,
+        selected,
+        candidates,
+        scores,
+        cfg.rollout.viable_threshold,
+        judge.name,
+        (judge.price_per_1k_prompt, judge.price_per_1k_completion),
+    )
+    rewards = None
+    if finals is not None and questions is not None and selected:
+        rewards = reward_spread(label(cfg, questions, selected, finals))
+    return RunSummary(per_action, run, rewards)

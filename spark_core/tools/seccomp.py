@@ -18,7 +18,16 @@ import platform
 import struct
 
 # syscall numbers: x86_64 from arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from
-# include/uapi/asm-generic/unistd.h
+# include/uapi/asm-generic/unistd.h. From 424 on (Linux 5.1) every architecture shares one table.
+_UNIFIED = {
+    "pidfd_send_signal": 424,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "pidfd_open": 434,
+    "clone3": 435,
+    "pidfd_getfd": 438,
+}
 _DENY = {
     "x86_64": {
         "socket": 41,
@@ -52,13 +61,7 @@ _DENY = {
         "bpf": 321,
         "execveat": 322,
         "userfaultfd": 323,
-        "pidfd_send_signal": 424,
-        "io_uring_setup": 425,
-        "io_uring_enter": 426,
-        "io_uring_register": 427,
-        "pidfd_open": 434,
-        "clone3": 435,
-        "pidfd_getfd": 438,
+        **_UNIFIED,
         "setpriority": 141,
         "sched_setparam": 142,
         "sched_setscheduler": 144,
@@ -98,13 +101,7 @@ _DENY = {
         "bpf": 280,
         "execveat": 281,
         "userfaultfd": 282,
-        "pidfd_send_signal": 424,
-        "io_uring_setup": 425,
-        "io_uring_enter": 426,
-        "io_uring_register": 427,
-        "pidfd_open": 434,
-        "clone3": 435,
-        "pidfd_getfd": 438,
+        **_UNIFIED,
         "ioprio_set": 30,
         "sched_setparam": 118,
         "sched_setscheduler": 119,

@@ -1,0 +1,48 @@
+"""The table of trainers ``training.trainers`` names (the SFT baseline, SPaRK's offline PPO,
+step-level DPO), and the metrics table every trainer's logged steps go into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from spark_core.config import RunConfig
+from spark_core.rl.dpo_train import train_dpo
+from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
+
+TRAIN_METRICS_SCHEMA = pa.schema(
+    [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]
+    + [pa.field(k, pa.float64()) for k in METRIC_KEYS]
+)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """How a trainer is run: ``train(cfg, trajectories, base_model, out_dir, candidate_pool)``
+    returns its logged metrics; ``uses_pool(cfg)`` says whether the candidate pool is one of
+    its inputs (and so part of its cache key)."""
+
+    train: Callable[..., list[dict]]
+    uses_pool: Callable[[RunConfig], bool]
+
+
+# every trainer of training.trainers (its config name): a new trainer is one entry here, and
+# one in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders)
+TRAINERS: dict[str, Trainer] = {
+    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
+    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # SPaRK
+    "dpo": Trainer(  # step-level DPO: pairs from the candidate pool only
+        lambda cfg, _trajectories, base, out, pool: train_dpo(cfg, pool, base, out),
+        lambda cfg: True,
+    ),
+}
+DPO_FIELDS = ("dpo_score_margin", "dpo_rarity_margin", "dpo_beta", "dpo_epochs")
+
+
+def metrics_table(policy: str, history: list[dict[str, Any]]) -> pa.Table:
+    """A trainer's logged steps as rows of ``TRAIN_METRICS_SCHEMA`` (missing metrics null)."""
+    metrics = [{"trainer": policy, **dict.fromkeys(METRIC_KEYS), **h} for h in history]
+    return pa.Table.from_pylist(metrics, schema=TRAIN_METRICS_SCHEMA)
