@@ -1,64 +1,16 @@
-"""The run config: one typed object describes a whole run.
-
-Presets live in ``configs/*.yaml``; ``--set section.key=value`` overrides any field. Every
-section is a plain pydantic model so the Prefect UI can render the whole thing as a form, and
-so a stage's cache key can hash exactly the section that drives it.
-"""
+"""One config section per stage: data, rollout, tools, models, rewards, training, evaluation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from spark_core import CATEGORIES
+from spark_core.config.section import Section, choices
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used, with the file and field path that are wrong."""
-
-
-def _form_schema(schema: dict[str, Any]) -> None:
-    """Shape a section's JSON schema for the Prefect UI's form (schema metadata only; the
-    pydantic model still validates): an optional field (``X | None``, default None) is shown
-    as a plain X input that may be left empty, not as an "X | None" type switch, so its
-    validation message names the rule (e.g. "must be > 0"); descriptions escape ``<…>``
-    placeholders, which the UI would otherwise take for HTML tags."""
-    for prop in schema.get("properties", {}).values():
-        branches = prop.get("anyOf", [])
-        kept = [b for b in branches if b.get("type") != "null"]
-        if len(kept) == 1 and len(branches) == 2 and prop.get("default", 0) is None:
-            del prop["anyOf"], prop["default"]
-            prop.update({k: v for k, v in kept[0].items() if k not in prop})
-        if "description" in prop:
-            prop["description"] = prop["description"].replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _choices(values: tuple[str, ...]) -> dict[str, Any]:
-    """Form metadata for a list of known values: a multi-select without repeats."""
-    return {"items": {"type": "string", "enum": list(values)}, "uniqueItems": True}
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, json_schema_extra=_form_schema
-    )
-    # old field name -> new one: a preset or --set that still uses the old name is told so
-    _renamed: ClassVar[dict[str, str]] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _check_renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for old, new in cls._renamed.items():
-                if old in data:
-                    raise ValueError(f"{old!r} was renamed to {new!r}")
-        return data
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the questions come from and how they are sampled and split."""
 
     source: str = Field(
@@ -72,7 +24,7 @@ class DataConfig(_Section):
     categories: list[str] | None = Field(
         None,
         description="Keep only these categories (default: all 14).",
-        json_schema_extra=_choices(CATEGORIES),
+        json_schema_extra=choices(CATEGORIES),
     )
     per_category: int | None = Field(
         None, gt=0, description="Sample this many questions per category."
@@ -110,14 +62,14 @@ ACTIONS: tuple[str, ...] = (
 SelectionRule = Literal["rarity_first", "lowest_viable", "greedy"]
 
 
-class RolloutConfig(_Section):
+class RolloutConfig(Section):
     """Step-wise trajectory synthesis (the SPaRK rollout)."""
 
     steps: int = Field(5, gt=0, description="Steps rolled per question (T).")
     actions: list[str] = Field(
         default_factory=lambda: list(ACTIONS),
         description="Candidate actions considered at every step: tools plus 'cot'.",
-        json_schema_extra={"default": list(ACTIONS), **_choices(ACTIONS)},
+        json_schema_extra={"default": list(ACTIONS), **choices(ACTIONS)},
     )
     viable_threshold: float = Field(
         6.0, ge=0, le=10, description="Judge score at or above which a candidate is viable."
@@ -147,7 +99,7 @@ class RolloutConfig(_Section):
         return self
 
 
-class ToolsConfig(_Section):
+class ToolsConfig(Section):
     """Tool execution and its sandbox limits."""
 
     corpus: str = Field(
@@ -165,7 +117,7 @@ class ToolsConfig(_Section):
     )
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """A generator/policy model: local transformers or any OpenAI-compatible server."""
 
     backend: Literal["hf", "openai"] = Field(
@@ -237,7 +189,7 @@ class JudgeConfig(ModelConfig):
     )
 
 
-class RewardsConfig(_Section):
+class RewardsConfig(Section):
     """Composite reward: quality + diversity + terminal correctness (labeling/rewards.py)."""
 
     w_quality: float = Field(1.0, description="w_q: weight of the judge's score / 10 per step.")
@@ -266,7 +218,7 @@ class RewardsConfig(_Section):
     )
 
 
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     """SFT baseline, offline PPO and step-level DPO (LoRA on CPU, QLoRA on CUDA)."""
 
     _renamed: ClassVar[dict[str, str]] = {"epochs": "training.sft_epochs"}
@@ -352,7 +304,7 @@ SAMPLED_POLICY = "base@T"  # the base model sampled at evaluation.sampling_tempe
 TRAINED_POLICY = {"sft": "sft", "ppo": "spark", "dpo": "dpo"}
 
 
-class EvaluationConfig(_Section):
+class EvaluationConfig(Section):
     """Held-out evaluation of base, SFT and SPaRK policies (plus any extra ones)."""
 
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
@@ -392,182 +344,3 @@ class EvaluationConfig(_Section):
     seed: int = Field(
         0, description="Seed of sampled policies and of the guess when no answer is read."
     )
-
-
-class RuntimeConfig(_Section):
-    """Where a run lives and how its tasks execute."""
-
-    run_name: str = Field(
-        "demo",
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Name of the run's folder under runs_dir (letters, digits, _ . -).",
-    )
-    runs_dir: str = Field("runs", description="Local folder holding runs and Prefect's home.")
-    artifacts_root: str | None = Field(
-        None,
-        description="Artifact root (any fsspec URL, e.g. s3://bucket/spark); "
-        "default <runs_dir>/<run_name>/artifacts.",
-    )
-    response_cache: str | None = Field(
-        None, description="SQLite file caching every model call (default <runs_dir>/cache/)."
-    )
-    task_runner: Literal["threads", "dask"] = Field(
-        "threads",
-        description="How a stage's parallel tasks (synthesis shards, evaluated policies) run: "
-        "a thread pool in the flow's process, or Dask (prefect-dask).",
-    )
-    max_workers: int = Field(2, gt=0, description="Threads, or local Dask worker processes.")
-    dask_address: str | None = Field(
-        None,
-        description="Scheduler of a running Dask cluster (tcp://host:8786); default: a "
-        "temporary local cluster of max_workers processes.",
-    )
-    train_deployment: str | None = Field(
-        None,
-        description="Run the train stage as this deployment (e.g. 'train/train-gpu', on a GPU "
-        "work pool) instead of in the pipeline's process; needs a shared artifacts_root.",
-    )
-
-    def response_cache_path(self) -> str:
-        return self.response_cache or str(Path(self.runs_dir) / "cache" / "responses.sqlite")
-
-    def run_dir(self, *parts: str) -> Path:
-        """A local path inside this run's folder: ``<runs_dir>/<run_name>/<parts...>``."""
-        return Path(self.runs_dir, self.run_name, *parts)
-
-    def artifacts_url(self) -> str:
-        if self.artifacts_root:
-            return self.artifacts_root
-        return str(self.run_dir("artifacts"))
-
-
-GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}
-
-
-class RunConfig(_Section):
-    """Everything that defines a run; sections map one-to-one onto stages."""
-
-    data: DataConfig = Field(
-        default_factory=DataConfig, description="Questions: source, sampling, train/eval split."
-    )
-    rollout: RolloutConfig = Field(
-        default_factory=RolloutConfig, description="Synthesis: steps, actions, selection rule."
-    )
-    tools: ToolsConfig = Field(
-        default_factory=ToolsConfig, description="Tool execution and sandbox limits."
-    )
-    generator: ModelConfig = Field(
-        default_factory=ModelConfig, description="The model that writes thoughts and inputs."
-    )
-    judge: JudgeConfig = Field(
-        default_factory=JudgeConfig, description="The model that scores each candidate 0-10."
-    )
-    rewards: RewardsConfig = Field(
-        default_factory=RewardsConfig, description="Composite reward, returns and advantages."
-    )
-    training: TrainingConfig = Field(
-        default_factory=TrainingConfig, description="SFT baseline, offline PPO and DPO adapters."
-    )
-    evaluation: EvaluationConfig = Field(
-        default_factory=EvaluationConfig, description="Held-out evaluation of the policies."
-    )
-    runtime: RuntimeConfig = Field(
-        default_factory=RuntimeConfig, description="Run folder, artifact root, task runner."
-    )
-
-    @model_validator(mode="after")
-    def _check_budgets(self) -> RunConfig:
-        cap = self.generator.max_new_tokens
-        over = {
-            k: v
-            for k, v in (
-                ("thought_tokens", self.rollout.thought_tokens),
-                ("input_tokens", self.rollout.input_tokens),
-            )
-            if v > cap
-        }
-        if over:
-            raise ValueError(
-                f"rollout.{', rollout.'.join(over)} exceed generator.max_new_tokens ({cap}), "
-                "the generator's per-call token limit"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _check_trained_policies(self) -> RunConfig:
-        trained = {TRAINED_POLICY[t]: t for t in self.training.trainers}
-        for trainer, policy in TRAINED_POLICY.items():
-            if policy in self.evaluation.policies and policy not in trained:
-                raise ValueError(
-                    f"evaluation.policies has {policy!r}, whose adapter the {trainer!r} trainer "
-                    f"writes, but training.trainers is {self.training.trainers}: add "
-                    f"{trainer!r} there or drop {policy!r}"
-                )
-        return self
-
-    def section(self, name: str) -> dict[str, Any]:
-        """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields
-        (cost limits, failure policy, preflight) are left out: they decide whether a stage
-        goes on, never what it writes, so raising a limit resumes the same stage."""
-        section = getattr(self, name)
-        return section.model_dump(
-            mode="json", exclude=GUARD_FIELDS & set(type(section).model_fields)
-        )
-
-
-def apply_override(tree: dict[str, Any], assignment: str) -> None:
-    """Apply one ``section.key=value`` override; the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
-    dotted, raw = assignment.split("=", 1)
-    keys = [k for k in dotted.strip().split(".") if k]
-    if not keys:
-        raise ConfigError(f"--set {assignment!r}: empty field path")
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {assignment!r}: {key!r} is not a section")
-        node = child
-    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
-
-
-def format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: invalid run config"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        got = e.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {path}: {e['msg']}{shown}")
-    return "\n".join(lines)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a preset (or the defaults) and apply ``--set`` overrides, failing with a clear
-    message that names the file and the field path."""
-    tree: dict[str, Any] = {}
-    origin = "<defaults>"
-    if path is not None:
-        origin = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{origin}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{origin}: expected a mapping of sections, got {type(loaded).__name__}"
-            )
-        tree = loaded
-    for assignment in overrides or []:
-        apply_override(tree, assignment)
-    if overrides:
-        origin += " (with --set " + ", ".join(overrides) + ")"
-    try:
-        return RunConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin)) from None

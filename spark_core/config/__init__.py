@@ -1,0 +1,224 @@
+"""The run config: one typed object describes a whole run.
+
+Presets live in ``configs/*.yaml``; ``--set section.key=value`` overrides any field. Every
+section is a plain pydantic model so the Prefect UI can render the whole thing as a form, and
+so a stage's cache key can hash exactly the section that drives it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from spark_core.config.section import ConfigError, Section
+from spark_core.config.stages import (
+    SAMPLED_POLICY,
+    TRAINED_POLICY,
+    DataConfig,
+    EvaluationConfig,
+    JudgeConfig,
+    ModelConfig,
+    RewardsConfig,
+    RolloutConfig,
+    ToolsConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "SAMPLED_POLICY",
+    "TRAINED_POLICY",
+    "ConfigError",
+    "DataConfig",
+    "EvaluationConfig",
+    "JudgeConfig",
+    "ModelConfig",
+    "RewardsConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "RuntimeConfig",
+    "ToolsConfig",
+    "TrainingConfig",
+    "load_config",
+]
+
+
+class RuntimeConfig(Section):
+    """Where a run lives and how its tasks execute."""
+
+    run_name: str = Field(
+        "demo",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the run's folder under runs_dir (letters, digits, _ . -).",
+    )
+    runs_dir: str = Field("runs", description="Local folder holding runs and Prefect's home.")
+    artifacts_root: str | None = Field(
+        None,
+        description="Artifact root (any fsspec URL, e.g. s3://bucket/spark); "
+        "default <runs_dir>/<run_name>/artifacts.",
+    )
+    response_cache: str | None = Field(
+        None, description="SQLite file caching every model call (default <runs_dir>/cache/)."
+    )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="How a stage's parallel tasks (synthesis shards, evaluated policies) run: "
+        "a thread pool in the flow's process, or Dask (prefect-dask).",
+    )
+    max_workers: int = Field(2, gt=0, description="Threads, or local Dask worker processes.")
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of a running Dask cluster (tcp://host:8786); default: a "
+        "temporary local cluster of max_workers processes.",
+    )
+    train_deployment: str | None = Field(
+        None,
+        description="Run the train stage as this deployment (e.g. 'train/train-gpu', on a GPU "
+        "work pool) instead of in the pipeline's process; needs a shared artifacts_root.",
+    )
+
+    def response_cache_path(self) -> str:
+        return self.response_cache or str(Path(self.runs_dir) / "cache" / "responses.sqlite")
+
+    def run_dir(self, *parts: str) -> Path:
+        """A local path inside this run's folder: ``<runs_dir>/<run_name>/<parts...>``."""
+        return Path(self.runs_dir, self.run_name, *parts)
+
+    def artifacts_url(self) -> str:
+        if self.artifacts_root:
+            return self.artifacts_root
+        return str(self.run_dir("artifacts"))
+
+
+GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}
+
+
+class RunConfig(Section):
+    """Everything that defines a run; sections map one-to-one onto stages."""
+
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Questions: source, sampling, train/eval split."
+    )
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="Synthesis: steps, actions, selection rule."
+    )
+    tools: ToolsConfig = Field(
+        default_factory=ToolsConfig, description="Tool execution and sandbox limits."
+    )
+    generator: ModelConfig = Field(
+        default_factory=ModelConfig, description="The model that writes thoughts and inputs."
+    )
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="The model that scores each candidate 0-10."
+    )
+    rewards: RewardsConfig = Field(
+        default_factory=RewardsConfig, description="Composite reward, returns and advantages."
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="SFT baseline, offline PPO and DPO adapters."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Held-out evaluation of the policies."
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig, description="Run folder, artifact root, task runner."
+    )
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> RunConfig:
+        cap = self.generator.max_new_tokens
+        over = {
+            k: v
+            for k, v in (
+                ("thought_tokens", self.rollout.thought_tokens),
+                ("input_tokens", self.rollout.input_tokens),
+            )
+            if v > cap
+        }
+        if over:
+            raise ValueError(
+                f"rollout.{', rollout.'.join(over)} exceed generator.max_new_tokens ({cap}), "
+                "the generator's per-call token limit"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_trained_policies(self) -> RunConfig:
+        trained = {TRAINED_POLICY[t]: t for t in self.training.trainers}
+        for trainer, policy in TRAINED_POLICY.items():
+            if policy in self.evaluation.policies and policy not in trained:
+                raise ValueError(
+                    f"evaluation.policies has {policy!r}, whose adapter the {trainer!r} trainer "
+                    f"writes, but training.trainers is {self.training.trainers}: add "
+                    f"{trainer!r} there or drop {policy!r}"
+                )
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields
+        (cost limits, failure policy, preflight) are left out: they decide whether a stage
+        goes on, never what it writes, so raising a limit resumes the same stage."""
+        section = getattr(self, name)
+        return section.model_dump(
+            mode="json", exclude=GUARD_FIELDS & set(type(section).model_fields)
+        )
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one ``section.key=value`` override; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    dotted, raw = assignment.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {assignment!r}: empty field path")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid run config"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {path}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a preset (or the defaults) and apply ``--set`` overrides, failing with a clear
+    message that names the file and the field path."""
+    tree: dict[str, Any] = {}
+    origin = "<defaults>"
+    if path is not None:
+        origin = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{origin}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{origin}: expected a mapping of sections, got {type(loaded).__name__}"
+            )
+        tree = loaded
+    for assignment in overrides or []:
+        apply_override(tree, assignment)
+    if overrides:
+        origin += " (with --set " + ", ".join(overrides) + ")"
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
