@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from spark_core.config.section import ConfigError, Section
 from spark_core.config.stages import (
+    ACTIONS,
     SAMPLED_POLICY,
     TRAINED_POLICY,
     DataConfig,
@@ -23,11 +24,14 @@ from spark_core.config.stages import (
     ModelConfig,
     RewardsConfig,
     RolloutConfig,
+    SelectionRule,
     ToolsConfig,
     TrainingConfig,
 )
 
 __all__ = [
+    "ACTIONS",
+    "GUARD_FIELDS",
     "SAMPLED_POLICY",
     "TRAINED_POLICY",
     "ConfigError",
@@ -39,8 +43,11 @@ __all__ = [
     "RolloutConfig",
     "RunConfig",
     "RuntimeConfig",
+    "SelectionRule",
     "ToolsConfig",
     "TrainingConfig",
+    "apply_override",
+    "format_validation_error",
     "load_config",
 ]
 
