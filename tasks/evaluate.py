@@ -152,7 +152,6 @@ def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
         key=f"{slug}-productivity",
         description="Tool productivity per policy",
     )
-    refs.pop("repairs", None)  # stored, shown in the report; not a field of Report
     return Report(
         **refs,
         report=str(built.markdown),

@@ -112,6 +112,7 @@ class Report:
     html: str
     images: tuple[str, ...]  # accuracy, entropy and usage plots
     tool_maps: tuple[str, ...]  # one category x action heat map per policy
+    repairs: ArtifactRef | None = None  # repairs per policy x tool (rollout.tool_retries > 0)
 
 
 @dataclass(frozen=True)
