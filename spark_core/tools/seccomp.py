@@ -6,7 +6,10 @@ new processes or threads (``clone``, ``fork``), ``exec``, signals to any process
 ``tgkill``, ``pidfd_*``), ``ptrace`` and cross-process memory access, sockets, device nodes and
 FIFOs (``mknod``), namespaces and mounts, keyrings, ``bpf``, ``perf_event_open``,
 ``userfaultfd``, ``io_uring`` (whose operations bypass seccomp), and changing another process's
-limits, priority, affinity or memory placement. Supported on x86_64 and
+limits, priority, affinity or memory placement; SysV IPC (shared memory, queues, semaphores:
+memory no rlimit counts, which outlives the call), file watches (``inotify``, ``fanotify``),
+``modify_ldt``, ``personality``, ``kexec_*``, and the ``prctl`` options that would undo the
+guard (``PR_SET_PDEATHSIG``, ``PR_SET_DUMPABLE``). Supported on x86_64 and
 aarch64; elsewhere ``install`` returns False and the caller reports it.
 """
 
@@ -71,6 +74,30 @@ _DENY = {
         "move_pages": 279,
         "sched_setattr": 314,
         "process_madvise": 440,
+        # SysV IPC: its memory is charged to no rlimit and outlives the call
+        "shmget": 29,
+        "shmat": 30,
+        "shmctl": 31,
+        "semget": 64,
+        "semop": 65,
+        "semctl": 66,
+        "shmdt": 67,
+        "msgget": 68,
+        "msgsnd": 69,
+        "msgrcv": 70,
+        "msgctl": 71,
+        "semtimedop": 220,
+        # nothing a tool needs: file watches, LDT, execution domains, kernel replacement
+        "personality": 135,
+        "modify_ldt": 154,
+        "kexec_load": 246,
+        "inotify_init": 253,
+        "inotify_add_watch": 254,
+        "inotify_rm_watch": 255,
+        "inotify_init1": 294,
+        "fanotify_init": 300,
+        "fanotify_mark": 301,
+        "kexec_file_load": 320,
     },
     "aarch64": {
         "mknodat": 33,
@@ -111,11 +138,36 @@ _DENY = {
         "move_pages": 239,
         "sched_setattr": 274,
         "process_madvise": 440,
+        "msgget": 186,
+        "msgctl": 187,
+        "msgrcv": 188,
+        "msgsnd": 189,
+        "semget": 190,
+        "semctl": 191,
+        "semtimedop": 192,
+        "semop": 193,
+        "shmget": 194,
+        "shmctl": 195,
+        "shmat": 196,
+        "shmdt": 197,
+        "inotify_init1": 26,
+        "inotify_add_watch": 27,
+        "inotify_rm_watch": 28,
+        "personality": 92,
+        "kexec_load": 104,
+        "fanotify_init": 262,
+        "fanotify_mark": 263,
+        "kexec_file_load": 294,
+        # modify_ldt is x86-only; aarch64 has no such call
     },
 }
 # prlimit64 is allowed on the calling process only (pid 0): getrlimit/setrlimit use it, and on
 # another process of the same uid (the worker, under bwrap) it would change that one's limits
 _PRLIMIT64 = {"x86_64": 302, "aarch64": 261}
+# prctl is allowed except the options that undo the guard: clearing the parent-death signal
+# (outliving the worker) and making the process dumpable again
+_PRCTL = {"x86_64": 157, "aarch64": 167}
+_PRCTL_DENIED = (1, 4)  # PR_SET_PDEATHSIG, PR_SET_DUMPABLE
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _X32_BIT = 0x40000000
 
@@ -151,7 +203,12 @@ def program(machine: str | None = None) -> bytes | None:
         _insn(_JEQ_K, 0, 1, 0),
         _insn(_RET_K, 0, 0, _RET_ALLOW),
         _insn(_RET_K, 0, 0, eperm),
+        _insn(_JEQ_K, 0, 2 + 2 * len(_PRCTL_DENIED), _PRCTL[machine]),
+        _insn(_LD_W_ABS, 0, 0, 16),  # option: an int, so the low half is all the kernel reads
     ]
+    for option in _PRCTL_DENIED:
+        code += [_insn(_JEQ_K, 0, 1, option), _insn(_RET_K, 0, 0, eperm)]
+    code += [_insn(_RET_K, 0, 0, _RET_ALLOW), _insn(_LD_W_ABS, 0, 0, 0)]  # reload nr
     for nr in deny:
         code += [_insn(_JEQ_K, 0, 1, nr), _insn(_RET_K, 0, 0, eperm)]
     code.append(_insn(_RET_K, 0, 0, _RET_ALLOW))

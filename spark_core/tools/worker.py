@@ -22,10 +22,14 @@ import tempfile
 import time
 from typing import Any
 
+from spark_core.tools.sweep import sweep as sweep_namespace
+
 RESULT_LIMIT_BYTES = 1 << 20
 CHILD_STATUSES = ("ok", "error", "rejected")
 CALL_UID_BASE = 1_000_000_000  # process mode as root: call uid = base + worker pid
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+EXIT_EOF = 3  # a call process that found the protocol pipe closed: the zygote exits too
+ZYGOTE_MARGIN_S = 10.0  # beyond the wall time, before the zygote kills a call process
 
 # Imported before any fork, so a child — which may run as an unprivileged user that cannot
 # read the Python installation — still has them. This is also what the python tool offers.
@@ -164,29 +168,6 @@ def _exited_by(pid: int, deadline: float) -> bool:
             os.close(pidfd)
 
 
-def _sweep(root: str) -> None:
-    """bwrap mode: between calls this PID namespace holds this worker (PID 1, ``--as-pid-1``)
-    alone, and the private ``/tmp`` only the empty scratch root. Whatever else is there
-    outlived its call (the child has this worker's uid, so it could write there)."""
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in (1, me):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    os.chmod(root, 0o711)
-    for parent in (os.path.dirname(root), root):
-        for entry in os.listdir(parent):
-            path = os.path.join(parent, entry)
-            if path == root:
-                continue
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-
-
 def parse_child_result(data: bytes, cap: int) -> dict[str, Any] | None:
     """The child's result if it is well-formed, capped to the output limit; else None."""
     if len(data) > RESULT_LIMIT_BYTES:
@@ -240,7 +221,7 @@ def execute(request: dict[str, Any], limits: dict[str, Any], root: str, sweep: b
         pass
     _, wait_status = os.waitpid(pid, 0)
     if sweep:
-        _sweep(root)
+        sweep_namespace(root)
     shutil.rmtree(scratch, ignore_errors=True)
     latency_ms = (time.perf_counter() - start) * 1000
     if timed_out or not exited:
@@ -279,30 +260,124 @@ def _prctl(option: int, value: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
-def _serve(line: str, limits: dict[str, Any], root: str, sweep: bool) -> str:
-    """One request line in, one reply line out. A function of its own, so that nothing of
-    this call (request, result) is left in a frame when the next call forks."""
+def _serve(line: bytes, limits: dict[str, Any], root: str, sweep: bool, id_fd: int) -> str:
+    """One request line in, one reply line out; the call's id goes to the zygote first, so
+    that it can answer for a call process that dies."""
     try:
         request = json.loads(line)
         call_id = request["id"]
         if not isinstance(request.get("tool"), str) or not isinstance(request.get("input"), str):
             raise ValueError("tool and input must be strings")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return json.dumps({"id": None, "status": "error", "output": "", "error": "bad request"})
+    if isinstance(call_id, int) and not isinstance(call_id, bool) and 0 <= call_id < 1 << 62:
+        os.write(id_fd, str(call_id).encode())
     result = execute(request, limits, root, sweep)
     result["id"] = call_id
     return json.dumps(result)
 
 
+def _read_line(fd: int) -> bytes | None:
+    """One request line from the protocol pipe, read unbuffered (the parent writes one request
+    and waits for its reply, so nothing of the next call is read ahead); None at EOF."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _call_process(limits: dict[str, Any], root: str, sweep: bool, out_fd: int, id_fd: int):
+    """The process that owns one call: forked from the zygote *before* the request exists, it
+    reads the request, runs the tool in a child of its own, sweeps, answers and exits. Nothing
+    of the call ever enters a process that a later call is forked from."""
+    code = 1
+    try:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # process mode: never outlive the zygote
+        if os.getppid() != limits["worker_pid"]:
+            os._exit(1)
+        limits = {**limits, "worker_pid": os.getpid()}  # the tool's child checks its parent
+        line = _read_line(0)
+        if line is None:
+            code = EXIT_EOF
+        else:
+            _write_all(out_fd, _serve(line, limits, root, sweep, id_fd).encode() + b"\n")
+            code = 0
+    finally:
+        os._exit(code)
+
+
+def _zygote_wait(pid: int, id_r: int, wall: float) -> tuple[int, int | None]:
+    """Wait for the call process: without limit while it waits for a request, then at most
+    the wall time and a margin. Returns its wait status and the call's id, if it sent one."""
+    call_id, deadline = None, None
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            watch = [pidfd] if deadline is not None else [pidfd, id_r]
+            ready, _, _ = select.select(watch, [], [], timeout)
+            if id_r in ready or (pidfd in ready and select.select([id_r], [], [], 0)[0]):
+                data = os.read(id_r, 32)
+                call_id = int(data) if data.isdigit() else None
+                deadline = time.monotonic() + wall + ZYGOTE_MARGIN_S
+            if pidfd in ready:
+                break
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                break
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return status, call_id
+
+
+def _zygote(limits: dict[str, Any], root: str, sweep: bool, out_fd: int) -> None:
+    """Fork one call process per call and wait for it; never read a request or a reply."""
+    id_r, id_w = os.pipe()
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            os.close(id_r)
+            _call_process(limits, root, sweep, out_fd, id_w)
+        status, call_id = _zygote_wait(pid, id_r, limits["wall_seconds"])
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_EOF:
+            return
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            continue
+        # the call process died without answering: answer for it, and sweep in a process of
+        # its own (the sweep lists file names the call chose)
+        reply = {"id": call_id, "status": "error", "output": "", "latency_ms": 0.0}
+        reply["error"] = "sandbox: the call process died without a reply"
+        _write_all(out_fd, json.dumps(reply).encode() + b"\n")
+        janitor = os.fork()
+        if janitor == 0:
+            try:
+                if sweep:
+                    sweep_namespace(root)
+            finally:
+                os._exit(0)
+        os.waitpid(janitor, 0)
+
+
 def main() -> None:
     # the protocol owns the original stdout; anything a library prints goes to stderr
-    stdin, stdout = sys.stdin, os.fdopen(os.dup(1), "w")
+    out_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     sys.dont_write_bytecode = True
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker never outlives its Sandbox
     _prctl(PR_SET_DUMPABLE, 0)  # a child of the same uid cannot ptrace it or open its /proc
-    init = json.loads(stdin.readline())
+    init = json.loads(_read_line(0) or b"{}")
     limits, config = init["limits"], init.get("config", {})
     sweep = init.get("isolation") == "bwrap"
     limits["worker_pid"] = os.getpid()
@@ -327,14 +402,10 @@ def main() -> None:
     # process mode: the parent made (and will remove) the scratch root; bwrap: a private tmpfs
     root = init.get("root") or tempfile.mkdtemp(prefix="spark-sandbox-")
     os.chmod(root, 0o711)
-    stdout.write(
-        json.dumps({"ready": True, "pid": os.getpid(), "tools": sorted(discover())}) + "\n"
-    )
-    stdout.flush()
+    hello = {"ready": True, "pid": os.getpid(), "tools": sorted(discover())}
+    _write_all(out_fd, json.dumps(hello).encode() + b"\n")
     del init
-    for line in stdin:
-        stdout.write(_serve(line, limits, root, sweep) + "\n")
-        stdout.flush()
+    _zygote(limits, root, sweep, out_fd)
 
 
 if __name__ == "__main__":
