@@ -2,15 +2,18 @@
 
 Under ``bwrap`` isolation the worker already lives in its own user, PID, network, IPC, UTS and
 mount namespaces (see ``bwrap.py``); these layers come on top, and in ``process`` mode they are
-all there is. Outermost first: a new session and process group; a new network namespace where
-the OS allows it (process mode, as root); resource limits on CPU time, address space, file size,
-open files and processes; as root, a drop to a uid of the call's own (no other process has it,
-so signals, ``ptrace`` and ``/proc/PID`` of every other process are refused by the kernel); a
-seccomp filter (``seccomp.py``) that denies processes, threads, exec, signals, sockets, device
-nodes, namespaces and cross-process memory access in the kernel; and last a Python audit hook,
-a tripwire that names what was refused: writes outside the scratch directory, ``chdir`` out of
-it, reads of other processes' ``/proc`` entries and credential files, and the introspection
-(``gc``, trace functions, ``__code__`` swaps) that could reach the hook itself.
+all there is. Outermost first: a new session and process group; new network and SysV IPC
+namespaces where the OS allows it (process mode, as root); resource limits on CPU time,
+address space, file size, open files and processes; as root, a drop to a uid of the call's own
+(no other process has it, so signals, ``ptrace`` and ``/proc/PID`` of every other process are
+refused by the kernel); ``oom_score_adj`` 1000 (the call, not the worker, is what the kernel
+kills when the memory cgroup is full); a seccomp filter (``seccomp.py``) that denies processes,
+threads, exec, signals, sockets, device nodes, namespaces, SysV IPC and cross-process memory
+access in the kernel; blocked modules dropped from ``sys.modules``; and last a Python audit
+hook (``audit.py``, holding its own references), a tripwire that names what was refused:
+writes outside the scratch directory, ``chdir`` out of it, reads of other processes' ``/proc``
+entries and credential files, and the introspection (``gc``, trace functions, ``__code__``
+swaps) that could reach the hook itself.
 """
 
 from __future__ import annotations
@@ -22,91 +25,11 @@ import signal
 import sys
 
 from spark_core.tools import seccomp
+from spark_core.tools.audit import drop_blocked_modules, make_audit_hook
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET, CLONE_NEWIPC = 0x40000000, 0x08000000
 NOBODY = 65534
-PR_SET_PDEATHSIG = 1
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_BLOCKED_PREFIXES = (
-    "socket.",
-    "subprocess.",
-    "os.system",
-    "os.exec",
-    "os.posix_spawn",
-    "os.spawn",
-    "os.fork",
-    "os.forkpty",
-    "os.kill",
-    "os.killpg",
-    "os.putenv",
-    "os.unsetenv",
-    "ctypes.",
-    "pty.",
-    "signal.pthread_kill",
-    "urllib.Request",
-    "http.client.",
-    "ftplib.",
-    "smtplib.",
-    "poplib.",
-    "imaplib.",
-    "nntplib.",
-    "telnetlib.",
-    "webbrowser.",
-    "sys.remote_exec",
-    "winreg.",
-    "gc.get_objects",
-    "gc.get_referrers",
-    "gc.get_referents",
-    "sys.settrace",
-    "sys.setprofile",
-    "sys._current_frames",
-    "os.mkfifo",
-    "os.mknod",
-    "sqlite3.",
-)
-_BLOCKED_IMPORTS = {
-    "ctypes",
-    "_ctypes",
-    "_posixsubprocess",
-    "multiprocessing",
-    "pty",
-    "_multiprocessing",
-    "_posixshmem",  # shm_open creates files in /dev/shm without an audit event
-    "sqlite3",
-    "_sqlite3",
-    "dbm",
-    "_dbm",
-    "_gdbm",
-}
-_PATH_EVENTS = {
-    "os.remove": (0,),
-    "os.rename": (0, 1),
-    "os.rmdir": (0,),
-    "os.mkdir": (0,),
-    "os.chmod": (0,),
-    "os.chown": (0,),
-    "os.link": (0, 1),
-    "os.symlink": (0, 1),
-    "os.truncate": (0,),
-    "os.utime": (0,),
-    "shutil.rmtree": (0,),
-    "shutil.copyfile": (1,),
-    "shutil.copytree": (1,),
-    "shutil.move": (0, 1),
-    "os.chroot": (0,),
-}
-_SECRET_PATHS = (
-    "/.env",
-    "/.netrc",
-    "/.aws/",
-    "/.ssh/",
-    "/.config/",
-    "/.git-credentials",
-    "/.docker/",
-    "/.kube/",
-    "/.huggingface/",
-    "/.cache/huggingface/token",
-)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
 
 class SandboxViolation(PermissionError):
@@ -117,11 +40,12 @@ violations: list[str] = []
 
 
 def isolate_network() -> str:
-    """Move into an empty network namespace; report what protection is in force."""
+    """Move into an empty network namespace and a private SysV IPC namespace (whose objects
+    the kernel destroys with the call); report what protection is in force."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) == 0:
-            return "network namespace"
+        if libc.unshare(CLONE_NEWNET | CLONE_NEWIPC) == 0:
+            return "network and IPC namespaces"
     except (OSError, AttributeError):
         pass
     return "audit hook only"
@@ -145,71 +69,19 @@ def _vm_bytes() -> int:
     return 0
 
 
-def _resolve(path: object) -> str | None:
-    """The absolute, symlink-free path that an event names, against the *current* directory."""
-    if isinstance(path, int):
-        return None  # an already-open file descriptor
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = path.decode(errors="replace")
-    if not isinstance(path, str):
-        return None
-    return os.path.realpath(os.path.join(os.getcwd(), path))
-
-
-def _inside(path: str, scratch: str) -> bool:
-    return path == scratch or path.startswith(scratch + os.sep)
-
-
-def make_audit_hook(scratch: str, found: list[str]):
-    """The hook closes over everything it uses: rebinding this module's globals from inside
-    the sandbox (``guard._refuse = ...``) changes nothing it does."""
-    own_proc = f"/proc/{os.getpid()}"
-    blocked_prefixes, blocked_imports = _BLOCKED_PREFIXES, frozenset(_BLOCKED_IMPORTS)
-    path_events, secret_paths, write_flags = dict(_PATH_EVENTS), _SECRET_PATHS, _WRITE_FLAGS
-    resolve, inside, isdir, error = _resolve, _inside, os.path.isdir, SandboxViolation
-
-    def refuse(what: str) -> None:
-        found.append(what)
-        raise error(f"sandbox: {what} is not allowed")
-
-    def hook(event: str, args: tuple) -> None:
-        if event.startswith(blocked_prefixes):
-            refuse(event)
-        if event == "import" and args and str(args[0]).split(".")[0] in blocked_imports:
-            refuse(f"import {args[0]}")
-        if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
-            refuse("replacing a function's code")
-        if event == "os.chdir" and args:
-            path = resolve(args[0])
-            if path is None or not inside(path, scratch):
-                refuse(f"chdir to {args[0]!r}")
-        if event == "open" and args:
-            path = resolve(args[0])
-            if path is None:
-                return
-            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
-            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-            writing = any(c in mode for c in "wax+") or bool(flags & write_flags)
-            if not inside(path, scratch):
-                if writing:
-                    refuse(f"writing {path}")
-                if isdir(path):  # a directory fd would let a dir_fd= call write anywhere
-                    refuse(f"opening directory {path}")
-            if path.startswith("/proc/") and path.split("/")[2].isdigit():
-                if not (path == own_proc or path.startswith(own_proc + "/")):
-                    refuse(f"reading {path}")
-            if any(marker in path for marker in secret_paths):
-                refuse(f"reading {path}")
-        if event in path_events:
-            for i in path_events[event]:
-                if i < len(args):
-                    path = resolve(args[i])
-                    if path is not None and not inside(path, scratch):
-                        refuse(f"{event} on {path}")
-
-    return hook
+def _prefer_as_oom_victim() -> None:
+    """When the worker's memory cgroup is full, the kernel kills the call, not the worker:
+    ``oom_score_adj`` 1000 (raising it needs no privilege, only a dumpable process; the
+    seccomp filter then refuses ``PR_SET_DUMPABLE`` for good)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+    finally:
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _set_parent_death_signal() -> None:
@@ -258,7 +130,9 @@ def enter(
     _limit(resource.RLIMIT_NPROC, 0)  # no new processes or threads
     _limit(resource.RLIMIT_NOFILE, open_files)
     os.environ["HOME"] = scratch
+    _prefer_as_oom_victim()
     filtered = seccomp.install()
+    drop_blocked_modules()
     del violations[:]
-    sys.addaudithook(make_audit_hook(os.path.realpath(scratch), violations))
+    sys.addaudithook(make_audit_hook(os.path.realpath(scratch), violations, SandboxViolation))
     return f"{network}, seccomp {'on' if filtered else 'unavailable'}"

@@ -399,6 +399,9 @@ def main() -> None:
                 tool.run(tool.example)  # also warms the lazy imports of its code path
             except Exception as exc:
                 print(f"warm-up of {tool.name} failed: {exc}", file=sys.stderr)
+    from spark_core.tools import audit, guard  # noqa: F401 - imported once here, not per call
+
+    audit.find_references()  # where the blocked modules are held, found once
     # process mode: the parent made (and will remove) the scratch root; bwrap: a private tmpfs
     root = init.get("root") or tempfile.mkdtemp(prefix="spark-sandbox-")
     os.chmod(root, 0o711)
