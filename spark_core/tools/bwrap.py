@@ -60,8 +60,11 @@ def _minimal(paths: list[str]) -> list[str]:
     return kept
 
 
-def command(worker: list[str], corpus: str | None = None) -> list[str]:
-    """``bwrap … -- worker``; ``corpus`` is a local file to expose read-only, if any."""
+def command(
+    worker: list[str], corpus: str | None = None, tmpfs_bytes: int = TMPFS_BYTES
+) -> list[str]:
+    """``bwrap … -- worker``; ``corpus`` is a local file to expose read-only, if any;
+    ``tmpfs_bytes`` the size of the private ``/tmp`` (``tools.memory_mb``)."""
     package = str(Path(__file__).resolve().parents[1])  # …/spark_core, without the checkout
     args = [
         find_bwrap(),
@@ -76,7 +79,7 @@ def command(worker: list[str], corpus: str | None = None) -> list[str]:
         "--hostname", "spark-sandbox",
         "--proc", "/proc",
         "--dev", "/dev",
-        "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+        "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
         "--dir", "/var/tmp",
         "--chdir", "/tmp",
     ]  # fmt: skip

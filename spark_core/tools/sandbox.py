@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from spark_core.tools import bwrap
+from spark_core.tools import bwrap, cgroup
 from spark_core.tools.base import ToolResult
 from spark_core.tools.worker import clean_text
 
@@ -42,6 +42,11 @@ CREATED_ROOTS: list[str] = []  # host scratch roots made by this process (tests 
 PROCESS_WARNING = (
     "tools.isolation is 'process': tool calls run without bubblewrap's namespaces (no private "
     "filesystem view, PID or IPC namespace); see the README's security section"
+)
+NO_CGROUP_WARNING = (
+    "no memory cgroup for the sandbox workers ({reason}): a call's memory is capped by rlimits "
+    "only — address space and the /tmp tmpfs tools.memory_mb each, files tools file_mb each — "
+    "and those add up; run as root or in a delegated cgroup v2 subtree for one cap"
 )
 
 
@@ -113,14 +118,18 @@ class _Worker:
         self.log = tempfile.TemporaryFile(mode="w+")
         self.root: str | None = None
         self.next_id = 0
+        self.oom_killed = False  # the last call was killed for the memory cap
         self._closing = threading.Lock()  # a call's thread and Sandbox.close() may race here
         command = [sys.executable, "-m", "spark_core.tools.worker"]
         if limits.isolation == "bwrap":
-            command = bwrap.command(command, config.get("corpus"))
+            command = bwrap.command(command, config.get("corpus"), limits.memory_mb << 20)
         else:
             self.root = tempfile.mkdtemp(prefix="spark-sandbox-")
             os.chmod(self.root, 0o711)
             CREATED_ROOTS.append(self.root)
+        self.cgroup, self.no_cgroup_reason = cgroup.create()
+        if self.cgroup is not None:
+            command = cgroup.wrap(command, self.cgroup)
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -151,6 +160,8 @@ class _Worker:
             isolation = self.limits.isolation
             raise RuntimeError(f"sandbox worker ({isolation}) failed to start:\n{tail}")
         self.tools = hello["tools"]
+        if self.cgroup is not None:  # the worker's own footprint, plus what one call may take
+            self.cgroup.cap(self.cgroup.usage() + (self.limits.memory_mb << 20))
         return self
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -176,9 +187,20 @@ class _Worker:
     def call(self, tool: str, text: str) -> dict[str, Any] | None:
         """The validated reply to this call, or None (then the worker must be replaced)."""
         self.next_id += 1
+        self.oom_killed = False
+        kills = self.cgroup.oom_kills() if self.cgroup is not None else 0
         self._send({"id": self.next_id, "tool": tool, "input": text})
         reply = self._receive(self.limits.wall_seconds + 30, self.limits.reply_bytes)
-        return reply if valid_reply(reply, self.next_id, self.limits) else None
+        self.oom_killed = self.cgroup is not None and self.cgroup.oom_kills() > kills
+        if not valid_reply(reply, self.next_id, self.limits):
+            return None
+        if self.oom_killed and reply["status"] in ("timeout", "error"):
+            reply.update(status="error", error=self.memory_error)
+        return reply
+
+    @property
+    def memory_error(self) -> str:
+        return f"memory limit ({self.limits.memory_mb} MB) exceeded: the kernel killed the call"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -199,6 +221,9 @@ class _Worker:
             if self.root is not None:
                 shutil.rmtree(self.root, ignore_errors=True)
                 self.root = None
+            if self.cgroup is not None:
+                self.cgroup.remove()
+                self.cgroup = None
 
 
 class _Spawner:
@@ -263,6 +288,9 @@ class Sandbox:
         except BaseException:
             self.close()
             raise
+        reasons = {w.no_cgroup_reason for w in self._all if w.cgroup is None}
+        if reasons:
+            log.warning(NO_CGROUP_WARNING.format(reason="; ".join(sorted(reasons))))
         atexit.register(self.close)
 
     def _start(self, count: int) -> list[_Worker]:
@@ -305,6 +333,7 @@ class Sandbox:
         except (OSError, ValueError, RuntimeError):
             reply = None
         finally:
+            oom_killed = worker.oom_killed
             if self._closed:
                 worker.close()
                 worker = None
@@ -319,6 +348,8 @@ class Sandbox:
         if reply is None:
             elapsed = (time.perf_counter() - start) * 1000
             error = "sandbox worker stopped responding or sent an invalid reply"
+            if oom_killed:
+                error = f"memory limit ({self.limits.memory_mb} MB) exceeded: worker killed"
             return ToolResult("error", "", error, round(elapsed, 3))
         output, error = clean_text(reply["output"]), clean_text(reply["error"])
         return ToolResult(reply["status"], output, error, reply["latency_ms"])
