@@ -8,6 +8,7 @@ import operator
 import re
 
 from spark_core.tools.base import Rejected, Tool, ToolError
+from spark_core.tools.sizecheck import check_size
 from spark_core.tools.textclean import drop_thousands_separators, math_syntax, normalize
 
 MAX_EXPONENT = 10_000  # bits of an integer power's result
@@ -163,7 +164,9 @@ def format_number(value: float) -> str:
 
 
 def calculate(text: str) -> str:
-    expr = drop_thousands_separators(math_syntax(normalize(text)))
+    check_size(text, "calculator", powers=False)  # _power bounds each power's result
+    text = normalize(text)
+    expr = drop_thousands_separators(math_syntax(text))
     expr = _PERCENT_OF.sub(r"(\1/100)*", expr)
     expr = re.sub(r"(\d)\s*%", r"(\1/100)", expr)
     expr = re.sub(r"^(what is|compute|calculate|evaluate)\s+", "", expr, flags=re.IGNORECASE)

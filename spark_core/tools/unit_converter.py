@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from spark_core.tools.base import Tool, ToolError
 from spark_core.tools.calculator import format_number
+from spark_core.tools.sizecheck import check_size
 from spark_core.tools.textclean import math_syntax, normalize
 
 _SPLIT = re.compile(r"\s+(?:to|in|into|as|->|=>)\s+(?!.*\s(?:to|in|into|as)\s)", re.IGNORECASE)
@@ -56,7 +57,9 @@ def _show(q) -> str:
 def convert(text: str) -> str:
     import pint
 
-    text = re.sub(r"^(convert|what is|how many)\s+", "", normalize(text), flags=re.IGNORECASE)
+    check_size(text, "unit_converter")  # pint computes powers exactly, without a bound
+    text = normalize(text)
+    text = re.sub(r"^(convert|what is|how many)\s+", "", text, flags=re.IGNORECASE)
     parts = _SPLIT.split(text, maxsplit=1)
     source = _quantity(_clean(parts[0]))
     if len(parts) == 1:  # a constant or a quantity: show it in SI base units

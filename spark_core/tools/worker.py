@@ -297,8 +297,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _call_process(limits: dict[str, Any], root: str, sweep: bool, out_fd: int, id_fd: int):
-    """The process that owns one call: forked from the zygote *before* the request exists, it
-    reads the request, runs the tool in a child of its own, sweeps, answers and exits. Nothing
+    """The process that owns one call: forked from the zygote, which has not read the request,
+    it reads the request, runs the tool in a child of its own, sweeps, answers and exits. Nothing
     of the call ever enters a process that a later call is forked from."""
     code = 1
     try:
@@ -345,6 +345,9 @@ def _zygote(limits: dict[str, Any], root: str, sweep: bool, out_fd: int) -> None
     """Fork one call process per call and wait for it; never read a request or a reply."""
     id_r, id_w = os.pipe()
     while True:
+        # the call process is forked once a request is waiting (readable, not read): between
+        # calls the worker is alone, and no process exists that a call could reach early
+        select.select([0], [], [])
         pid = os.fork()
         if pid == 0:
             os.close(id_r)
