@@ -71,8 +71,11 @@ def _vm_bytes() -> int:
 
 def _prefer_as_oom_victim() -> None:
     """When the worker's memory cgroup is full, the kernel kills the call, not the worker:
-    ``oom_score_adj`` 1000 (raising it needs no privilege, only a dumpable process; the
-    seccomp filter then refuses ``PR_SET_DUMPABLE`` for good)."""
+    ``oom_score_adj`` 1000. Raising it needs no privilege, only ``/proc/self`` entries of the
+    process's own uid, so the call is made dumpable (after ``setuid`` they belong to root). It
+    stays dumpable — the seccomp filter then refuses ``PR_SET_DUMPABLE`` — which lets it read
+    its own memory, as any program may; no other process has its uid (process mode as root),
+    or only the worker's own, which never run model-written code (bwrap)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     try:
@@ -80,8 +83,6 @@ def _prefer_as_oom_victim() -> None:
             fh.write("1000")
     except OSError:
         pass
-    finally:
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _set_parent_death_signal() -> None:
