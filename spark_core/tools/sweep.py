@@ -45,11 +45,14 @@ def ipc_objects() -> dict[str, list[int]]:
 
 def remove_ipc() -> int:
     """``IPC_RMID`` every object of this IPC namespace; the number removed."""
+    found = ipc_objects()
+    if not any(found.values()):
+        return 0
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     removed = 0
-    for (table, call), ids in zip(_IPC_TABLES, ipc_objects().values(), strict=True):
+    for (table, call), ids in zip(_IPC_TABLES, found.values(), strict=True):
         control = getattr(libc, call)
         for ident in ids:
             args = (ident, 0, IPC_RMID, 0) if table == "sem" else (ident, IPC_RMID, None)

@@ -1,35 +1,33 @@
-"""The sandbox worker: a long-lived process, started with a scrubbed environment (inside
-bubblewrap under ``bwrap`` isolation), that has already imported every tool's libraries and
-forks one fresh, locked-down child per call.
+"""The sandbox worker: started with a scrubbed environment (inside bubblewrap under ``bwrap``
+isolation), it becomes two processes. The *zygote* (this module) imports every tool's
+libraries and forks one fresh, locked-down child per call; it never reads a request or a
+result, so nothing of an earlier call is in the memory a call inherits. The *supervisor*
+(``supervisor.py``), forked before those imports, owns the protocol and supervises each call.
 
 Protocol on stdin/stdout, one JSON object per line: first ``{"limits":…, "config":…, "root":…}``
 (the worker answers ``{"ready": true, …}``), then ``{"id": n, "tool": name, "input": text}``
 requests, each answered by a ToolResult dict that carries the same ``id``. The child never sees
-the protocol: it holds only the write end of its own result pipe, and the worker validates what
-comes back through it. Run with ``python -m spark_core.tools.worker``.
+the protocol: it reads its own request from a pipe and holds only the write end of its result
+pipe; the supervisor validates what comes back. Run with ``python -m spark_core.tools.worker``.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
-import select
-import shutil
 import signal
+import socket
 import sys
-import tempfile
-import time
 from typing import Any
 
-from spark_core.tools.sweep import sweep as sweep_namespace
+from spark_core.tools import supervisor
+from spark_core.tools.supervisor import clean_text, parse_child_result  # noqa: F401 - re-exported
 
-RESULT_LIMIT_BYTES = 1 << 20
-CHILD_STATUSES = ("ok", "error", "rejected")
+RESULT_LIMIT_BYTES = supervisor.RESULT_LIMIT_BYTES
 CALL_UID_BASE = 1_000_000_000  # process mode as root: call uid = base + worker pid
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
-EXIT_EOF = 3  # a call process that found the protocol pipe closed: the zygote exits too
-ZYGOTE_MARGIN_S = 10.0  # beyond the wall time, before the zygote kills a call process
 
 # Imported before any fork, so a child — which may run as an unprivileged user that cannot
 # read the Python installation — still has them. This is also what the python tool offers.
@@ -129,247 +127,71 @@ def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_
     os.write(write_fd, payload[:RESULT_LIMIT_BYTES])
 
 
-def _collect(read_fd: int, deadline: float) -> tuple[bytes, bool]:
-    chunks, size = [], 0
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(chunks), True
-        ready, _, _ = select.select([read_fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            return b"".join(chunks), False
-        size += len(chunk)
-        if size <= RESULT_LIMIT_BYTES + 1:
-            chunks.append(chunk)
-
-
-def _exited_by(pid: int, deadline: float) -> bool:
-    """Wait, without reaping, until ``pid`` exits or ``deadline`` passes."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pidfd = None
-    try:
-        while True:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if pidfd is not None:
-                select.select([pidfd], [], [], remaining)
-            else:
-                time.sleep(min(remaining, 0.005))
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
-def parse_child_result(data: bytes, cap: int) -> dict[str, Any] | None:
-    """The child's result if it is well-formed, capped to the output limit; else None."""
-    if len(data) > RESULT_LIMIT_BYTES:
-        return None
-    try:
-        result = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if not isinstance(result, dict) or set(result) != {"status", "output", "error"}:
-        return None
-    status, output, error = result["status"], result["output"], result["error"]
-    if status not in CHILD_STATUSES or not isinstance(output, str) or not isinstance(error, str):
-        return None
-    note = f"\n[truncated {len(output) - cap} characters]"
-    if len(output) > cap + len(note):
-        output = output[:cap] + note
-    return {"status": status, "output": clean_text(output), "error": clean_text(error[:cap])}
-
-
-def clean_text(text: str) -> str:
-    """Valid UTF-8 only: a lone surrogate would make the Parquet writer raise."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def execute(request: dict[str, Any], limits: dict[str, Any], root: str, sweep: bool) -> dict:
-    """Run one call in a fresh child; every process of the call is gone when this returns."""
-    start = time.perf_counter()
-    deadline = time.monotonic() + limits["wall_seconds"]
-    scratch = tempfile.mkdtemp(prefix="call-", dir=root)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            _child(request, limits, scratch, write_fd)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    try:
-        data, timed_out = _collect(read_fd, deadline)
-    finally:
-        os.close(read_fd)
-    exited = _exited_by(pid, deadline)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # the call's group; its leader is not reaped yet
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _, wait_status = os.waitpid(pid, 0)
-    if sweep:
-        sweep_namespace(root)
-    shutil.rmtree(scratch, ignore_errors=True)
-    latency_ms = (time.perf_counter() - start) * 1000
-    if timed_out or not exited:
-        result = {
-            "status": "timeout",
-            "output": "",
-            "error": f"wall-time limit ({limits['wall_seconds']} s) exceeded",
-        }
-    elif data:
-        result = parse_child_result(data, limits["max_output_chars"]) or {
-            "status": "error",
-            "output": "",
-            "error": "sandbox: the tool process sent a malformed result",
-        }
-    elif os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) in (
-        signal.SIGXCPU,
-        signal.SIGKILL,
-    ):
-        result = {
-            "status": "timeout",
-            "output": "",
-            "error": f"CPU-time limit ({limits['cpu_seconds']} s) exceeded",
-        }
-    elif os.WIFSIGNALED(wait_status):
-        sig = signal.Signals(os.WTERMSIG(wait_status)).name
-        result = {"status": "error", "output": "", "error": f"tool process killed by {sig}"}
-    else:
-        result = {"status": "error", "output": "", "error": "tool process exited without a result"}
-    result["latency_ms"] = round(latency_ms, 3)
-    return result
-
-
 def _prctl(option: int, value: int) -> None:
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
-def _serve(line: bytes, limits: dict[str, Any], root: str, sweep: bool, id_fd: int) -> str:
-    """One request line in, one reply line out; the call's id goes to the zygote first, so
-    that it can answer for a call process that dies."""
-    try:
-        request = json.loads(line)
-        call_id = request["id"]
-        if not isinstance(request.get("tool"), str) or not isinstance(request.get("input"), str):
-            raise ValueError("tool and input must be strings")
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return json.dumps({"id": None, "status": "error", "output": "", "error": "bad request"})
-    if isinstance(call_id, int) and not isinstance(call_id, bool) and 0 <= call_id < 1 << 62:
-        os.write(id_fd, str(call_id).encode())
-    result = execute(request, limits, root, sweep)
-    result["id"] = call_id
-    return json.dumps(result)
-
-
-def _read_line(fd: int) -> bytes | None:
-    """One request line from the protocol pipe, read unbuffered (the parent writes one request
-    and waits for its reply, so nothing of the next call is read ahead); None at EOF."""
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return None
+def _read_request(fd: int) -> dict[str, Any]:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
         chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            return b"".join(chunks)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _call_process(limits: dict[str, Any], root: str, sweep: bool, out_fd: int, id_fd: int):
-    """The process that owns one call: forked from the zygote, which has not read the request,
-    it reads the request, runs the tool in a child of its own, sweeps, answers and exits. Nothing
-    of the call ever enters a process that a later call is forked from."""
-    code = 1
+def _fork_call(ctl: socket.socket, limits: dict[str, Any]) -> bool:
+    """Fork the child of one call and report it to the supervisor; False when it is gone."""
     try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # process mode: never outlive the zygote
-        if os.getppid() != limits["worker_pid"]:
-            os._exit(1)
-        limits = {**limits, "worker_pid": os.getpid()}  # the tool's child checks its parent
-        line = _read_line(0)
-        if line is None:
-            code = EXIT_EOF
-        else:
-            _write_all(out_fd, _serve(line, limits, root, sweep, id_fd).encode() + b"\n")
-            code = 0
-    finally:
-        os._exit(code)
-
-
-def _zygote_wait(pid: int, id_r: int, wall: float) -> tuple[int, int | None]:
-    """Wait for the call process: without limit while it waits for a request, then at most
-    the wall time and a margin. Returns its wait status and the call's id, if it sent one."""
-    call_id, deadline = None, None
+        message, fds, _, _ = socket.recv_fds(ctl, 4096, 2)
+    except OSError:
+        return False
+    if not message.startswith(b"call ") or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return False
+    scratch, (req_r, res_w) = message[5:].decode(), fds
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctl.close()
+            _child(_read_request(req_r), limits, scratch, res_w)
+        finally:
+            os._exit(0)
+    os.close(req_r)
+    os.close(res_w)
     pidfd = os.pidfd_open(pid)
     try:
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            watch = [pidfd] if deadline is not None else [pidfd, id_r]
-            ready, _, _ = select.select(watch, [], [], timeout)
-            if id_r in ready or (pidfd in ready and select.select([id_r], [], [], 0)[0]):
-                data = os.read(id_r, 32)
-                call_id = int(data) if data.isdigit() else None
-                deadline = time.monotonic() + wall + ZYGOTE_MARGIN_S
-            if pidfd in ready:
-                break
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                break
+        socket.send_fds(ctl, [b"pid"], [pidfd])
     finally:
         os.close(pidfd)
     _, status = os.waitpid(pid, 0)
-    return status, call_id
+    ctl.send(b"exit %d" % status)
+    return True
 
 
-def _zygote(limits: dict[str, Any], root: str, sweep: bool, out_fd: int) -> None:
-    """Fork one call process per call and wait for it; never read a request or a reply."""
-    id_r, id_w = os.pipe()
-    while True:
-        # the call process is forked once a request is waiting (readable, not read): between
-        # calls the worker is alone, and no process exists that a call could reach early
-        select.select([0], [], [])
-        pid = os.fork()
-        if pid == 0:
-            os.close(id_r)
-            _call_process(limits, root, sweep, out_fd, id_w)
-        status, call_id = _zygote_wait(pid, id_r, limits["wall_seconds"])
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_EOF:
-            return
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            continue
-        # the call process died without answering: answer for it, and sweep in a process of
-        # its own (the sweep lists file names the call chose)
-        reply = {"id": call_id, "status": "error", "output": "", "latency_ms": 0.0}
-        reply["error"] = "sandbox: the call process died without a reply"
-        _write_all(out_fd, json.dumps(reply).encode() + b"\n")
-        janitor = os.fork()
-        if janitor == 0:
-            try:
-                if sweep:
-                    sweep_namespace(root)
-            finally:
-                os._exit(0)
-        os.waitpid(janitor, 0)
+def _start_supervisor(init: dict[str, Any], out_fd: int) -> socket.socket:
+    """Fork the supervisor now, while this process is small and has read nothing but the init
+    line; afterwards the zygote holds neither end of the protocol."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # process mode: not without the zygote
+            if os.getppid() == init["limits"]["worker_pid"]:
+                supervisor.run(init, theirs, out_fd)
+                code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    os.close(out_fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # a call's child never inherits the protocol, not even for a moment
+    os.close(null)
+    return ours
 
 
 def main() -> None:
@@ -380,11 +202,18 @@ def main() -> None:
     sys.dont_write_bytecode = True
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker never outlives its Sandbox
     _prctl(PR_SET_DUMPABLE, 0)  # a child of the same uid cannot ptrace it or open its /proc
-    init = json.loads(_read_line(0) or b"{}")
+    line = b""
+    while not line.endswith(b"\n"):  # unbuffered: the rest of stdin is the supervisor's
+        byte = os.read(0, 1)
+        if not byte:
+            return
+        line += byte
+    init = json.loads(line)
     limits, config = init["limits"], init.get("config", {})
-    sweep = init.get("isolation") == "bwrap"
     limits["worker_pid"] = os.getpid()
     limits["call_uid"] = CALL_UID_BASE + os.getpid() if os.geteuid() == 0 else os.geteuid()
+    ctl = _start_supervisor(init, out_fd)
+    del init, line
     import importlib
 
     from spark_core.tools.registry import discover
@@ -405,13 +234,13 @@ def main() -> None:
     from spark_core.tools import audit, guard  # noqa: F401 - imported once here, not per call
 
     audit.find_references()  # where the blocked modules are held, found once
-    # process mode: the parent made (and will remove) the scratch root; bwrap: a private tmpfs
-    root = init.get("root") or tempfile.mkdtemp(prefix="spark-sandbox-")
-    os.chmod(root, 0o711)
     hello = {"ready": True, "pid": os.getpid(), "tools": sorted(discover())}
-    _write_all(out_fd, json.dumps(hello).encode() + b"\n")
-    del init
-    _zygote(limits, root, sweep, out_fd)
+    ctl.send(b"ready " + json.dumps(hello).encode())
+    # the cyclic GC of a call's child would walk (and so copy-on-write) the whole inherited
+    # heap: what the zygote holds now is never collected in a call
+    gc.freeze()
+    while _fork_call(ctl, limits):
+        pass
 
 
 if __name__ == "__main__":
