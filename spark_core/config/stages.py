@@ -108,7 +108,13 @@ class ToolsConfig(Section):
     parallelism: int = Field(2, gt=0, description="Concurrent tool calls in a batch.")
     cpu_seconds: float = Field(2.0, gt=0, description="CPU-time limit per sandboxed call.")
     wall_seconds: float = Field(5.0, gt=0, description="Wall-time limit per sandboxed call.")
-    memory_mb: int = Field(512, gt=0, description="Address-space limit per sandboxed call.")
+    memory_mb: int = Field(
+        512,
+        gt=0,
+        description="Memory one sandboxed call may allocate by any mechanism: the cap of its "
+        "worker's memory cgroup above the worker's own footprint, and the size of its /tmp "
+        "and its address-space limit.",
+    )
     max_output_chars: int = Field(2000, gt=0, description="Tool output is truncated to this.")
     isolation: Literal["bwrap", "process"] = Field(
         "bwrap",
