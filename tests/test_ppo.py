@@ -292,6 +292,9 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
         assert (adapter / "tokenizer_config.json").is_file()
         card = (adapter / "README.md").read_text()
         assert "library_name: peft" in card and "Training config" in card
+        if name == "spark":  # which pi_old, and the stored log-probs' check
+            assert "## pi_old" in card and "re-scored on every fitted training row" in card
+            assert "Stored synthesis log-probs vs recomputed: mean |diff|" in card
         assert [h["step"] for h in history] == [1, 2] and all("loss" in h for h in history)
         assert all(h["truncated_rows"] == 0 and h["dropped_rows"] == 0 for h in history)
         model = PeftModel.from_pretrained(
