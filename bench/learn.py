@@ -5,10 +5,16 @@ carries the positive advantage, measured on held-out states with the exact actio
     python bench/learn.py [--model smollm2-135m-instruct] [--target chemistry]
         [--train-per-category 1] [--negatives 2] [--epochs 3] [--device cpu|cuda]
         [--quantization none|4bit] [--old-logprobs behaviour|refresh] [--clip-eps 0.2]
+        [--kl-target T]
 
 Training uses configs/demo.yaml's training section (LoRA r=8, lr 2e-4, batch 4, clip 0.2,
-k3 KL 0.05) with pi_old = the behaviour log-probs, as a pipeline run does; --epochs sets the
-PPO epochs. --device cuda --quantization 4bit trains QLoRA (needs bitsandbytes).
+k3 KL penalty 0.05) with pi_old = the behaviour policy, as a pipeline run does: the data is the
+base model's (stored log-probs from an hf generator pass, as synthesis writes them), so pi_beta
+is re-scored by the trainer's reference pass under the training precision and the stored ones
+are the check printed as "stored vs recomputed". --epochs sets the PPO epochs. --device cuda
+--quantization 4bit trains QLoRA (needs bitsandbytes). Printed: the ratio range over every
+training token before the first optimizer step (the invariant: 1), per step the ratio, clip
+fraction, the exact KL(policy || reference) and the k3 penalty at the logged tokens.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ def main() -> None:
     parser.add_argument("--old-logprobs", default="behaviour", choices=["behaviour", "refresh"])
     parser.add_argument("--clip-eps", type=float, default=0.2)
     parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--kl-target", type=float, default=None, help="adaptive KL penalty")
     args = parser.parse_args()
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # train on the CPU even where a GPU exists
@@ -56,6 +63,8 @@ def main() -> None:
         f"training.clip_eps={args.clip_eps}",
         "training.save_steps=100000",
     ]
+    if args.kl_target is not None:
+        overrides.append(f"training.kl_target={args.kl_target}")
     if args.learning_rate is not None:
         overrides.append(f"training.learning_rate={args.learning_rate}")
     cfg = load_config("configs/demo.yaml", overrides)
@@ -68,7 +77,7 @@ def main() -> None:
     before = probe.action_probs(backend, held_out, actions, adapter=None)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        history = train_ppo(cfg, data, base, Path(out))
+        history = train_ppo(cfg, data, base, Path(out), check_start=True)
         wall = time.perf_counter() - start
         backend.add_adapter("spark", Path(out) / "adapter")
         after = probe.action_probs(backend, held_out, actions, adapter="spark")
@@ -87,21 +96,35 @@ def main() -> None:
     )
     print(
         f"  offline PPO: {t.ppo_epochs} epochs, lr {t.learning_rate}, batch {t.batch_size}, "
-        f"LoRA r={t.lora_r}, clip {t.clip_eps}, KL {t.kl_estimator} x {t.kl_coef}, "
-        f"pi_old = {t.old_logprobs}; {len(history)} optimizer steps in {wall:.0f} s"
+        f"LoRA r={t.lora_r}, clip {t.clip_eps}, KL penalty {t.kl_estimator} x {t.kl_coef}"
+        f"{f' (adaptive, target {t.kl_target})' if t.kl_target else ''}, pi_old = "
+        f"{t.old_logprobs} ({cfg.behaviour_source()}); {len(history)} optimizer steps in "
+        f"{wall:.0f} s"
     )
     last = history[-1] if history else {}
+    print(
+        f"  step-0 ratio range (every training token, before the first optimizer step): "
+        f"[{last.get('start_ratio_min', float('nan')):.6f}, "
+        f"{last.get('start_ratio_max', float('nan')):.6f}]"
+    )
+    if "behaviour_gap_mean" in last:
+        print(
+            f"  stored behaviour log-probs vs recomputed under training numerics: mean "
+            f"|diff| {last['behaviour_gap_mean']:.6f}, max {last['behaviour_gap_max']:.6f} nats"
+        )
     print(
         f"  rows fitted to max_seq_len {t.max_seq_len}: {last.get('truncated_rows', 0):.0f} "
         f"truncated, {last.get('dropped_rows', 0):.0f} dropped"
     )
     for h in history:
         g = {k: h.get(k, float("nan")) for k in ("loss", "ratio", "ratio_min", "ratio_max")}
-        g.update(clipfrac=h.get("clipfrac", float("nan")), kl=h.get("kl", float("nan")))
+        g.update({k: h.get(k, float("nan")) for k in ("clipfrac", "kl_exact", "kl_penalty")})
+        beta = f" kl_coef {h.get('kl_coef', float('nan')):.4f}" if t.kl_target else ""
         print(
             f"    step {h['step']:3d}: loss {g['loss']:+.4f} ratio {g['ratio']:.3f} "
             f"[{g['ratio_min']:.3f}, {g['ratio_max']:.3f}] clipfrac {g['clipfrac']:.3f} "
-            f"kl {g['kl']:.4f}"
+            f"kl_exact {g['kl_exact']:.4f} kl_penalty({t.kl_estimator}) {g['kl_penalty']:.4f}"
+            f"{beta}"
         )
     print(
         f"  held-out P({args.target} | state): before {statistics.fmean(p0):.4f}  after "
@@ -117,8 +140,10 @@ def main() -> None:
     kls = [probe.kl(a, b) for a, b in zip(after, before, strict=True)]
     print(
         f"  KL(after || before) of the held-out action distribution: mean "
-        f"{statistics.fmean(kls):.4f} nats; per-token KL to the reference on the training "
-        f"completions (last step, {t.kl_estimator}): {history[-1].get('kl', float('nan')):.5f}"
+        f"{statistics.fmean(kls):.4f} nats; exact per-token KL(policy || reference) on the "
+        f"training completions (last step): {last.get('kl_exact', float('nan')):.5f} "
+        f"({t.kl_estimator} penalty at the logged tokens "
+        f"{last.get('kl_penalty', float('nan')):.5f})"
     )
     print(f"  goal +0.2 absolute: {'met' if statistics.fmean(gains) >= 0.2 else 'NOT met'}")
 

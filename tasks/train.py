@@ -17,7 +17,8 @@ from spark_core.rl.trainers import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, m
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
 
-CODE_VERSION = "3"  # 3: behaviour pi_old, one truncation rule, sft_data
+CODE_VERSION = "4"  # 4: pi_old from the reference pass on the fitted row, kl_exact, kl_target
+# 3: behaviour pi_old, one truncation rule, sft_data
 
 
 def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:

@@ -55,7 +55,7 @@ def test_ppo_loss_matches_a_hand_computation():
         + sum(k3(a, b) for a, b in [(-0.2, -0.4), (-1.5, -1.5)]) / 2
     ) / 2
     assert stats.policy_loss == pytest.approx(pg, rel=1e-6)
-    assert stats.kl == pytest.approx(kl, rel=1e-6)
+    assert stats.kl_penalty == pytest.approx(kl, rel=1e-6)
     assert loss.item() == pytest.approx(pg + 0.1 * kl, rel=1e-6)
     assert stats.clipfrac == pytest.approx((2 / 3 + 1 / 2) / 2)  # r = e^-1 and e^-0.5 clip
 
@@ -130,8 +130,11 @@ def test_ppo_terms_come_from_the_training_config_only(tmp_path):
         0.3,
         0.1,
         "k1",
+        None,
         0.01,
         "behaviour",
+        "auto",
+        0.1,
     ]
     with pytest.raises(TypeError):  # no defaults of its own that could drift from the config
         OfflinePPOConfig(output_dir=str(tmp_path), use_cpu=True)
@@ -169,12 +172,13 @@ def test_first_step_ratio_is_one_and_kl_zero_for_an_identity_adapter(
         train_dataset=examples,
         processing_class=tokenizer,
     )
-    trainer.refresh_logprobs()  # the start of a PPO epoch
+    trainer.start_epoch()  # the start of a PPO epoch
     for batch in (examples[:2], examples[2:]):
         trainer.compute_loss(trainer.model, trainer.data_collator(batch))
     assert trainer._stats["ratio"] == [pytest.approx(1.0, abs=1e-6)] * 2
     assert trainer._stats["clipfrac"] == [0.0, 0.0]
-    assert trainer._stats["kl"] == [pytest.approx(0.0, abs=1e-7)] * 2  # LoRA starts as identity
+    assert trainer._stats["kl_penalty"] == [pytest.approx(0.0, abs=1e-7)] * 2  # LoRA = identity
+    assert trainer._stats["kl_exact"] == [pytest.approx(0.0, abs=1e-7)] * 2
 
 
 def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, tokenizer, tmp_path):
@@ -214,9 +218,16 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
     assert objective(final, initial) < objective(initial, initial) == 0.0
     assert after[0] - after[1] > before[0] - before[1]  # the +A action gained on the -A one
     logged = trainer.state.log_history[0]
-    assert {"loss", "policy_loss", "kl", "clipfrac", "ratio", "entropy", "learning_rate"} <= set(
-        logged
-    )
+    assert {
+        "loss",
+        "policy_loss",
+        "kl_penalty",
+        "kl_exact",
+        "clipfrac",
+        "ratio",
+        "entropy",
+        "learning_rate",
+    } <= set(logged)
 
 
 def test_resume_from_checkpoint_continues_the_step_count(tiny_model_dir, tokenizer, tmp_path):
@@ -281,6 +292,9 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
         assert (adapter / "tokenizer_config.json").is_file()
         card = (adapter / "README.md").read_text()
         assert "library_name: peft" in card and "Training config" in card
+        if name == "spark":  # which pi_old, and the stored log-probs' check
+            assert "## pi_old" in card and "re-scored on every fitted training row" in card
+            assert "Stored synthesis log-probs vs recomputed: mean |diff|" in card
         assert [h["step"] for h in history] == [1, 2] and all("loss" in h for h in history)
         assert all(h["truncated_rows"] == 0 and h["dropped_rows"] == 0 for h in history)
         model = PeftModel.from_pretrained(
@@ -293,7 +307,8 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
 
 
 def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_path):
-    """With a trained (non-identity) adapter the reference comes from disabling it."""
+    """With a trained (non-identity) adapter the reference comes from disabling it, and
+    refresh's pi_old is the current policy at the epoch start."""
     from transformers import AutoModelForCausalLM
 
     policy = random_adapter(tiny_model_dir, 3)
@@ -301,12 +316,19 @@ def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_p
     trainer = OfflinePPOTrainer(
         model=policy, args=ppo_args(tmp_path), train_dataset=examples, processing_class=tokenizer
     )
-    trainer.refresh_logprobs()
+    trainer.start_epoch()
+    assert trainer._old_is_ref is False and set(trainer._old) == set(range(5))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     for example in examples:
         batch = trainer.data_collator([example])
         with torch.no_grad():
             lp, _ = token_logprobs(base(input_ids=batch["input_ids"]).logits, batch["input_ids"])
+            terms = trainer.terms(trainer.model, batch)
         expected = lp[0][batch["completion_mask"][0, 1:].bool()]
-        assert torch.allclose(trainer._ref[example["index"]], expected, atol=1e-5)
+        ref = terms.ref_logprobs[terms.mask.bool()]
+        assert torch.allclose(ref, expected, atol=1e-5)
         assert not torch.allclose(trainer._old[example["index"]], expected, atol=1e-3)
+        assert torch.allclose(
+            terms.old_logprobs[terms.mask.bool()], terms.logprobs[terms.mask.bool()]
+        )
+        assert terms.kl_exact[terms.mask.bool()].min() > 0  # the adapter moved the policy

@@ -108,14 +108,20 @@ def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tm
     )
     for example, lp in zip(examples, behaviour, strict=True):
         assert len(lp) == sum(example["completion_mask"])
-    # pi_theta = pi_beta at the start (a fresh adapter on the generator's weights): ratio 1
+    # stored pi_beta (another model wrote the data): pi_old is the stored table, every epoch
     trainer = OfflinePPOTrainer(
         model=make_policy(tiny_model_dir),
-        args=ppo_args(tmp_path, old_logprobs="behaviour", num_train_epochs=3, learning_rate=2e-2),
+        args=ppo_args(
+            tmp_path,
+            old_logprobs="behaviour",
+            behaviour_source="stored",
+            num_train_epochs=3,
+            learning_rate=2e-2,
+        ),
         train_dataset=examples,
         processing_class=tokenizer,
     )
-    trainer.refresh_logprobs(old=False)
+    # pi_theta = pi_beta at the start (a fresh adapter on the generator's weights): ratio 1
     trainer.compute_loss(trainer.model, trainer.data_collator(examples))
     assert trainer._stats["ratio"] == [pytest.approx(1.0, abs=1e-5)]
     assert trainer._stats["ratio_min"][0] == pytest.approx(1.0, abs=1e-4)
@@ -126,15 +132,24 @@ def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tm
     assert all(torch.allclose(stored[i], trainer._old[i], 0, 0, equal_nan=True) for i in stored)
     logged = [e for e in trainer.state.log_history if "ratio_max" in e]
     assert len(logged) == 3 and logged[-1]["ratio_max"] > 1.0 > logged[-1]["ratio_min"]
-    assert {"clipfrac", "kl", "approx_kl", "ratio"} <= set(logged[-1])
-    # data without behaviour log-probs cannot be trained as behaviour-PPO
-    with pytest.raises(ValueError, match="old_logprobs=refresh"):
+    assert {"clipfrac", "kl_penalty", "kl_exact", "approx_kl", "ratio"} <= set(logged[-1])
+    # the stored log-probs were checked against the recomputed ones (same fp32 numerics here)
+    assert logged[-1]["behaviour_gap_max"] < 1e-4
+    # stored pi_beta needs stored log-probs: the error names the fields and the fixes
+    with pytest.raises(ValueError, match="behaviour_source=reference.*old_logprobs=refresh"):
         OfflinePPOTrainer(
             model=make_policy(tiny_model_dir),
-            args=ppo_args(tmp_path, old_logprobs="behaviour"),
+            args=ppo_args(tmp_path, old_logprobs="behaviour", behaviour_source="stored"),
             train_dataset=ppo_examples(rows, tokenizer, 4096)[0],
             processing_class=tokenizer,
         )
+    # pi_beta from the reference pass needs none
+    OfflinePPOTrainer(
+        model=make_policy(tiny_model_dir),
+        args=ppo_args(tmp_path, old_logprobs="behaviour", behaviour_source="reference"),
+        train_dataset=ppo_examples(rows, tokenizer, 4096)[0],
+        processing_class=tokenizer,
+    )
 
 
 def test_token_budgets_fit_the_generator_limit():

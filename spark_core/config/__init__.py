@@ -163,6 +163,45 @@ class RunConfig(Section):
                 )
         return self
 
+    def behaviour_source(self) -> str:
+        """Where offline PPO's pi_beta comes from (``training.behaviour_source`` resolved):
+        'reference' when the hf generator wrote the data with the weights training starts
+        from, 'stored' when an openai server (possibly other weights) wrote it."""
+        source = self.training.behaviour_source
+        if source == "auto":
+            return "reference" if self.generator.backend == "hf" else "stored"
+        return source
+
+    @model_validator(mode="after")
+    def _check_ppo_terms(self) -> RunConfig:
+        """Combinations offline PPO cannot train with, refused before any stage runs."""
+        t = self.training
+        if "ppo" not in t.trainers:
+            return self
+        if t.kl_target is not None and t.kl_coef == 0:
+            raise ValueError(
+                "training.kl_target needs a starting training.kl_coef > 0 (the adaptive "
+                "penalty doubles and halves beta; 0 stays 0): set kl_coef, e.g. 0.05"
+            )
+        if t.old_logprobs != "behaviour" or self.behaviour_source() != "stored":
+            return self
+        if t.candidates == "all":
+            raise ValueError(
+                "training.candidates=all trains on pooled candidates, which carry no stored "
+                "behaviour log-probs, but training.behaviour_source resolves to 'stored': set "
+                "training.behaviour_source=reference (the generator's own weights wrote them) "
+                "or training.old_logprobs=refresh"
+            )
+        if self.generator.backend == "hf" and t.quantization == "4bit":
+            raise ValueError(
+                "training.behaviour_source=stored with the hf generator and "
+                "training.quantization=4bit: the stored log-probs come from the generator's "
+                "full-precision weights, the trained policy is 4-bit, so the PPO ratios start "
+                "far from 1 and most tokens are clipped from the first step; set "
+                "training.behaviour_source=reference (pi_beta re-scored under 4-bit)"
+            )
+        return self
+
     def section(self, name: str) -> dict[str, Any]:
         """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields
         (cost limits, failure policy, preflight) are left out: they decide whether a stage

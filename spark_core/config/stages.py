@@ -252,17 +252,44 @@ class TrainingConfig(Section):
         "steps first (rl/data.py fit).",
     )
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range epsilon.")
-    kl_coef: float = Field(0.05, ge=0, description="beta: weight of KL(policy || reference).")
+    kl_coef: float = Field(
+        0.05,
+        ge=0,
+        description="beta: weight of the KL penalty to the reference (the starting beta when "
+        "kl_target is set).",
+    )
     kl_estimator: Literal["k1", "k3"] = Field(
-        "k3", description="Schulman's KL estimator: k1 (log-ratio) or k3 (unbiased, >= 0)."
+        "k3",
+        description="The KL penalty's estimator, at the logged tokens: k1 (log-ratio) or k3 "
+        "(r - log r - 1, >= 0). The exact KL is logged beside it as kl_exact.",
+    )
+    kl_target: float | None = Field(
+        None,
+        gt=0,
+        description="Adaptive KL penalty (PPO's), off when empty: after each optimizer step "
+        "beta is halved when kl_exact < kl_target/1.5 and doubled when > 1.5*kl_target.",
     )
     entropy_coef: float = Field(0.0, ge=0, description="Weight of the PPO entropy bonus.")
     ppo_epochs: int = Field(2, gt=0, description="PPO epochs over the logged data.")
     old_logprobs: Literal["behaviour", "refresh"] = Field(
         "behaviour",
-        description="pi_old of the PPO ratio: the behaviour log-probs stored at synthesis (true "
-        "offline PPO), or the current policy at each epoch start (for generators without "
-        "log-probs, e.g. an OpenAI server).",
+        description="pi_old of the PPO ratio: 'behaviour', the policy that wrote the data "
+        "(trust region fixed at the data for every epoch; behaviour_source says where it "
+        "comes from), or 'refresh', the policy at each epoch start (standard PPO).",
+    )
+    behaviour_source: Literal["auto", "reference", "stored"] = Field(
+        "auto",
+        description="Where 'behaviour' takes pi_beta: 'reference', the base weights (adapter "
+        "disabled) scored on each training row under the training precision (right when "
+        "these weights wrote the data); 'stored', the log-probs stored at synthesis (another "
+        "model wrote the data; rows truncated to fit are left out); 'auto': reference for an "
+        "hf generator, stored for openai.",
+    )
+    behaviour_tolerance: float = Field(
+        0.1,
+        ge=0,
+        description="Warn when the stored synthesis log-probs and pi_beta recomputed under the "
+        "training numerics differ by more than this many nats per token on average.",
     )
     sft_data: Literal["selected", "greedy"] = Field(
         "selected",

@@ -1,5 +1,8 @@
 """Behaviour log-probs: log pi_beta(token | state) of every selected completion, under the model
-that wrote it, stored at synthesis so offline PPO's importance ratio is pi_theta / pi_beta.
+that wrote it, stored at synthesis. Offline PPO uses them as pi_beta only when another model
+wrote the data (``training.behaviour_source: stored``); when the trained base weights wrote it
+(an hf generator), pi_beta is re-scored by the trainer's reference pass on the training row under
+the training precision, and these are the check (``behaviour_gap_mean/max``).
 
 The tokens are exactly the ones training scores (``rl.data.chat_ids``: the chat prompt, then the
 completion and its turn's end token), so the stored list lines up with the trained tokens one to
@@ -11,7 +14,8 @@ was decided by the selection rule, not sampled. For the openai backend they come
 character span matches one generated token gets its log-prob; the others (the labels, the action
 name: text the server did not write, or a token split differently) are NaN, and the trainer
 uses the reference log-prob there. A server that returns no log-probs leaves the row's list
-null, and training then needs ``training.old_logprobs: refresh``.
+null, and training then needs ``training.behaviour_source: reference`` (the server ran the
+trained base weights) or ``training.old_logprobs: refresh``.
 """
 
 from __future__ import annotations

@@ -119,11 +119,15 @@ class Truncation:
     rows: int = 0
     truncated_rows: int = 0  # lost oldest steps, kept everything else
     dropped_rows: int = 0  # could not fit even without any step: not trained on
+    # PPO with stored pi_beta only: truncated rows whose log-probs were scored on the full
+    # state, left out (a ratio against another row's log-probs means nothing)
+    unscored_rows: int = 0
 
     def as_metrics(self) -> dict[str, float]:
         return {
             "truncated_rows": float(self.truncated_rows),
             "dropped_rows": float(self.dropped_rows),
+            "unscored_rows": float(self.unscored_rows),
         }
 
 
@@ -155,11 +159,24 @@ def fit_rows(
 
 
 def ppo_examples(
-    rows: list[dict[str, Any]], tokenizer: Any, max_len: int
+    rows: list[dict[str, Any]], tokenizer: Any, max_len: int, stored_pi_beta: bool = False
 ) -> tuple[list[dict[str, Any]], Truncation]:
     """Tokenised PPO examples (with the behaviour log-probs of the completion, when the rows
-    carry them) and the truncation report."""
+    carry them; ``truncated``: the row lost steps, so log-probs stored on the full state are
+    not this row's) and the truncation report. With ``stored_pi_beta`` (the stored log-probs
+    are the only pi_beta) truncated rows are left out and counted as ``unscored_rows``."""
     fitted, report = fit_rows(rows, tokenizer, max_len)
+    if stored_pi_beta:
+        kept = [(r, f) for r, f in fitted if f.dropped_steps == 0]
+        report.unscored_rows = len(fitted) - len(kept)
+        if report.unscored_rows:
+            log.warning(
+                "%d of %d rows lost earlier steps to fit training.max_seq_len and their stored "
+                "behaviour log-probs were scored on the full state: left out",
+                report.unscored_rows,
+                len(fitted),
+            )
+        fitted = kept
     out = []
     for index, (row, f) in enumerate(fitted):
         behaviour = row.get("behaviour_logprobs")
@@ -175,6 +192,7 @@ def ppo_examples(
                 "advantage": float(row["advantage"]),
                 "index": index,
                 "behaviour_logprobs": None if behaviour is None else list(behaviour),
+                "truncated": f.dropped_steps > 0,
             }
         )
     return out, report

@@ -5,11 +5,18 @@
     pg_loss1  = -A * ratio
     pg_loss2  = -A * clip(ratio, 1 - eps, 1 + eps)
     pg_loss   = mean(max(pg_loss1, pg_loss2))
-    kl        = KL(pi_theta || pi_ref) per token, estimator k1 or k3
-    loss      = pg_loss + beta * kl - c_ent * entropy
+    kl_penalty = k1 or k3 of (pi_theta, pi_ref) at the logged tokens
+    loss      = pg_loss + beta * kl_penalty - c_ent * entropy
 
 Means are over each sequence's completion tokens, then over sequences, so every step weighs
 the same whatever its length. Prompt tokens are masked out of every term.
+
+Which KL is which: ``kl_penalty`` is Schulman's k1/k3 estimator evaluated at the *logged*
+tokens, which the behaviour policy wrote, not pi_theta; its expectation is therefore
+E_{a ~ pi_beta}[k(pi_theta, pi_ref)], not KL(pi_theta || pi_ref) (they agree only while
+pi_theta = pi_beta). ``exact_kl`` is the true KL(pi_theta || pi_ref) at each completion
+position, summed over the vocabulary from both models' logits: the number to read.
+``approx_kl`` is CleanRL's estimate of KL(pi_old || pi_theta), the trust region's drift.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def kl_per_token(
     logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str
 ) -> torch.Tensor:
-    """KL(pi_theta || pi_ref) estimated from samples of the logged actions (Schulman's k1/k3)."""
+    """Schulman's k1 (log pi_theta/pi_ref) or k3 (r - log r - 1, r = pi_ref/pi_theta) at the
+    given tokens. An unbiased estimate of KL(pi_theta || pi_ref) only when the tokens are
+    sampled from pi_theta; on logged tokens (written by pi_beta) it is the penalty the loss
+    uses, not that KL (see ``exact_kl``)."""
     log_r = ref_logprobs - logprobs
     if estimator == "k1":
         return -log_r
@@ -37,11 +47,27 @@ def kl_per_token(
     raise ValueError(f"unknown KL estimator {estimator!r}; use 'k1' or 'k3'")
 
 
+def exact_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """KL(pi_theta || pi_ref) at every position, exact: sum_v p(v) (log p(v) - log q(v)) over
+    the vocabulary. ``logp``, ``ref_logp``: log-softmaxed [batch, tokens, vocab]."""
+    return (logp.exp() * (logp - ref_logp)).sum(dim=-1)
+
+
+def adaptive_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
+    """PPO's adaptive KL penalty (Schulman et al. 2017, sec. 4): halve beta when the measured
+    KL is below target / 1.5, double it above target * 1.5, else keep it."""
+    if kl < kl_target / 1.5:
+        return kl_coef / 2
+    if kl > kl_target * 1.5:
+        return kl_coef * 2
+    return kl_coef
+
+
 @dataclass
 class PPOStats:
     loss: float
     policy_loss: float
-    kl: float
+    kl_penalty: float
     approx_kl: float
     clipfrac: float
     ratio: float
@@ -63,7 +89,8 @@ def ppo_loss(
     entropy_coef: float,
     entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, PPOStats]:
-    """Clipped surrogate + KL penalty to the reference (+ optional entropy bonus).
+    """Clipped surrogate + KL penalty to the reference (+ optional entropy bonus); the
+    penalty is the k1/k3 estimator at the logged tokens (module docstring).
 
     Keyword-only: three log-prob tensors of one shape are easy to swap by position. The
     coefficients have no defaults here; they come from ``training`` (config.py).
@@ -75,8 +102,8 @@ def ppo_loss(
     pg_loss1 = -adv * ratio
     pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
-    kl = masked_mean(kl_per_token(logprobs, ref_logprobs, kl_estimator), mask)
-    loss = pg_loss + kl_coef * kl
+    kl_penalty = masked_mean(kl_per_token(logprobs, ref_logprobs, kl_estimator), mask)
+    loss = pg_loss + kl_coef * kl_penalty
     entropy_mean = masked_mean(entropy, mask) if entropy is not None else torch.zeros(())
     if entropy is not None and entropy_coef:
         loss = loss - entropy_coef * entropy_mean
@@ -88,7 +115,7 @@ def ppo_loss(
     stats = PPOStats(
         loss=loss.item(),
         policy_loss=pg_loss.item(),
-        kl=kl.item(),
+        kl_penalty=kl_penalty.item(),
         approx_kl=approx_kl.item(),
         clipfrac=clipfrac.item(),
         ratio=mean_ratio.item(),
@@ -99,14 +126,19 @@ def ppo_loss(
     return loss, stats
 
 
+def next_token_logp(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax (fp32) of the logits that predict each next token: aligned with
+    ``input_ids[:, 1:]``."""
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1)
+
+
 def token_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each next token and the policy's entropy at that position.
 
     Returns tensors aligned with ``input_ids[:, 1:]``."""
-    logits = logits[:, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = next_token_logp(logits)
     chosen = torch.gather(logp, -1, input_ids[:, 1:, None]).squeeze(-1)
     entropy = -(logp.exp() * logp).sum(dim=-1)
     return chosen, entropy

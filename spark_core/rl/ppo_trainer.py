@@ -4,16 +4,27 @@ gradient accumulation, mixed precision and multi-GPU (``accelerate launch``) com
 library.
 
 The policy is a PEFT model. The reference policy is the same model with its adapter disabled,
-so no second copy of the weights is held. Reference log-probs never change and are computed
-once. pi_old is, with ``old_logprobs="behaviour"``, the behaviour policy: the log-probs stored
-at synthesis under the model that wrote the data, so the ratio is the true importance ratio
-pi_theta / pi_beta and clipping bounds the drift from the data's policy over every epoch. With
-``"refresh"`` it is the policy at the start of each PPO epoch (one forward pass without
-gradient per example per epoch), for data whose generator gave no log-probs.
+so no second copy of the weights is held; every micro-batch runs it once without gradient, on
+exactly the tokens (the fitted, truncated row) and under the numerics (4-bit, bf16, fp32,
+autocast) of the policy's own pass. That gives both the exact KL(pi_theta || pi_ref) over the
+vocabulary and, in the normal case, pi_old:
+
+- ``old_logprobs="behaviour"``: pi_old is the behaviour policy pi_beta, so clipping bounds the
+  drift from the data's policy over every epoch. With ``behaviour_source="reference"`` (the
+  base weights wrote the data: an hf generator) pi_beta *is* the reference pass, and the ratio
+  is exactly 1 before the first step whatever the precision and truncation; the log-probs
+  stored at synthesis are then only a check (``behaviour_gap_mean/max``). With ``"stored"``
+  (another model wrote the data) the stored log-probs are pi_beta; rows truncated to fit are
+  left out upstream (``ppo_examples(stored_pi_beta=True)``), as they were scored on another row.
+- ``old_logprobs="refresh"`` (standard PPO): pi_old is the policy at each epoch start; while
+  the adapter is still the identity that is the reference pass too, later epochs take it in
+  one pass without gradient at the epoch's start.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,7 +35,15 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from spark_core.config import TrainingConfig
 from spark_core.rl.data import PPOCollator
-from spark_core.rl.ppo_loss import ppo_loss, token_logprobs
+from spark_core.rl.ppo_loss import (
+    adaptive_kl_coef,
+    exact_kl,
+    masked_mean,
+    next_token_logp,
+    ppo_loss,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _term(name: str) -> Any:
@@ -37,20 +56,28 @@ def _term(name: str) -> Any:
 class OfflinePPOConfig(TrainingArguments):
     """``TrainingArguments`` plus the PPO terms, built with ``from_training``: the terms
     have no defaults here, ``training`` (config.py) is their one source.
-    ``num_train_epochs`` is the number of PPO epochs over the logged data."""
+    ``num_train_epochs`` is the number of PPO epochs over the logged data.
+    ``behaviour_source`` must be resolved ('reference' or 'stored': ``RunConfig.behaviour_source``)
+    when ``old_logprobs`` is 'behaviour'."""
 
     PPO_TERMS: ClassVar[tuple[str, ...]] = (
         "clip_eps",
         "kl_coef",
         "kl_estimator",
+        "kl_target",
         "entropy_coef",
         "old_logprobs",
+        "behaviour_source",
+        "behaviour_tolerance",
     )
     clip_eps: float = _term("clip_eps")
     kl_coef: float = _term("kl_coef")
     kl_estimator: str = _term("kl_estimator")
+    kl_target: float | None = _term("kl_target")
     entropy_coef: float = _term("entropy_coef")
     old_logprobs: str = _term("old_logprobs")
+    behaviour_source: str = _term("behaviour_source")
+    behaviour_tolerance: float = _term("behaviour_tolerance")
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep PPO columns."})
 
     @classmethod
@@ -63,17 +90,41 @@ class OfflinePPOConfig(TrainingArguments):
         return cls(**{n: getattr(training, n) for n in cls.PPO_TERMS}, **trainer_args)
 
 
-class _RefreshOldLogprobs(TrainerCallback):
+class _PPOEvents(TrainerCallback):
+    """pi_old at each epoch start, the adaptive KL coefficient after each optimizer step."""
+
     def __init__(self, trainer: OfflinePPOTrainer):
         self.trainer = trainer
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.resume_kl_coef(state.log_history)
+
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.trainer.refresh_logprobs(old=self.trainer.args.old_logprobs == "refresh")
+        self.trainer.start_epoch()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer.warn_behaviour_gap()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.adapt_kl_coef()
+
+
+@dataclass
+class Terms:
+    """One micro-batch's per-token log-probs, each on the completion window."""
+
+    logprobs: torch.Tensor  # log pi_theta(a|s) (with gradient)
+    old_logprobs: torch.Tensor  # log pi_old(a|s)
+    ref_logprobs: torch.Tensor  # log pi_ref(a|s): the adapter disabled
+    entropy: torch.Tensor  # of pi_theta
+    kl_exact: torch.Tensor  # KL(pi_theta || pi_ref) over the vocabulary
+    mask: torch.Tensor  # completion tokens
 
 
 class OfflinePPOTrainer(Trainer):
     """Trains a PEFT policy with the clipped surrogate + KL objective on fixed examples
-    (dicts with ``input_ids``, ``completion_mask``, ``advantage``, ``index``)."""
+    (dicts with ``input_ids``, ``completion_mask``, ``advantage``, ``index``; optionally
+    ``behaviour_logprobs`` and ``truncated``)."""
 
     def __init__(
         self,
@@ -97,113 +148,233 @@ class OfflinePPOTrainer(Trainer):
             **kwargs,
         )
         self.model_accepts_loss_kwargs = False  # the loss is already a mean: scale per micro-batch
-        self.add_callback(_RefreshOldLogprobs(self))
-        self._old: dict[int, torch.Tensor] = {}
-        self._ref: dict[int, torch.Tensor] = {}
+        self.add_callback(_PPOEvents(self))
+        self.kl_coef = args.kl_coef  # beta; moves only with kl_target (adaptive penalty)
+        self._step_kl: list[float] = []
         self._stats: dict[str, list[float]] = defaultdict(list)
+        # synthesis log-probs of rows scored on exactly this row (not truncated)
+        self._stored = {
+            e["index"]: torch.tensor(e["behaviour_logprobs"], dtype=torch.float32)
+            for e in train_dataset
+            if e.get("behaviour_logprobs") is not None and not e.get("truncated")
+        }
+        self._gap: dict[int, tuple[float, float, int]] = {}  # index -> (sum, max, tokens)
+        self._gap_warned = False
+        self._old: dict[int, torch.Tensor] = {}
+        self._old_is_ref: bool | None = None  # set at each epoch start
+        self._check_pi_beta(args, train_dataset)
+
+    def _check_pi_beta(self, args: OfflinePPOConfig, data: list[dict[str, Any]]) -> None:
         if args.old_logprobs not in ("behaviour", "refresh"):
             raise ValueError(
                 f"old_logprobs must be 'behaviour' or 'refresh', got {args.old_logprobs!r}"
             )
-        if args.old_logprobs == "behaviour":
-            missing = sum(e.get("behaviour_logprobs") is None for e in train_dataset)
-            if missing:
-                raise ValueError(
-                    f"{missing} of {len(train_dataset)} examples carry no behaviour log-probs "
-                    "(the generator gave none, or these are pooled candidates); set "
-                    "training.old_logprobs=refresh"
-                )
-            self._old = {
-                e["index"]: torch.tensor(e["behaviour_logprobs"], dtype=torch.float32)
-                for e in train_dataset
-            }
+        if args.old_logprobs == "refresh" or args.behaviour_source == "reference":
+            return
+        if args.behaviour_source != "stored":
+            raise ValueError(
+                f"behaviour_source must be resolved to 'reference' or 'stored' "
+                f"(RunConfig.behaviour_source()), got {args.behaviour_source!r}"
+            )
+        missing = sum(e.get("behaviour_logprobs") is None for e in data)
+        if missing:
+            raise ValueError(
+                f"{missing} of {len(data)} examples carry no stored behaviour log-probs (the "
+                "generator returned none, or these are pooled candidates), but "
+                "training.behaviour_source is 'stored': set training.behaviour_source=reference "
+                "if generator.name's weights wrote the data, else training.old_logprobs=refresh"
+            )
+        if any(e.get("truncated") for e in data):
+            raise ValueError(
+                "stored behaviour log-probs on truncated rows were scored on the full state: "
+                "build the examples with ppo_examples(..., stored_pi_beta=True)"
+            )
+        self._old = dict(self._stored)
 
     # -- log-probs of the logged actions --------------------------------------------------
     def _logprobs(self, model: Any, batch: dict[str, torch.Tensor]):
-        """Log-probs and entropy at the completion tokens only. The LM head runs just over the
-        window that holds every row's completion (``logits_to_keep``): prompts are most of the
-        tokens, and the vocabulary projection is a large share of a small model's cost."""
+        """Log-softmax over the vocabulary, log-probs of the logged tokens and the completion
+        mask, on the window that holds every row's completion. The LM head runs just over that
+        window (``logits_to_keep``): prompts are most of the tokens, and the vocabulary
+        projection is a large share of a small model's cost."""
         ids, attention = batch["input_ids"], batch["attention_mask"]
         mask = batch["completion_mask"] * attention
         first = max(1, int(mask.float().argmax(dim=1).min()))
         keep = ids.shape[1] - first + 1
         out = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep)
-        logprobs, entropy = token_logprobs(out.logits, ids[:, first - 1 :])
-        return logprobs, entropy, mask[:, first:]
+        logp = next_token_logp(out.logits)
+        chosen = torch.gather(logp, -1, ids[:, first:, None]).squeeze(-1)
+        return logp, chosen, mask[:, first:]
 
     def _adapter_is_identity(self) -> bool:
-        """A fresh LoRA adapter (B = 0) leaves the base model unchanged: then the reference
-        log-probs equal the policy's and one pass gives both."""
+        """A fresh LoRA adapter (B = 0) leaves the base model unchanged: pi_theta = pi_ref."""
         weights = [p for n, p in self.model.named_parameters() if "lora_B" in n]
         return bool(weights) and all(not p.any() for p in weights)
 
+    def terms(self, model: Any, inputs: dict[str, torch.Tensor]) -> Terms:
+        """pi_theta's pass (with gradient) and the reference pass (adapter disabled, without),
+        on the same tokens under the same numerics; pi_old from the reference pass or the
+        stored table."""
+        if self._old_is_ref is None:  # e.g. compute_loss called outside of train()
+            self.start_epoch()
+        logp, logprobs, mask = self._logprobs(model, inputs)
+        with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+            ref_logp, ref, _ = self._logprobs(model, inputs)
+        with torch.no_grad():
+            live = mask.bool()
+            kl_exact = torch.zeros(mask.shape, device=logp.device)
+            kl_exact[live] = exact_kl(logp.detach()[live], ref_logp[live])
+        entropy = -(logp.exp() * logp).sum(dim=-1)
+        del ref_logp
+        self._check_stored(inputs["index"], ref, mask)
+        if self._old_is_ref:
+            old = ref
+        else:
+            old = self._table(self._old, inputs["index"], mask)
+            old = torch.where(
+                torch.isnan(old), ref, old
+            )  # tokens the behaviour model did not write
+        return Terms(logprobs, old, ref, entropy, kl_exact, mask)
+
+    def _table(self, table: dict[int, torch.Tensor], index: torch.Tensor, mask: torch.Tensor):
+        """Per-example completion log-probs, laid out like this batch's window."""
+        out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        out[mask.bool()] = torch.cat([table[i] for i in index.tolist()]).to(mask.device)
+        return out
+
+    # -- pi_old ---------------------------------------------------------------------------
+    def start_epoch(self) -> None:
+        """pi_old for this epoch: the reference pass (behaviour from the reference, or refresh
+        while the adapter is the identity), the stored table, or one pass of the policy."""
+        args: OfflinePPOConfig = self.args
+        if args.old_logprobs == "behaviour":
+            self._old_is_ref = args.behaviour_source == "reference"
+        elif self._adapter_is_identity():
+            self._old_is_ref = True
+        else:
+            self._old_is_ref = False
+            self._refresh_old()
+
     @torch.no_grad()
-    def refresh_logprobs(self, old: bool = True) -> None:
-        """Old log-probs from the current policy (when ``old``); reference log-probs (adapter
-        disabled) the first time only."""
-        if not old and self._ref:
-            return
-        model = self.model
-        same_as_ref = self._adapter_is_identity()
+    def _refresh_old(self) -> None:
+        """pi_old = the current policy, one pass without gradient (same autocast as training)."""
+        for batch in self._batches():
+            with self.compute_loss_context_manager():
+                _, current, mask = self._logprobs(self.model, batch)
+            for row, index in enumerate(batch["index"].tolist()):
+                self._old[index] = current[row][mask[row].bool()].float().cpu()
+
+    def _batches(self):
         loader = DataLoader(
             self.train_dataset,
             batch_size=self.args.per_device_train_batch_size,
             collate_fn=self.data_collator,
         )
         for batch in loader:
-            batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            indices = batch["index"].tolist()
-            need_ref = any(i not in self._ref for i in indices)  # once per example, ever
-            if not old and not need_ref:
-                continue
-            current, _, mask = self._logprobs(model, batch)
-            ref = None
-            if need_ref:
-                if same_as_ref:
-                    ref = current
-                else:
-                    with model.disable_adapter():
-                        ref, _, _ = self._logprobs(model, batch)
-            for row, index in enumerate(indices):
-                keep = mask[row].bool()
-                if old:
-                    self._old[index] = current[row][keep].float().cpu()
-                if ref is not None:
-                    self._ref[index] = ref[row][keep].float().cpu()
+            yield {k: v.to(self.args.device) for k, v in batch.items()}
 
-    def _stored(self, table: dict[int, torch.Tensor], index: torch.Tensor, mask: torch.Tensor):
-        """Stored per-example completion log-probs, laid out like this batch's window."""
-        out = torch.zeros(mask.shape, dtype=torch.float32, device=self.args.device)
-        out[mask.bool()] = torch.cat([table[i] for i in index.tolist()]).to(self.args.device)
-        return out
+    @torch.no_grad()
+    def start_ratio_range(self) -> tuple[float, float]:
+        """min and max of pi_theta / pi_old over every completion token of the data, as the
+        loss would see them now (before the first optimizer step: the invariant is 1)."""
+        low, high = math.inf, -math.inf
+        self.start_epoch()
+        for batch in self._batches():
+            with self.compute_loss_context_manager():
+                t = self.terms(self.model, batch)
+            ratio = torch.exp(t.logprobs - t.old_logprobs)[t.mask.bool()]
+            low, high = min(low, ratio.min().item()), max(high, ratio.max().item())
+        self._old_is_ref = None
+        return low, high
+
+    # -- the stored log-probs as a check ------------------------------------------------------
+    def _check_stored(self, index: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> None:
+        """|stored - recomputed| of pi_beta, once per example, on rows scored as trained."""
+        for row, i in enumerate(index.tolist()):
+            if i in self._gap or i not in self._stored:
+                continue
+            stored = self._stored[i].to(ref.device)
+            diff = (stored - ref[row][mask[row].bool()].float()).abs()
+            diff = diff[~torch.isnan(diff)]
+            if diff.numel():
+                self._gap[i] = (diff.sum().item(), diff.max().item(), diff.numel())
+
+    def behaviour_gap(self) -> dict[str, float]:
+        """Mean (per token) and max |stored - recomputed| behaviour log-prob, in nats."""
+        if not self._gap:
+            return {}
+        total, tokens = sum(g[0] for g in self._gap.values()), sum(g[2] for g in self._gap.values())
+        return {
+            "behaviour_gap_mean": total / tokens,
+            "behaviour_gap_max": max(g[1] for g in self._gap.values()),
+        }
+
+    def warn_behaviour_gap(self) -> None:
+        gap = self.behaviour_gap()
+        if self._gap_warned or not gap:
+            return
+        self._gap_warned = True
+        tolerance = self.args.behaviour_tolerance
+        how = (
+            "pi_beta is the reference pass, so the ratio is unaffected; the gap is synthesis "
+            "numerics (or other weights) against training's"
+            if self.args.behaviour_source == "reference" or self.args.old_logprobs == "refresh"
+            else "pi_beta is the stored log-probs: the ratios start this far from 1"
+        )
+        level = logging.WARNING if gap["behaviour_gap_mean"] > tolerance else logging.INFO
+        log.log(
+            level,
+            "stored behaviour log-probs vs recomputed under training numerics on %d rows: mean "
+            "|diff| %.4f, max %.4f nats (training.behaviour_tolerance %.3g); %s",
+            len(self._gap),
+            gap["behaviour_gap_mean"],
+            gap["behaviour_gap_max"],
+            tolerance,
+            how,
+        )
+
+    # -- adaptive KL coefficient ------------------------------------------------------------
+    def adapt_kl_coef(self) -> None:
+        """After an optimizer step: beta from the step's exact KL (PPO's adaptive penalty)."""
+        target = self.args.kl_target
+        if target is not None and self._step_kl:
+            kl = sum(self._step_kl) / len(self._step_kl)
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, target)
+        self._step_kl.clear()
+
+    def resume_kl_coef(self, history: list[dict[str, float]]) -> None:
+        """On resume, beta as last logged (it is part of the training state)."""
+        logged = [e["kl_coef"] for e in history if "kl_coef" in e]
+        if logged and self.args.kl_target is not None:
+            self.kl_coef = logged[-1]
 
     # -- the loss ---------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not self._old or not self._ref:  # e.g. training_step called outside of train()
-            self.refresh_logprobs(old=not self._old)
-        logprobs, entropy, mask = self._logprobs(model, inputs)
-        old = self._stored(self._old, inputs["index"], mask)
-        ref = self._stored(self._ref, inputs["index"], mask)
-        old = torch.where(torch.isnan(old), ref, old)  # tokens the behaviour model did not write
+        t = self.terms(model, inputs)
         args: OfflinePPOConfig = self.args
         loss, stats = ppo_loss(
-            logprobs=logprobs,
-            old_logprobs=old,
-            ref_logprobs=ref,
+            logprobs=t.logprobs,
+            old_logprobs=t.old_logprobs,
+            ref_logprobs=t.ref_logprobs,
             advantages=inputs["advantages"],
-            mask=mask,
+            mask=t.mask,
             clip_eps=args.clip_eps,
-            kl_coef=args.kl_coef,
+            kl_coef=self.kl_coef,
             kl_estimator=args.kl_estimator,
             entropy_coef=args.entropy_coef,
-            entropy=entropy,
+            entropy=t.entropy,
         )
+        kl_exact = masked_mean(t.kl_exact, t.mask.to(t.kl_exact.dtype)).item()
+        self._step_kl.append(kl_exact)
         for name, value in vars(stats).items():
             self._stats[name if name != "loss" else "ppo_loss"].append(value)
-        return (loss, {"logprobs": logprobs}) if return_outputs else loss
+        self._stats["kl_exact"].append(kl_exact)
+        self._stats["kl_coef"].append(self.kl_coef)
+        return (loss, {"logprobs": t.logprobs}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Add the mean of every PPO diagnostic since the last log (KL, clip fraction, ...)."""
+        """Add the mean of every PPO diagnostic since the last log (KL, clip fraction, ...)
+        and the behaviour log-prob check so far."""
         if self._stats and "loss" in logs:
             for name, values in self._stats.items():
                 if name == "ratio_min":
@@ -213,4 +384,5 @@ class OfflinePPOTrainer(Trainer):
                 else:
                     logs[name] = sum(values) / len(values)
             self._stats.clear()
+            logs.update(self.behaviour_gap())
         super().log(logs, *args, **kwargs)

@@ -2,7 +2,7 @@
 
 Real states (the bundled MMLU-Pro sample questions, rendered exactly as the policy sees them)
 get one step each per action tried: the target action's step carries a positive advantage and
-the others negative ones. After offline PPO (behaviour log-probs as pi_old, as in a run), the
+the others negative ones. After offline PPO (pi_old as configured, as in a run), the
 exact action distribution (constrained action scoring) is compared on *held-out* states, before
 and after. ``bench/learn.py`` runs it on SmolLM2-135M; the tests on the tiny random model.
 """

@@ -5,6 +5,7 @@ the tokenizer and a model card, and resume from their last checkpoint after a ki
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ from spark_core.rl.data import Truncation, greedy_rows, group_relative, ppo_exam
 from spark_core.rl.hardware import choose_precision, load_base, lora_config
 from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
 
+log = logging.getLogger(__name__)
+
 METRIC_KEYS = (
     "loss",
     "policy_loss",
-    "kl",
+    "kl_penalty",  # PPO: the k1/k3 penalty at the logged tokens (not KL(policy || ref))
+    "kl_exact",  # PPO: KL(policy || reference) over the vocabulary, completion positions
+    "kl_coef",  # PPO: beta (moves with training.kl_target)
     "approx_kl",
     "clipfrac",
     "ratio",
@@ -30,6 +35,9 @@ METRIC_KEYS = (
     "grad_norm",
     "truncated_rows",
     "dropped_rows",
+    "unscored_rows",  # PPO, stored pi_beta: truncated rows left out
+    "behaviour_gap_mean",  # PPO: mean |stored - recomputed| behaviour log-prob (nats)
+    "behaviour_gap_max",
     "reward_margin",  # DPO: mean beta * (chosen - rejected) log-ratio against the reference
     "reward_accuracy",  # DPO: share of pairs whose chosen reward beats the rejected one
 )
@@ -79,8 +87,15 @@ def last_checkpoint(out_dir: Path) -> str | None:
 
 
 def finish_adapter(
-    trainer: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any], fitted: Truncation
+    trainer: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    card: dict[str, Any],
+    fitted: Truncation,
+    run_metrics: dict[str, float] | None = None,
 ) -> list[dict]:
+    """Save the adapter and its card; the logged steps, each with the run-level metrics
+    (truncation, ``run_metrics``)."""
     adapter = out_dir / "adapter"
     trainer.model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
@@ -93,6 +108,7 @@ def finish_adapter(
             "step": int(entry.get("step", 0)),
             **{k: float(entry[k]) for k in METRIC_KEYS if k in entry},
             **fitted.as_metrics(),
+            **(run_metrics or {}),
         }
         for entry in logged
         if "loss" in entry
@@ -118,6 +134,11 @@ def model_card(card: dict[str, Any]) -> str:
             "## Data",
             card["data"],
             "",
+            *(
+                ["## pi_old (the PPO ratio's denominator)", card["pi_old"], ""]
+                if "pi_old" in card
+                else []
+            ),
             "## Training config",
             "```json",
             json.dumps(card["config"], indent=2),
@@ -190,15 +211,48 @@ def train_sft(
     return finish_adapter(trainer, tokenizer, out_dir, card, fitted)
 
 
+def pi_old_statement(cfg: RunConfig, gap: dict[str, float], fitted: Truncation) -> str:
+    """Which pi_old the PPO ratio used and why, for the log and the model card."""
+    t = cfg.training
+    if t.old_logprobs == "refresh":
+        what = (
+            "refresh (standard PPO): the policy at the start of each PPO epoch, scored on "
+            "the training rows under the training precision; the trust region moves with "
+            "the policy"
+        )
+    elif cfg.behaviour_source() == "reference":
+        what = (
+            f"behaviour, pi_beta = the base weights `{cfg.generator.name}` (adapter disabled), "
+            "re-scored on every fitted training row under the training precision "
+            f"(quantization {t.quantization}): the {cfg.generator.backend} generator wrote "
+            "the data with these weights, so the ratio is 1 before the first step"
+        )
+    else:
+        what = (
+            f"behaviour, pi_beta = the log-probs the {cfg.generator.backend} generator stored "
+            f"at synthesis (`{cfg.generator.name}`, possibly other weights or numerics than "
+            f"the trained base); {fitted.unscored_rows} rows truncated to fit were left out, "
+            "their log-probs having been scored on the full state"
+        )
+    if gap:
+        what += (
+            f". Stored synthesis log-probs vs recomputed: mean |diff| "
+            f"{gap['behaviour_gap_mean']:.4f}, max {gap['behaviour_gap_max']:.4f} nats per token"
+        )
+    return what + "."
+
+
 def train_ppo(
     cfg: RunConfig,
     rows: list[dict[str, Any]],
     base_path: str,
     out_dir: Path,
     pool: list[dict[str, Any]] | None = None,
+    check_start: bool = False,
 ):
     """SPaRK: offline PPO on the chosen steps' advantages (or every judged candidate with
-    group-relative advantages when ``training.candidates == 'all'``)."""
+    group-relative advantages when ``training.candidates == 'all'``). ``check_start``: measure
+    the ratio range over all the data before the first step (one more pass; bench/learn.py)."""
     from peft import get_peft_model
 
     from spark_core.models.hf_backend import load_tokenizer
@@ -207,8 +261,10 @@ def train_ppo(
     tokenizer = load_tokenizer(base_path)
     model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
     source = group_relative(pool) if t.candidates == "all" and pool else rows
-    examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len)
-    args = OfflinePPOConfig.from_training(t, **common_args(cfg, out_dir, t.ppo_epochs))
+    stored = t.old_logprobs == "behaviour" and cfg.behaviour_source() == "stored"
+    examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len, stored_pi_beta=stored)
+    resolved = t.model_copy(update={"behaviour_source": cfg.behaviour_source()})
+    args = OfflinePPOConfig.from_training(resolved, **common_args(cfg, out_dir, t.ppo_epochs))
     trainer = OfflinePPOTrainer(
         model=model,
         args=args,
@@ -216,7 +272,16 @@ def train_ppo(
         processing_class=tokenizer,
         callbacks=[StepProgress("train spark (steps)")],
     )
-    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
+    resume = last_checkpoint(out_dir)
+    run_metrics: dict[str, float] = {}
+    if check_start and resume is None:
+        low, high = trainer.start_ratio_range()
+        run_metrics = {"start_ratio_min": low, "start_ratio_max": high}
+        log.info("PPO ratio before the first step: [%.6f, %.6f]", low, high)
+    trainer.train(resume_from_checkpoint=resume)
+    gap = trainer.behaviour_gap()
+    statement = pi_old_statement(cfg, gap, fitted)
+    log.info("PPO pi_old: %s", statement)
     what = (
         "every judged candidate, group-relative advantages"
         if source is not rows
@@ -225,8 +290,10 @@ def train_ppo(
     card = {
         "title": "SPaRK (offline PPO)",
         "base_model": cfg.generator.name,
-        "data": f"{len(examples)} examples: {what}; pi_old = {t.old_logprobs} log-probs; "
-        f"{fitted.truncated_rows} lost earlier steps to fit, {fitted.dropped_rows} did not fit.",
+        "data": f"{len(examples)} examples: {what}; {fitted.truncated_rows} lost earlier steps "
+        f"to fit, {fitted.dropped_rows} did not fit, {fitted.unscored_rows} left out "
+        "(truncated, stored pi_beta).",
+        "pi_old": statement,
         "config": cfg.section("training"),
     }
-    return finish_adapter(trainer, tokenizer, out_dir, card, fitted)
+    return finish_adapter(trainer, tokenizer, out_dir, card, fitted, {**gap, **run_metrics})
