@@ -272,6 +272,13 @@ def test_the_hook_refuses_changes_to_its_own_functions(sandbox):
     assert "changing the audit hook" in result.error
 
 
+def test_another_processs_descriptors_are_neither_listed_nor_opened(sandbox):
+    listed = sandbox.run("python", "import os\nprint(os.listdir('/proc/1/fd'))")
+    opened = sandbox.run("python", "print(open('/proc/1/fd/0').read(1))")
+    assert (listed.status, opened.status) == ("rejected", "rejected")
+    assert "listing /proc/1/fd" in listed.error and "reading /proc/1/fd/0" in opened.error
+
+
 @pytest.mark.parametrize("module", ["_posixsubprocess", "cffi", "_cffi_backend", "ctypes"])
 def test_blocked_modules_cannot_be_imported(sandbox, module):
     result = sandbox.run("python", f"import {module}\nprint('imported')")

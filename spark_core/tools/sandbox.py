@@ -45,8 +45,9 @@ PROCESS_WARNING = (
 )
 NO_CGROUP_WARNING = (
     "no memory cgroup for the sandbox workers ({reason}): a call's memory is capped by rlimits "
-    "only — address space and the /tmp tmpfs tools.memory_mb each, files tools file_mb each — "
-    "and those add up; run as root or in a delegated cgroup v2 subtree for one cap"
+    "only — address space and the bwrap /tmp each tools.memory_mb, each file {file_mb} MB — "
+    "and those add up; run as root or in a delegated cgroup v2 subtree for one cap "
+    "(docs/security.md)"
 )
 
 
@@ -290,7 +291,11 @@ class Sandbox:
             raise
         reasons = {w.no_cgroup_reason for w in self._all if w.cgroup is None}
         if reasons:
-            log.warning(NO_CGROUP_WARNING.format(reason="; ".join(sorted(reasons))))
+            log.warning(
+                NO_CGROUP_WARNING.format(
+                    reason="; ".join(sorted(reasons)), file_mb=self.limits.file_mb
+                )
+            )
         atexit.register(self.close)
 
     def _start(self, count: int) -> list[_Worker]:
