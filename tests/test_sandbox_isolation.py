@@ -246,6 +246,21 @@ def test_without_a_cgroup_the_rlimits_hold_and_a_warning_says_so(monkeypatch, ca
     assert any("no memory cgroup" in r.message for r in caplog.records)
 
 
+def test_a_worker_that_cannot_join_its_cgroup_falls_back_with_a_warning(monkeypatch, caplog):
+    probe, reason = cgroup.create()
+    if probe is None:
+        pytest.skip(f"no memory cgroup here ({reason}): the other fallback")
+    probe.remove()
+    monkeypatch.setattr(cgroup.WorkerCgroup, "procs_files", lambda self: ["/nonexistent/procs"])
+    with caplog.at_level(logging.WARNING, logger="spark_core.tools.sandbox"):
+        with Sandbox(SandboxLimits(**LIMITS, isolation="process"), workers=1) as sb:
+            assert sb._all[0].cgroup is None
+            assert sb.run("calculator", "6 * 7").output == "42"
+    assert any("could not join its cgroup" in r.message for r in caplog.records)
+    base, number = probe.memory.rsplit("-", 1)
+    assert not os.path.exists(f"{base}-{int(number) + 1}")  # the worker's: removed, not left
+
+
 # 4. the hook holds its own references; blocked modules are gone
 def test_patched_path_functions_change_nothing(sandbox, tmp_path):
     target = tmp_path / "escaped.txt"

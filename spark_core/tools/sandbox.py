@@ -161,6 +161,9 @@ class _Worker:
             isolation = self.limits.isolation
             raise RuntimeError(f"sandbox worker ({isolation}) failed to start:\n{tail}")
         self.tools = hello["tools"]
+        if self.cgroup is not None and not self.cgroup.holds(self.proc.pid):
+            self.cgroup.remove()
+            self.cgroup, self.no_cgroup_reason = None, "the worker could not join its cgroup"
         if self.cgroup is not None:  # the worker's own footprint, plus what one call may take
             self.cgroup.cap(self.cgroup.usage() + (self.limits.memory_mb << 20))
         return self
