@@ -219,7 +219,7 @@ def test_a_call_past_the_cap_is_stopped_and_memory_returns(sandbox, mechanism):
     assert any(reason in result.error for reason in stopped), result.error
     worker = sandbox._all[0]  # the same one, or its replacement
     assert worker.cgroup.usage() >> 20 <= usage + 16
-    assert _host_shmem_mb() <= shmem + 32  # the tmpfs pages went with the files
+    assert _host_shmem_mb() < shmem + CAP_MB - 32  # the tmpfs pages went with the files
     assert sandbox.run("calculator", "6 * 7").output == "42"
 
 
@@ -246,6 +246,21 @@ def test_without_a_cgroup_the_rlimits_hold_and_a_warning_says_so(monkeypatch, ca
     assert any("no memory cgroup" in r.message for r in caplog.records)
 
 
+def test_a_worker_that_cannot_join_its_cgroup_falls_back_with_a_warning(monkeypatch, caplog):
+    probe, reason = cgroup.create()
+    if probe is None:
+        pytest.skip(f"no memory cgroup here ({reason}): the other fallback")
+    probe.remove()
+    monkeypatch.setattr(cgroup.WorkerCgroup, "procs_files", lambda self: ["/nonexistent/procs"])
+    with caplog.at_level(logging.WARNING, logger="spark_core.tools.sandbox"):
+        with Sandbox(SandboxLimits(**LIMITS, isolation="process"), workers=1) as sb:
+            assert sb._all[0].cgroup is None
+            assert sb.run("calculator", "6 * 7").output == "42"
+    assert any("could not join its cgroup" in r.message for r in caplog.records)
+    base, number = probe.memory.rsplit("-", 1)
+    assert not os.path.exists(f"{base}-{int(number) + 1}")  # the worker's: removed, not left
+
+
 # 4. the hook holds its own references; blocked modules are gone
 def test_patched_path_functions_change_nothing(sandbox, tmp_path):
     target = tmp_path / "escaped.txt"
@@ -270,6 +285,13 @@ def test_the_hook_refuses_changes_to_its_own_functions(sandbox):
     result = sandbox.run("python", code)
     assert result.status == "rejected"
     assert "changing the audit hook" in result.error
+
+
+def test_another_processs_descriptors_are_neither_listed_nor_opened(sandbox):
+    listed = sandbox.run("python", "import os\nprint(os.listdir('/proc/1/fd'))")
+    opened = sandbox.run("python", "print(open('/proc/1/fd/0').read(1))")
+    assert (listed.status, opened.status) == ("rejected", "rejected")
+    assert "listing /proc/1/fd" in listed.error and "reading /proc/1/fd/0" in opened.error
 
 
 @pytest.mark.parametrize("module", ["_posixsubprocess", "cffi", "_cffi_backend", "ctypes"])

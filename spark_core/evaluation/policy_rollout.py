@@ -44,7 +44,8 @@ from spark_core.synthesis.rollout import Question, answer_request, policy_messag
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "3"  # 3: failed tool calls repaired at the step (rollout.tool_retries)
+CODE_VERSION = "4"  # 3: failed tool calls repaired at the step (rollout.tool_retries)
+# 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
 EVAL_ROWS_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),

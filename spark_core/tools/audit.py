@@ -142,7 +142,11 @@ def realpath(
         links += 1
         if links > _max_links:
             return ""
-        target = _readlink(candidate)
+        try:
+            target = _readlink(candidate)
+        except _oserror:  # a link the kernel will not show (another process's /proc/PID/fd)
+            resolved.append(part)
+            continue
         if target.startswith("/"):
             resolved = []
         pending.extend(target.split("/")[::-1])
@@ -214,6 +218,11 @@ def make_audit_hook(scratch: str, found: list[str], error: type[Exception]) -> C
                 what = "replacing a function's code"
             elif _guarded is not None and _id(args[0]) in _guarded:
                 what = "changing the audit hook"
+        elif event in ("os.listdir", "os.scandir") and args:
+            path = _resolve(args[0])
+            if path is not None and path.startswith("/proc/") and path.split("/")[2].isdigit():
+                if not (path == _own_proc or path.startswith(_own_proc_dir)):
+                    what = f"listing {path}"
         elif event in ("os.chdir", "open") and args:
             path = _resolve(args[0])
             if event == "os.chdir":

@@ -73,6 +73,17 @@ class WorkerCgroup:
         if os.path.exists(os.path.join(self.memory, "memory.memsw.limit_in_bytes")):
             self._write(self.memory, "memory.memsw.limit_in_bytes", str(limit_bytes))
 
+    def holds(self, pid: int) -> bool:
+        """Whether ``pid`` is in every directory of the group."""
+        for path in self.procs_files():
+            try:
+                with open(path) as fh:
+                    if str(pid) not in fh.read().split():
+                        return False
+            except OSError:
+                return False
+        return True
+
     def remove(self) -> None:
         """Kill whatever is still inside, then remove the directories (the kernel refuses
         while a task is exiting, so retry briefly)."""
@@ -186,7 +197,8 @@ def create(tasks_max: int = TASKS_MAX) -> tuple[WorkerCgroup | None, str]:
 
 def wrap(command: list[str], group: WorkerCgroup) -> list[str]:
     """``command`` started inside ``group``: a shell joins it, then ``exec``s the command, so
-    every process the worker ever forks is charged there from its first page."""
-    join = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 97; shift; done'
+    every process the worker ever forks is charged there from its first page. A shell that
+    cannot join starts the command anyway; ``holds`` then says so."""
+    join = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ 2>/dev/null > "$f"; shift; done'
     script = f'{join}; shift; exec "$@"'
     return ["/bin/sh", "-c", script, "sh", *group.procs_files(), "--", *command]

@@ -45,8 +45,9 @@ PROCESS_WARNING = (
 )
 NO_CGROUP_WARNING = (
     "no memory cgroup for the sandbox workers ({reason}): a call's memory is capped by rlimits "
-    "only — address space and the /tmp tmpfs tools.memory_mb each, files tools file_mb each — "
-    "and those add up; run as root or in a delegated cgroup v2 subtree for one cap"
+    "only — address space and the bwrap /tmp each tools.memory_mb, each file {file_mb} MB — "
+    "and those add up; run as root or in a delegated cgroup v2 subtree for one cap "
+    "(docs/security.md)"
 )
 
 
@@ -160,6 +161,9 @@ class _Worker:
             isolation = self.limits.isolation
             raise RuntimeError(f"sandbox worker ({isolation}) failed to start:\n{tail}")
         self.tools = hello["tools"]
+        if self.cgroup is not None and not self.cgroup.holds(self.proc.pid):
+            self.cgroup.remove()
+            self.cgroup, self.no_cgroup_reason = None, "the worker could not join its cgroup"
         if self.cgroup is not None:  # the worker's own footprint, plus what one call may take
             self.cgroup.cap(self.cgroup.usage() + (self.limits.memory_mb << 20))
         return self
@@ -290,7 +294,11 @@ class Sandbox:
             raise
         reasons = {w.no_cgroup_reason for w in self._all if w.cgroup is None}
         if reasons:
-            log.warning(NO_CGROUP_WARNING.format(reason="; ".join(sorted(reasons))))
+            log.warning(
+                NO_CGROUP_WARNING.format(
+                    reason="; ".join(sorted(reasons)), file_mb=self.limits.file_mb
+                )
+            )
         atexit.register(self.close)
 
     def _start(self, count: int) -> list[_Worker]:
