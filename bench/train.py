@@ -9,9 +9,10 @@ extra forward pass without gradient).
 bitsandbytes are present; the first line says which one ran.
 
 Both trainers run one epoch over the same examples with the same batch size and LoRA config.
-PPO runs as configured (``training.old_logprobs: behaviour``): pi_old is the behaviour log-probs
-stored at synthesis (computed here, outside the timing, as the select barrier does), and its
-time includes the reference log-prob pass at the start of training. DPO trains one pair per
+PPO runs as configured (``training.old_logprobs: behaviour``, the hf generator: pi_beta from
+the reference pass): its time includes the reference pass (adapter disabled, no gradient) of
+every micro-batch, which is also pi_old; the stored behaviour log-probs (computed here, outside
+the timing, as the select barrier does) are only checked against it. DPO trains one pair per
 state (chosen: the same completion SFT imitates; rejected: a short ``cot`` step, judged lower),
 so it reads a second sequence per state and runs the reference (adapter disabled) on both;
 its rate counts the same tokens as SFT's, so the ratio is the cost per state.
