@@ -21,6 +21,7 @@ import pyarrow as pa
 from spark_core.config import RunConfig
 from spark_core.data.answers import LETTERS, read_letter
 from spark_core.models.calls import Generator, Judge
+from spark_core.models.judge import Judgement
 from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.requests import ChatRequest, Completion
 from spark_core.synthesis.action_format import COT, state_message, system_prompt
@@ -29,8 +30,10 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "3"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+CODE_VERSION = "4"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 # 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
+# 4: viability strictly above the threshold, judge.grade (both readings stored), within-state
+#    usage of the viable candidates in `selected`
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -50,7 +53,9 @@ SCORES_SCHEMA = pa.schema(
         pa.field("question_id", pa.int64(), nullable=False),
         pa.field("step", pa.int32(), nullable=False),
         pa.field("action", pa.string(), nullable=False),
-        pa.field("score", pa.float64()),  # null: the judgement failed
+        pa.field("score", pa.float64()),  # null: the judgement failed; judge.grade's reading
+        pa.field("score_expected", pa.float64()),  # log-prob expectation (null: not available)
+        pa.field("score_integer", pa.float64()),  # the judge's stated grade (null: none read)
         pa.field("judge_status", pa.string(), nullable=False),
         pa.field("judge_error", pa.string(), nullable=False),
         pa.field("judge_reply", pa.string(), nullable=False),  # the judge's raw reply
@@ -218,6 +223,15 @@ def _repair(
             row["gen_logprobs"] = json.dumps({**json.loads(row["gen_logprobs"]), "input": None})
 
 
+def judge_readings(j: Judgement, grade: str) -> dict[str, float | None]:
+    """``score`` (what selection and rewards use, by ``judge.grade``) and both readings: the
+    expectation exists where the judge gave log-probs, the stated grade wherever one was read."""
+    expected = j.score if j.method in ("logprobs", "next_token") else None
+    integer = j.grade if j.status == "ok" else None
+    score = j.score if grade == "expected" or j.status != "ok" else integer
+    return {"score": score, "score_expected": expected, "score_integer": integer}
+
+
 def rollout_step(
     cfg: RunConfig,
     step: int,
@@ -317,7 +331,7 @@ def rollout_step(
             "question_id": row["question_id"],
             "step": step,
             "action": row["action"],
-            "score": j.score,
+            **judge_readings(j, cfg.judge.grade),
             "judge_status": j.status,
             "judge_error": j.error,
             "judge_reply": j.raw,

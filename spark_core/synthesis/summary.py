@@ -16,6 +16,7 @@ from spark_core.labeling.rewards import spread
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
+from spark_core.synthesis.selection import is_viable
 
 ACTIONS_SCHEMA = pa.schema(
     [
@@ -79,7 +80,9 @@ def summarize(
                 "chosen": chosen[action],
                 "chosen_share": chosen[action] / total,
                 "candidates": len(cands),
-                "viable_rate": sum(v >= threshold for v in judged) / len(judged) if judged else 0.0,
+                "viable_rate": sum(is_viable(v, threshold) for v in judged) / len(judged)
+                if judged
+                else 0.0,
                 "tool_error_rate": sum(c["status"] != "ok" for c in cands) / len(cands)
                 if cands
                 else 0.0,
