@@ -21,7 +21,9 @@ def test_paper_preset_is_the_published_setting():
     assert cfg.rollout.steps == 5
     assert len(cfg.rollout.actions) == 9 and "cot" in cfg.rollout.actions
     assert cfg.rollout.viable_threshold == 6.0
-    assert cfg.rollout.selection == "rarity_first"
+    assert cfg.rollout.selection == "lowest_viable"  # the paper's method sentence
+    assert cfg.judge.grade == "integer"
+    assert (cfg.data.eval_total, cfg.data.eval_fraction) == (1400, 0.3)  # the fraction unused
     assert cfg.generator.name == "meta-llama/Llama-3.1-8B-Instruct"
     assert (cfg.judge.backend, cfg.judge.name) == ("openai", "gpt-4o")
     assert cfg.training.quantization == "4bit"

@@ -224,9 +224,16 @@ class RewardsConfig(Section):
     w_correct: float = Field(
         1.0, description="w_c: weight of the terminal reward (1 if the final answer is correct)."
     )
+    diversity: Literal["within_state", "running_share"] = Field(
+        "within_state",
+        description="The diversity term: log share of the most-used viable candidate of the same "
+        "state minus log share of the chosen one, at selection time (within_state), or "
+        "rarity_bonus of the chosen action's running usage share alone (running_share).",
+    )
     rarity_bonus: Literal["one_minus_p", "neg_log_p"] = Field(
         "one_minus_p",
-        description="Diversity bonus from the action's running usage share p when it was selected.",
+        description="diversity=running_share: the bonus from the action's running usage share p "
+        "when it was selected.",
     )
     gamma: float = Field(
         1.0,

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.labeling.rewards import spread
+from spark_core.labeling.rewards import spread, variance_shares
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
@@ -136,6 +136,8 @@ REWARDS_SCHEMA = pa.schema(
         pa.field("std", pa.float64(), nullable=False),
         pa.field("max", pa.float64(), nullable=False),
         pa.field("distinct", pa.int64(), nullable=False),
+        # cov(component, reward) / var(reward) over the steps (null: not a reward component)
+        pa.field("variance_share", pa.float64()),
     ]
 )
 REWARD_COMPONENTS = ("r_quality", "r_diversity", "r_correct", "reward", "return", "advantage")
@@ -144,8 +146,16 @@ REWARD_COMPONENTS = ("r_quality", "r_diversity", "r_correct", "reward", "return"
 def reward_spread(trajectories: pa.Table) -> pa.Table:
     """The spread of every reward component over the labelled steps: a component with one or
     two distinct values carries no signal for PPO."""
+    shares = variance_shares(
+        trajectories.select(["r_quality", "r_diversity", "r_correct", "reward"]).to_pylist()
+    )
     rows = [
-        {"component": c, **spread(trajectories.column(c).to_pylist())} for c in REWARD_COMPONENTS
+        {
+            "component": c,
+            **spread(trajectories.column(c).to_pylist()),
+            "variance_share": shares.get(c),
+        }
+        for c in REWARD_COMPONENTS
     ]
     return pa.Table.from_pylist(rows, schema=REWARDS_SCHEMA)
 
@@ -189,13 +199,14 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
             "",
             "Reward components over the selected steps (as labelling computes them):",
             "",
-            "| component | min | mean | std | max | distinct values |",
-            "|---|---|---|---|---|---|",
+            "| component | min | mean | std | max | distinct values | share of reward variance |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rewards.to_pylist():
+            share = "–" if r["variance_share"] is None else f"{r['variance_share']:.1%}"
             lines.append(
                 f"| {r['component']} | {r['min']:.3f} | {r['mean']:.3f} | {r['std']:.3f} "
-                f"| {r['max']:.3f} | {r['distinct']} |"
+                f"| {r['max']:.3f} | {r['distinct']} | {share} |"
             )
     return "\n".join(lines)
 
@@ -253,6 +264,14 @@ def summary_lines(judge: str, run: pa.Table, rewards: pa.Table | None) -> list[s
             for c in rewards.to_pylist()
         )
         lines.append(f"reward components: {spreads}")
+        lines.append(
+            "share of the per-step reward variance: "
+            + ", ".join(
+                f"{c['component']} {c['variance_share']:.1%}"
+                for c in rewards.to_pylist()
+                if c["variance_share"] is not None
+            )
+        )
     return lines
 
 
