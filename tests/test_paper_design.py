@@ -12,14 +12,16 @@ from spark_core import CATEGORIES
 from spark_core.config import DataConfig, RewardsConfig, load_config
 from spark_core.data.questions import ingest_records, sample, validate
 from spark_core.data.sources import RawRecord, read_file
+from spark_core.evaluation.stats import tool_state_entropies, without_answer
 from spark_core.labeling.rewards import (
     diversity_bonuses,
     variance_shares,
     within_state_bonus,
 )
 from spark_core.labeling.trajectories import label
+from spark_core.models.action_scoring import action_names
 from spark_core.models.judge import HFJudge, Judgement, stated_grade
-from spark_core.synthesis.rollout import judge_readings
+from spark_core.synthesis.rollout import check_actions, judge_readings
 from spark_core.synthesis.selection import pick_in_order
 
 
@@ -198,3 +200,19 @@ def test_variance_shares_sum_to_one_and_are_exact():
     )
     flat = [{"r_quality": 1.0, "r_diversity": 0.0, "r_correct": 0.0, "reward": 1.0}] * 3
     assert variance_shares(flat) == {"r_quality": 0.0, "r_diversity": 0.0, "r_correct": 0.0}
+
+
+# --- the same actions in training and evaluation -----------------------------------------------
+def test_answer_is_left_out_of_training_candidates_and_of_the_evaluated_choice():
+    actions = load_config("configs/paper.yaml").rollout.actions
+    assert "answer" not in actions and len(actions) == 9  # synthesis' candidates (training)
+    with pytest.raises(ValueError, match="unknown tools \\['answer'\\]"):
+        check_actions([*actions, "answer"])  # nor can a config offer it as a candidate
+    names = action_names(actions)  # evaluation scores the 9 and `answer`
+    assert names == [*actions, "answer"]
+    probs = [0.05] * 9 + [0.55]  # most of the mass on answering now
+    kept = without_answer(probs, names)
+    assert kept == pytest.approx([1 / 9] * 9)  # the 9 training actions, renormalised
+    assert tool_state_entropies([probs], names) == [pytest.approx(math.log2(9))]
+    assert without_answer([0.0] * 9 + [1.0], names) == []  # all on answer: no tool choice
+    assert without_answer([], names) == []
