@@ -216,3 +216,36 @@ def test_answer_is_left_out_of_training_candidates_and_of_the_evaluated_choice()
     assert tool_state_entropies([probs], names) == [pytest.approx(math.log2(9))]
     assert without_answer([0.0] * 9 + [1.0], names) == []  # all on answer: no tool choice
     assert without_answer([], names) == []
+
+
+# --- thought-action agreement ------------------------------------------------------------------
+def test_agreement_rate_on_hand_made_steps():
+    from spark_core.synthesis.agreement import agreement, tools_named
+    from spark_core.synthesis.summary import summarize
+
+    actions = load_config(None).rollout.actions
+    assert tools_named("Use the Symbolic Math tool, then unit_converter.", actions) == {
+        "symbolic_math",
+        "unit_converter",
+    }
+    assert tools_named("Let me reason step by step about the math.", actions) == set()
+    steps = [
+        ("I will use the calculator for 3*7.", "chemistry"),  # mismatch
+        ("I will use the calculator for 3*7.", "calculator"),  # agrees
+        ("Look up the molar mass with chemistry or python.", "python"),  # agrees (one of two)
+        ("Think it through.", "cot"),  # names nothing
+        ("The calculator is not needed; reason it out.", "cot"),  # mismatch
+    ]
+    assert agreement(steps, actions) == {
+        "steps": 5,
+        "names_a_tool_rate": 4 / 5,
+        "mismatch_rate": 2 / 5,
+    }
+    selected = [
+        {"question_id": i, "action": a, "viable": True,
+         "completion": f"Thought: {t}\nAction: {a}\nAction Input: x"}
+        for i, (t, a) in enumerate(steps)
+    ]  # fmt: skip
+    _, run = summarize(actions, selected, [], [], 6.0, "local")
+    row = run.to_pylist()[0]
+    assert (row["thought_names_tool_rate"], row["thought_mismatch_rate"]) == (0.8, 0.4)

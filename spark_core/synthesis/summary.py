@@ -16,6 +16,8 @@ from spark_core.labeling.rewards import spread, variance_shares
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
+from spark_core.synthesis.action_format import parse_step
+from spark_core.synthesis.agreement import agreement
 from spark_core.synthesis.selection import is_viable
 
 ACTIONS_SCHEMA = pa.schema(
@@ -53,6 +55,10 @@ RUN_SCHEMA = pa.schema(
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cost_usd", pa.float64()),
         pa.field("generated_tokens", pa.int64(), nullable=False),
+        # the selected steps' thoughts (agreement.py): naming any tool / naming tools but not
+        # the selected action
+        pa.field("thought_names_tool_rate", pa.float64(), nullable=False),
+        pa.field("thought_mismatch_rate", pa.float64(), nullable=False),
     ]
 )
 
@@ -104,6 +110,10 @@ def summarize(
     outcomes: dict[tuple[int, int], list[bool]] = {}
     for s in scores:
         outcomes.setdefault((s["question_id"], s["step"]), []).append(s["score"] is None)
+    agree = agreement(
+        ((parse_step(s.get("completion", ""), actions).thought, s["action"]) for s in selected),
+        actions,
+    )
     run = {
         "questions": len({s["question_id"] for s in selected}),
         "steps": len(selected),
@@ -121,6 +131,8 @@ def summarize(
         if prices is None
         else (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1000,
         "generated_tokens": sum(c["gen_completion_tokens"] for c in candidates),
+        "thought_names_tool_rate": agree["names_a_tool_rate"],
+        "thought_mismatch_rate": agree["mismatch_rate"],
     }
     return (
         pa.Table.from_pylist(per_action, schema=ACTIONS_SCHEMA),
@@ -176,6 +188,9 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         f"{r['failed_judgements']} failed), tokens {r['judge_prompt_tokens']} prompt + "
         f"{r['judge_completion_tokens']} completion"
         + (f", est. cost ${r['judge_cost_usd']:.4f}" if r["judge_cost_usd"] is not None else ""),
+        f"- thought-action agreement: the selected step's thought names a tool in "
+        f"{r['thought_names_tool_rate']:.1%} of steps, and names tools other than the selected "
+        f"action in {r['thought_mismatch_rate']:.1%}",
         "",
         "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 "
         "| repaired |",
@@ -253,9 +268,12 @@ def summary_lines(judge: str, run: pa.Table, rewards: pa.Table | None) -> list[s
     """The judge's failures over the run, and the spread of every reward component."""
     r = run.to_pylist()[0]
     lines = [
+        f"thought-action agreement: thoughts name a tool in {r['thought_names_tool_rate']:.1%} "
+        f"of selected steps, tools other than the selected action in "
+        f"{r['thought_mismatch_rate']:.1%}",
         f"judge {judge}: {r['failed_judgements']} of {r['judge_calls']} judgements failed "
         f"({100 * r['judge_failure_rate']:.1f}%); {r['stopped_questions']} questions stopped "
-        "because every judgement of a step failed"
+        "because every judgement of a step failed",
     ]
     if rewards is not None:
         spreads = "; ".join(
