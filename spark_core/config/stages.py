@@ -98,6 +98,13 @@ class RolloutConfig(Section):
         "paper's method sentence), the least-used so far (rarity_first, an ablation) or the "
         "top-scored (greedy).",
     )
+    thoughts: Literal["shared", "per_action"] = Field(
+        "shared",
+        description="One thought per step shared by the candidates (shared), or one per "
+        "candidate written with its action fixed in the prompt (per_action: a generation per "
+        "candidate instead of per question; the summary's thought-action mismatch rate says "
+        "what it buys).",
+    )
     shards: int = Field(2, gt=0, description="Question shards processed in parallel.")
     thought_tokens: int = Field(48, gt=0, description="Max new tokens for a step's thought.")
     input_tokens: int = Field(32, gt=0, description="Max new tokens for an action input.")
