@@ -249,3 +249,20 @@ def test_agreement_rate_on_hand_made_steps():
     _, run = summarize(actions, selected, [], [], 6.0, "local")
     row = run.to_pylist()[0]
     assert (row["thought_names_tool_rate"], row["thought_mismatch_rate"]) == (0.8, 0.4)
+
+
+def test_summary_compares_viability_under_both_judge_readings():
+    from spark_core.synthesis.summary import summarize
+
+    def row(action, expected, integer):
+        return {
+            "question_id": 1, "step": 1, "action": action, "score": integer,
+            "score_expected": expected, "score_integer": integer, "judge_status": "ok",
+            "judge_cached": False, "judge_prompt_tokens": 0, "judge_completion_tokens": 0,
+        }  # fmt: skip
+
+    scores = [row("cot", 6.37, 6.0), row("calculator", 8.2, 8.0), row("python", 5.9, 6.0)]
+    selected = [{"question_id": 1, "action": "calculator", "viable": True}]
+    _, run = summarize(["cot", "calculator", "python"], selected, [], scores, 6.0, "local")
+    r = run.to_pylist()[0]
+    assert (r["viable_rate_expected"], r["viable_rate_integer"]) == (2 / 3, 1 / 3)

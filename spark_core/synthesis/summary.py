@@ -59,8 +59,17 @@ RUN_SCHEMA = pa.schema(
         # the selected action
         pa.field("thought_names_tool_rate", pa.float64(), nullable=False),
         pa.field("thought_mismatch_rate", pa.float64(), nullable=False),
+        # share of judged candidates viable under each reading of the judge (judge.grade);
+        # null where that reading was not available
+        pa.field("viable_rate_expected", pa.float64()),
+        pa.field("viable_rate_integer", pa.float64()),
     ]
 )
+
+
+def _viable_rate(scores: list[dict[str, Any]], column: str, threshold: float) -> float | None:
+    values = [s[column] for s in scores if s.get(column) is not None]
+    return sum(is_viable(v, threshold) for v in values) / len(values) if values else None
 
 
 def summarize(
@@ -133,6 +142,8 @@ def summarize(
         "generated_tokens": sum(c["gen_completion_tokens"] for c in candidates),
         "thought_names_tool_rate": agree["names_a_tool_rate"],
         "thought_mismatch_rate": agree["mismatch_rate"],
+        "viable_rate_expected": _viable_rate(scores, "score_expected", threshold),
+        "viable_rate_integer": _viable_rate(scores, "score_integer", threshold),
     }
     return (
         pa.Table.from_pylist(per_action, schema=ACTIONS_SCHEMA),
@@ -172,6 +183,10 @@ def reward_spread(trajectories: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=REWARDS_SCHEMA)
 
 
+def fmt_rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
 def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = None) -> str:
     r = run.to_pylist()[0]
     lines = [
@@ -191,6 +206,8 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         f"- thought-action agreement: the selected step's thought names a tool in "
         f"{r['thought_names_tool_rate']:.1%} of steps, and names tools other than the selected "
         f"action in {r['thought_mismatch_rate']:.1%}",
+        "- viable candidates under each judge reading (judge.grade): expected "
+        f"{fmt_rate(r['viable_rate_expected'])}, integer {fmt_rate(r['viable_rate_integer'])}",
         "",
         "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 "
         "| repaired |",
