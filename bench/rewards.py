@@ -14,7 +14,8 @@ rule ``pick_in_order`` with its global usage counts and seeded order, ``diversit
   135M local judge; a few minutes on 2 cores) and replays each rule on its real score tables;
   correctness is the run's own (a different pick in another rule keeps the run's outcome).
 
-share = cov(component, reward) / var(reward) over all steps (the shares sum to 1).
+share = cov(component, reward) / var(reward) over all steps (the shares sum to 1); "d of q+d"
+is the diversity term's share of the process reward alone (terminal correctness left out).
 
     python bench/rewards.py [--questions 2500] [--steps 5] [--seed 0] [--demo]
 """
@@ -118,6 +119,10 @@ def shares(picked: dict[int, list[dict]], outcome, cfg: RewardsConfig, k: int) -
             cfg,
         )
     out = variance_shares(parts)
+    process = [  # the step's process reward alone (the terminal correctness left out)
+        {**p, "r_correct": 0.0, "reward": p["r_quality"] + p["r_diversity"]} for p in parts
+    ]
+    out["d_process"] = variance_shares(process)["r_diversity"]
     out["d_std"] = statistics.pstdev(p["r_diversity"] for p in parts) / (cfg.w_diversity or 1)
     out["q_std"] = statistics.pstdev(p["r_quality"] for p in parts)
     chosen = Counter(s["action"] for steps in picked.values() for s in steps)
@@ -130,8 +135,8 @@ def shares(picked: dict[int, list[dict]], outcome, cfg: RewardsConfig, k: int) -
 def print_table(title: str, tables: list[list], outcome, k: int, seed: int) -> None:
     print(title)
     print(
-        "  rule           diversity       quality  diversity  correct | std(d)  std(q/10)"
-        "  chosen-entropy  fallback"
+        "  rule           diversity       quality  diversity  correct | d of q+d | std(d)  "
+        "std(q/10)  chosen-entropy  fallback"
     )
     for rule in RULES:
         picked = replay(tables, rule, seed)
@@ -139,7 +144,8 @@ def print_table(title: str, tables: list[list], outcome, k: int, seed: int) -> N
             s = shares(picked, outcome, RewardsConfig(diversity=kind), k)
             print(
                 f"  {rule:<14} {kind:<14} {s['r_quality']:7.1%} {s['r_diversity']:9.1%} "
-                f"{s['r_correct']:8.1%} | {s['d_std']:6.3f}  {s['q_std']:8.3f}  "
+                f"{s['r_correct']:8.1%} | {s['d_process']:8.1%} | {s['d_std']:6.3f}  "
+                f"{s['q_std']:8.3f}  "
                 f"{s['entropy']:14.3f}  {s['fallback']:8.1%}"
             )
 
