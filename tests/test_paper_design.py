@@ -136,6 +136,8 @@ def test_within_state_term_on_a_hand_made_state():
     assert within_state_bonus(top.usage_before, top.max_viable_usage_before) == 0.0  # the most used
     mid = within_state_bonus(3, 7)
     assert mid == pytest.approx(math.log(8 / 4))
+    with pytest.raises(ValueError):
+        within_state_bonus(5, 3)  # the chosen one is among the viable: m >= n
     # the only viable candidate earns nothing, however rare
     ((_, only),) = pick_in_order([(1, {"chemistry": 7.0, "cot": 5.0})], usage.copy(), "greedy", 6.0)
     assert within_state_bonus(only.usage_before, only.max_viable_usage_before) == 0.0

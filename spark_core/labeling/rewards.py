@@ -56,7 +56,7 @@ def within_state_bonus(count_before: int, max_viable_before: int) -> float:
     selection time: log((m + 1) / (n + 1)) (the add-one smoothed shares' common N + K cancels).
     Never negative (the most-used viable candidate includes the chosen one); 0 when the pick
     is the most-used viable candidate or the only one."""
-    if count_before < 0 or max_viable_before < 0:
+    if count_before < 0 or max_viable_before < count_before:
         raise ValueError(f"bad usage counts {count_before}, {max_viable_before}")
     return math.log(max_viable_before + 1) - math.log(count_before + 1)
 
