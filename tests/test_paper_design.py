@@ -268,3 +268,17 @@ def test_summary_compares_viability_under_both_judge_readings():
     _, run = summarize(["cot", "calculator", "python"], selected, [], scores, 6.0, "local")
     r = run.to_pylist()[0]
     assert (r["viable_rate_expected"], r["viable_rate_integer"]) == (2 / 3, 1 / 3)
+
+
+def test_the_dry_run_plan_counts_a_thought_per_candidate_with_per_action():
+    from spark_core.run_plan import plan_synthesis
+    from spark_core.synthesis.rollout import Question
+
+    qs = [Question(1, "What is 2 + 2?", ("3", "4"), "math", "B")]
+    shared = load_config(None, ["rollout.steps=2"])
+    per_action = load_config(None, ["rollout.steps=2", "rollout.thoughts=per_action"])
+    gen_shared, judge_shared = plan_synthesis(shared, qs)
+    gen_per, judge_per = plan_synthesis(per_action, qs)
+    # per step: 1 thought + 9 inputs (shared) or 9 thoughts + 9 inputs; plus 1 final answer
+    assert (gen_shared.calls, gen_per.calls) == (2 * 10 + 1, 2 * 18 + 1)
+    assert judge_shared.calls == judge_per.calls == 18
