@@ -282,3 +282,52 @@ def test_the_dry_run_plan_counts_a_thought_per_candidate_with_per_action():
     # per step: 1 thought + 9 inputs (shared) or 9 thoughts + 9 inputs; plus 1 final answer
     assert (gen_shared.calls, gen_per.calls) == (2 * 10 + 1, 2 * 18 + 1)
     assert judge_shared.calls == judge_per.calls == 18
+
+
+# --- rollout.thoughts: per_action, end to end through a scripted loopback server ---------------
+@pytest.mark.parametrize("mode", ["shared", "per_action"])
+def test_thoughts_per_action_are_written_for_their_action(run_config, loopback_openai, mode):
+    import re
+
+    from spark_core.models.calls import make_generator, make_judge
+    from spark_core.synthesis.rollout import Question, rollout_step
+    from tasks.tools import sandbox_for
+
+    loopback_openai.reset()
+
+    def reply(messages: list[dict]) -> str:
+        last = messages[-1]["content"]
+        if messages[0]["content"].startswith("You grade one step"):
+            return "7"
+        fixed = re.search(r"This step's action is (\w+)\.", last)
+        return f"I will use the {fixed.group(1)}." if fixed else "I will use the calculator."
+
+    loopback_openai.state.reply_fn = reply
+    url = loopback_openai.base_url
+    cfg = run_config(
+        *(f"{m}.backend=openai" for m in ("generator", "judge")),
+        *(f"{m}.base_url={url}" for m in ("generator", "judge")),
+        "judge.scoring=text",
+        "judge.attempts=1",
+        "rollout.actions=[calculator, python, cot]",
+        f"rollout.thoughts={mode}",
+    )
+    q = Question(3, "What is 2 times 3?", ("5", "6"), "math", "B")
+    candidates, _ = rollout_step(
+        cfg,
+        1,
+        [q],
+        {3: ""},
+        make_generator(cfg.generator, None),
+        make_judge(cfg.judge, None),
+        sandbox_for(cfg),
+    )
+    thoughts = {r["action"]: r["thought"] for r in candidates.to_pylist()}
+    if mode == "shared":
+        assert set(thoughts.values()) == {"I will use the calculator."}
+    else:
+        assert thoughts == {a: f"I will use the {a}." for a in ("calculator", "python", "cot")}
+    thought_requests = [
+        m for m in loopback_openai.state.log if "This step's action is" in m[-1]["content"]
+    ]
+    assert len(thought_requests) == (3 if mode == "per_action" else 0)
