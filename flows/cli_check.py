@@ -50,10 +50,19 @@ def planned_questions(cfg: RunConfig):
             )
         sample = ingest_records(
             read_file(bundled_path()),
-            data.model_copy(update={"per_category": None, "total": None, "eval_fraction": 0.0}),
+            data.model_copy(
+                update={
+                    "per_category": None,
+                    "total": None,
+                    "eval_fraction": 0.0,
+                    "eval_total": None,
+                }
+            ),
         )
         pool = itertools.cycle(sample.questions.to_pylist())
         n_eval = round(n * data.eval_fraction)
+        if data.eval_total is not None:  # a separate held-out pool beside the n sampled
+            n, n_eval = n + data.eval_total, data.eval_total
         rows = [{**next(pool), "split": "eval" if i < n_eval else "train"} for i in range(n)]
         note = f"{n} questions from data.total/per_category; lengths from the bundled sample"
     train = [Question.from_row(r) for r in rows if r["split"] == "train"]

@@ -78,7 +78,8 @@ def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls,
         for step in range(1, r.steps + 1):
             trajectory = "x" * ((step - 1) * step_chars(cfg))
             policy = system + len(state_message(q.question, q.options, trajectory))
-            gen.add(1, policy + 8, 2, r.thought_tokens)
+            thinkers = n if r.thoughts == "per_action" else 1  # a thought per candidate
+            gen.add(thinkers, policy + 8 + 40 * (thinkers > 1), 2, r.thought_tokens)
             gen.add(n, policy + r.thought_tokens * CHARS_PER_TOKEN + 40, 2, r.input_tokens)
             tools = n - ("cot" in r.actions)  # every tool call fails and is repaired each time
             gen.add(tools * r.tool_retries, policy + repair_chars(cfg), 4, r.input_tokens)

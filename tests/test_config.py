@@ -9,7 +9,7 @@ from spark_core.config import ConfigError, RunConfig, load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("preset", ["demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("preset", ["demo.yaml", "paper.yaml", "paper-no-diversity.yaml"])
 def test_presets_load(preset):
     cfg = load_config(CONFIGS / preset)
     assert isinstance(cfg, RunConfig)
@@ -21,10 +21,22 @@ def test_paper_preset_is_the_published_setting():
     assert cfg.rollout.steps == 5
     assert len(cfg.rollout.actions) == 9 and "cot" in cfg.rollout.actions
     assert cfg.rollout.viable_threshold == 6.0
-    assert cfg.rollout.selection == "rarity_first"
+    assert cfg.rollout.selection == "lowest_viable"  # the paper's method sentence
+    assert cfg.judge.grade == "integer"
+    assert (cfg.data.eval_total, cfg.data.eval_fraction) == (1400, 0.3)  # the fraction unused
     assert cfg.generator.name == "meta-llama/Llama-3.1-8B-Instruct"
     assert (cfg.judge.backend, cfg.judge.name) == ("openai", "gpt-4o")
     assert cfg.training.quantization == "4bit"
+
+
+def test_no_diversity_ablation_is_the_paper_preset_without_the_term():
+    paper = load_config(CONFIGS / "paper.yaml").model_dump()
+    ablation = load_config(CONFIGS / "paper-no-diversity.yaml").model_dump()
+    assert ablation["rewards"]["w_diversity"] == 0.0 and paper["rewards"]["w_diversity"] > 0
+    assert ablation["runtime"]["run_name"] == "paper-no-diversity"
+    for cfg in (paper, ablation):
+        del cfg["rewards"]["w_diversity"], cfg["runtime"]["run_name"]
+    assert ablation == paper
 
 
 def test_set_overrides_are_typed():

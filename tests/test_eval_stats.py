@@ -122,6 +122,10 @@ def test_summary_reports_answered_accuracy_invalid_rate_and_guessed_discordance(
     assert overall["base"]["invalid_rate"] == pytest.approx(1 / 3)
     assert overall["spark"]["state_entropy_bits"] == pytest.approx(3 * math.log2(3) / 4)
     assert overall["spark"]["state_normalized_entropy"] == pytest.approx(0.75)
+    # `answer` left out and renormalised: flat -> [1/2, 1/2] (1 bit), sure -> [0, 1] (0 bits)
+    assert overall["spark"]["tool_state_entropy_bits"] == pytest.approx(0.75)
+    assert overall["spark"]["tool_state_normalized_entropy"] == pytest.approx(0.75)  # m = 2
+    assert overall["base"]["tool_state_entropy_bits"] == 0.0
     assert overall["spark"]["entropy_bits"] == pytest.approx(1.0)  # calculator, cot
     assert overall["base"]["entropy_bits"] == 0.0  # cot only; invalid is not a choice
     (pair,) = pairs.to_pylist()
@@ -133,6 +137,7 @@ def test_summary_reports_answered_accuracy_invalid_rate_and_guessed_discordance(
     assert {"invalid"} <= {r["action"] for r in usage.to_pylist()}
     assert [(r["policy_b"], r["figure"]) for r in tests.to_pylist()] == [
         ("base", "per-state"),
+        ("base", "per-state tools"),
         ("base", "pooled"),
     ]
     assert entropy_tests(rows, ["base", "sft"]) == []  # nothing to test without spark

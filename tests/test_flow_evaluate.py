@@ -62,7 +62,9 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     assert len(store.read(result.pairs.name, PAIRS_SCHEMA).to_pylist()) == 6
     tests = store.read(result.entropy_tests.name, ENTROPY_TESTS_SCHEMA).to_pylist()
     assert {(t["policy_b"], t["figure"]) for t in tests} == {
-        (p, f) for p in ("base", "base@T", "sft") for f in ("per-state", "pooled")
+        (p, f)
+        for p in ("base", "base@T", "sft")
+        for f in ("per-state", "per-state tools", "pooled")
     }
     assert all(0.0 < t["p_value"] <= 1.0 and t["n_questions"] == 14 for t in tests)
     report = open(result.report).read()

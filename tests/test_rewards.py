@@ -106,8 +106,10 @@ def _selected(qid, step, action, score, usage_before, total_before, trajectory="
 
 
 def test_labeling_rewards_from_selection_time_usage_and_no_reward_for_guesses(run_config):
-    cfg = run_config("rollout.actions=[calculator,chemistry,cot]")  # K = 3
-    questions = [_question(1), _question(2), _question(3)]
+    cfg = run_config(
+        "rollout.actions=[calculator,chemistry,cot]", "rewards.diversity=running_share"
+    )
+    questions = [_question(1), _question(2), _question(3)]  # K = 3
     selected = [
         _selected(1, 1, "cot", 6.0, 0, 0),  # p = 1/3
         _selected(2, 1, "chemistry", 8.0, 0, 1),  # p = 1/4

@@ -35,12 +35,25 @@ class DataConfig(Section):
     eval_fraction: float = Field(
         0.3, ge=0.0, lt=1.0, description="Share of each category held out for evaluation."
     )
+    eval_total: int | None = Field(
+        None,
+        gt=0,
+        description="Evaluate on a separate held-out pool of this many questions, drawn "
+        "(stratified by category size) from the questions *not* sampled, so every sampled "
+        "question is synthesised; replaces eval_fraction (leave that unset or 0).",
+    )
     seed: int = Field(0, description="Seed for sampling and the train/eval split.")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.per_category is not None and self.total is not None:
             raise ValueError("set at most one of data.per_category and data.total")
+        if self.eval_total is not None and "eval_fraction" in self.model_fields_set:
+            if self.eval_fraction:
+                raise ValueError(
+                    "data.eval_total (a separate held-out pool) replaces data.eval_fraction: "
+                    "set data.eval_fraction to 0 or remove it"
+                )
         unknown = sorted(set(self.categories or ()) - set(CATEGORIES))
         if unknown:
             raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
@@ -58,7 +71,8 @@ ACTIONS: tuple[str, ...] = (
     "knowledge_search",
     "cot",
 )
-# rollout.selection: the paper's rule and its two ablations (spark_core/synthesis/selection.py)
+# rollout.selection: the paper's literal rule (lowest_viable) and its two ablations
+# (spark_core/synthesis/selection.py)
 SelectionRule = Literal["rarity_first", "lowest_viable", "greedy"]
 
 
@@ -72,12 +86,24 @@ class RolloutConfig(Section):
         json_schema_extra={"default": list(ACTIONS), **choices(ACTIONS)},
     )
     viable_threshold: float = Field(
-        6.0, ge=0, le=10, description="Judge score at or above which a candidate is viable."
+        6.0,
+        ge=0,
+        le=10,
+        description="A candidate is viable when its judge score is strictly above this "
+        "(the paper: 'scoring above a threshold of 6.0').",
     )
     selection: SelectionRule = Field(
         "rarity_first",
-        description="Which viable candidate a step keeps: the least-used (rarity_first), the "
-        "lowest-scoring (lowest_viable) or the top-scored (greedy).",
+        description="Which viable candidate a step keeps: the lowest-scoring (lowest_viable, the "
+        "paper's method sentence), the least-used so far (rarity_first, an ablation) or the "
+        "top-scored (greedy).",
+    )
+    thoughts: Literal["shared", "per_action"] = Field(
+        "shared",
+        description="One thought per step shared by the candidates (shared), or one per "
+        "candidate written with its action fixed in the prompt (per_action: a generation per "
+        "candidate instead of per question; the summary's thought-action mismatch rate says "
+        "what it buys).",
     )
     shards: int = Field(2, gt=0, description="Question shards processed in parallel.")
     thought_tokens: int = Field(48, gt=0, description="Max new tokens for a step's thought.")
@@ -179,6 +205,12 @@ class JudgeConfig(ModelConfig):
         description="openai judge: how the score is read. 'auto' probes the endpoint once: "
         "logprob expectation, else JSON-schema structured output, else the parsed reply.",
     )
+    grade: Literal["expected", "integer"] = Field(
+        "expected",
+        description="The score selection and rewards use: the log-prob expected score where the "
+        "judge gives log-probs ('expected'), or the judge's stated integer grade 0-10 "
+        "('integer', as the paper's judge). Both are stored in `scores` when available.",
+    )
     max_failure_rate: float = Field(
         0.5,
         ge=0,
@@ -205,9 +237,16 @@ class RewardsConfig(Section):
     w_correct: float = Field(
         1.0, description="w_c: weight of the terminal reward (1 if the final answer is correct)."
     )
+    diversity: Literal["within_state", "running_share"] = Field(
+        "within_state",
+        description="The diversity term: log share of the most-used viable candidate of the same "
+        "state minus log share of the chosen one, at selection time (within_state), or "
+        "rarity_bonus of the chosen action's running usage share alone (running_share).",
+    )
     rarity_bonus: Literal["one_minus_p", "neg_log_p"] = Field(
         "one_minus_p",
-        description="Diversity bonus from the action's running usage share p when it was selected.",
+        description="diversity=running_share: the bonus from the action's running usage share p "
+        "when it was selected.",
     )
     gamma: float = Field(
         1.0,

@@ -18,7 +18,8 @@ from spark_core import CATEGORIES
 from spark_core.config import DataConfig
 from spark_core.data.sources import RawRecord
 
-STAGE_VERSION = "1"  # bump when ingest logic changes what it writes
+STAGE_VERSION = "2"  # bump when ingest logic changes what it writes
+# 2: data.eval_total, a separate held-out evaluation pool
 LETTERS = "ABCDEFGHIJ"
 MIN_OPTIONS, MAX_OPTIONS = 2, 10
 REQUIRED = ("question_id", "question", "options", "answer", "answer_index", "category")
@@ -154,7 +155,9 @@ def proportional_allocation(sizes: dict[str, int], total: int) -> dict[str, int]
     return alloc
 
 
-def sample(rows: list[dict[str, Any]], cfg: DataConfig) -> list[dict[str, Any]]:
+def sample(
+    rows: list[dict[str, Any]], cfg: DataConfig, salt: str = "sample"
+) -> list[dict[str, Any]]:
     """Seeded stratified sample: ``per_category`` each, or ``total`` allocated by size."""
     groups = _by_category(rows)
     if cfg.categories:
@@ -167,7 +170,7 @@ def sample(rows: list[dict[str, Any]], cfg: DataConfig) -> list[dict[str, Any]]:
         quota = {c: len(g) for c, g in groups.items()}
     picked = []
     for category, group in groups.items():
-        rng = random.Random(f"sample:{cfg.seed}:{category}")
+        rng = random.Random(f"{salt}:{cfg.seed}:{category}")
         picked.extend(rng.sample(group, quota[category]))
     return sorted(picked, key=lambda r: r["question_id"])
 
@@ -189,6 +192,23 @@ def split(rows: list[dict[str, Any]], cfg: DataConfig) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["question_id"])
 
 
+def held_out(
+    rows: list[dict[str, Any]], sampled: list[dict[str, Any]], cfg: DataConfig
+) -> list[dict[str, Any]]:
+    """``data.eval_total``: every sampled question is a training question, and a separate pool
+    of ``eval_total`` questions, stratified by category size, is drawn from the rest."""
+    assert cfg.eval_total is not None
+    taken = {r["question_id"] for r in sampled}
+    rest = [r for r in rows if r["question_id"] not in taken]
+    pool = sample(
+        rest,
+        cfg.model_copy(update={"per_category": None, "total": cfg.eval_total}),
+        salt="held_out",
+    )
+    out = [{**r, "split": "train"} for r in sampled] + [{**r, "split": "eval"} for r in pool]
+    return sorted(out, key=lambda r: r["question_id"])
+
+
 @dataclass
 class IngestResult:
     questions: pa.Table
@@ -199,7 +219,11 @@ class IngestResult:
 def ingest_records(records: list[RawRecord], cfg: DataConfig) -> IngestResult:
     """Validate, sample and split: everything ingest does after reading the source."""
     checked = validate(records)
-    rows = split(sample(checked.accepted, cfg), cfg)
+    sampled = sample(checked.accepted, cfg)
+    if cfg.eval_total is not None:
+        rows = held_out(checked.accepted, sampled, cfg)
+    else:
+        rows = split(sampled, cfg)
     questions = pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA)
     rejected = pa.Table.from_pylist(checked.rejected, schema=REJECTED_SCHEMA)
     stats = {

@@ -23,6 +23,7 @@ from spark_core.evaluation.stats import (
     pooled_entropy,
     pooled_mean,
     state_entropies,
+    tool_state_entropies,
 )
 from spark_core.synthesis.action_format import ANSWER, INVALID
 
@@ -45,6 +46,11 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("state_entropy_ci_low", _F, nullable=False),
         pa.field("state_entropy_ci_high", _F, nullable=False),
         pa.field("state_normalized_entropy", _F, nullable=False),
+        # per-state entropy over the m actions synthesis offers: `answer` out, renormalised
+        pa.field("tool_state_entropy_bits", _F, nullable=False),
+        pa.field("tool_state_entropy_ci_low", _F, nullable=False),
+        pa.field("tool_state_entropy_ci_high", _F, nullable=False),
+        pa.field("tool_state_normalized_entropy", _F, nullable=False),  # / log2 m
         pa.field("entropy_bits", _F, nullable=False),  # pooled chosen actions
         pa.field("entropy_ci_low", _F, nullable=False),
         pa.field("entropy_ci_high", _F, nullable=False),
@@ -84,7 +90,7 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
     ]
 )
 TESTED = "spark"  # the entropy tests compare this policy with every other one
-FIGURES = {"per-state": pooled_mean, "pooled": pooled_entropy}
+FIGURES = {"per-state": pooled_mean, "per-state tools": pooled_mean, "pooled": pooled_entropy}
 
 
 def _chosen(row: dict[str, Any]) -> list[str]:
@@ -95,6 +101,8 @@ def _chosen(row: dict[str, Any]) -> list[str]:
 def _units(rows: list[dict[str, Any]], figure: str) -> list:
     if figure == "pooled":
         return [_chosen(r) for r in rows]
+    if figure == "per-state tools":  # the m actions training offered: `answer` left out
+        return [tool_state_entropies(r["step_probs"], r["action_names"]) for r in rows]
     return [state_entropies(r["step_probs"]) for r in rows]  # computed once, then resampled
 
 
@@ -114,6 +122,9 @@ def _row(
     pooled = _units(rows, "pooled")
     state_bits = pooled_mean(per_state)
     s_lo, s_hi = bootstrap_stat(per_state, pooled_mean, samples, seed)
+    per_tool_state = _units(rows, "per-state tools")
+    tool_bits = pooled_mean(per_tool_state)
+    t_lo, t_hi = bootstrap_stat(per_tool_state, pooled_mean, samples, seed)
     pooled_bits = pooled_entropy(pooled)
     p_lo, p_hi = bootstrap_stat(pooled, pooled_entropy, samples, seed)
     n_names = len(rows[0]["action_names"]) if rows else 0
@@ -133,6 +144,10 @@ def _row(
         "state_entropy_ci_low": s_lo,
         "state_entropy_ci_high": s_hi,
         "state_normalized_entropy": _norm(state_bits, n_names),
+        "tool_state_entropy_bits": tool_bits,
+        "tool_state_entropy_ci_low": t_lo,
+        "tool_state_entropy_ci_high": t_hi,
+        "tool_state_normalized_entropy": _norm(tool_bits, n_actions),
         "entropy_bits": pooled_bits,
         "entropy_ci_low": p_lo,
         "entropy_ci_high": p_hi,
@@ -257,20 +272,28 @@ def markdown(
         "## Overall",
         "",
         "| policy | n | accuracy (95% CI) | answered acc. | no-answer | invalid actions | "
-        "per-state H, bits (95% CI) | per-state H / log2 k | pooled H, bits (95% CI) | "
+        "per-state H, bits (95% CI) | per-state H / log2 k | per-state H without `answer`, "
+        "bits (95% CI) | … / log2 m | pooled H, bits (95% CI) | "
         "pooled H / log2 m | mean steps | tool errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in policies:
         r = overall[p]
         state = _bits(
             r["state_entropy_bits"], r["state_entropy_ci_low"], r["state_entropy_ci_high"]
         )
+        tools = _bits(
+            r["tool_state_entropy_bits"],
+            r["tool_state_entropy_ci_low"],
+            r["tool_state_entropy_ci_high"],
+        )
         lines.append(
             f"| {p} | {r['n']} | {r['accuracy']:.1%} ({r['ci_low']:.1%}–{r['ci_high']:.1%}) | "
             f"{_pct(r['answered_accuracy'])} | {r['no_answer_rate']:.1%} | "
             f"{r['invalid_rate']:.1%} | "
             f"{state} | {_ratio(r['state_normalized_entropy'])} | "
+            f"{tools} | "
+            f"{_ratio(r['tool_state_normalized_entropy'])} | "
             f"{_bits(r['entropy_bits'], r['entropy_ci_low'], r['entropy_ci_high'])} | "
             f"{_ratio(r['normalized_entropy'])} | {r['mean_steps']:.2f} | "
             f"{r['tool_error_rate']:.1%} |"

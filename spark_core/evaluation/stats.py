@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from spark_core.metrics import entropy_bits
+from spark_core.synthesis.action_format import ANSWER
 
 T = TypeVar("T")
 
@@ -122,6 +123,24 @@ def pooled_mean(units: Sequence[Sequence[float]]) -> float:
 def state_entropies(distributions: Sequence[Sequence[float]]) -> list[float]:
     """Entropy (bits) of each state's P(action | state); states without one are skipped."""
     return [entropy_bits(p) for p in distributions if p]
+
+
+def without_answer(probs: Sequence[float], names: Sequence[str]) -> list[float]:
+    """P(action | state) over the candidate actions synthesis offers (tools and cot): `answer`
+    left out and the rest renormalised, so evaluation measures the choice training saw. []
+    when nothing is left (all mass on `answer`) or there is no distribution."""
+    if not probs:
+        return []
+    kept = [p for p, name in zip(probs, names, strict=True) if name != ANSWER]
+    mass = sum(kept)
+    return [p / mass for p in kept] if mass > 0 else []
+
+
+def tool_state_entropies(
+    distributions: Sequence[Sequence[float]], names: Sequence[str]
+) -> list[float]:
+    """Entropy (bits) of each state's P(action | state) over the actions without `answer`."""
+    return state_entropies([without_answer(p, names) for p in distributions if p])
 
 
 def mean_state_entropy(units: Sequence[Sequence[Sequence[float]]]) -> float:

@@ -6,7 +6,11 @@ Per step t of a trajectory of T steps::
                                                  it was selected: n_t picks of it and N_t picks
                                                  in all before this one, K candidate actions
     r_t  = w_q * judge_score_t / 10              answer quality
-         + w_d * bonus(p_t)                      tool diversity; bonus = 1 - p or -log p
+         + w_d * d_t                             tool diversity (rewards.diversity):
+      within_state:  d_t = log p_max,t - log p_t = log((m_t + 1) / (n_t + 1)), m_t the picks
+                     before this one of the most-used *viable* candidate of the same state
+                     (0 when the chosen one is the only viable one, or on a fallback)
+      running_share: d_t = bonus(p_t) = 1 - p or -log p (rewards.rarity_bonus)
     o    = 1 if the trajectory's stated final answer is correct, else 0
            (wrong, or no answer: MMLU-Pro's seeded random guess earns nothing)
     G_t  = sum_k gamma^k r_{t+k} / sum_k gamma^k  +  gamma^(T-t) * w_c * o     (k = 0..T-t)
@@ -17,6 +21,12 @@ sum. A sum with positive per-step rewards pays every extra step (at gamma = 1 a 
 trajectory out-earned a correct 1-step one), so PPO would learn to put off answering. With the
 mean, equal per-step quality gives the same return at any length, and the correctness of the
 answer decides between trajectories; gamma < 1 additionally prefers answering sooner.
+
+Why within the state (the default): a running share alone drifts to 1/K once a rule evens
+usage out, so it barely varies (at paper scale under rarity_first its standard deviation was
+0.001-0.03 against 0.08-0.13 for quality). Contrasting the pick with the other viable
+candidates of the same state rewards choosing a rarer tool than the alternatives, and picking
+the only viable tool earns nothing, under every selection rule.
 
 Why the bonus is measured at selection: the final usage shares are flat once rarity-first has
 evened them out, so a bonus computed from them is nearly constant. The running share says how
@@ -39,6 +49,56 @@ def rarity_bonus(p: float, kind: str) -> float:
     if kind == "neg_log_p":
         return -math.log(p)
     raise ValueError(f"unknown rarity bonus {kind!r}")
+
+
+def within_state_bonus(count_before: int, max_viable_before: int) -> float:
+    """log share of the most-used viable candidate minus log share of the chosen one, both at
+    selection time: log((m + 1) / (n + 1)) (the add-one smoothed shares' common N + K cancels).
+    Never negative (the most-used viable candidate includes the chosen one); 0 when the pick
+    is the most-used viable candidate or the only one."""
+    if count_before < 0 or max_viable_before < count_before:
+        raise ValueError(f"bad usage counts {count_before}, {max_viable_before}")
+    return math.log(max_viable_before + 1) - math.log(count_before + 1)
+
+
+def diversity_bonuses(selected: Sequence[dict], n_actions: int, cfg: RewardsConfig) -> list[float]:
+    """d_t of each selected step (rows of synthesis' ``selected``) under ``rewards.diversity``."""
+    if cfg.diversity == "running_share":
+        return [
+            rarity_bonus(
+                running_share(s["usage_before"], s["total_before"], n_actions), cfg.rarity_bonus
+            )
+            for s in selected
+        ]
+    out = []
+    for s in selected:
+        most = s.get("max_viable_usage_before")
+        if most is None:
+            raise ValueError(
+                "rewards.diversity=within_state needs `max_viable_usage_before` in the selected "
+                "steps (synthesis before code version 4): rerun synthesis, or set "
+                "rewards.diversity=running_share"
+            )
+        out.append(within_state_bonus(s["usage_before"], most))
+    return out
+
+
+def variance_shares(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each component's share of the per-step reward's variance: cov(component, reward) /
+    var(reward). The shares sum to 1 (a component anti-correlated with the rest is negative);
+    all 0 when the reward is constant."""
+    names = ("r_quality", "r_diversity", "r_correct")
+    n = len(parts)
+    if n == 0:
+        return {c: 0.0 for c in names}
+    mean = {c: sum(p[c] for p in parts) / n for c in (*names, "reward")}
+    var = sum((p["reward"] - mean["reward"]) ** 2 for p in parts) / n
+    if var <= 1e-18:
+        return {c: 0.0 for c in names}
+    return {
+        c: sum((p[c] - mean[c]) * (p["reward"] - mean["reward"]) for p in parts) / n / var
+        for c in names
+    }
 
 
 def running_share(count_before: int, total_before: int, n_actions: int) -> float:

@@ -16,8 +16,8 @@ import pyarrow as pa
 from spark_core.config import RunConfig
 from spark_core.labeling.rewards import (
     advantages,
+    diversity_bonuses,
     outcome,
-    rarity_bonus,
     running_share,
     step_rewards,
     trajectory_returns,
@@ -25,8 +25,9 @@ from spark_core.labeling.rewards import (
 from spark_core.synthesis.action_format import render_step, state_message, system_prompt
 from spark_core.synthesis.rollout import tool_lines
 
-CODE_VERSION = "3"  # 2: length-neutral returns, bonus at selection, no reward for guesses
+CODE_VERSION = "4"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 # 3: candidate_pool carries the candidates' tool-call repairs
+# 4: rewards.diversity (within-state contrast by default)
 TRAJECTORIES_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
@@ -91,7 +92,7 @@ def label(
         shares = [running_share(s["usage_before"], s["total_before"], n_actions) for s in steps]
         parts = step_rewards(
             [s["score"] for s in steps],
-            [rarity_bonus(p, cfg.rewards.rarity_bonus) for p in shares],
+            diversity_bonuses(steps, n_actions, cfg.rewards),
             outcome(final["final_answer"], final["source"], q["answer"]),
             cfg.rewards,
         )

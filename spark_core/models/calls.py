@@ -19,7 +19,7 @@ from spark_core.models.guards import (
     StageStopped,
     estimate_prompt_tokens,
 )
-from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
+from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge, stated_grade
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
 from spark_core.models.policy_step import STEP_CALLS, PolicyStep, StepRequest, policy_steps
 from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
@@ -197,7 +197,9 @@ class Judge:
         return "local (transformers)"
 
     def _key(self, item: JudgeItem) -> str:
-        request = {"messages": [list(m) for m in judge_messages(item)]}
+        request: dict[str, Any] = {"messages": [list(m) for m in judge_messages(item)]}
+        if not isinstance(self.scorer, OpenAIJudge):
+            request["v"] = 2  # 2: a local judgement carries its grade (cheap to recompute)
         return request_key(self.backend_name, self.scorer.model_id, request, kind="judge")
 
     def guarded(self, budget: Budget | None, watch: FailureWatch | None) -> Judge:
@@ -240,6 +242,8 @@ class Judge:
             self.guards,
         )
         for judgement in results:
+            if judgement.grade is None and judgement.status == "ok":  # cached before grades
+                judgement.grade = stated_grade(judgement.method, judgement.score, judgement.raw)
             if judgement.status != "ok":
                 log.warning("judgement failed: %s", judgement.error)
         return results

@@ -4,10 +4,12 @@
   is the logprob-weighted expectation where logprobs exist, else a structured ``{"score": n}``
   (JSON schema through ``response_format`` or vLLM's guided decoding), else the number parsed
   from the reply. A reply with no score is retried, then recorded as a failed judgement —
-  never silently 0.
+  never silently 0. ``grade`` keeps the judge's stated integer (the reply's number) beside the
+  expectation, so ``judge.grade`` can pick either reading without a new call.
 - ``HFJudge``: reads the score from the next-token distribution over the digit tokens in
   batched forward passes (no sampling): deterministic and cheap. The candidates of a step share
-  their prompt's prefix, whose KV cache is computed once and reused for every candidate.
+  their prompt's prefix, whose KV cache is computed once and reused for every candidate. Its
+  ``grade`` is the most probable integer 0-10 (what greedy decoding would state).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Judgement:
     attempts: int = 1
     cached: bool = False
     method: str = ""  # logprobs | structured | text | next_token (local)
+    grade: float | None = None  # the stated integer grade (score is the expectation if read)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +79,14 @@ def expected_score(top_logprobs: dict[str, float]) -> float | None:
             mass += p
             total += p * int(stripped)
     return total / mass if mass > 0 else None
+
+
+def stated_grade(method: str, score: float | None, raw: str) -> float | None:
+    """The judge's stated grade: the number in its reply where ``score`` is a log-prob
+    expectation, else the score itself (already the stated number)."""
+    if method == "logprobs":
+        return parse_score(raw)
+    return score
 
 
 class OpenAIJudge:
@@ -152,6 +163,7 @@ class OpenAIJudge:
                     completion_tokens,
                     attempt,
                     method=self.method,
+                    grade=stated_grade(self.method, score, raw),
                 )
             error = f"no score in the judge's reply {raw[:80]!r}"
         return Judgement(
@@ -187,17 +199,23 @@ class HFJudge:
         text = self.backend.prompt_text(ChatRequest(judge_messages(item), prefill=SCORE_PREFILL))
         return self.backend.tokenizer(text, add_special_tokens=False).input_ids
 
-    def _scores_from_logits(self, at_end: torch.Tensor, after_one: torch.Tensor) -> list[float]:
-        """E[score] from P(digit) at the prompt's end; '1' splits into 1 or 10 by P('0'|'1')."""
+    def _scores_from_logits(
+        self, at_end: torch.Tensor, after_one: torch.Tensor
+    ) -> list[tuple[float, float]]:
+        """(E[score], most probable grade) from P(digit) at the prompt's end; '1' splits into
+        1 or 10 by P('0'|'1')."""
         digits = torch.tensor(self.digit_ids)
         p = torch.softmax(at_end.float(), dim=-1)[:, digits]
         p = p / p.sum(dim=-1, keepdim=True)
         p_ten = torch.softmax(after_one.float(), dim=-1)[:, self.digit_ids[0]]
-        values = torch.arange(10, dtype=torch.float32)
-        expected = (p * values).sum(dim=-1) + p[:, 1] * p_ten * 9.0  # "1" -> "10" adds 9
-        return [round(float(v), 4) for v in expected]
+        grades = torch.cat([p, (p[:, 1] * p_ten).unsqueeze(-1)], dim=-1)  # P(0..9), P(10)
+        grades[:, 1] = p[:, 1] * (1 - p_ten)
+        values = torch.arange(11, dtype=torch.float32)
+        expected = (grades * values).sum(dim=-1)
+        best = grades.argmax(dim=-1)
+        return [(round(float(e), 4), float(g)) for e, g in zip(expected, best, strict=True)]
 
-    def _score_rows(self, rows: list[list[int]], reuse_prefix: bool) -> list[float]:
+    def _score_rows(self, rows: list[list[int]], reuse_prefix: bool) -> list[tuple[float, float]]:
         """Each row plus a trailing '1': logits at the prompt's end give P(first digit), the
         logits after the '1' give P('0'|'1') — one forward pass for both."""
         rows = [r + [self.digit_ids[1]] for r in rows]
@@ -230,9 +248,16 @@ class HFJudge:
         results: list[Judgement | None] = [None] * len(items)
         for unit in units:
             values = self._score_rows([rows[i] for i in unit], reuse_prefix=self.mode == "prefix")
-            for i, value in zip(unit, values, strict=True):
+            for i, (value, grade) in zip(unit, values, strict=True):
                 results[i] = Judgement(
-                    value, "ok", f"{value:.2f}", "", len(rows[i]), 0, method="next_token"
+                    value,
+                    "ok",
+                    f"{value:.2f}",
+                    "",
+                    len(rows[i]),
+                    0,
+                    method="next_token",
+                    grade=grade,
                 )
                 if on_done is not None:
                     on_done(i, results[i])

@@ -4,7 +4,7 @@ worse one make a DPO pair without a single extra model call.
 
 Per step (same question, same step: the same state and prompt):
 
-- **score pair**: chosen = the selected candidate, when it is viable (judge score at or above
+- **score pair**: chosen = the selected candidate, when it is viable (judge score strictly above
   ``rollout.viable_threshold``; a fallback pick, made when nothing was viable, is nothing to
   prefer); rejected = the step's lowest-scored candidate (ties: the action name), kept only
   when chosen − rejected ≥ ``training.dpo_score_margin``.
@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from spark_core.rl.data import Truncation, chat_ids, drop_oldest_steps, messages, step_count
+from spark_core.synthesis.selection import is_viable
 
 
 def preference_pairs(
@@ -46,7 +47,7 @@ def preference_pairs(
     for key in sorted(steps):
         group = steps[key]
         picks = [r for r in group if r["chosen"]]
-        if len(picks) != 1 or picks[0]["judge_score"] < threshold:
+        if len(picks) != 1 or not is_viable(picks[0]["judge_score"], threshold):
             continue
         chosen = picks[0]
         others = [r for r in group if r is not chosen]
@@ -61,7 +62,7 @@ def preference_pairs(
         common = [
             r
             for r in others
-            if r["judge_score"] >= threshold
+            if is_viable(r["judge_score"], threshold)
             and selected_count[r["action"]] > selected_count[chosen["action"]]
             and r["judge_score"] - chosen["judge_score"] <= rarity_margin
         ]

@@ -35,6 +35,8 @@ SELECTED_SCHEMA = pa.schema(
         pa.field("viable", pa.bool_(), nullable=False),
         pa.field("usage_before", pa.int64(), nullable=False),
         pa.field("total_before", pa.int64(), nullable=False),  # picks of any action before
+        # usage of the most-used viable candidate before the pick (rewards.within_state_bonus)
+        pa.field("max_viable_usage_before", pa.int64()),
         pa.field("trajectory_before", pa.string(), nullable=False),
         pa.field("completion", pa.string(), nullable=False),
         pa.field("observation", pa.string(), nullable=False),
@@ -151,6 +153,7 @@ def advance_trajectories(
                 "viable": pick.viable,
                 "usage_before": pick.usage_before,
                 "total_before": pick.total_before,
+                "max_viable_usage_before": pick.max_viable_usage_before,
                 "trajectory_before": state["trajectory"],
                 "completion": completion,
                 "observation": observation,

@@ -21,6 +21,7 @@ import pyarrow as pa
 from spark_core.config import RunConfig
 from spark_core.data.answers import LETTERS, read_letter
 from spark_core.models.calls import Generator, Judge
+from spark_core.models.judge import Judgement
 from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.requests import ChatRequest, Completion
 from spark_core.synthesis.action_format import COT, state_message, system_prompt
@@ -29,9 +30,11 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "4"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+CODE_VERSION = "5"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 # 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
+# 5: viability strictly above the threshold, judge.grade (both readings stored), within-state
+#    usage of the viable candidates in `selected`
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -51,7 +54,9 @@ SCORES_SCHEMA = pa.schema(
         pa.field("question_id", pa.int64(), nullable=False),
         pa.field("step", pa.int32(), nullable=False),
         pa.field("action", pa.string(), nullable=False),
-        pa.field("score", pa.float64()),  # null: the judgement failed
+        pa.field("score", pa.float64()),  # null: the judgement failed; judge.grade's reading
+        pa.field("score_expected", pa.float64()),  # log-prob expectation (null: not available)
+        pa.field("score_integer", pa.float64()),  # the judge's stated grade (null: none read)
         pa.field("judge_status", pa.string(), nullable=False),
         pa.field("judge_error", pa.string(), nullable=False),
         pa.field("judge_reply", pa.string(), nullable=False),  # the judge's raw reply
@@ -180,9 +185,14 @@ def _request(
     )
 
 
-def _generated_logprobs(thought: Completion, tool_input: Completion) -> str | None:
-    """The server's per-token log-probs of a candidate's thought and input, as JSON."""
-    parts = {"thought": thought.extra.get("logprobs"), "input": tool_input.extra.get("logprobs")}
+def _generated_logprobs(thought: Completion | None, tool_input: Completion) -> str | None:
+    """The server's per-token log-probs of a candidate's thought and input, as JSON. A thought
+    written with its action fixed in the prompt (``rollout.thoughts: per_action``) was not
+    written in the state: its log-probs are dropped (training rescored them there)."""
+    parts = {
+        "thought": None if thought is None else thought.extra.get("logprobs"),
+        "input": tool_input.extra.get("logprobs"),
+    }
     return json.dumps(parts) if any(parts.values()) else None
 
 
@@ -190,7 +200,7 @@ def _repair(
     cfg: RunConfig,
     step: int,
     prompts: dict[int, tuple],
-    thought_of: dict[int, str],
+    thought_of: dict[tuple[int, str], str],
     pairs: list[tuple[Question, str]],
     inputs: list[Completion],
     rows: list[dict[str, Any]],
@@ -205,11 +215,11 @@ def _repair(
         if completion.finish_reason == "error"
         else RepairContext(
             prompts[q.question_id],
-            thought_of[q.question_id],
+            thought_of[q.question_id, a],
             cfg.generator.temperature,
             cfg.rollout.seed * 1_000_003 + q.question_id * 31 + step,
         )
-        for (q, _), completion in zip(pairs, inputs, strict=True)
+        for (q, a), completion in zip(pairs, inputs, strict=True)
     ]
     tokens = repair_calls(rows, contexts, generator, sandbox, cfg)
     for row, (prompt, completion) in zip(rows, tokens, strict=True):
@@ -217,6 +227,22 @@ def _repair(
         row["gen_completion_tokens"] += completion
         if row["repair_attempts"] and row["gen_logprobs"]:
             row["gen_logprobs"] = json.dumps({**json.loads(row["gen_logprobs"]), "input": None})
+
+
+def action_fixed(messages: tuple, action: str) -> tuple:
+    """The policy's prompt with the step's action fixed (``rollout.thoughts: per_action``), so
+    the thought is written for that action."""
+    role, text = messages[-1]
+    return (*messages[:-1], (role, f"{text}\nThis step's action is {action}."))
+
+
+def judge_readings(j: Judgement, grade: str) -> dict[str, float | None]:
+    """``score`` (what selection and rewards use, by ``judge.grade``) and both readings: the
+    expectation exists where the judge gave log-probs, the stated grade wherever one was read."""
+    expected = j.score if j.method in ("logprobs", "next_token") else None
+    integer = j.grade if j.status == "ok" else None
+    score = j.score if grade == "expected" or j.status != "ok" else integer
+    return {"score": score, "score_expected": expected, "score_integer": integer}
 
 
 def rollout_step(
@@ -244,28 +270,35 @@ def rollout_step(
     prompts = {
         q.question_id: policy_messages(q, trajectories[q.question_id], actions) for q in questions
     }
+    pairs = [(q, a) for q in questions for a in actions]
+    per_action = cfg.rollout.thoughts == "per_action"
+    # shared: one thought per question; per_action: one per candidate, its action in the prompt
+    thinkers = pairs if per_action else [(q, "") for q in questions]
     thoughts = generator.generate(
         [
             _request(
                 cfg,
-                prompts[q.question_id],
+                action_fixed(prompts[q.question_id], a) if a else prompts[q.question_id],
                 "Thought:",
                 cfg.rollout.thought_tokens,
                 THOUGHT_STOP,
                 q.question_id * 31 + step,
             )
-            for q in questions
+            for q, a in thinkers
         ]
     )
-    thought_of = {q.question_id: t.text.strip() for q, t in zip(questions, thoughts, strict=True)}
+    by_thinker = {(q.question_id, a): t for (q, a), t in zip(thinkers, thoughts, strict=True)}
+    thought_completion = {
+        (q.question_id, a): by_thinker[q.question_id, a if per_action else ""] for q, a in pairs
+    }
+    thought_of = {k: t.text.strip() for k, t in thought_completion.items()}
 
-    pairs = [(q, a) for q in questions for a in actions]
     inputs = generator.generate(
         [
             _request(
                 cfg,
                 prompts[q.question_id],
-                f"Thought: {thought_of[q.question_id]}\nAction: {a}\nAction Input:",
+                f"Thought: {thought_of[q.question_id, a]}\nAction: {a}\nAction Input:",
                 cfg.rollout.input_tokens,
                 INPUT_STOP,
                 q.question_id * 31 + step,
@@ -280,14 +313,14 @@ def rollout_step(
     lap("generation")
     rows = run_batch(calls, sandbox, cfg.tools.parallelism)
     lap("tools")
-    thought_completion = {q.question_id: t for q, t in zip(questions, thoughts, strict=True)}
-    for row, (q, _), completion in zip(rows, pairs, inputs, strict=True):
+    for row, (q, a), completion in zip(rows, pairs, inputs, strict=True):
+        thought = thought_completion[q.question_id, a]
         row.update(
-            thought=thought_of[q.question_id],
+            thought=thought_of[q.question_id, a],
             gen_prompt_tokens=completion.prompt_tokens,
             gen_completion_tokens=completion.completion_tokens,
             gen_cached=completion.cached,
-            gen_logprobs=_generated_logprobs(thought_completion[q.question_id], completion),
+            gen_logprobs=_generated_logprobs(None if per_action else thought, completion),
         )
         if completion.finish_reason == "error":
             row.update(
@@ -307,9 +340,9 @@ def rollout_step(
             row["action"],
             row["tool_input"],
             row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}",
-            thought_of[q.question_id],
+            thought_of[q.question_id, a],
         )
-        for row, (q, _) in zip(rows, pairs, strict=True)
+        for row, (q, a) in zip(rows, pairs, strict=True)
     ]
     judgements = judge.score(items)
     lap("judging")
@@ -318,7 +351,7 @@ def rollout_step(
             "question_id": row["question_id"],
             "step": step,
             "action": row["action"],
-            "score": j.score,
+            **judge_readings(j, cfg.judge.grade),
             "judge_status": j.status,
             "judge_error": j.error,
             "judge_reply": j.raw,

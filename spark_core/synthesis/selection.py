@@ -1,9 +1,12 @@
-"""Which candidate a step keeps: the rarity-first rule and its ablations.
+"""Which candidate a step keeps: the paper's literal rule and its ablations.
 
-viable = judge score >= threshold (``rollout.viable_threshold``). ``rarity_first`` (the paper):
-among viable candidates take the least-used action so far, ties broken by the lower score, then
-by name. ``lowest_viable``: the lowest-scoring viable candidate. ``greedy``: the highest score.
-If nothing is viable, the highest score wins and the pick is recorded as a fallback. Usage
+viable = judge score *strictly above* the threshold (``rollout.viable_threshold``; the paper:
+"scoring above a threshold of 6.0", so a candidate at exactly 6.0 is not viable).
+``lowest_viable`` (the paper's method sentence: "selecting the lowest-scoring tool among those
+that pass the quality threshold"): the lowest-scoring viable candidate. ``rarity_first`` (an
+ablation reading "favors less-frequently used" as usage counts): among viable candidates the
+least-used action so far, ties broken by the lower score, then by name. ``greedy``: the highest
+score. If nothing is viable, the highest score wins and the pick is recorded as a fallback. Usage
 counts are global: callers pick for questions in an order fixed by a seed (a seeded shuffle:
 MMLU-Pro's ids come in category blocks, so id order would decide which categories get the rare
 tools) and count each pick before the next, so the result is deterministic for a given seed.
@@ -27,16 +30,24 @@ class Pick:
     viable: bool  # False: nothing reached the threshold and this is the fallback
     usage_before: int  # how often the action had been chosen before this pick
     total_before: int = 0  # how many picks of any action came before this one
+    # usage count of the most-used viable candidate (the chosen one's own when it is the only
+    # one, or on a fallback): the within-state diversity term contrasts the pick with it
+    max_viable_usage_before: int = 0
+
+
+def is_viable(score: float, threshold: float) -> bool:
+    """The paper's "scoring above a threshold": strict, so a score equal to it is not viable."""
+    return score > threshold
 
 
 def rarity_first(viable: dict[str, float], usage: Counter) -> str:
-    """The paper's rule: among the viable candidates, the action used least so far; ties go
-    to the lower score (the rarer *and* less obvious choice), then to the name."""
+    """The usage-count ablation: among the viable candidates, the action used least so far;
+    ties go to the lower score (the rarer *and* less obvious choice), then to the name."""
     return min(viable, key=lambda a: (usage[a], viable[a], a))
 
 
 def lowest_viable(viable: dict[str, float], usage: Counter) -> str:
-    """The paper abstract's literal wording: the lowest-scoring candidate that passes."""
+    """The paper's method sentence, literally: the lowest-scoring candidate that passes."""
     return min(viable, key=lambda a: (viable[a], a))
 
 
@@ -57,18 +68,20 @@ def pick_action(
     scores: dict[str, float | None], usage: Counter, rule: SelectionRule, threshold: float
 ) -> Pick:
     """Pick one action from ``scores`` (action -> judge score; None = failed judgement) by
-    ``rule`` among those scoring >= ``threshold``; the top score when none does."""
+    ``rule`` among those scoring above ``threshold``; the top score when none does."""
     judged = {a: s for a, s in scores.items() if s is not None}
     if not judged:
         raise ValueError("no candidate has a judge score")
     if rule not in RULES:
         raise ValueError(f"unknown selection rule {rule!r}; known: {list(RULES)}")
-    viable = {a: s for a, s in judged.items() if s >= threshold}
+    viable = {a: s for a, s in judged.items() if is_viable(s, threshold)}
+    total = sum(usage.values())
     if not viable:
         action = greedy(judged, usage)  # the fallback: the judge's favourite, flagged not viable
-        return Pick(action, judged[action], False, usage[action], sum(usage.values()))
+        return Pick(action, judged[action], False, usage[action], total, usage[action])
     action = RULES[rule](viable, usage)
-    return Pick(action, viable[action], True, usage[action], sum(usage.values()))
+    most = max(usage[a] for a in viable)
+    return Pick(action, viable[action], True, usage[action], total, most)
 
 
 def pick_in_order(

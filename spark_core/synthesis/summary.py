@@ -12,10 +12,13 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.labeling.rewards import spread
+from spark_core.labeling.rewards import spread, variance_shares
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
 from spark_core.models.usage import prices_for
+from spark_core.synthesis.action_format import parse_step
+from spark_core.synthesis.agreement import agreement
+from spark_core.synthesis.selection import is_viable
 
 ACTIONS_SCHEMA = pa.schema(
     [
@@ -52,8 +55,21 @@ RUN_SCHEMA = pa.schema(
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cost_usd", pa.float64()),
         pa.field("generated_tokens", pa.int64(), nullable=False),
+        # the selected steps' thoughts (agreement.py): naming any tool / naming tools but not
+        # the selected action
+        pa.field("thought_names_tool_rate", pa.float64(), nullable=False),
+        pa.field("thought_mismatch_rate", pa.float64(), nullable=False),
+        # share of judged candidates viable under each reading of the judge (judge.grade);
+        # null where that reading was not available
+        pa.field("viable_rate_expected", pa.float64()),
+        pa.field("viable_rate_integer", pa.float64()),
     ]
 )
+
+
+def _viable_rate(scores: list[dict[str, Any]], column: str, threshold: float) -> float | None:
+    values = [s[column] for s in scores if s.get(column) is not None]
+    return sum(is_viable(v, threshold) for v in values) / len(values) if values else None
 
 
 def summarize(
@@ -79,7 +95,9 @@ def summarize(
                 "chosen": chosen[action],
                 "chosen_share": chosen[action] / total,
                 "candidates": len(cands),
-                "viable_rate": sum(v >= threshold for v in judged) / len(judged) if judged else 0.0,
+                "viable_rate": sum(is_viable(v, threshold) for v in judged) / len(judged)
+                if judged
+                else 0.0,
                 "tool_error_rate": sum(c["status"] != "ok" for c in cands) / len(cands)
                 if cands
                 else 0.0,
@@ -101,6 +119,10 @@ def summarize(
     outcomes: dict[tuple[int, int], list[bool]] = {}
     for s in scores:
         outcomes.setdefault((s["question_id"], s["step"]), []).append(s["score"] is None)
+    agree = agreement(
+        ((parse_step(s.get("completion", ""), actions).thought, s["action"]) for s in selected),
+        actions,
+    )
     run = {
         "questions": len({s["question_id"] for s in selected}),
         "steps": len(selected),
@@ -118,6 +140,10 @@ def summarize(
         if prices is None
         else (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1000,
         "generated_tokens": sum(c["gen_completion_tokens"] for c in candidates),
+        "thought_names_tool_rate": agree["names_a_tool_rate"],
+        "thought_mismatch_rate": agree["mismatch_rate"],
+        "viable_rate_expected": _viable_rate(scores, "score_expected", threshold),
+        "viable_rate_integer": _viable_rate(scores, "score_integer", threshold),
     }
     return (
         pa.Table.from_pylist(per_action, schema=ACTIONS_SCHEMA),
@@ -133,6 +159,8 @@ REWARDS_SCHEMA = pa.schema(
         pa.field("std", pa.float64(), nullable=False),
         pa.field("max", pa.float64(), nullable=False),
         pa.field("distinct", pa.int64(), nullable=False),
+        # cov(component, reward) / var(reward) over the steps (null: not a reward component)
+        pa.field("variance_share", pa.float64()),
     ]
 )
 REWARD_COMPONENTS = ("r_quality", "r_diversity", "r_correct", "reward", "return", "advantage")
@@ -141,10 +169,22 @@ REWARD_COMPONENTS = ("r_quality", "r_diversity", "r_correct", "reward", "return"
 def reward_spread(trajectories: pa.Table) -> pa.Table:
     """The spread of every reward component over the labelled steps: a component with one or
     two distinct values carries no signal for PPO."""
+    shares = variance_shares(
+        trajectories.select(["r_quality", "r_diversity", "r_correct", "reward"]).to_pylist()
+    )
     rows = [
-        {"component": c, **spread(trajectories.column(c).to_pylist())} for c in REWARD_COMPONENTS
+        {
+            "component": c,
+            **spread(trajectories.column(c).to_pylist()),
+            "variance_share": shares.get(c),
+        }
+        for c in REWARD_COMPONENTS
     ]
     return pa.Table.from_pylist(rows, schema=REWARDS_SCHEMA)
+
+
+def fmt_rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
 
 
 def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = None) -> str:
@@ -163,6 +203,11 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         f"{r['failed_judgements']} failed), tokens {r['judge_prompt_tokens']} prompt + "
         f"{r['judge_completion_tokens']} completion"
         + (f", est. cost ${r['judge_cost_usd']:.4f}" if r["judge_cost_usd"] is not None else ""),
+        f"- thought-action agreement: the selected step's thought names a tool in "
+        f"{r['thought_names_tool_rate']:.1%} of steps, and names tools other than the selected "
+        f"action in {r['thought_mismatch_rate']:.1%}",
+        "- viable candidates under each judge reading (judge.grade): expected "
+        f"{fmt_rate(r['viable_rate_expected'])}, integer {fmt_rate(r['viable_rate_integer'])}",
         "",
         "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 "
         "| repaired |",
@@ -186,13 +231,14 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
             "",
             "Reward components over the selected steps (as labelling computes them):",
             "",
-            "| component | min | mean | std | max | distinct values |",
-            "|---|---|---|---|---|---|",
+            "| component | min | mean | std | max | distinct values | share of reward variance |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rewards.to_pylist():
+            share = "–" if r["variance_share"] is None else f"{r['variance_share']:.1%}"
             lines.append(
                 f"| {r['component']} | {r['min']:.3f} | {r['mean']:.3f} | {r['std']:.3f} "
-                f"| {r['max']:.3f} | {r['distinct']} |"
+                f"| {r['max']:.3f} | {r['distinct']} | {share} |"
             )
     return "\n".join(lines)
 
@@ -239,9 +285,12 @@ def summary_lines(judge: str, run: pa.Table, rewards: pa.Table | None) -> list[s
     """The judge's failures over the run, and the spread of every reward component."""
     r = run.to_pylist()[0]
     lines = [
+        f"thought-action agreement: thoughts name a tool in {r['thought_names_tool_rate']:.1%} "
+        f"of selected steps, tools other than the selected action in "
+        f"{r['thought_mismatch_rate']:.1%}",
         f"judge {judge}: {r['failed_judgements']} of {r['judge_calls']} judgements failed "
         f"({100 * r['judge_failure_rate']:.1f}%); {r['stopped_questions']} questions stopped "
-        "because every judgement of a step failed"
+        "because every judgement of a step failed",
     ]
     if rewards is not None:
         spreads = "; ".join(
@@ -250,6 +299,14 @@ def summary_lines(judge: str, run: pa.Table, rewards: pa.Table | None) -> list[s
             for c in rewards.to_pylist()
         )
         lines.append(f"reward components: {spreads}")
+        lines.append(
+            "share of the per-step reward variance: "
+            + ", ".join(
+                f"{c['component']} {c['variance_share']:.1%}"
+                for c in rewards.to_pylist()
+                if c["variance_share"] is not None
+            )
+        )
     return lines
 
 
