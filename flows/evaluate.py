@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
@@ -14,9 +15,12 @@ from tasks.runners import task_runner_for
 from tasks.stage_guards import first_stop
 
 
-@flow(name="evaluate", on_crashed=[on_crashed])
+@flow(name="evaluate", on_crashed=[on_crashed], validate_parameters=False)
 def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
+    config, refused = checked(config)
+    if refused:
+        return refused
     clean_up_earlier_attempt()
     questions = ingest_questions(config).questions
     wanted = [p for p in config.evaluation.policies if p not in ("base", SAMPLED_POLICY)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
+from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
@@ -24,9 +25,12 @@ from tasks.synthesize import (
 )
 
 
-@flow(name="synthesize", log_prints=True, on_crashed=[on_crashed])
+@flow(name="synthesize", log_prints=True, on_crashed=[on_crashed], validate_parameters=False)
 def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> Synthesis:
     """Roll out every train question for up to ``rollout.steps`` steps."""
+    config, refused = checked(config)
+    if refused:
+        return refused
     clean_up_earlier_attempt()
     if questions is None:
         questions = ingest_questions(config).questions

@@ -43,7 +43,9 @@ class DataConfig(Section):
             raise ValueError("set at most one of data.per_category and data.total")
         unknown = sorted(set(self.categories or ()) - set(CATEGORIES))
         if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
+            raise ValueError(
+                f"data.categories has unknown categories {unknown}; known: {list(CATEGORIES)}"
+            )
         return self
 
 
