@@ -51,10 +51,10 @@ def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
             for p in policies
         ]
         rows = []
-        for future in futures:
+        for k, (policy, future) in enumerate(zip(policies, futures, strict=True), 1):
             future.wait()
             if stop := first_stop([future.state]):  # a cost limit: rerun to resume
                 return stop
             rows.append(future.result())
-            progress.advance()
+            progress.advance(detail=f"{policy} evaluated ({k}/{len(policies)} policies)")
     return report(config, rows)

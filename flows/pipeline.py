@@ -60,7 +60,7 @@ def pipeline(config: RunConfig) -> PipelineResult | State:
         out[name] = state.result()  # raises when the stage failed
         summary.describe(config, row, out[name])
         summary.log(row)
-        progress.fraction(1.0)
+        progress.fraction(1.0, f"{name} done")
         return out[name]
 
     try:

@@ -28,7 +28,8 @@ def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
     trainers = config.training.trainers
     progress = StageProgress("train", len(trainers), "adapters trained")
     adapters = {}
-    for trainer in trainers:
+    for k, trainer in enumerate(trainers):
+        progress.show(k / len(trainers), f"training {trainer} ({k + 1}/{len(trainers)})")
         adapters[TRAINED_POLICY[trainer]] = train_adapter(config, trainer, labels)
-        progress.advance()
+        progress.advance(detail=f"{trainer} trained ({k + 1}/{len(trainers)} adapters)")
     return Adapters(adapters)
