@@ -17,6 +17,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.task_names import task_name
+
 SPARK = str(Path(sys.executable).parent / "spark")
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -49,7 +51,7 @@ def _flow_run_states(api: str, since: datetime) -> dict[str, list[str]]:
     runs = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).json()
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run["name"].rsplit("-", 1)[0], []).append(run["state"]["name"])
+        states.setdefault(task_name(run), []).append(run["state"]["name"])
     return states
 
 
@@ -189,7 +191,8 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
             subflows, tasks = _tree(api, flow_run_id)
             states = {t["name"]: (t["state"] or {}).get("type") for t in tasks}
             running = [n for n, s in states.items() if s == "RUNNING"]
-            if any(n.startswith(("train-adapter", "evaluate-policy")) for n in running):
+            seen["units_at_kill"] = {t["name"]: task_name(t) for t in tasks}
+            if any(n.startswith(("train-", "evaluate-")) for n in running):
                 proc = _flow_process(worker, flow_run_id)
                 if proc is not None:
                     proc.kill()
