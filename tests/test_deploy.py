@@ -14,6 +14,7 @@ import yaml
 
 from flows.cli_deploy import PREFECT_FILE, ZOMBIE_AUTOMATION, server_env
 from spark_core.config import RunConfig, load_config
+from tests.deploy_fixtures import _tree
 
 OUTCOMES = {"ran", "cached", "partly cached", "reused"}
 
@@ -43,6 +44,7 @@ def test_server_settings_point_the_ui_at_a_non_default_port(tmp_path):
     assert env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4317/api"
     assert env["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["PREFECT_SERVER_UI_V2_ENABLED"] == "true"  # the UI the README walks through
 
 
 def test_deploy_registers_the_zombie_automation_and_names_spark_worker(pipeline_run):
@@ -123,6 +125,9 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
         outcome = re.search(rf"^\| {stage} \| ([a-z ]+)\b", text, re.M)
         assert outcome and outcome[1].strip() in OUTCOMES, (stage, text[:3000])
     assert "| extra | " in text and text.count("](data:image/png;base64,") == 3
+    assert "| answered accuracy | no answer |" in text
+    assert re.search(r"\| evaluate \| [^|]+\| [^|]+\| [^|]+\| generator \d+ \(", text), text[:2000]
+    assert re.search(r"\[Full report\]\(http://127\.0\.0\.1:\d+/v2/artifacts/artifact/", text)
     # log lines reach the server in batches after the run ends: wait for the last stage's
     deadline = time.monotonic() + 60
     while True:
@@ -138,3 +143,64 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
     assert [line.split(":")[0] for line in lines[-5:]] == [
         f"stage {s}" for s in ("ingest", "synthesize", "label", "train", "evaluate")
     ], lines
+
+
+def _logs(api: str, flow_run_id: str) -> list[str]:
+    logs = httpx.post(
+        f"{api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"},
+        timeout=30,
+    ).json()
+    return [log["message"] for log in logs]
+
+
+def test_the_crashed_run_says_in_its_own_log_what_crashed(pipeline_run):
+    """The crash hook runs in the worker; its line goes to the crashed run's own log."""
+    api, flow_run_id = pipeline_run["api"], pipeline_run["flow_run_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        lines = [m for m in _logs(api, flow_run_id) if re.match(r"flow run \S+ crashed", m)]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert lines, pipeline_run["worker_log"]()
+    assert "non-zero status code" in lines[0] or "exit" in lines[0], lines
+    killed = pipeline_run["running_at_kill"]
+    assert re.search(r"marked \d+ unfinished task/subflow runs Crashed: ", lines[0]), lines
+    assert any(name in lines[0] for name in killed), (killed, lines)
+
+
+def test_units_are_named_for_what_they_do(pipeline_run):
+    names = set()
+    for run_id in (pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]):
+        subflows, tasks = _tree(pipeline_run["api"], run_id)
+        names |= {t["name"] for t in tasks}
+    expected = {"ingest-questions", "rollout-step1-shard0", "rollout-step1-shard1"}
+    expected |= {"select-step1", "label-trajectories", "train-sft", "train-ppo"}
+    expected |= {f"evaluate-{p}" for p in ("base", "base@T", "sft", "spark", "extra")}
+    assert expected <= names, sorted(names)
+
+
+def test_progress_is_shown_in_words_and_numbers_during_synthesis(pipeline_run):
+    seen = pipeline_run.get("progress_during_synthesis", [])
+    stage = [d for d in seen if re.fullmatch(r"synthesize: step 1/1, .+ — \d+%", d)]
+    whole = [d for d in seen if re.fullmatch(r"pipeline: stage 2/5, synthesize: .+ — \d+%", d)]
+    assert stage and whole, seen
+
+
+def test_a_second_run_of_the_same_name_keeps_its_own_report(pipeline_run):
+    first, second = pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]
+    assert pipeline_run["second_final"]["type"] == "COMPLETED", pipeline_run["worker_log"]()
+    reports = pipeline_run["runs"] / "demo" / "reports"
+    assert (reports / first / "report.html").is_file()
+    assert (reports / second / "report.html").is_file()
+    assert (reports / "latest").resolve() == (reports / second).resolve()
+
+
+def test_deploy_says_where_the_flows_run(pipeline_run):
+    from tests.deploy_fixtures import ROOT
+
+    out = pipeline_run["deploy"].stdout
+    assert f"Flows will run in {ROOT} (change with --workdir)" in out, out[:2000]
+    assert 'spark-gpu stays "Not Ready" until `spark worker --pool spark-gpu`' in out
+    assert "/v2/deployments/deployment/" in out  # Prefect's own links, to the UI it serves
