@@ -68,16 +68,22 @@ def client_env(api: str, workdir: Path | None = None) -> dict[str, str]:
     return env
 
 
+def is_checkout(folder: Path) -> bool:
+    return (folder / "flows" / "pipeline.py").is_file()
+
+
 def flows_workdir(given: str | None) -> Path:
     """The folder the deployments' flows will run in: ``--workdir``, else ``$SPARK_HOME``,
-    else the current directory. It must hold the flows (a spark checkout): workers import
-    the entrypoints (flows/pipeline.py) from it, and a run's relative ``runtime.runs_dir``
-    (``runs``) lands in it."""
-    chosen = Path(given or os.environ.get("SPARK_HOME") or Path.cwd()).expanduser().resolve()
-    if not (chosen / "flows" / "pipeline.py").is_file():
+    else the current directory. Workers import the entrypoints (flows/pipeline.py) from it,
+    and a run's relative ``runtime.runs_dir`` (``runs``) lands in it: the current directory
+    must be a spark checkout; a folder named explicitly may exist only where the workers run
+    (an image's /opt/spark)."""
+    explicit = given or os.environ.get("SPARK_HOME")
+    chosen = Path(explicit or Path.cwd()).expanduser().resolve()
+    if not explicit and not is_checkout(chosen):
         raise typer.BadParameter(
-            f"{chosen} is not a spark checkout (no flows/pipeline.py): the flows run from "
-            f"their checkout. Run `spark deploy` from one, or pass --workdir {PROJECT_ROOT}",
+            f"{chosen} is not a spark checkout (no flows/pipeline.py), and the flows run from "
+            f"their checkout: run `spark deploy` from one, or pass --workdir {PROJECT_ROOT}",
             param_hint="--workdir",
         )
     return chosen
@@ -225,11 +231,13 @@ def deploy(
     url = api_url(api)
     folder = flows_workdir(workdir)
     typer.echo(where_flows_run(folder) + "\n")
+    if not is_checkout(folder):
+        typer.echo(f"note: {folder} holds no spark checkout here; workers must find one there\n")
     _ensure_pools(url)
     which = [a for n in names for a in ("--name", n)] if names else ["--all"]
     cmd = [_prefect(), "--no-prompt", "deploy", *which, "--prefect-file", str(PREFECT_FILE)]
     proc = subprocess.Popen(
-        cmd, cwd=folder, env=client_env(url, folder), stdout=subprocess.PIPE, text=True
+        cmd, cwd=PROJECT_ROOT, env=client_env(url, folder), stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -114,13 +114,16 @@ def cached_unit(
     return result(refs)
 
 
-WORK_TIME = ".work.json"  # beside a unit's last output: how long computing it took
+def _work_time_path(store: ArtifactStore, name: str) -> str:
+    """A hidden file beside a unit's last output: how long computing the unit took."""
+    folder, _, base = name.rpartition("/")
+    return store.fs_path(f"{folder}/.work-{base}.json" if folder else f".work-{base}.json")
 
 
 def _write_work_time(store: ArtifactStore, unit: Unit, seconds: float) -> None:
     """Record how long the unit's work took, so a later cache hit can say what it skipped.
     A side file, not an artifact: it is never hashed nor part of a key (timings vary)."""
-    path = store.fs_path(list(unit.outputs)[-1] + WORK_TIME)
+    path = _work_time_path(store, list(unit.outputs)[-1])
     try:
         store.fs.pipe_file(path, json.dumps({"seconds": round(seconds, 1)}).encode())
     except OSError as exc:  # a summary nicety: never fail a unit over it
@@ -129,7 +132,7 @@ def _write_work_time(store: ArtifactStore, unit: Unit, seconds: float) -> None:
 
 def work_seconds(store: ArtifactStore, names: Sequence[str]) -> float | None:
     """The recorded work time of the unit whose outputs are ``names`` (None: not recorded)."""
-    path = store.fs_path(names[-1] + WORK_TIME)
+    path = _work_time_path(store, names[-1])
     try:
         return float(json.loads(store.fs.cat_file(path))["seconds"])
     except (OSError, ValueError, KeyError):

@@ -215,7 +215,8 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
             if any(n.startswith(("rollout-step", "select-step")) for n in running):
                 progress = seen.setdefault("progress_during_synthesis", [])
                 progress += [d for d in _progress(api, flow_run_id, subflows) if d not in progress]
-            if any(n.startswith(("train-", "evaluate-")) for n in running):
+            units = seen["units_at_kill"]  # a unit's run, not the task run of its subflow
+            if any(units[n] in ("train-adapter", "evaluate-policy") for n in running):
                 proc = _flow_process(worker, flow_run_id)
                 if proc is not None:
                     proc.kill()

@@ -154,10 +154,11 @@ def _summary(page, api: str, flow_run_id: str, name: str) -> str:
     """Open a pipeline run's page, check its progress card, open its summary artifact; the
     summary's text."""
     page.goto(f"{_ui(api)}/runs/flow-run/{flow_run_id}")
-    with shot(page, f"{name}-artifacts-tab"):
+    with shot(page, f"{name}-progress-card"):
         page.get_by_role("tab", name="Artifacts").click()
         # the progress card: its description in words and a number
         page.get_by_text(re.compile(r"pipeline: stage 5/5, evaluate done — 100%")).first.wait_for()
+    with shot(page, f"{name}-opened"):
         page.get_by_text("SPaRK pipeline: stages and results").first.click()
         page.wait_for_url("**/v2/artifacts/artifact/**")
     with shot(page, name):
@@ -182,7 +183,7 @@ def test_pipeline_run_page_shows_the_summary_the_plots_and_its_report(pipeline_r
             ".map(i => [i.alt, i.naturalWidth])"
         )
         assert len(widths) == 3 and all(w > 0 for _, w in widths), widths
-        stage_link = page.get_by_role("link", name=re.compile(r"^train / ")).get_attribute("href")
+        stage_link = page.locator("a", has_text="train / ").first.get_attribute("href")
         assert "/v2/runs/flow-run/" in stage_link, stage_link
         first_report = page.get_by_role("link", name="Full report").get_attribute("href")
         assert "/v2/artifacts/artifact/" in first_report, first_report

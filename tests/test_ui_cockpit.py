@@ -3,6 +3,8 @@ a summary that cannot mislead, units named for what they do, progress in the car
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from flows.refuse import checked, refusal
@@ -196,8 +198,10 @@ def test_deploy_says_where_flows_run_and_why_a_pool_is_not_ready(tmp_path, monke
     monkeypatch.delenv("SPARK_HOME", raising=False)
     monkeypatch.chdir(PROJECT_ROOT)
     assert flows_workdir(None) == PROJECT_ROOT  # default: the current directory
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(typer.BadParameter, match="is not a spark checkout"):
-        flows_workdir(str(tmp_path))
+        flows_workdir(None)  # the current directory must be a checkout
+    assert flows_workdir("/opt/spark") == Path("/opt/spark")  # named: may be an image's
     text = where_flows_run(PROJECT_ROOT)
     assert text.startswith(f"Flows will run in {PROJECT_ROOT} (change with --workdir); ")
     assert f"land in {PROJECT_ROOT / 'runs'}" in text
