@@ -2,9 +2,10 @@
 local watchers (the CLI's bars, see spark_core.progress). Inside the pipeline flow, each
 stage's progress also moves the pipeline's own bar on the parent run's page.
 
-The UI's artifact card shows a progress artifact's *description*, not its bar: so every
-update rewrites the description in words and a number ("synthesize: step 1/2, shard 1/2 —
-25%"), the same text on the stage's card and on the pipeline's."""
+The UI's artifact card shows a progress artifact's *description*, not its bar, on one line
+that it cuts short: so every update rewrites the description, the number first and then the
+words ("25% — synthesize: step 1/2, shard 1/2 rolled out"), the same text on the stage's card
+and on the pipeline's."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from spark_core.progress import publish
 
 
 def described(text: str, share: float) -> str:
-    """'synthesize: shard 1/2 — 25%': the words first, the number last."""
-    return f"{text} — {100.0 * min(max(share, 0.0), 1.0):.0f}%"
+    """'25% — synthesize: shard 1/2 rolled out': the number first (the card cuts the line)."""
+    return f"{100.0 * min(max(share, 0.0), 1.0):.0f}% — {text}"
 
 
 class PipelineProgress:
@@ -27,6 +28,7 @@ class PipelineProgress:
 
     def __init__(self, stages: list[str]):
         self.stages, self.current = stages, 0
+        _retire_earlier_attempts()
         self._artifact: UUID = create_progress_artifact(
             0.0, description=described("pipeline: " + " -> ".join(stages), 0.0)
         )
@@ -42,6 +44,36 @@ class PipelineProgress:
         update_progress_artifact(self._artifact, 100.0 * share, described(text, share))
 
 
+def _retire_earlier_attempts() -> None:
+    """On a retry, the killed attempt's card would stay at its last figure beside the new
+    one's: say on it that it was an earlier attempt."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactUpdate
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+    )
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or ctx.flow_run.run_count <= 1:
+        return
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[ctx.flow_run.id]),
+                type=ArtifactFilterType(any_=["progress"]),
+            )
+        )
+        for old in found:
+            text = old.description or ""
+            if not text.startswith(EARLIER):
+                update = ArtifactUpdate(data=old.data, description=EARLIER + text)
+                client.update_artifact(artifact_id=old.id, artifact=update)
+
+
+EARLIER = "earlier attempt, stopped at "
 PIPELINE: ContextVar[PipelineProgress | None] = ContextVar("spark_pipeline", default=None)
 
 

@@ -183,8 +183,8 @@ def test_units_are_named_for_what_they_do(pipeline_run):
 
 def test_progress_is_shown_in_words_and_numbers_during_synthesis(pipeline_run):
     seen = pipeline_run.get("progress_during_synthesis", [])
-    stage = [d for d in seen if re.fullmatch(r"synthesize: step 1/1, .+ — \d+%", d)]
-    whole = [d for d in seen if re.fullmatch(r"pipeline: stage 2/5, synthesize: .+ — \d+%", d)]
+    stage = [d for d in seen if re.fullmatch(r"\d+% — synthesize: step 1/1, .+", d)]
+    whole = [d for d in seen if re.fullmatch(r"\d+% — pipeline: stage 2/5, synthesize: .+", d)]
     assert stage and whole, seen
 
 

@@ -172,9 +172,9 @@ def test_progress_is_written_in_words_and_a_number():
     from tasks.progress import described
 
     assert described("synthesize: step 1/2, shard 1/2 rolled out", 1 / 6) == (
-        "synthesize: step 1/2, shard 1/2 rolled out — 17%"
+        "17% — synthesize: step 1/2, shard 1/2 rolled out"
     )
-    assert described("train: 2/2 adapters trained", 1.2) == "train: 2/2 adapters trained — 100%"
+    assert described("train: 2/2 adapters trained", 1.2) == "100% — train: 2/2 adapters trained"
 
 
 def test_the_crash_line_says_what_crashed():
