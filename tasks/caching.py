@@ -126,7 +126,7 @@ def _write_work_time(store: ArtifactStore, unit: Unit, seconds: float) -> None:
     path = _work_time_path(store, list(unit.outputs)[-1])
     try:
         store.fs.pipe_file(path, json.dumps({"seconds": round(seconds, 1)}).encode())
-    except OSError as exc:  # a summary nicety: never fail a unit over it
+    except Exception as exc:  # a summary nicety: never fail a unit over it (any filesystem)
         _logger().debug("could not record the work time of %s: %r", unit.name, exc)
 
 
