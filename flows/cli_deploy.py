@@ -3,7 +3,7 @@ Prefect deployments on a real server.
 
 The deployments themselves are declared in ``deploy/prefect.yaml``; these commands only run
 Prefect's own CLI with the right settings (loopback, analytics off, the UI's API URL on a
-non-default port, the checkout as the flows' working directory).
+non-default port, Prefect's V2 UI, the flows' working directory said and chosen).
 """
 
 from __future__ import annotations
@@ -54,17 +54,60 @@ def server_env(port: int, home: Path) -> dict[str, str]:
         "PREFECT_API_URL": url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true",
+        # the UI the README walks through and the artifacts link to (flows/summary.py)
+        "PREFECT_SERVER_UI_V2_ENABLED": "true",
     }
 
 
-def client_env(api: str) -> dict[str, str]:
-    """A process that reports to the server and runs flows from this checkout."""
-    return {
-        **os.environ,
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "SPARK_HOME": os.environ.get("SPARK_HOME", str(PROJECT_ROOT)),
-    }
+def client_env(api: str, workdir: Path | None = None) -> dict[str, str]:
+    """A process that reports to the server; ``workdir``: where the deployments' flows will
+    run (``$SPARK_HOME`` in deploy/prefect.yaml)."""
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if workdir is not None:
+        env["SPARK_HOME"] = str(workdir)
+    return env
+
+
+def is_checkout(folder: Path) -> bool:
+    return (folder / "flows" / "pipeline.py").is_file()
+
+
+def flows_workdir(given: str | None) -> Path:
+    """The folder the deployments' flows will run in: ``--workdir``, else ``$SPARK_HOME``,
+    else the current directory. Workers import the entrypoints (flows/pipeline.py) from it,
+    and a run's relative ``runtime.runs_dir`` (``runs``) lands in it: the current directory
+    must be a spark checkout; a folder named explicitly may exist only where the workers run
+    (an image's /opt/spark)."""
+    explicit = given or os.environ.get("SPARK_HOME")
+    chosen = Path(explicit or Path.cwd()).expanduser().resolve()
+    if not explicit and not is_checkout(chosen):
+        raise typer.BadParameter(
+            f"{chosen} is not a spark checkout (no flows/pipeline.py), and the flows run from "
+            f"their checkout: run `spark deploy` from one, or pass --workdir {PROJECT_ROOT}",
+            param_hint="--workdir",
+        )
+    return chosen
+
+
+POOL_HELP = {
+    "spark-process": "spark worker",
+    "spark-gpu": "spark worker --pool spark-gpu",
+}
+
+
+def where_flows_run(workdir: Path, runs_dir: str = "runs") -> str:
+    """What `spark deploy` says before registering: where the flows will run, where their
+    runs land, and why a pool reads "Not Ready"."""
+    pools = "\n".join(
+        f"  {pool}: `{command}` (in {workdir})" for pool, command in POOL_HELP.items()
+    )
+    return (
+        f"Flows will run in {workdir} (change with --workdir); runs with the default "
+        f"runtime.runs_dir land in {workdir / runs_dir}.\n"
+        'A work pool reads "Not Ready" in the UI until a worker polls it; start one per pool:\n'
+        f"{pools}\n"
+        "(spark-gpu serves train/train-gpu only: it may stay Not Ready on a machine with no GPU.)"
+    )
 
 
 def server(
@@ -159,6 +202,8 @@ def _ensure_automation(api: str) -> None:
 
 # Prefect's deploy output suggests its own worker command; ours sets up the environment
 _WORKER_HINT = re.compile(r"prefect worker start --pool '?([\w-]+)'?")
+# ... and links to the V1 UI's pages; `spark server` serves V2 (server_env)
+_V1_LINK = re.compile(r"(https?://[^/\s]+)/(deployments|runs|flows)/")
 
 
 def _spark_worker(match: re.Match[str]) -> str:
@@ -172,24 +217,39 @@ def deploy(
         typer.Argument(help="Deployments to register, e.g. pipeline/pipeline-demo (default: all)."),
     ] = None,
     api: ApiOpt = None,
+    workdir: Annotated[
+        str | None,
+        typer.Option(
+            "--workdir",
+            help="Where the flows run (a spark checkout; runs/ lands in it). Default: "
+            "$SPARK_HOME, else the current directory.",
+        ),
+    ] = None,
 ) -> None:
     """Create the work pools, register the deployments of deploy/prefect.yaml and the
     automation that marks runs whose heartbeats stopped Crashed."""
     url = api_url(api)
+    folder = flows_workdir(workdir)
+    typer.echo(where_flows_run(folder) + "\n")
+    if not is_checkout(folder):
+        typer.echo(f"note: {folder} holds no spark checkout here; workers must find one there\n")
     _ensure_pools(url)
     which = [a for n in names for a in ("--name", n)] if names else ["--all"]
     cmd = [_prefect(), "--no-prompt", "deploy", *which, "--prefect-file", str(PREFECT_FILE)]
     proc = subprocess.Popen(
-        cmd, cwd=PROJECT_ROOT, env=client_env(url), stdout=subprocess.PIPE, text=True
+        cmd, cwd=PROJECT_ROOT, env=client_env(url, folder), stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     for line in proc.stdout:
-        typer.echo(_WORKER_HINT.sub(_spark_worker, line), nl=False)
+        line = _V1_LINK.sub(r"\1/v2/\2/", _WORKER_HINT.sub(_spark_worker, line))
+        typer.echo(line, nl=False)
     if proc.wait() != 0:
         raise typer.Exit(code=proc.returncode)
     _ensure_automation(url)
     typer.echo(
-        f"\nNext: start a worker in another shell (PREFECT_API_URL={url}):\n\n    spark worker\n"
+        f"\nNext: start a worker in another shell (PREFECT_API_URL={url}):\n\n    spark worker\n\n"
+        f'Flows will run in {folder}. spark-gpu stays "Not Ready" until '
+        "`spark worker --pool spark-gpu` runs on a GPU machine."
     )
 
 
@@ -200,7 +260,7 @@ def worker(
     limit: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
     api: ApiOpt = None,
 ) -> None:
-    """Start a worker that runs the pool's flow runs from this checkout."""
+    """Start a worker that runs the pool's flow runs (in the folder `spark deploy` chose)."""
     args = ["worker", "start", "--pool", pool, "--type", POOLS.get(pool, "process")]
     if limit:
         args += ["--limit", str(limit)]

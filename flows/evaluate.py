@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
@@ -14,9 +15,12 @@ from tasks.runners import task_runner_for
 from tasks.stage_guards import first_stop
 
 
-@flow(name="evaluate", on_crashed=[on_crashed])
+@flow(name="evaluate", on_crashed=[on_crashed], validate_parameters=False)
 def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
+    config, refused = checked(config)
+    if refused:
+        return refused
     clean_up_earlier_attempt()
     questions = ingest_questions(config).questions
     wanted = [p for p in config.evaluation.policies if p not in ("base", SAMPLED_POLICY)]
@@ -47,10 +51,10 @@ def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
             for p in policies
         ]
         rows = []
-        for future in futures:
+        for k, (policy, future) in enumerate(zip(policies, futures, strict=True), 1):
             future.wait()
             if stop := first_stop([future.state]):  # a cost limit: rerun to resume
                 return stop
             rows.append(future.result())
-            progress.advance()
+            progress.advance(detail=f"{policy} evaluated ({k}/{len(policies)} policies)")
     return report(config, rows)

@@ -21,6 +21,7 @@ from flows import summary
 from flows.evaluate import evaluate
 from flows.ingest import ingest
 from flows.label import label
+from flows.refuse import checked
 from flows.synthesize import synthesize
 from flows.train import train
 from flows.zombies import clean_up_earlier_attempt, on_crashed
@@ -33,9 +34,12 @@ from tasks.train import trained_adapters
 STAGES = ["ingest", "synthesize", "label", "train", "evaluate"]
 
 
-@flow(name="pipeline", on_crashed=[on_crashed])
+@flow(name="pipeline", on_crashed=[on_crashed], validate_parameters=False)
 def pipeline(config: RunConfig) -> PipelineResult | State:
     """Run every stage of a SPaRK run; each stage is cached on the content of its inputs."""
+    config, refused = checked(config)
+    if refused:
+        return refused
     clean_up_earlier_attempt()
     started = time.time()
     progress = PipelineProgress(STAGES)
@@ -56,7 +60,7 @@ def pipeline(config: RunConfig) -> PipelineResult | State:
         out[name] = state.result()  # raises when the stage failed
         summary.describe(config, row, out[name])
         summary.log(row)
-        progress.fraction(1.0)
+        progress.fraction(1.0, f"{name} done")
         return out[name]
 
     try:

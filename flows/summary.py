@@ -4,6 +4,7 @@ stage's run and artifacts, published on the parent flow run; one log line per st
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ from prefect.states import State
 from prefect.utilities.urls import url_for
 
 from spark_core.config import RunConfig
+from spark_core.evaluation.model_calls import CALLS_SCHEMA
 from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA, embed_images
 from spark_core.synthesis.summary import RUN_SCHEMA
+from tasks.caching import rows as read_rows
 from tasks.caching import store_for, ui_key
 from tasks.results import Report
 
@@ -47,33 +50,31 @@ class StageRow:
         return f"{self.stage}: {self.outcome} in {self.seconds:.1f}s — {self.counts}{calls}"
 
 
-def cached_units() -> set[str]:
-    """Names of the tasks that are units of work with a content-addressed cache key (the
-    others, such as planning and report tasks, are bookkeeping that always runs)."""
+def stage_units(stage: str) -> set[str]:
+    """Task keys of a stage's own units of work, those with a content-addressed cache key
+    (not its bookkeeping, such as planning and report tasks, which always runs; nor another
+    stage's unit it calls, such as evaluate re-reading ingest's questions)."""
+    import importlib
+
     from prefect import Task
 
-    import tasks.evaluate
-    import tasks.ingest
-    import tasks.label
-    import tasks.synthesize
-    import tasks.train
-
-    modules = (tasks.ingest, tasks.synthesize, tasks.label, tasks.train, tasks.evaluate)
+    module = importlib.import_module(f"tasks.{stage}")
     return {
-        obj.name
-        for module in modules
+        obj.task_key
         for obj in vars(module).values()
-        if isinstance(obj, Task) and obj.cache_key_fn is not None
+        if isinstance(obj, Task)
+        and obj.cache_key_fn is not None
+        and obj.fn.__module__ == module.__name__
     }
 
 
-def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
-    """'ran (4 units)', 'cached (4/4 units)' or 'partly cached (3/4 units)', read from
-    the stage's task runs on the server (their states arrive through its event pipeline, so
-    wait briefly until all of them are finished)."""
+def task_outcome(flow_run_id: str, started: float, stage: str, wait_s: float = 15.0) -> str:
+    """'ran (4 units)', 'cached (4/4 units)' or 'partly cached (3/4 units)' of the stage's
+    own units, read from its task runs on the server (their states arrive through its event
+    pipeline, so wait briefly until all of them are finished)."""
     deadline = time.monotonic() + wait_s
     names: list[str] = []
-    units = cached_units()
+    units = stage_units(stage)
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
         if run.start_time and run.start_time.timestamp() < started - 1:
@@ -86,7 +87,7 @@ def task_outcome(flow_run_id: str, started: float, wait_s: float = 15.0) -> str:
             if (tasks and done) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    names = [t.state.name for t in tasks if t.state and t.name.rsplit("-", 1)[0] in units]
+    names = [t.state.name for t in tasks if t.state and t.task_key in units]
     cached, count = names.count("Cached"), f"{len(names)} unit{'s' * (len(names) != 1)}"
     if names and cached == len(names):
         return f"cached ({cached}/{count})"
@@ -107,6 +108,7 @@ def describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
 
 def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
     cached = row.outcome.startswith(("cached", "reused"))
+    row.calls = "none"  # ingest, label and train call no model; the others say how many
     if row.stage == "ingest":
         row.counts = f"{result.questions.rows} questions, {result.rejected.rows} rejected"
     elif row.stage == "synthesize":
@@ -133,15 +135,54 @@ def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
         row.counts = (
             f"{len(overall)} policies on {overall[0]['n'] if overall else 0} eval questions"
         )
+        if result.model_calls:  # each policy's own generator calls (none for a judge)
+            store = store_for(cfg)
+            calls = sum(r["calls"] for r in read_rows(store, result.model_calls, CALLS_SCHEMA))
+            row.calls = f"generator {calls}"
+            local = cfg.generator.backend == "hf" and not cfg.evaluation.extra_models
+            row.cost = "$0, cached" if cached else "$0, local models" if local else "in its log"
+
+
+UI = "v2"  # the UI `spark server` serves (Prefect's V2, flows/cli_deploy.py): links open its pages
 
 
 def _ui(path: str) -> str:
     """A UI address: absolute when Prefect knows its UI's URL, else relative (same origin)."""
     base = url_for("flow-run", obj_id="x")
-    return f"{base.rsplit('/runs/', 1)[0]}/{path}" if base else f"/{path}"
+    return f"{base.rsplit('/runs/', 1)[0]}/{UI}/{path}" if base else f"/{UI}/{path}"
 
 
-def markdown(rows: list[StageRow], report: Report | None) -> str:
+def _pct(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.1%}"
+
+
+def headline(overall: list[dict[str, Any]]) -> list[str]:
+    """Accuracy beside answered accuracy and the no-answer rate: a policy that answered
+    nothing scores its seeded guesses, which the row says ("all guesses")."""
+    lines = [
+        "| policy | n | accuracy (95% CI) | answered accuracy | no answer | "
+        "tool-selection entropy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for o in overall:
+        guesses = " — all guesses" if o["no_answer_rate"] >= 1.0 else ""
+        lines.append(
+            f"| {o['policy']} | {o['n']} | {_pct(o['accuracy'])} ({_pct(o['ci_low'])}–"
+            f"{_pct(o['ci_high'])}){guesses} | {_pct(o['answered_accuracy'])} | "
+            f"{_pct(o['no_answer_rate'])} | {o['entropy_bits']:.2f} bits "
+            f"({o['normalized_entropy']:.2f}) |"
+        )
+    return lines
+
+
+def report_link(rows: list[StageRow], key: str) -> str | None:
+    """The page of the evaluation report artifact (``key``) of this run's evaluate stage."""
+    evaluate = next((r for r in rows if r.stage == "evaluate"), None)
+    found = [aid for k, aid in (evaluate.extra.get("arts", []) if evaluate else []) if k == key]
+    return _ui(f"artifacts/artifact/{found[-1]}") if found else None
+
+
+def markdown(rows: list[StageRow], report: Report | None, report_key: str = "") -> str:
     """The summary artifact of the pipeline run."""
     lines = [
         "# SPaRK pipeline",
@@ -150,7 +191,7 @@ def markdown(rows: list[StageRow], report: Report | None) -> str:
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        calls = r.calls if r.calls == "—" else f"{r.calls} ({r.cost})"
+        calls = r.calls if r.calls in ("—", "none") else f"{r.calls} ({r.cost})"
         lines.append(f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} |")
     lines += ["", "## Stage runs and their artifacts", ""]
     for r in rows:
@@ -167,26 +208,22 @@ def markdown(rows: list[StageRow], report: Report | None) -> str:
             "",
             "## Evaluation (held-out questions, all categories)",
             "",
-            "| policy | n | accuracy (95% CI) | tool-selection entropy | no answer |",
-            "|---|---|---|---|---|",
+            *headline(evaluation.extra["overall"]),
         ]
-        for o in evaluation.extra["overall"]:
-            lines.append(
-                f"| {o['policy']} | {o['n']} | {o['accuracy']:.1%} ({o['ci_low']:.1%}–"
-                f"{o['ci_high']:.1%}) | {o['entropy_bits']:.2f} bits "
-                f"({o['normalized_entropy']:.2f}) | {o['no_answer_rate']:.1%} |"
-            )
+    if report:
+        link = report_link(rows, report_key)
+        full = f"[Full report]({link}) (this run's)" if link else "Full report"
+        lines += ["", f"{full}; on disk: `{Path(report.html).resolve()}`"]
     if report and report.images:
         folder = Path(report.report).parent
         plots = "\n\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in report.images)
         lines += ["", "## Plots", "", embed_images(plots, folder)]
-        lines += ["", f"Full report: `{Path(report.html).resolve()}`"]
     return "\n".join(lines) + "\n"
 
 
 def publish(cfg: RunConfig, rows: list[StageRow], report: Report | None) -> None:
     create_markdown_artifact(
-        markdown(rows, report),
+        markdown(rows, report, ui_key("evaluation", cfg)),
         key=ui_key("pipeline", cfg),
         description="SPaRK pipeline: stages and results",
     )
@@ -203,13 +240,15 @@ def record(row: StageRow, state: State, started: float) -> None:
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
             )
-        row.extra["arts"] = [
-            (a.key or a.type, str(a.id)) for a in artifacts if a.type != "progress"
+        row.extra["arts"] = [  # oldest first: a retried stage's newest come last
+            (a.key or a.type, str(a.id))
+            for a in sorted(artifacts, key=lambda a: str(a.created))
+            if a.type != "progress"
         ]
     if not state.is_completed():
         row.outcome = state.name.lower()
     elif row.run_id:
-        row.outcome = task_outcome(row.run_id, started)
+        row.outcome = task_outcome(row.run_id, started, row.stage)
 
 
 def log(row: StageRow) -> None:

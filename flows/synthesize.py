@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
+from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
@@ -24,9 +25,12 @@ from tasks.synthesize import (
 )
 
 
-@flow(name="synthesize", log_prints=True, on_crashed=[on_crashed])
+@flow(name="synthesize", log_prints=True, on_crashed=[on_crashed], validate_parameters=False)
 def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> Synthesis:
     """Roll out every train question for up to ``rollout.steps`` steps."""
+    config, refused = checked(config)
+    if refused:
+        return refused
     clean_up_earlier_attempt()
     if questions is None:
         questions = ingest_questions(config).questions
@@ -34,7 +38,8 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> Synth
         return stop
     plan, state = plan_synthesis(config, questions)
     total = sum(len(s) for s in plan.shards)
-    progress = StageProgress("synthesize", total, "questions finished (synthesis)")
+    progress = StageProgress("synthesize", total, "questions finished")
+    steps, n = config.rollout.steps, len(plan.shards)
     usage, selected, shards_seen = None, [], []
     with task_runner_for(config) as runner:
         for step in range(1, config.rollout.steps + 1):
@@ -50,14 +55,23 @@ def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> Synth
                     "state": unmapped(state),
                 },
             )
-            if stop := first_stop([f.wait() or f.state for f in futures]):
+            progress.show((step - 1) / steps, f"step {step}/{steps}, rolling out {n} shards")
+            states = []
+            for k, future in enumerate(futures, 1):  # a step: n shards, then the selection
+                future.wait()
+                states.append(future.state)
+                share = (step - 1 + k / (n + 1)) / steps
+                progress.show(share, f"step {step}/{steps}, shard {k}/{n} rolled out")
+            if stop := first_stop(states):
                 return stop  # a planned stop (cost limit, failing judge): rerun to resume
             shards = [f.result() for f in futures]
             selection = select(config, plan, step, shards, state, usage)
             usage, state = selection.usage, selection.state
             selected.append(selection.selected)
             shards_seen.extend(shards)
-            progress.update(total - active_count(config, state))
+            done = total - active_count(config, state)
+            detail = f"step {step}/{steps} selected, {done}/{total} questions finished"
+            progress.update(done, detail, share=max(step / steps, done / total))
     finals = finalize(config, plan, state, return_state=True)
     if stop := first_stop([finals]):
         return stop

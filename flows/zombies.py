@@ -26,21 +26,21 @@ from prefect.client.schemas.filters import (
     TaskRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.logging import get_logger
+from prefect.logging.loggers import flow_run_logger
 from prefect.states import Crashed
 
 NOT_FINISHED = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
 
 
-def crash_stale_children(flow_run_id: UUID, why: str) -> int:
+def crash_stale_children(flow_run_id: UUID, why: str) -> list[str]:
     """Mark every unfinished task run and subflow run under ``flow_run_id`` (recursively)
-    Crashed; returns how many were marked."""
+    Crashed; returns the names of those marked."""
     with get_client(sync_client=True) as client:
         return _crash_under(client, flow_run_id, f"Crashed: {why}")
 
 
-def _crash_under(client: SyncPrefectClient, flow_run_id: UUID, message: str) -> int:
-    marked = 0
+def _crash_under(client: SyncPrefectClient, flow_run_id: UUID, message: str) -> list[str]:
+    marked: list[str] = []
     subflows = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
@@ -50,7 +50,7 @@ def _crash_under(client: SyncPrefectClient, flow_run_id: UUID, message: str) -> 
         marked += _crash_under(client, sub.id, message)
         if sub.state is None or sub.state.type in NOT_FINISHED:
             client.set_flow_run_state(sub.id, Crashed(message=message), force=True)
-            marked += 1
+            marked.append(sub.name)
     unfinished = TaskRunFilter(
         flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]),
         state=TaskRunFilterState(type=TaskRunFilterStateType(any_=NOT_FINISHED)),
@@ -59,18 +59,32 @@ def _crash_under(client: SyncPrefectClient, flow_run_id: UUID, message: str) -> 
         tasks = client.read_task_runs(task_run_filter=unfinished)
         for task_run in tasks:
             client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
-        marked += len(tasks)
+        marked += [t.name for t in tasks]
         if not tasks:
             break
     return marked
 
 
-def on_crashed(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect's hook signature)
-    """``on_crashed`` hook: the run died (e.g. its process was killed); crash its children."""
-    marked = crash_stale_children(flow_run.id, f"flow run {flow_run.name} crashed")
-    get_logger("spark.zombies").info(
-        "flow run %s crashed: marked %d unfinished task/subflow runs Crashed", flow_run.name, marked
+def crash_line(flow_run_name: str, why: str | None, marked: list[str]) -> str:
+    """What crashed, said once in the crashed run's own log: 'flow run pretty-fox crashed
+    (Flow run infrastructure exited with non-zero status code -9.): marked 2 unfinished
+    task/subflow runs Crashed: train-ppo, train/clever-owl'."""
+    cause = f" ({why})" if why else ""
+    names = f": {', '.join(marked)}" if marked else ""
+    return (
+        f"flow run {flow_run_name} crashed{cause}: marked {len(marked)} unfinished "
+        f"task/subflow runs Crashed{names}"
     )
+
+
+def on_crashed(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect's hook signature)
+    """``on_crashed`` hook: the run died (e.g. its process was killed); crash its children
+    and say so in the crashed run's own log (the hook runs in the worker, outside the run's
+    context: the flow-run logger ships the line to that run's log, as Prefect's own hook
+    lines are)."""
+    marked = crash_stale_children(flow_run.id, f"flow run {flow_run.name} crashed")
+    line = crash_line(flow_run.name, state.message if state else None, marked)
+    flow_run_logger(flow_run, flow).error(line)
 
 
 def clean_up_earlier_attempt() -> None:
@@ -86,5 +100,7 @@ def clean_up_earlier_attempt() -> None:
     marked = crash_stale_children(run.id, "left unfinished by an earlier attempt of this run")
     if marked:
         get_run_logger().info(
-            "retry: marked %d task/subflow runs of the earlier attempt Crashed", marked
+            "retry: marked %d task/subflow runs of the earlier attempt Crashed: %s",
+            len(marked),
+            ", ".join(marked),
         )

@@ -8,7 +8,9 @@ idempotent even when Prefect's own records are gone.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +99,7 @@ def cached_unit(
     if unit.done(store):
         _logger().debug("%s finished earlier; reusing it", unit.name)
         return result([store.ref(name) for name in unit.outputs])
+    started = time.monotonic()
     try:
         tables = compute()
     except StageStopped as exc:
@@ -107,15 +110,44 @@ def cached_unit(
         store.write(name, table, schema, **meta)
         for (name, schema), table in zip(unit.outputs.items(), tables, strict=True)
     ]
+    _write_work_time(store, unit, time.monotonic() - started)
     return result(refs)
 
 
-def unit_task(name: str, unit: Callable[..., Unit]) -> Callable[[Callable[..., T]], Any]:
-    """``@task`` for a cached unit: Prefect's cache key is the unit's content key and the
-    shape of the result types (a rerun shows as *Cached*) — unless Prefect holds a record for
-    it whose artifacts were deleted since, in which case a one-off key forces a recompute
-    instead of serving the stale record. (The recompute writes the same, deterministic
-    artifacts back.) ``unit`` takes the task's parameters."""
+def _work_time_path(store: ArtifactStore, name: str) -> str:
+    """A hidden file beside a unit's last output: how long computing the unit took."""
+    folder, _, base = name.rpartition("/")
+    return store.fs_path(f"{folder}/.work-{base}.json" if folder else f".work-{base}.json")
+
+
+def _write_work_time(store: ArtifactStore, unit: Unit, seconds: float) -> None:
+    """Record how long the unit's work took, so a later cache hit can say what it skipped.
+    A side file, not an artifact: it is never hashed nor part of a key (timings vary)."""
+    path = _work_time_path(store, list(unit.outputs)[-1])
+    try:
+        store.fs.pipe_file(path, json.dumps({"seconds": round(seconds, 1)}).encode())
+    except Exception as exc:  # a summary nicety: never fail a unit over it (any filesystem)
+        _logger().debug("could not record the work time of %s: %r", unit.name, exc)
+
+
+def work_seconds(store: ArtifactStore, names: Sequence[str]) -> float | None:
+    """The recorded work time of the unit whose outputs are ``names`` (None: not recorded)."""
+    path = _work_time_path(store, names[-1])
+    try:
+        return float(json.loads(store.fs.cat_file(path))["seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def unit_task(
+    name: str, unit: Callable[..., Unit], run_name: str | Callable[[], str] | None = None
+) -> Callable[[Callable[..., T]], Any]:
+    """``@task`` for a cached unit, its runs named for what they do (``run_name``, Prefect's
+    ``task_run_name``: "rollout-step{step}-shard{shard}"). Prefect's cache key is the unit's
+    content key and the shape of the result types (a rerun shows as *Cached*) — unless
+    Prefect holds a record for it whose artifacts were deleted since, in which case a one-off
+    key forces a recompute instead of serving the stale record. (The recompute writes the
+    same, deterministic artifacts back.) ``unit`` takes the task's parameters."""
 
     def cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
         spec = unit(**params)
@@ -128,24 +160,42 @@ def unit_task(name: str, unit: Callable[..., Unit]) -> Callable[[Callable[..., T
             return f"{key}-rebuild-{uuid.uuid4().hex}"
         return key
 
-    return task(name=name, cache_key_fn=cache_key, persist_result=True)
+    return task(
+        name=name, task_run_name=run_name or name, cache_key_fn=cache_key, persist_result=True
+    )
 
 
 MODEL_COLUMNS = {"judge": "judge calls", "gen": "generator calls"}
 
 
 def served(store: ArtifactStore, names: list[str]) -> str:
-    """What a finished unit holds and did not have to redo: '126 judge calls, 36 generator
-    calls, 0 paid (2 artifacts, 162 rows)'. One row with a ``<model>_prompt_tokens`` column is
-    one model call (as in the stage's own log lines); served from the artifacts, none is paid."""
+    """What a finished unit holds and did not have to redo, in its stage's terms: '126 judge
+    calls, 36 generator calls, 0 paid (2 artifacts, 162 rows)', 'sft adapter: 12 training
+    steps (final loss 0.41) not rerun, no model calls; 87.2 s of work skipped (...)'. One row
+    with a ``<model>_prompt_tokens`` column is one model call (as in the stage's own log
+    lines), a ``calls`` column counts an evaluated policy's calls; served from the
+    artifacts, none is paid."""
     calls = dict.fromkeys(MODEL_COLUMNS.values(), 0)
-    rows = 0
+    rows, skipped = 0, []
     for name in names:
         table = store.read(name)
         rows += table.num_rows
+        columns = set(table.column_names)
         for prefix, label in MODEL_COLUMNS.items():
-            if f"{prefix}_prompt_tokens" in table.column_names:
+            if f"{prefix}_prompt_tokens" in columns:
                 calls[label] += table.num_rows
+        if {"model", "calls"} <= columns:  # an evaluated policy's model calls
+            calls["generator calls"] += sum(table.column("calls").to_pylist())
+        if table.num_rows and {"trainer", "step", "loss"} <= columns:  # a trained adapter
+            last = table.to_pylist()[-1]
+            loss = "" if last["loss"] is None else f" (final loss {last['loss']:.3g})"
+            skipped.append(f"{last['trainer']} adapter: {last['step']} training steps{loss}")
+        if table.num_rows and {"policy", "question_id", "correct"} <= columns:  # evaluated
+            policy = table.column("policy")[0].as_py()
+            skipped.append(f"{policy} rolled out on {table.num_rows} eval questions")
     made = [f"{n} {label}" for label, n in calls.items() if n]
     paid = ", ".join([*made, "0 paid"]) if made else "no model calls"
-    return f"{paid} ({len(names)} artifacts, {rows} rows)"
+    what = f"{'; '.join(skipped)} not rerun, {paid}" if skipped else paid
+    seconds = work_seconds(store, names)
+    took = f"; {seconds:.1f} s of work skipped" if seconds is not None else ""
+    return f"{what}{took} ({len(names)} artifacts, {rows} rows)"

@@ -12,9 +12,11 @@ from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.evaluation.assemble import build_report
+from spark_core.evaluation.model_calls import CALLS_SCHEMA, calls_table
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.productivity import overall_records
 from spark_core.evaluation.report import embed_images
+from spark_core.evaluation.report_folder import point_latest, report_folder
 from spark_core.models.calls import Generator
 from spark_core.models.guards import Budget
 from spark_core.models.hf_backend import directory_hash
@@ -64,7 +66,10 @@ def eval_unit(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict)
     return Unit(
         "evaluate",
         key,
-        {f"evaluate/{key[:16]}/rows_{policy}": EVAL_ROWS_SCHEMA},
+        {  # the rows last: their presence marks the unit complete
+            f"evaluate/{key[:16]}/calls_{policy}": CALLS_SCHEMA,
+            f"evaluate/{key[:16]}/rows_{policy}": EVAL_ROWS_SCHEMA,
+        },
         cfg.section("evaluation"),
         {"questions": questions.content_hash, "policy": canonical_hash(source)},
         what=policy,
@@ -87,7 +92,7 @@ def _paid_model(cfg: RunConfig, policy: str) -> tuple[ModelConfig, str]:
     return cfg.generator, "generator"
 
 
-@unit_task("evaluate-policy", eval_unit)
+@unit_task("evaluate-policy", eval_unit, "evaluate-{policy}")
 def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) -> ArtifactRef:
     """Roll one policy out on the eval split (no judge)."""
     unit = eval_unit(cfg, policy, questions, source)
@@ -98,7 +103,7 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         if not split:
             raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
         generator = generator_for(cfg, policy, source)
-        (name,) = unit.outputs
+        name = list(unit.outputs)[-1]
         scope = f"evaluate/{name}"
         budget = Budget.for_model(*_paid_model(cfg, policy), scope, REGISTRY.response_cache(cfg))
         table = evaluate_policy(cfg, policy, split, generator.guarded(budget), sandbox_for(cfg))
@@ -113,19 +118,20 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
             cfg.evaluation.action_decoding,
             generator.usage.line(),
         )
-        return [table]
+        return [calls_table(policy, generator.usage), table]
 
-    return cached_unit(store_for(cfg), unit, compute, lambda r: r[0])
+    return cached_unit(store_for(cfg), unit, compute, lambda r: r[-1])
 
 
-@task(name="evaluation-report")
+@task(name="evaluation-report", task_run_name="evaluation-report")
 def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
     """eval_summary (policy x category), usage, paired tests, tool productivity and the
     per-category tool maps, Markdown + PNG report."""
     store = store_for(cfg)
-    local = cfg.runtime.run_dir("report")
-    built = build_report(cfg, rows(store, eval_rows, EVAL_ROWS_SCHEMA), local)
     key = canonical_hash([r.content_hash for r in eval_rows])[:16]
+    local = report_folder(cfg.runtime.run_dir(), _run_id() or key)
+    built = build_report(cfg, rows(store, eval_rows, EVAL_ROWS_SCHEMA), local)
+    point_latest(local)
     meta = {"stage": "evaluate", "config": cfg.section("evaluation"), "inputs": {"eval_rows": key}}
     folder = f"evaluate/report_{key}"
     refs = {
@@ -158,4 +164,16 @@ def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
         html=str(built.html),
         images=tuple(str(p) for p in built.images.values()),
         tool_maps=tuple(str(p) for p in built.tool_maps.values()),
+        model_calls=tuple(store.ref(r.name.replace("/rows_", "/calls_")) for r in eval_rows),
     )
+
+
+def _run_id() -> str | None:
+    """The id of the run this report belongs to: the outermost flow run (the pipeline, or
+    the stage run when a stage runs alone), stable across its retries."""
+    from prefect.runtime import flow_run
+
+    try:
+        return flow_run.root_flow_run_id or None
+    except Exception:  # no API to ask (a plain call outside a run): the key names it
+        return None

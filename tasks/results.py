@@ -113,6 +113,7 @@ class Report:
     images: tuple[str, ...]  # accuracy, entropy and usage plots
     tool_maps: tuple[str, ...]  # one category x action heat map per policy
     repairs: ArtifactRef | None = None  # repairs per policy x tool (rollout.tool_retries > 0)
+    model_calls: tuple[ArtifactRef, ...] = ()  # each evaluated policy's model calls
 
 
 @dataclass(frozen=True)

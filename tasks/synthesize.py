@@ -73,7 +73,7 @@ def _state(cfg: RunConfig, state: ArtifactRef) -> pa.Table:
     return store_for(cfg).read(state.name, STATE_SCHEMA)
 
 
-@task(name="plan-synthesis")
+@task(name="plan-synthesis", task_run_name="plan-synthesis")
 def plan_synthesis(cfg: RunConfig, questions: ArtifactRef) -> tuple[SynthesisPlan, ArtifactRef]:
     """Shard the train questions and write the empty starting state."""
     check_actions(cfg.rollout.actions)
@@ -108,7 +108,7 @@ def shard_unit(
     )
 
 
-@unit_task("rollout-shard", shard_unit)
+@unit_task("rollout-shard", shard_unit, "rollout-step{step}-shard{shard}")
 def rollout_shard(
     cfg: RunConfig, plan: SynthesisPlan, step: int, shard: int, state: ArtifactRef
 ) -> Shard:
@@ -166,7 +166,7 @@ def select_unit(
     )
 
 
-@unit_task("select-step", select_unit)
+@unit_task("select-step", select_unit, "select-step{step}")
 def select(
     cfg: RunConfig,
     plan: SynthesisPlan,
@@ -207,7 +207,7 @@ def active_count(cfg: RunConfig, state: ArtifactRef) -> int:
     return sum(not d for d in _state(cfg, state).column("done").to_pylist())
 
 
-@task(name="final-answers")
+@task(name="final-answers", task_run_name="final-answers")
 def finalize(cfg: RunConfig, plan: SynthesisPlan, state: ArtifactRef) -> ArtifactRef | State:
     """Every question's final answer (stated, asked for, or MMLU-Pro's seeded guess)."""
 
@@ -223,7 +223,7 @@ def finalize(cfg: RunConfig, plan: SynthesisPlan, state: ArtifactRef) -> Artifac
     return cached_unit(store_for(cfg), unit, compute, lambda r: r[0])
 
 
-@task(name="summarize-synthesis")
+@task(name="summarize-synthesis", task_run_name="summarize-synthesis")
 def summarize_synthesis(
     cfg: RunConfig,
     plan: SynthesisPlan,

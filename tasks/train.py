@@ -73,7 +73,16 @@ def trained_adapters(cfg: RunConfig, labels: Labels) -> Adapters | None:
     return Adapters({u.what: _adapter(store, u, store.ref(*u.outputs)) for u in units})
 
 
-@unit_task("train-adapter", train_unit)
+def train_run_name() -> str:
+    """'train-sft', 'train-ppo', or 'train-ppo-seed1' when training.seed is not 0."""
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    seed = params["cfg"].training.seed
+    return f"train-{params['trainer']}" + (f"-seed{seed}" if seed else "")
+
+
+@unit_task("train-adapter", train_unit, train_run_name)
 def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
     """Train one adapter (an entry of TRAINERS) and record its metrics."""
     store = store_for(cfg)

@@ -17,6 +17,9 @@ import httpx
 import psutil
 import pytest
 
+from tests.task_names import task_name
+
+ROOT = Path(__file__).resolve().parents[1]  # this checkout: the flows run from it
 SPARK = str(Path(sys.executable).parent / "spark")
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -49,7 +52,7 @@ def _flow_run_states(api: str, since: datetime) -> dict[str, list[str]]:
     runs = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).json()
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run["name"].rsplit("-", 1)[0], []).append(run["state"]["name"])
+        states.setdefault(task_name(run), []).append(run["state"]["name"])
     return states
 
 
@@ -79,6 +82,18 @@ def _unfinished(api: str, root: str) -> list[str]:
         for r in (*subflows, *tasks)
         if r["state"] is None or r["state"]["type"] not in FINAL
     ]
+
+
+def _progress(api: str, root: str, subflows: list[dict]) -> list[str]:
+    """The descriptions of the progress artifacts of a run and its subflows (what the UI's
+    cards show)."""
+    ids = [root, *(f["id"] for f in subflows)]
+    found = httpx.post(
+        f"{api}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": ids}, "type": {"any_": ["progress"]}}},
+        timeout=30,
+    ).json()
+    return [a["description"] for a in found if a.get("description")]
 
 
 def _state(api: str, flow_run_id: str) -> dict:
@@ -150,7 +165,14 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
     run = lambda *args: subprocess.run(  # noqa: E731
         [*args], env=env, capture_output=True, text=True, timeout=400
     )
-    deployed = run(SPARK, "deploy", "pipeline/pipeline-demo", "evaluate/evaluate-nightly")
+    deployed = run(
+        SPARK,
+        "deploy",
+        "pipeline/pipeline-demo",
+        "evaluate/evaluate-nightly",
+        "--workdir",
+        str(ROOT),
+    )
     seen["deploy"] = deployed
     if deployed.returncode != 0:
         pytest.fail("spark deploy failed:\n" + deployed.stdout[-3000:] + deployed.stderr[-3000:])
@@ -189,7 +211,12 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
             subflows, tasks = _tree(api, flow_run_id)
             states = {t["name"]: (t["state"] or {}).get("type") for t in tasks}
             running = [n for n, s in states.items() if s == "RUNNING"]
-            if any(n.startswith(("train-adapter", "evaluate-policy")) for n in running):
+            seen["units_at_kill"] = {t["name"]: task_name(t) for t in tasks}
+            if any(n.startswith(("rollout-step", "select-step")) for n in running):
+                progress = seen.setdefault("progress_during_synthesis", [])
+                progress += [d for d in _progress(api, flow_run_id, subflows) if d not in progress]
+            units = seen["units_at_kill"]  # a unit's run, not the task run of its subflow
+            if any(units[n] in ("train-adapter", "evaluate-policy") for n in running):
                 proc = _flow_process(worker, flow_run_id)
                 if proc is not None:
                     proc.kill()
@@ -224,6 +251,15 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
                     break
             time.sleep(2)
         seen["states"], seen["unfinished"] = states, _unfinished(api, flow_run_id)
+
+        # 3. a second run of the same name (every unit cached) keeps its own report
+        since = datetime.now(timezone.utc)
+        again = run(*args, *(a for o in overrides for a in ("--set", o)), "--api-url", api)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        second = seen["second_flow_run_id"] = next(
+            line.split("UUID:")[1].strip() for line in again.stdout.splitlines() if "UUID:" in line
+        )
+        seen["second_final"] = _wait_final(api, second, since)
         yield seen
     finally:
         _stop(worker)

@@ -14,6 +14,7 @@ import yaml
 
 from flows.cli_deploy import PREFECT_FILE, ZOMBIE_AUTOMATION, server_env
 from spark_core.config import RunConfig, load_config
+from tests.deploy_fixtures import _tree
 
 OUTCOMES = {"ran", "cached", "partly cached", "reused"}
 
@@ -43,6 +44,7 @@ def test_server_settings_point_the_ui_at_a_non_default_port(tmp_path):
     assert env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4317/api"
     assert env["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["PREFECT_SERVER_UI_V2_ENABLED"] == "true"  # the UI the README walks through
 
 
 def test_deploy_registers_the_zombie_automation_and_names_spark_worker(pipeline_run):
@@ -66,8 +68,8 @@ def test_a_killed_run_leaves_no_zombies(pipeline_run):
     assert pipeline_run["running_at_kill"]
     assert state["type"] == "CRASHED", pipeline_run["worker_log"]()
     assert unfinished == [], unfinished
-    crashed = {r["name"].rsplit("-", 1)[0] for r in tasks if r["state"]["type"] == "CRASHED"}
-    killed = {n.rsplit("-", 1)[0] for n in pipeline_run["running_at_kill"]}
+    crashed = {r["name"] for r in tasks if r["state"]["type"] == "CRASHED"}
+    killed = set(pipeline_run["running_at_kill"])
     assert killed <= crashed, (killed, crashed)
     assert any(f["state"]["type"] == "CRASHED" for f in subflows), subflows
 
@@ -85,9 +87,11 @@ def test_deploy_trigger_kill_and_retry(pipeline_run):
     assert (
         next((artifacts / "train").glob("*/spark/adapter")) / "adapter_model.safetensors"
     ).is_file()
-    report = (runs / "demo" / "report" / "report.md").read_text()
+    # the run's own report folder, by its flow run id; `latest` points at the newest
+    own = runs / "demo" / "reports" / pipeline_run["flow_run_id"]
+    report = (own / "report.md").read_text()
     assert "| spark |" in report and "| extra |" in report
-    assert (runs / "demo" / "report" / "report.html").is_file()
+    assert (own / "report.html").is_file()
     assert list((artifacts / "evaluate").rglob("eval_summary.parquet"))
     states = pipeline_run["states"]
     # the stages finished before the kill are skipped (Prefect reuses the finished subflow, or
@@ -96,9 +100,10 @@ def test_deploy_trigger_kill_and_retry(pipeline_run):
         assert set(states.get(name, ["Cached"])) == {"Cached"}, (name, states)
     # in the interrupted stage, every unit the server saw finish before the kill is a cache hit
     # (a stage that finished before the kill is reused as a whole: no new task runs)
-    killed = {n.rsplit("-", 1)[0] for n in pipeline_run["running_at_kill"]}
+    units = pipeline_run["units_at_kill"]
+    killed = {units[n] for n in pipeline_run["running_at_kill"]}
     for unit in ("train-adapter", "evaluate-policy"):
-        before = sum(n.startswith(unit) for n in pipeline_run["completed_at_kill"])
+        before = sum(units[n] == unit for n in pipeline_run["completed_at_kill"])
         if unit in killed:
             assert states[unit].count("Cached") >= before, (unit, before, states)
     assert len(states["evaluate-policy"]) == 5
@@ -120,6 +125,9 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
         outcome = re.search(rf"^\| {stage} \| ([a-z ]+)\b", text, re.M)
         assert outcome and outcome[1].strip() in OUTCOMES, (stage, text[:3000])
     assert "| extra | " in text and text.count("](data:image/png;base64,") == 3
+    assert "| answered accuracy | no answer |" in text
+    assert re.search(r"\| evaluate \| [^|]+\| [^|]+\| [^|]+\| generator \d+ \(", text), text[:2000]
+    assert re.search(r"\[Full report\]\(http://127\.0\.0\.1:\d+/v2/artifacts/artifact/", text)
     # log lines reach the server in batches after the run ends: wait for the last stage's
     deadline = time.monotonic() + 60
     while True:
@@ -135,3 +143,64 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
     assert [line.split(":")[0] for line in lines[-5:]] == [
         f"stage {s}" for s in ("ingest", "synthesize", "label", "train", "evaluate")
     ], lines
+
+
+def _logs(api: str, flow_run_id: str) -> list[str]:
+    logs = httpx.post(
+        f"{api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"},
+        timeout=30,
+    ).json()
+    return [log["message"] for log in logs]
+
+
+def test_the_crashed_run_says_in_its_own_log_what_crashed(pipeline_run):
+    """The crash hook runs in the worker; its line goes to the crashed run's own log."""
+    api, flow_run_id = pipeline_run["api"], pipeline_run["flow_run_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        lines = [m for m in _logs(api, flow_run_id) if re.match(r"flow run \S+ crashed", m)]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert lines, pipeline_run["worker_log"]()
+    assert "non-zero status code" in lines[0] or "exit" in lines[0], lines
+    killed = pipeline_run["running_at_kill"]
+    assert re.search(r"marked \d+ unfinished task/subflow runs Crashed: ", lines[0]), lines
+    assert any(name in lines[0] for name in killed), (killed, lines)
+
+
+def test_units_are_named_for_what_they_do(pipeline_run):
+    names = set()
+    for run_id in (pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]):
+        subflows, tasks = _tree(pipeline_run["api"], run_id)
+        names |= {t["name"] for t in tasks}
+    expected = {"ingest-questions", "rollout-step1-shard0", "rollout-step1-shard1"}
+    expected |= {"select-step1", "label-trajectories", "train-sft", "train-ppo"}
+    expected |= {f"evaluate-{p}" for p in ("base", "base@T", "sft", "spark", "extra")}
+    assert expected <= names, sorted(names)
+
+
+def test_progress_is_shown_in_words_and_numbers_during_synthesis(pipeline_run):
+    seen = pipeline_run.get("progress_during_synthesis", [])
+    stage = [d for d in seen if re.fullmatch(r"\d+% — synthesize: step 1/1, .+", d)]
+    whole = [d for d in seen if re.fullmatch(r"\d+% — pipeline: stage 2/5, synthesize: .+", d)]
+    assert stage and whole, seen
+
+
+def test_a_second_run_of_the_same_name_keeps_its_own_report(pipeline_run):
+    first, second = pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]
+    assert pipeline_run["second_final"]["type"] == "COMPLETED", pipeline_run["worker_log"]()
+    reports = pipeline_run["runs"] / "demo" / "reports"
+    assert (reports / first / "report.html").is_file()
+    assert (reports / second / "report.html").is_file()
+    assert (reports / "latest").resolve() == (reports / second).resolve()
+
+
+def test_deploy_says_where_the_flows_run(pipeline_run):
+    from tests.deploy_fixtures import ROOT
+
+    out = pipeline_run["deploy"].stdout
+    assert f"Flows will run in {ROOT} (change with --workdir)" in out, out[:2000]
+    assert 'spark-gpu stays "Not Ready" until `spark worker --pool spark-gpu`' in out
+    assert "/v2/deployments/deployment/" in out  # Prefect's own links, to the UI it serves

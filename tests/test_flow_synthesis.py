@@ -13,6 +13,7 @@ from spark_core.artifacts import ArtifactStore
 from spark_core.labeling.trajectories import TRAJECTORIES_SCHEMA
 from spark_core.synthesis.action_format import parse_step
 from spark_core.synthesis.barrier import SELECTED_SCHEMA
+from tests.task_names import task_name
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -42,7 +43,7 @@ def tiny_cfg(tiny_model_dir, tmp_path_factory):
 
 
 def task_states(flow_state) -> dict[str, list[str]]:
-    """Task-run name prefix -> final state names, for one flow run (and its subflows)."""
+    """Task name -> final state names of its runs, for one flow run (and its subflows)."""
     flow_run_id = flow_state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
@@ -50,7 +51,7 @@ def task_states(flow_state) -> dict[str, list[str]]:
         )
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+        states.setdefault(task_name(run), []).append(run.state.name)
     return states
 
 

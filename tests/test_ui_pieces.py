@@ -42,10 +42,26 @@ def test_optional_fields_are_plain_inputs_and_descriptions_keep_placeholders(sch
     for section in schema["definitions"].values():
         for name, prop in section.get("properties", {}).items():
             assert {"type": "null"} not in prop.get("anyOf", []), name
-            assert "<" not in prop.get("description", ""), name  # escaped for the UI
+            assert "&lt;" not in prop.get("description", ""), name  # V2 shows text as written
     root = _props(schema, "RuntimeConfig")["artifacts_root"]
     assert root["type"] == "string"
-    assert "&lt;runs_dir&gt;/&lt;run_name&gt;/artifacts" in root["description"]
+    assert "default <runs_dir>/<run_name>/artifacts" in root["description"]
+
+
+def test_form_sections_are_titled_by_words(schema):
+    """V2 titles a section by the property's own title before its class's ("DataConfig")."""
+    titles = {name: prop["title"] for name, prop in _props(schema, "RunConfig").items()}
+    assert titles == {
+        "data": "Data",
+        "rollout": "Rollout",
+        "tools": "Tools",
+        "generator": "Generator",
+        "judge": "Judge",
+        "rewards": "Rewards",
+        "training": "Training",
+        "evaluation": "Evaluation",
+        "runtime": "Runtime",
+    }
 
 
 def test_a_bad_value_is_rejected_naming_the_field_and_the_rule(schema):
@@ -58,7 +74,8 @@ def test_a_bad_value_is_rejected_naming_the_field_and_the_rule(schema):
     params["config"]["data"]["categories"] = ["maths"]
     with pytest.raises(ValidationError, match=r"config.data.categories\[0\].*'maths' is not one"):
         validate(params, schema, raise_on_error=True)
-    with pytest.raises(ParameterTypeError):  # the flow itself validates with pydantic too
+    # Prefect's own parameter check refuses it too (the flow's first line does: flows/refuse.py)
+    with pytest.raises(ParameterTypeError):
         pipeline.validate_parameters(params)
 
 

@@ -106,31 +106,47 @@ class RunConfig(Section):
     """Everything that defines a run; sections map one-to-one onto stages."""
 
     data: DataConfig = Field(
-        default_factory=DataConfig, description="Questions: source, sampling, train/eval split."
+        default_factory=DataConfig,
+        title="Data",
+        description="Questions: source, sampling, train/eval split.",
     )
     rollout: RolloutConfig = Field(
-        default_factory=RolloutConfig, description="Synthesis: steps, actions, selection rule."
+        default_factory=RolloutConfig,
+        title="Rollout",
+        description="Synthesis: steps, actions, selection rule.",
     )
     tools: ToolsConfig = Field(
-        default_factory=ToolsConfig, description="Tool execution and sandbox limits."
+        default_factory=ToolsConfig, title="Tools", description="Tool execution and sandbox limits."
     )
     generator: ModelConfig = Field(
-        default_factory=ModelConfig, description="The model that writes thoughts and inputs."
+        default_factory=ModelConfig,
+        title="Generator",
+        description="The model that writes thoughts and inputs.",
     )
     judge: JudgeConfig = Field(
-        default_factory=JudgeConfig, description="The model that scores each candidate 0-10."
+        default_factory=JudgeConfig,
+        title="Judge",
+        description="The model that scores each candidate 0-10.",
     )
     rewards: RewardsConfig = Field(
-        default_factory=RewardsConfig, description="Composite reward, returns and advantages."
+        default_factory=RewardsConfig,
+        title="Rewards",
+        description="Composite reward, returns and advantages.",
     )
     training: TrainingConfig = Field(
-        default_factory=TrainingConfig, description="SFT baseline, offline PPO and DPO adapters."
+        default_factory=TrainingConfig,
+        title="Training",
+        description="SFT baseline, offline PPO and DPO adapters.",
     )
     evaluation: EvaluationConfig = Field(
-        default_factory=EvaluationConfig, description="Held-out evaluation of the policies."
+        default_factory=EvaluationConfig,
+        title="Evaluation",
+        description="Held-out evaluation of the policies.",
     )
     runtime: RuntimeConfig = Field(
-        default_factory=RuntimeConfig, description="Run folder, artifact root, task runner."
+        default_factory=RuntimeConfig,
+        title="Runtime",
+        description="Run folder, artifact root, task runner.",
     )
 
     @model_validator(mode="after")

@@ -16,16 +16,15 @@ def form_schema(schema: dict[str, Any]) -> None:
     """Shape a section's JSON schema for the Prefect UI's form (schema metadata only; the
     pydantic model still validates): an optional field (``X | None``, default None) is shown
     as a plain X input that may be left empty, not as an "X | None" type switch, so its
-    validation message names the rule (e.g. "must be > 0"); descriptions escape ``<…>``
-    placeholders, which the UI would otherwise take for HTML tags."""
+    validation message names the rule (e.g. "must be > 0"). Descriptions stay as written:
+    the UI that ``spark server`` serves (Prefect's V2) shows them as plain text, so a
+    ``<runs_dir>`` placeholder reads as itself (an escaped one would show ``&lt;``)."""
     for prop in schema.get("properties", {}).values():
         branches = prop.get("anyOf", [])
         kept = [b for b in branches if b.get("type") != "null"]
         if len(kept) == 1 and len(branches) == 2 and prop.get("default", 0) is None:
             del prop["anyOf"], prop["default"]
             prop.update({k: v for k, v in kept[0].items() if k not in prop})
-        if "description" in prop:
-            prop["description"] = prop["description"].replace("<", "&lt;").replace(">", "&gt;")
 
 
 def choices(values: tuple[str, ...]) -> dict[str, Any]:

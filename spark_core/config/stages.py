@@ -56,7 +56,9 @@ class DataConfig(Section):
                 )
         unknown = sorted(set(self.categories or ()) - set(CATEGORIES))
         if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {list(CATEGORIES)}")
+            raise ValueError(
+                f"data.categories has unknown categories {unknown}; known: {list(CATEGORIES)}"
+            )
         return self
 
 
