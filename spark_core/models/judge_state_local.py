@@ -47,7 +47,7 @@ class HFStateJudge:
                 logits = out.logits[0, -2:].float().cpu()
                 value = self.inner._scores_from_logits(logits[:1], logits[1:])[0]
                 expected.append(value)
-                cache.crop(cache.get_seq_length() - 1)  # drop the probe '1'
+                cache.crop(-1)  # drop the probe "1"
                 written.append(self._integer(logits))
                 tail = "}" if k == len(items) else f', "{k + 1}": '
                 feed = self._ids(f"{written[-1]}{tail}")

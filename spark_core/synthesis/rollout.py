@@ -29,8 +29,9 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "3"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+CODE_VERSION = "4"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 # 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
+# 4: judge_cached_prompt_tokens and judge_batch columns (judge.mode, judge.batch)
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -58,6 +59,9 @@ SCORES_SCHEMA = pa.schema(
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cached", pa.bool_(), nullable=False),
+        # of judge_prompt_tokens, served by the provider's prompt cache; billed in a batch job
+        pa.field("judge_cached_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("judge_batch", pa.bool_(), nullable=False),
     ]
 )
 FINAL_SCHEMA = pa.schema(
@@ -325,6 +329,8 @@ def rollout_step(
             "judge_prompt_tokens": j.prompt_tokens,
             "judge_completion_tokens": j.completion_tokens,
             "judge_cached": j.cached,
+            "judge_cached_prompt_tokens": j.cached_prompt_tokens,
+            "judge_batch": j.batch,
         }
         for row, j in zip(rows, judgements, strict=True)
     ]
