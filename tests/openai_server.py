@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.parser
+import email.policy
 import json
 import math
 import re
@@ -52,6 +53,7 @@ class ServerState:
     bodies: list[dict] = field(default_factory=list)  # every request body
     requests: int = 0
     keys_seen: set[str] = field(default_factory=set)
+    usage_tokens: tuple[int, int] | None = None  # reported (prompt, completion) tokens
     prompt_cache: bool = False  # report cached prompt tokens (a shared prefix, in words)
     prompts_seen: list[list[str]] = field(default_factory=list)
     # the Batch API
@@ -146,6 +148,9 @@ def complete(state: ServerState, body: dict) -> tuple[int, dict]:
             for seen in state.prompts_seen:
                 cached = max(cached, _shared_prefix(seen, words))
             state.prompts_seen.append(words)
+    completion_tokens = len(reply.split())
+    if state.usage_tokens is not None:
+        prompt_tokens, completion_tokens = state.usage_tokens
     return 200, (
         {
             "id": f"chatcmpl-{state.requests}",
@@ -155,8 +160,8 @@ def complete(state: ServerState, body: dict) -> tuple[int, dict]:
             "choices": [choice],
             "usage": {
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(reply.split()),
-                "total_tokens": prompt_tokens + len(reply.split()),
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
                 **(
                     {"prompt_tokens_details": {"cached_tokens": cached}}
                     if state.prompt_cache
@@ -181,7 +186,7 @@ def add_batch_api(app: FastAPI, state: ServerState) -> None:
     async def upload(request: Request) -> JSONResponse:
         raw = await request.body()
         head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
-        form = email.parser.BytesParser().parsebytes(head + raw)
+        form = email.parser.BytesParser(policy=email.policy.default).parsebytes(head + raw)
         content = b""
         for part in form.iter_parts():
             if part.get_param("name", header="content-disposition") == "file":
@@ -321,6 +326,7 @@ class LoopbackOpenAI:
                 "bodies",
                 "prompt_cache",
                 "prompts_seen",
+                "usage_tokens",
                 "files",
                 "batches",
                 "uploads",

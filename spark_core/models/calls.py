@@ -100,12 +100,13 @@ class Guards:
     def active(self) -> bool:
         return self.budget is not None or self.watch is not None
 
-    def admit(self, item: Any) -> tuple[bool, float]:
+    def admit(self, item: Any, batch: bool = False) -> tuple[bool, float]:
+        """(let through, USD reserved for its worst case; at batch prices for a batch job)."""
         if self.watch is not None and self.watch.tripped:
             return False, 0.0
         if self.budget is None or self.estimate is None:
             return True, 0.0
-        usd = self.budget.cost(*self.estimate(item))
+        usd = self.budget.cost(*self.estimate(item), 0, batch)
         return self.budget.reserve(usd), usd
 
     def settle(self, reserved: float, result: Any) -> None:

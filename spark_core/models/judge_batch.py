@@ -247,12 +247,15 @@ class BatchJudging:
         stored = ledger.get(job_key) if ledger is not None else None
         held: dict[int, float] = {}
         if stored is None:
-            # the cost guard admits every request before the job is bought (worst case, at
-            # direct prices); a unit with a refused request is not submitted
+            # the cost guard admits every request before the job is bought (its worst case at
+            # batch prices); if it refuses one, nothing is bought and the stage stops
             guards = judge.guards
             admitted = []
             for unit in units:
-                verdicts = [guards.admit(items[i]) if guards else (True, 0.0) for i in unit.indices]
+                verdicts = [
+                    guards.admit(items[i], batch=True) if guards else (True, 0.0)
+                    for i in unit.indices
+                ]
                 held.update({i: usd for i, (_, usd) in zip(unit.indices, verdicts, strict=True)})
                 if all(ok for ok, _ in verdicts):
                     admitted.append(unit)
