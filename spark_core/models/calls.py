@@ -22,7 +22,7 @@ from spark_core.models.guards import (
 from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
 from spark_core.models.judge_prices import model_rates
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
-from spark_core.models.judge_state import group_states, state_messages
+from spark_core.models.judge_state import group_states, state_messages, state_scorer
 from spark_core.models.policy_step import STEP_CALLS, PolicyStep, StepRequest, policy_steps
 from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
@@ -232,13 +232,7 @@ class Judge:
         return keys
 
     def _state_scorer(self):
-        if isinstance(self.scorer, OpenAIJudge):
-            from spark_core.models.judge_state_openai import OpenAIStateJudge
-
-            return OpenAIStateJudge(self.scorer)
-        from spark_core.models.judge_state_local import HFStateJudge
-
-        return HFStateJudge(self.scorer)
+        return state_scorer(self.scorer)
 
     def guarded(self, budget: Budget | None, watch: FailureWatch | None) -> Judge:
         """This judge under a stage's cost limit and failure watch."""

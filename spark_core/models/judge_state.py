@@ -148,3 +148,17 @@ def split_tokens(total: int, n: int) -> list[int]:
 
 def wider(request: ChatRequest, n: int) -> ChatRequest:
     return replace(request, max_new_tokens=max(request.max_new_tokens, TOKENS_PER_SCORE * n + 8))
+
+
+def state_scorer(scorer: Any) -> Any:
+    """The per_state judge over a per-candidate judge's model (``OpenAIJudge`` or ``HFJudge``):
+    its ``score(items)`` judges every state among the items, straight from the model."""
+    from spark_core.models.judge import OpenAIJudge
+
+    if isinstance(scorer, OpenAIJudge):
+        from spark_core.models.judge_state_openai import OpenAIStateJudge
+
+        return OpenAIStateJudge(scorer)
+    from spark_core.models.judge_state_local import HFStateJudge
+
+    return HFStateJudge(scorer)

@@ -106,7 +106,7 @@ def summarize(
         else rates_for(judge_model, *judge_prices)
     )
     cached_prompt = sum(
-        s.get("judge_cached_prompt_tokens", 0) for s in fresh if not s.get("judge_batch")
+        s.get("judge_cached_prompt_tokens") or 0 for s in fresh if not s.get("judge_batch")
     )
     batched = [s for s in fresh if s.get("judge_batch")]
     batch_prompt = sum(s["judge_prompt_tokens"] for s in batched)
