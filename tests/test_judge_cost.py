@@ -174,3 +174,77 @@ def test_an_expired_batch_falls_back_to_direct_calls_under_the_cost_guard(server
     assert server.state.requests == 2  # direct: 0.5 + 1 + 1 spent; a third would pass 3.2
     assert budget.spent() == pytest.approx(2.5 * worst / 1000)
     assert len(cache) == 3 + 1  # three judgements checkpointed, and the batch job's record
+
+
+def test_summary_reports_cached_and_batch_tokens_and_their_cost():
+    from spark_core.synthesis.summary import summarize
+
+    def row(qid, prompt, cached, batch, from_cache=False):
+        return {
+            "question_id": qid,
+            "step": 1,
+            "action": "calculator",
+            "score": 7.0,
+            "judge_status": "ok",
+            "judge_prompt_tokens": prompt,
+            "judge_completion_tokens": 10,
+            "judge_cached": from_cache,
+            "judge_cached_prompt_tokens": cached,
+            "judge_batch": batch,
+        }
+
+    scores = [row(1, 1000, 0, False), row(2, 1000, 600, False), row(3, 2000, 0, True)]
+    scores.append(row(4, 5000, 0, False, from_cache=True))  # the response cache: free
+    _, run = summarize(["calculator"], [], [], scores, 6.0, "gpt-4o")
+    r = run.to_pylist()[0]
+    assert (r["judge_cached_prompt_tokens"], r["judge_batch_prompt_tokens"]) == (600, 2000)
+    assert r["judge_batch_completion_tokens"] == 10
+    direct = (1400 * 0.0025 + 600 * 0.00125 + 20 * 0.01) / 1000
+    batch = (2000 * 0.00125 + 10 * 0.005) / 1000
+    assert r["judge_cost_usd"] == pytest.approx(direct + batch)
+
+
+def test_judge_options_are_priced_from_the_same_tokens(run_config):
+    from spark_core.judge_costs import cheapest, judge_costs
+    from spark_core.synthesis.rollout import Question
+
+    cfg = run_config("judge.backend=openai", "judge.name=gpt-4o", "rollout.steps=2")
+    questions = [Question(1, "What is 2+2? " * 400, ("3", "4"), "math", "B")]
+    costs = {c.option.name: c for c in judge_costs(cfg, questions)}
+    one, state = costs["per_candidate"], costs["per_state"]
+    n = len(cfg.rollout.actions)
+    assert (one.calls, state.calls) == (2 * n, 2)
+    assert state.prompt_tokens < one.prompt_tokens / 3  # the shared context once, not n times
+    assert costs["per_candidate + batch"].cost_usd == pytest.approx(one.cost_usd / 2)
+    cached = costs["per_candidate + provider cache"]
+    assert cached.cached_prompt_tokens % 128 == 0 and cached.cached_prompt_tokens > 0
+    assert cached.cost_usd == pytest.approx(
+        one.cost_usd - cached.cached_prompt_tokens * 0.00125 / 1000
+    )
+    assert cheapest(list(costs.values())).option.name == "per_state + batch"
+
+
+def test_dry_run_prices_every_judge_option_and_the_recommended_one_is_within_budget():
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.cli_check import planned_questions
+    from flows.cli_judge_costs import judge_options_table
+    from spark_core.config import load_config
+    from spark_core.run_plan import plan_synthesis
+
+    sets = ["judge.mode=per_state", "judge.batch=true"]  # the README's recommendation
+    cfg = load_config("configs/paper.yaml", sets)
+    train, _, _ = planned_questions(cfg)
+    _, judge = plan_synthesis(cfg, train)
+    assert judge.calls == len(train) * cfg.rollout.steps and judge.cost_usd <= 150
+    console = Console(width=200, record=True)
+    console.print(judge_options_table(cfg, train)[0])
+    text = console.export_text()
+    for option in ("per_candidate ", "provider cache", "per_state ", "per_candidate + batch"):
+        assert option in text
+    assert "per_state + batch (configured, cheapest)" in text
+    args = ["run", "--dry-run", "-c", "configs/paper.yaml"]
+    result = CliRunner().invoke(app, [*args, *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0 and "cost by option" in result.output
