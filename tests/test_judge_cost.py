@@ -66,6 +66,7 @@ def test_cached_prompt_tokens_from_the_server_are_recorded_and_priced(server):
     assert [j.cached_prompt_tokens for j in judgements] == [0, prefix, prefix]
     prompt = sum(len(w) for w in words)
     assert judge.usage.summary()["cached_prompt_tokens"] == 2 * prefix
+    assert f", {2 * prefix:,} prompt tokens from the provider's cache, $" in judge.usage.line()
     assert judge.usage.cost_usd == pytest.approx(
         ((prompt - 2 * prefix) * 1.0 + 2 * prefix * 0.25 + 3 * 2.0) / 1000
     )

@@ -122,11 +122,19 @@ class Usage:
         ) / 1000
 
     def line(self) -> str:
-        """'18 calls (4 cached), 6,120+36 tokens, $0.0157' — for log lines."""
+        """'18 calls (4 cached), 6,120+36 tokens, $0.0157' — for log lines (with the prompt
+        tokens the provider's cache served and the batch-job tokens, where there are any)."""
         cost = "" if self.cost_usd is None else f", ${self.cost_usd:.4f}"
+        extra = ""
+        if self.cached_prompt_tokens:
+            extra += f", {self.cached_prompt_tokens:,} prompt tokens from the provider's cache"
+        if self.batch_prompt_tokens or self.batch_completion_tokens:
+            extra += (
+                f", {self.batch_prompt_tokens:,}+{self.batch_completion_tokens:,} in batch jobs"
+            )
         return (
             f"{self.calls} calls ({self.cached_calls} cached), "
-            f"{self.prompt_tokens:,}+{self.completion_tokens:,} tokens{cost}"
+            f"{self.prompt_tokens:,}+{self.completion_tokens:,} tokens{extra}{cost}"
         )
 
     def summary(self) -> dict[str, object]:
