@@ -153,7 +153,19 @@ def dry_run(cfg: RunConfig) -> None:
         fail(str(exc))
     console.print(view)
     console.print(note, highlight=False)
+    _print_judge_options(cfg)
     for role in ("generator", "judge"):
         limit = getattr(cfg, role).max_cost_usd
         if limit is not None:
             console.print(f"{role}.max_cost_usd: ${limit:,.2f} per stage", highlight=False)
+
+
+def _print_judge_options(cfg: RunConfig) -> None:
+    """The synthesis judge priced under each option (per state, provider cache, batch)."""
+    from flows.cli import console
+    from flows.cli_judge_costs import judge_options_table
+
+    train, _, _ = planned_questions(cfg)
+    view, note = judge_options_table(cfg, train)
+    console.print(view)
+    console.print(note, highlight=False)

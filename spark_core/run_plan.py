@@ -96,7 +96,14 @@ def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls,
             judge.add(n, judged, 2, cfg.judge.max_new_tokens)
         final = system + len(state_message(q.question, q.options, "x" * r.steps * step_chars(cfg)))
         gen.add(1, final + 80, 2, 3)
-    return _priced(gen, cfg.generator), _priced(judge, cfg.judge)
+    judge = _priced(judge, cfg.judge)
+    if cfg.judge.mode != "per_candidate" or cfg.judge.batch:  # judge_costs.py prices these
+        from spark_core.judge_costs import configured
+
+        c = configured(cfg, train)
+        judge.calls, judge.prompt_tokens = c.calls, c.prompt_tokens
+        judge.completion_tokens, judge.cost_usd = c.completion_tokens, c.cost_usd
+    return _priced(gen, cfg.generator), judge
 
 
 def plan_evaluation(cfg: RunConfig, questions: list[Question]) -> list[PlannedCalls]:

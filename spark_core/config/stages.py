@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -224,9 +224,55 @@ class JudgeConfig(ModelConfig):
     preflight: bool = Field(
         True, description="openai judge: run `spark check judge` before synthesis (cached)."
     )
-    mode: Literal["prefix", "batched", "single"] = Field(
-        "prefix", description="Local judge: reuse the step's shared prompt prefix (KV cache)."
+    local_batching: Literal["prefix", "batched", "single"] = Field(
+        "prefix",
+        description="Local judge, per_candidate: reuse the step's shared prompt prefix (KV "
+        "cache), or plain batches, or one candidate at a time.",
     )
+    mode: Literal["per_candidate", "per_state"] = Field(
+        "per_candidate",
+        description="'per_candidate': one judge call per candidate; 'per_state': one call per "
+        "state, its shared context once and the candidates as a numbered list, one integer "
+        "0-10 per candidate as JSON (a missing score fails only that candidate).",
+    )
+    batch: bool = Field(
+        False,
+        description="openai judge: submit each synthesis step's judge requests as one job of "
+        "the Batch API (/v1/files + /v1/batches) at batch prices; resumes a killed run's job.",
+    )
+    batch_poll_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between two status polls of a batch job."
+    )
+    batch_timeout_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Give up waiting on a batch job after this long and judge its requests "
+        "directly (under the cost guard).",
+    )
+    price_per_1k_cached_prompt: float | None = Field(
+        None,
+        ge=0,
+        description="USD per 1k prompt tokens the provider served from its prompt cache "
+        "(usage.prompt_tokens_details.cached_tokens); default: known OpenAI prices.",
+    )
+    price_per_1k_prompt_batch: float | None = Field(
+        None, ge=0, description="USD per 1k prompt tokens in a batch job (default: known prices)."
+    )
+    price_per_1k_completion_batch: float | None = Field(
+        None,
+        ge=0,
+        description="USD per 1k completion tokens in a batch job (default: known prices).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_batching_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") in ("prefix", "batched", "single"):
+            raise ValueError(
+                f"judge.mode {data['mode']!r} is now judge.local_batching: {data['mode']!r} "
+                "(judge.mode is per_candidate or per_state)"
+            )
+        return data
 
 
 class RewardsConfig(Section):

@@ -20,7 +20,9 @@ from spark_core.models.guards import (
     estimate_prompt_tokens,
 )
 from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge, stated_grade
+from spark_core.models.judge_prices import model_rates
 from spark_core.models.judge_prompt import JudgeItem, judge_messages
+from spark_core.models.judge_state import group_states, state_messages, state_scorer
 from spark_core.models.policy_step import STEP_CALLS, PolicyStep, StepRequest, policy_steps
 from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
@@ -69,7 +71,12 @@ def through_cache(
         if not ok(result):
             usage.add_failure()
             return
-        usage.record(result.prompt_tokens, result.completion_tokens)
+        usage.record(
+            result.prompt_tokens,
+            result.completion_tokens,
+            cached_prompt=getattr(result, "cached_prompt_tokens", 0),
+            batch=getattr(result, "batch", False),
+        )
         if cache is not None:
             cache.put(keys[i], result.to_dict())
 
@@ -93,18 +100,25 @@ class Guards:
     def active(self) -> bool:
         return self.budget is not None or self.watch is not None
 
-    def admit(self, item: Any) -> tuple[bool, float]:
+    def admit(self, item: Any, batch: bool = False) -> tuple[bool, float]:
+        """(let through, USD reserved for its worst case; at batch prices for a batch job)."""
         if self.watch is not None and self.watch.tripped:
             return False, 0.0
         if self.budget is None or self.estimate is None:
             return True, 0.0
-        usd = self.budget.cost(*self.estimate(item))
+        usd = self.budget.cost(*self.estimate(item), 0, batch)
         return self.budget.reserve(usd), usd
 
     def settle(self, reserved: float, result: Any) -> None:
         if self.budget is not None:
             prompt = getattr(result, "prompt_tokens", 0)
-            self.budget.settle(reserved, self.budget.cost(prompt, result.completion_tokens))
+            cost = self.budget.cost(
+                prompt,
+                result.completion_tokens,
+                getattr(result, "cached_prompt_tokens", 0),
+                getattr(result, "batch", False),
+            )
+            self.budget.settle(reserved, cost)
 
     def observe(self, result: Any, ok: bool) -> None:
         if self.watch is not None:
@@ -183,12 +197,16 @@ class Judge:
         cache: ResponseCache | None,
         usage: Usage,
         guards: Guards | None = None,
+        mode: str = "per_candidate",
+        batch: Any = None,
     ):
         self.scorer = scorer
         self.backend_name = backend_name
         self.cache = cache
         self.usage = usage
         self.guards = guards
+        self.mode = mode  # per_candidate | per_state (judge_state.py)
+        self.batch = batch  # a BatchJudging (judge_batch.py): judge.batch on an openai judge
 
     @property
     def endpoint(self) -> str:
@@ -202,6 +220,22 @@ class Judge:
             request["v"] = 2  # 2: a local judgement carries its grade (cheap to recompute)
         return request_key(self.backend_name, self.scorer.model_id, request, kind="judge")
 
+    def keys(self, items: list[JudgeItem]) -> list[str]:
+        """Response-cache keys: per candidate, its own prompt; per state, the state's prompt
+        and the candidate's number in it."""
+        if self.mode != "per_state":
+            return [self._key(i) for i in items]
+        keys = [""] * len(items)
+        for group in group_states(items):
+            messages = [list(m) for m in state_messages([items[i] for i in group])]
+            for k, i in enumerate(group, 1):
+                request = {"mode": "per_state", "messages": messages, "candidate": k}
+                keys[i] = request_key(self.backend_name, self.scorer.model_id, request, "judge")
+        return keys
+
+    def _state_scorer(self):
+        return state_scorer(self.scorer)
+
     def guarded(self, budget: Budget | None, watch: FailureWatch | None) -> Judge:
         """This judge under a stage's cost limit and failure watch."""
         scorer = self.scorer
@@ -212,7 +246,13 @@ class Judge:
             return prompt * attempts, max(getattr(scorer, "max_new_tokens", 1), 16) * attempts
 
         return Judge(
-            self.scorer, self.backend_name, self.cache, self.usage, Guards(budget, watch, estimate)
+            self.scorer,
+            self.backend_name,
+            self.cache,
+            self.usage,
+            Guards(budget, watch, estimate),
+            self.mode,
+            self.batch,
         )
 
     def capabilities(self, refresh: bool = False) -> Capabilities | None:
@@ -224,6 +264,17 @@ class Judge:
         return self.scorer.capabilities
 
     def _compute(self, items: list[JudgeItem], on_done: OnDone, gate: Gate) -> list[Any]:
+        if self.batch is not None:
+            return self.batch.score(self, items, on_done, gate)
+        return self.direct(items, on_done, gate)
+
+    def direct(self, items: list[JudgeItem], on_done: OnDone, gate: Gate) -> list[Any]:
+        """Judge ``items`` with direct calls, in this judge's mode."""
+        if self.mode == "per_state":
+            scorer = self._state_scorer()
+            if isinstance(self.scorer, OpenAIJudge):
+                return scorer.score(items, on_done, gate)
+            return scorer.score(items, on_done)
         if isinstance(self.scorer, OpenAIJudge):
             return self.scorer.score(items, on_done, gate)
         return self.scorer.score(items, on_done)
@@ -234,7 +285,7 @@ class Judge:
         results = through_cache(
             self.cache,
             self.usage,
-            [self._key(i) for i in items],
+            self.keys(items),
             items,
             self._compute,
             lambda d: Judgement(**{**d, "cached": True}),
@@ -263,7 +314,9 @@ def make_backend(cfg: ModelConfig):
 
 def _usage(cfg: ModelConfig) -> Usage:
     return Usage(
-        cfg.name, prices_for(cfg.name, cfg.price_per_1k_prompt, cfg.price_per_1k_completion)
+        cfg.name,
+        prices_for(cfg.name, cfg.price_per_1k_prompt, cfg.price_per_1k_completion),
+        rates=model_rates(cfg),
     )
 
 
@@ -278,5 +331,10 @@ def make_judge(cfg: JudgeConfig, cache: ResponseCache | None) -> Judge:
             backend, cfg.max_new_tokens, cfg.attempts, forced(backend, cfg.scoring)
         )
     else:
-        scorer = HFJudge(backend, cfg.mode)
-    return Judge(scorer, cfg.backend, cache, _usage(cfg))
+        scorer = HFJudge(backend, cfg.local_batching)
+    batch = None
+    if cfg.batch and cfg.backend == "openai":
+        from spark_core.models.judge_batch import BatchJudging
+
+        batch = BatchJudging(cfg.batch_poll_max_s, cfg.batch_timeout_s)
+    return Judge(scorer, cfg.backend, cache, _usage(cfg), None, cfg.mode, batch)

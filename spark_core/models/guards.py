@@ -55,6 +55,7 @@ class Budget:
     scope: str
     ledger: ResponseCache | None = None
     refused: int = 0
+    rates: Any = None  # a judge's JudgeRates: cached prompt tokens and batch jobs cost less
     _reserved: float = 0.0
     _spent_here: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -71,9 +72,21 @@ class Budget:
                 f"{role}.max_cost_usd needs a price for {model.name}: set "
                 f"{role}.price_per_1k_prompt and {role}.price_per_1k_completion"
             )
-        return cls(role, model.name, model.max_cost_usd, prices, scope, ledger)
+        from spark_core.models.judge_prices import model_rates
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        budget = cls(role, model.name, model.max_cost_usd, prices, scope, ledger)
+        budget.rates = model_rates(model)
+        return budget
+
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_prompt: int = 0,
+        batch: bool = False,
+    ) -> float:
+        if self.rates is not None:
+            return self.rates.cost(prompt_tokens, completion_tokens, cached_prompt, batch)
         return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1000
 
     def spent(self) -> float:

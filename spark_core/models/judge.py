@@ -28,6 +28,7 @@ from spark_core.models.capabilities import (
     score_from_json,
 )
 from spark_core.models.hf_backend import HFBackend
+from spark_core.models.judge_prices import cached_tokens
 from spark_core.models.judge_prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai_backend import BackendError, OpenAIBackend
 from spark_core.models.prefix_cache import shared_forward
@@ -44,8 +45,10 @@ class Judgement:
     completion_tokens: int = 0
     attempts: int = 1
     cached: bool = False
-    method: str = ""  # logprobs | structured | text | next_token (local)
+    method: str = ""  # logprobs | structured | text | next_token (local); +_state: per_state
     grade: float | None = None  # the stated integer grade (score is the expectation if read)
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served by the provider's prompt cache
+    batch: bool = False  # billed as part of a Batch API job
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +144,7 @@ class OpenAIJudge:
 
     def score_one(self, item: JudgeItem) -> Judgement:
         request = self.request(item)
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_prompt = 0
         raw, error = "", ""
         for attempt in range(1, self.attempts + 1):
             try:
@@ -152,6 +155,7 @@ class OpenAIJudge:
             usage = response.usage
             prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
             completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            cached_prompt += cached_tokens(usage)
             raw = response.choices[0].message.content or ""
             if score is not None:
                 return Judgement(
@@ -164,6 +168,7 @@ class OpenAIJudge:
                     attempt,
                     method=self.method,
                     grade=stated_grade(self.method, score, raw),
+                    cached_prompt_tokens=cached_prompt,
                 )
             error = f"no score in the judge's reply {raw[:80]!r}"
         return Judgement(
@@ -175,6 +180,7 @@ class OpenAIJudge:
             completion_tokens,
             self.attempts,
             method=self.method,
+            cached_prompt_tokens=cached_prompt,
         )
 
     def score(

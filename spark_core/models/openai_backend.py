@@ -77,6 +77,11 @@ class OpenAIBackend:
         )
         self._rng = random.Random()
 
+    @property
+    def client(self) -> Any:
+        """The OpenAI client (the Batch API's files and batches; chat goes through chat())."""
+        return self._client
+
     def _retryable(self, exc: Exception) -> bool:
         import openai
 

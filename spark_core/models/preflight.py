@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from spark_core.config import RunConfig
 from spark_core.models.calls import make_backend, make_judge
 from spark_core.models.capabilities import capabilities_for, endpoint_of
 from spark_core.models.judge import HFJudge
+from spark_core.models.judge_agreement import Agreement, score_plainly
+from spark_core.models.judge_agreement import agreement as measure_agreement
 from spark_core.models.judge_prompt import JudgeItem
+from spark_core.models.judge_state import state_scorer
 from spark_core.models.openai_backend import BackendError
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache, request_key
@@ -62,6 +65,8 @@ CALIBRATION: tuple[tuple[JudgeItem, JudgeItem], ...] = (
     ),
 )
 """(clearly good, clearly bad) candidate steps for known questions."""
+STATE_THOUGHT = "I will pick the action that helps most for this step."
+"""The thought both candidates of a question share when they are judged as one state."""
 
 
 @dataclass
@@ -79,6 +84,8 @@ class CheckReport:
     ranked: int = 0  # calibration pairs where good scored above bad
     pairs: int = 0
     replies: list[str] = field(default_factory=list)
+    # per_candidate vs per_state on the calibration items (judge_agreement.py)
+    agreement: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)  # each makes the endpoint unusable
     warnings: list[str] = field(default_factory=list)
 
@@ -105,6 +112,8 @@ class CheckReport:
         out.append(f"  latency:            {self.latency_s:.2f} s per judgement (median)")
         if self.pairs:
             out.append(f"  good above bad:     {self.ranked}/{self.pairs} calibration pairs")
+        if self.agreement is not None:
+            out += [f"  {line}" for line in Agreement(**self.agreement).lines()]
         out += [f"  sample reply:       {r[:100]!r}" for r in self.replies[:3]]
         out += [f"  warning: {w}" for w in self.warnings]
         out += [f"  PROBLEM: {p}" for p in self.problems]
@@ -122,8 +131,10 @@ class CheckReport:
         )
 
 
-def check_judge(cfg: RunConfig, cache: ResponseCache | None) -> CheckReport:
-    """Score the calibration items on the configured judge (never from the response cache)."""
+def check_judge(cfg: RunConfig, cache: ResponseCache | None, agreement: bool = True) -> CheckReport:
+    """Score the calibration items on the configured judge (never from the response cache);
+    with ``agreement``, in both judge modes, and how far the two agree. The parse rate and
+    ranking are read in the configured ``judge.mode``."""
     jc = cfg.judge
     judge = make_judge(jc, cache)
     report = CheckReport("judge", jc.backend, jc.name, judge.endpoint)
@@ -149,6 +160,18 @@ def check_judge(cfg: RunConfig, cache: ResponseCache | None) -> CheckReport:
             judgements.append(judge.scorer.score_one(item))
             seconds.append(time.perf_counter() - start)
         report.latency_s = statistics.median(seconds)
+    if agreement or jc.mode == "per_state":
+        # a state's candidates share their thought: each question's pair, as one state
+        shared = [replace(i, thought=STATE_THOUGHT) for i in items]
+        per_state = state_scorer(judge.scorer).score(shared)
+        if agreement:
+            one = [j.score for j in score_plainly(judge.scorer, shared)]
+            found = measure_agreement(
+                one, [j.score for j in per_state], cfg.rollout.viable_threshold
+            )
+            report.agreement = found.to_dict()
+        if jc.mode == "per_state":
+            judgements = per_state
     report.items = len(items)
     report.parsed = sum(j.status == "ok" for j in judgements)
     report.method = ", ".join(sorted({j.method for j in judgements if j.status == "ok"}))
@@ -217,7 +240,7 @@ def _preflight_key(cfg: RunConfig) -> str:
     return request_key(
         jc.backend,
         jc.name,
-        {"endpoint": jc.base_url, "scoring": jc.scoring, "v": CHECK_VERSION},
+        {"endpoint": jc.base_url, "scoring": jc.scoring, "mode": jc.mode, "v": CHECK_VERSION},
         kind="preflight",
     )
 
@@ -228,7 +251,7 @@ def judge_preflight(cfg: RunConfig, cache: ResponseCache | None) -> tuple[CheckR
     stored = cache.get(_preflight_key(cfg)) if cache is not None else None
     if stored is not None:
         return CheckReport(**stored), True
-    report = check_judge(cfg, cache)
+    report = check_judge(cfg, cache, agreement=False)
     if report.usable and cache is not None:
         cache.put(_preflight_key(cfg), report.to_dict())
     return report, False

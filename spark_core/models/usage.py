@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_core.models.judge_prices import JudgeRates
 
 # USD per 1,000 tokens (prompt, completion) for known OpenAI models; a config's own
 # price_per_1k_* fields override these.
@@ -40,6 +43,11 @@ class Usage:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # judge: prompt tokens the provider served from its cache; tokens billed as batch jobs
+    cached_prompt_tokens: int = 0
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
+    rates: JudgeRates | None = None  # cached and batch prices (a judge); None: no discounts
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
@@ -47,18 +55,35 @@ class Usage:
         """One model's calls read back from an artifact's token columns
         (``<prefix>_prompt_tokens``, ``_completion_tokens``, ``_cached``); ``model`` is its
         ModelConfig (name and prices)."""
+        from spark_core.models.judge_prices import model_rates
+
         usage = cls(
             model.name,
             prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion),
+            rates=model_rates(model),
         )
         columns = [f"{prefix}_prompt_tokens", f"{prefix}_completion_tokens", f"{prefix}_cached"]
-        for prompt, completion, cached in zip(
-            *(table.column(c).to_pylist() for c in columns), strict=True
-        ):
-            usage.record(prompt, completion, cached=cached)
+        values = [table.column(c).to_pylist() for c in columns]
+        for optional, default in (("cached_prompt_tokens", 0), ("batch", False)):
+            name = f"{prefix}_{optional}"
+            present = name in table.column_names
+            values.append(table.column(name).to_pylist() if present else [default] * len(table))
+        for prompt, completion, cached, cached_prompt, batch in zip(*values, strict=True):
+            usage.record(
+                prompt, completion, cached=cached, cached_prompt=cached_prompt, batch=batch
+            )
         return usage
 
-    def record(self, prompt_tokens: int, completion_tokens: int, cached: bool = False) -> None:
+    def record(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached: bool = False,
+        cached_prompt: int = 0,
+        batch: bool = False,
+    ) -> None:
+        """One call; ``cached`` means the response cache served it (free), ``cached_prompt``
+        the prompt tokens the provider's prompt cache served, ``batch`` a Batch API job."""
         with self._lock:
             self.calls += 1
             if cached:
@@ -66,6 +91,11 @@ class Usage:
                 return
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
+            if batch:
+                self.batch_prompt_tokens += prompt_tokens
+                self.batch_completion_tokens += completion_tokens
+            else:
+                self.cached_prompt_tokens += cached_prompt
 
     def add_retry(self) -> None:
         with self._lock:
@@ -79,16 +109,32 @@ class Usage:
     def cost_usd(self) -> float | None:
         if self.prices is None:
             return None
+        if self.rates is not None:
+            batch = self.rates.cost(self.batch_prompt_tokens, self.batch_completion_tokens, 0, True)
+            direct = self.rates.cost(
+                self.prompt_tokens - self.batch_prompt_tokens,
+                self.completion_tokens - self.batch_completion_tokens,
+                self.cached_prompt_tokens,
+            )
+            return batch + direct
         return (
             self.prompt_tokens * self.prices[0] + self.completion_tokens * self.prices[1]
         ) / 1000
 
     def line(self) -> str:
-        """'18 calls (4 cached), 6,120+36 tokens, $0.0157' — for log lines."""
+        """'18 calls (4 cached), 6,120+36 tokens, $0.0157' — for log lines (with the prompt
+        tokens the provider's cache served and the batch-job tokens, where there are any)."""
         cost = "" if self.cost_usd is None else f", ${self.cost_usd:.4f}"
+        extra = ""
+        if self.cached_prompt_tokens:
+            extra += f", {self.cached_prompt_tokens:,} prompt tokens from the provider's cache"
+        if self.batch_prompt_tokens or self.batch_completion_tokens:
+            extra += (
+                f", {self.batch_prompt_tokens:,}+{self.batch_completion_tokens:,} in batch jobs"
+            )
         return (
             f"{self.calls} calls ({self.cached_calls} cached), "
-            f"{self.prompt_tokens:,}+{self.completion_tokens:,} tokens{cost}"
+            f"{self.prompt_tokens:,}+{self.completion_tokens:,} tokens{extra}{cost}"
         )
 
     def summary(self) -> dict[str, object]:
@@ -100,5 +146,8 @@ class Usage:
             "retries": self.retries,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "batch_prompt_tokens": self.batch_prompt_tokens,
+            "batch_completion_tokens": self.batch_completion_tokens,
             "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
         }

@@ -30,11 +30,12 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "5"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+CODE_VERSION = "6"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 # 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
 # 5: viability strictly above the threshold, judge.grade (both readings stored), within-state
 #    usage of the viable candidates in `selected`
+# 6: judge_cached_prompt_tokens and judge_batch columns (judge.mode, judge.batch)
 THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
 INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
@@ -64,6 +65,9 @@ SCORES_SCHEMA = pa.schema(
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cached", pa.bool_(), nullable=False),
+        # of judge_prompt_tokens, served by the provider's prompt cache; billed in a batch job
+        pa.field("judge_cached_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("judge_batch", pa.bool_(), nullable=False),
     ]
 )
 FINAL_SCHEMA = pa.schema(
@@ -239,7 +243,8 @@ def action_fixed(messages: tuple, action: str) -> tuple:
 def judge_readings(j: Judgement, grade: str) -> dict[str, float | None]:
     """``score`` (what selection and rewards use, by ``judge.grade``) and both readings: the
     expectation exists where the judge gave log-probs, the stated grade wherever one was read."""
-    expected = j.score if j.method in ("logprobs", "next_token") else None
+    read_expected = j.method.removesuffix("_state") in ("logprobs", "next_token")
+    expected = j.score if read_expected else None
     integer = j.grade if j.status == "ok" else None
     score = j.score if grade == "expected" or j.status != "ok" else integer
     return {"score": score, "score_expected": expected, "score_integer": integer}
@@ -359,6 +364,8 @@ def rollout_step(
             "judge_prompt_tokens": j.prompt_tokens,
             "judge_completion_tokens": j.completion_tokens,
             "judge_cached": j.cached,
+            "judge_cached_prompt_tokens": j.cached_prompt_tokens,
+            "judge_batch": j.batch,
         }
         for row, j in zip(rows, judgements, strict=True)
     ]

@@ -15,7 +15,7 @@ from spark_core.config import RunConfig
 from spark_core.labeling.rewards import spread, variance_shares
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
-from spark_core.models.usage import prices_for
+from spark_core.models.judge_prices import JudgeRates, model_rates, rates_for
 from spark_core.synthesis.action_format import parse_step
 from spark_core.synthesis.agreement import agreement
 from spark_core.synthesis.selection import is_viable
@@ -54,6 +54,10 @@ RUN_SCHEMA = pa.schema(
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cost_usd", pa.float64()),
+        # of judge_prompt_tokens: served by the provider's prompt cache; billed in batch jobs
+        pa.field("judge_cached_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("judge_batch_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("judge_batch_completion_tokens", pa.int64(), nullable=False),
         pa.field("generated_tokens", pa.int64(), nullable=False),
         # the selected steps' thoughts (agreement.py): naming any tool / naming tools but not
         # the selected action
@@ -79,7 +83,7 @@ def summarize(
     scores: list[dict[str, Any]],
     threshold: float,
     judge_model: str,
-    judge_prices: tuple[float | None, float | None] = (None, None),
+    judge_prices: tuple[float | None, float | None] | JudgeRates = (None, None),
 ) -> tuple[pa.Table, pa.Table]:
     chosen = Counter(s["action"] for s in selected)
     total = sum(chosen.values()) or 1
@@ -114,7 +118,17 @@ def summarize(
     fresh = [s for s in scores if not s["judge_cached"]]
     prompt_tokens = sum(s["judge_prompt_tokens"] for s in fresh)
     completion_tokens = sum(s["judge_completion_tokens"] for s in fresh)
-    prices = prices_for(judge_model, *judge_prices)
+    rates = (
+        judge_prices
+        if isinstance(judge_prices, JudgeRates)
+        else rates_for(judge_model, *judge_prices)
+    )
+    cached_prompt = sum(
+        s.get("judge_cached_prompt_tokens") or 0 for s in fresh if not s.get("judge_batch")
+    )
+    batched = [s for s in fresh if s.get("judge_batch")]
+    batch_prompt = sum(s["judge_prompt_tokens"] for s in batched)
+    batch_completion = sum(s["judge_completion_tokens"] for s in batched)
     failed = sum(s["judge_status"] != "ok" for s in scores)
     outcomes: dict[tuple[int, int], list[bool]] = {}
     for s in scores:
@@ -137,8 +151,14 @@ def summarize(
         "judge_prompt_tokens": prompt_tokens,
         "judge_completion_tokens": completion_tokens,
         "judge_cost_usd": None
-        if prices is None
-        else (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1000,
+        if rates is None
+        else rates.cost(batch_prompt, batch_completion, 0, True)
+        + rates.cost(
+            prompt_tokens - batch_prompt, completion_tokens - batch_completion, cached_prompt
+        ),
+        "judge_cached_prompt_tokens": cached_prompt,
+        "judge_batch_prompt_tokens": batch_prompt,
+        "judge_batch_completion_tokens": batch_completion,
         "generated_tokens": sum(c["gen_completion_tokens"] for c in candidates),
         "thought_names_tool_rate": agree["names_a_tool_rate"],
         "thought_mismatch_rate": agree["mismatch_rate"],
@@ -202,7 +222,10 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         f"- judge calls: {r['judge_calls']} ({r['judge_cached_calls']} cached, "
         f"{r['failed_judgements']} failed), tokens {r['judge_prompt_tokens']} prompt + "
         f"{r['judge_completion_tokens']} completion"
-        + (f", est. cost ${r['judge_cost_usd']:.4f}" if r["judge_cost_usd"] is not None else ""),
+        + (f", est. cost ${r['judge_cost_usd']:.4f}" if r["judge_cost_usd"] is not None else "")
+        + f"; of the prompt tokens {r['judge_cached_prompt_tokens']} served by the provider's "
+        f"prompt cache; batch jobs {r['judge_batch_prompt_tokens']} prompt + "
+        f"{r['judge_batch_completion_tokens']} completion tokens",
         f"- thought-action agreement: the selected step's thought names a tool in "
         f"{r['thought_names_tool_rate']:.1%} of steps, and names tools other than the selected "
         f"action in {r['thought_mismatch_rate']:.1%}",
@@ -338,7 +361,7 @@ def summarize_run(
         scores,
         cfg.rollout.viable_threshold,
         judge.name,
-        (judge.price_per_1k_prompt, judge.price_per_1k_completion),
+        model_rates(judge) or (judge.price_per_1k_prompt, judge.price_per_1k_completion),
     )
     rewards = None
     if finals is not None and questions is not None and selected:
