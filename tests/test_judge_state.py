@@ -148,9 +148,9 @@ def test_local_per_state_writes_json_on_one_kv_cache_like_a_full_forward_pass(ba
         with torch.inference_mode():
             logits = backend.model(input_ids=torch.tensor([ids + [inner.digit_ids[1]]])).logits
         end, after = logits[0, -2:-1].float(), logits[0, -1:].float()
-        assert judgements[k - 1].score == pytest.approx(
-            inner._scores_from_logits(end, after)[0], abs=2e-3
-        )
+        expected, grade = inner._scores_from_logits(end, after)[0]
+        assert judgements[k - 1].score == pytest.approx(expected, abs=2e-3)
+        assert judgements[k - 1].grade == written[str(k)] == grade  # the integer it wrote
         tail = "}" if k == 3 else f', "{k + 1}": '
         ids = ids + judge._ids(f"{written[str(k)]}{tail}")
     again = judge.score(items)

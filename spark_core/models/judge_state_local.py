@@ -45,10 +45,10 @@ class HFStateJudge:
                 )
                 cache = getattr(out, arg)
                 logits = out.logits[0, -2:].float().cpu()
-                value = self.inner._scores_from_logits(logits[:1], logits[1:])[0]
+                value, grade = self.inner._scores_from_logits(logits[:1], logits[1:])[0]
                 expected.append(value)
                 cache.crop(-1)  # drop the probe "1"
-                written.append(self._integer(logits))
+                written.append(int(grade))
                 tail = "}" if k == len(items) else f', "{k + 1}": '
                 feed = self._ids(f"{written[-1]}{tail}")
                 generated += len(feed)
@@ -69,14 +69,6 @@ class HFStateJudge:
             )
             for k in range(len(items))
         ]
-
-    def _integer(self, logits: torch.Tensor) -> int:
-        """The most likely integer 0-10: '1' splits into 1 and 10 by P('0' | '1')."""
-        probs = [float(p) for p in torch.softmax(logits[0], dim=-1)[self.inner.digit_ids]]
-        p_ten = float(torch.softmax(logits[1], dim=-1)[self.inner.digit_ids[0]])
-        probs.append(probs[1] * p_ten)
-        probs[1] *= 1 - p_ten
-        return max(range(11), key=lambda v: probs[v])
 
     def score(self, items: list[JudgeItem], on_done: OnDone = None) -> list[Judgement]:
         results: list[Judgement | None] = [None] * len(items)
