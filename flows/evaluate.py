@@ -8,6 +8,7 @@ from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
+from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Adapters, Report
 from tasks.runners import task_runner_for
@@ -15,6 +16,7 @@ from tasks.stage_guards import first_stop
 
 
 @flow(name="evaluate", on_crashed=[on_crashed])
+@measured("evaluate")
 def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
     clean_up_earlier_attempt()

@@ -7,10 +7,12 @@ from prefect import flow
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
+from tasks.memory import measured
 from tasks.results import Questions
 
 
 @flow(name="ingest", log_prints=True, on_crashed=[on_crashed])
+@measured("ingest")
 def ingest(config: RunConfig) -> Questions:
     """Validate, sample and split the questions of a run."""
     clean_up_earlier_attempt()

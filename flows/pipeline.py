@@ -25,6 +25,7 @@ from flows.synthesize import synthesize
 from flows.train import train
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import RunConfig
+from tasks.memory import LAST
 from tasks.progress import PIPELINE, PipelineProgress
 from tasks.results import Adapters, Labels, PipelineResult
 from tasks.stage_guards import first_stop
@@ -51,6 +52,8 @@ def pipeline(config: RunConfig) -> PipelineResult | State:
         state = fn(*args, return_state=True)
         row.seconds = time.monotonic() - t0
         summary.record(row, state, started)
+        if peak := LAST.pop(name, None):  # measured by the stage flow itself (tasks/memory.py)
+            row.memory, row.extra["peak"] = peak.line(), peak
         if stop := first_stop([state]):  # a planned stop says why in its message
             raise PlannedStop(stop)
         out[name] = state.result()  # raises when the stage failed
