@@ -115,7 +115,10 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         )
         return [table]
 
-    return cached_unit(store_for(cfg), unit, compute, lambda r: r[0])
+    try:
+        return cached_unit(store_for(cfg), unit, compute, lambda r: r[0])
+    finally:  # the policy is done: free its merged copy or detach its adapter
+        REGISTRY.release_policies()
 
 
 @task(name="evaluation-report")
