@@ -49,10 +49,11 @@ def pipeline(config: RunConfig) -> PipelineResult | State:
         rows.append(row)
         progress.stage(name)
         t0 = time.monotonic()
+        LAST.pop(name, None)  # a figure from an earlier run in this process is not this one's
         state = fn(*args, return_state=True)
         row.seconds = time.monotonic() - t0
         summary.record(row, state, started)
-        if peak := LAST.pop(name, None):  # measured by the stage flow itself (tasks/memory.py)
+        if peak := LAST.get(name):  # measured by the stage flow itself (tasks/memory.py)
             row.memory, row.extra["peak"] = peak.line(), peak
         if stop := first_stop([state]):  # a planned stop says why in its message
             raise PlannedStop(stop)
