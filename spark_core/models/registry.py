@@ -142,6 +142,16 @@ class ModelRegistry:
                 backend.remove_adapters()
             _collect()
 
+    def release_models(self) -> None:
+        """Drop every loaded model (response caches stay open): a stage that loads its own
+        (training) gets their memory; the next stage that asks loads them again."""
+        with self._lock:
+            self.release_policies()
+            self._stage.clear()
+            self._backends.clear()
+            self._weights.clear()
+            _collect()
+
     # -- adapters attached to shared weights -------------------------------------------------
     def attach_host(self, peft_model: Any) -> None:
         """Record that ``peft_model`` injected adapters into shared weights (see
