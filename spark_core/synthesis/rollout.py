@@ -243,24 +243,13 @@ def rollout_step(
     prompts = {
         q.question_id: policy_messages(q, trajectories[q.question_id], actions) for q in questions
     }
-    thoughts = generator.generate(
-        [
-            _request(
-                cfg,
-                prompts[q.question_id],
-                "Thought:",
-                cfg.rollout.thought_tokens,
-                THOUGHT_STOP,
-                q.question_id * 31 + step,
-            )
-            for q in questions
-        ]
-    )
-    thought_of = {q.question_id: t.text.strip() for q, t in zip(questions, thoughts, strict=True)}
-
     pairs = [(q, a) for q in questions for a in actions]
-    inputs = generator.generate(
-        [
+    thought_of: dict[int, str] = {}
+
+    def input_requests(thoughts: list[Completion]) -> list[ChatRequest]:
+        for q, t in zip(questions, thoughts, strict=True):
+            thought_of[q.question_id] = t.text.strip()
+        return [
             _request(
                 cfg,
                 prompts[q.question_id],
@@ -271,6 +260,21 @@ def rollout_step(
             )
             for q, a in pairs
         ]
+
+    # the inputs continue the thoughts' KV sessions on a local model: no state is read twice
+    thoughts, inputs = generator.thoughts_and_inputs(
+        [
+            _request(
+                cfg,
+                prompts[q.question_id],
+                "Thought:",
+                cfg.rollout.thought_tokens,
+                THOUGHT_STOP,
+                q.question_id * 31 + step,
+            )
+            for q in questions
+        ],
+        input_requests,
     )
     calls = [
         ToolCall(q.question_id, step, a, c.text.strip())
