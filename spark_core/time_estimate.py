@@ -74,8 +74,9 @@ def _generation_s(rates: Rates, prompt_tokens: int, rows: int, new_tokens: int) 
 
 def synthesis_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> StageTime:
     """Per step and question: the thought (batched over the questions), then the candidates'
-    inputs on the shared prompt (read once per question, the inputs decoded together), the
-    tools in the sandbox, the judge on every candidate; then the final answers."""
+    inputs on the thought's KV session (only each candidate's action line is read, the inputs
+    decoded ``batch_size`` rows at a time), the tools in the sandbox, the judge on every
+    candidate; then the final answers."""
     r, n = cfg.rollout, len(cfg.rollout.actions)
     seconds = rates.load_s + rates.sandbox_start_s
     tools = n - ("cot" in r.actions)
@@ -83,8 +84,9 @@ def synthesis_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> Stage
         prompts = [_tokens(cfg, rates, _policy_chars(cfg, q, step)) for q in train]
         mean = sum(prompts) / max(len(prompts), 1)
         seconds += _generation_s(rates, int(mean), len(train), r.thought_tokens)
-        seconds += _generation_s(rates, int(mean) + r.thought_tokens, len(train), 0)
-        rows = len(train) * n  # every question's candidates decode their inputs together
+        # the candidates continue the thought's session (step_session.py): no second read
+        rows = len(train) * n
+        seconds += rows * 4 / (rates.prefill_tps or 1.0)  # "\nAction: <name>\nAction Input:"
         if rates.call_s is not None:
             seconds += rows * rates.call_s
         else:

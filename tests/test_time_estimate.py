@@ -52,7 +52,7 @@ def test_synthesis_time_replays_every_phase(tmp_path):
         + 2  # weights, sandbox
         + 2 * 16 / 16
         + 1 * 32 * 0.1  # thoughts: prefill 2 prompts, 32 steps of one batch
-        + 2 * (16 + 32) / 16  # the candidates' shared prompt + thought, once per question
+        + 2 * 9 * 4 / 16  # each candidate's action line on the thought's session
         + math.ceil(2 * 9 / 4) * 16 * 0.1  # 18 candidate inputs, batches of 4, 16 steps
         + 2 * 8 * 0.5  # 8 tool calls per question
         + 2 * 9 * 1.0  # 9 judgements per question
