@@ -4,6 +4,7 @@ for the pipeline's summary (``LAST``, read by the parent flow in the same proces
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,10 @@ def measured(stage: str) -> Callable[[F], F]:
             finally:
                 publish_peak(stage, args[0] if args else kwargs["config"], peak)
 
+        # the flow's parameters are validated from this signature: give it the annotations
+        # resolved in the flow's own module (they are strings there, and names like RunConfig
+        # mean nothing in this one)
+        body.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
         return body  # type: ignore[return-value]
 
     return wrap
