@@ -32,6 +32,8 @@ def main() -> None:
         rates, stages = calibrated_estimate(cfg)
     calibration = time.perf_counter() - start
     estimated = {s.stage: s.seconds for s in stages}
+    print(f"  calibration: {calibration:.1f} s ({calibration_peak.line()}); {rates.to_dict()}")
+    print("  estimated: " + ", ".join(f"{k} {v:.1f} s" for k, v in estimated.items()), flush=True)
 
     started = time.time()
     start = time.perf_counter()
@@ -40,7 +42,6 @@ def main() -> None:
     measured, _ = asyncio.run(_runs_since(started))
 
     print(f"time estimate, {args.config} {' '.join(args.set)}")
-    print(f"  calibration: {calibration:.1f} s ({calibration_peak.line()}); {rates.to_dict()}")
     print(f"  {'stage':<12}{'estimated':>11}{'measured':>11}{'ratio':>8}   peak memory")
     for stage in STAGES:
         est, got = estimated[stage], measured.get(stage, 0.0)
