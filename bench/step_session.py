@@ -60,7 +60,7 @@ def main() -> None:
             _request(
                 cfg,
                 prompts[q.question_id],
-                f"Thought: {t.text.strip()}\\nAction: {a}\\nAction Input:",
+                f"Thought: {t.text.strip()}\nAction: {a}\nAction Input:",
                 r.input_tokens,
                 INPUT_STOP,
                 1,
