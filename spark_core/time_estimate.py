@@ -171,6 +171,7 @@ def calibrate(cfg: RunConfig, questions: list[Question], judge_latency_s: float)
 
 def _calibrate_generator(cfg: RunConfig, questions: list[Question], rates: Rates) -> None:
     from spark_core.models.calls import make_backend
+    from spark_core.models.kv_session import KVSession
     from spark_core.models.requests import ChatRequest
 
     gen = cfg.generator
@@ -196,20 +197,25 @@ def _calibrate_generator(cfg: RunConfig, questions: list[Question], rates: Rates
         rates.call_s = (time.perf_counter() - start) / gen.concurrency
         return
     texts = [backend.prompt_text(r) for r in requests]
-    lengths = [backend.count_tokens(t) for t in texts]
+    rows_ids = [backend.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    lengths = [len(r) for r in rows_ids]
     rates.chars_per_token = sum(len(t) for t in texts) / sum(lengths)
     rates.gen_batch, rates.prompt_tokens = batch, int(sum(lengths) / len(lengths))
-    one = [ChatRequest(r.messages, max_new_tokens=1, prefill=r.prefill) for r in requests]
-    backend.generate(one[:2])  # warm-up: first-call overheads
-    start = time.perf_counter()
-    backend.generate(one)
-    prefill = time.perf_counter() - start
-    start = time.perf_counter()
-    done = backend.generate(requests)
-    decoded = time.perf_counter() - start
-    steps = max(c.completion_tokens for c in done)
-    rates.prefill_tps = sum(lengths) / prefill
-    rates.decode_step_s = max(decoded - prefill, 0.0) / max(steps - 1, 1)
+    warm = ChatRequest(requests[0].messages, max_new_tokens=1, prefill="Thought:")
+    backend.generate([warm])  # warm-up: first-call overheads
+    # the way synthesis decodes (step_session.py): read the batch's prompts in one session,
+    # then one token per row per step
+    steps = max(min(cfg.rollout.thought_tokens, 16), 2)
+    with backend.computing():
+        session = KVSession(backend.model, backend.tokenizer.pad_token_id, backend.device)
+        start = time.perf_counter()
+        session.start(rows_ids)
+        rates.prefill_tps = sum(lengths) / (time.perf_counter() - start)
+        token = [[rows_ids[0][-1]] for _ in rows_ids]
+        start = time.perf_counter()
+        for _ in range(steps):
+            session.feed(token)
+        rates.decode_step_s = (time.perf_counter() - start) / steps
 
 
 def _calibrate_sandbox(cfg: RunConfig, rates: Rates) -> None:
