@@ -225,13 +225,25 @@ def run(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print planned calls, tokens and cost; call nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print planned calls, tokens and cost, and the estimated time per stage "
+            "from a short calibration on this machine; run nothing.",
+        ),
     ] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibration",
+            help="With --dry-run: --no-calibration prints only the plan (no model loaded).",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole pipeline (every stage, cached and resumable)."""
     cfg = load_run_config(config, set_)
     if dry_run:
-        return cli_check.dry_run(cfg)
+        return cli_check.dry_run(cfg, calibrate)
     from flows.pipeline import pipeline
 
     result = _run_flow(pipeline, cfg)

@@ -100,7 +100,17 @@ def plan_table(cfg: RunConfig, title: str) -> tuple[Table, str]:
     )
 
 
-def _check(role: str, config: str | None, set_: list[str] | None) -> None:
+def _print_time(cfg: RunConfig, judge_latency_s: float | None = None) -> None:
+    """The calibrated time estimate (flows/cli_estimate.py) below the plan."""
+    from flows.cli import console
+    from flows.cli_estimate import time_table
+
+    view, note = time_table(cfg, judge_latency_s)
+    console.print(view)
+    console.print(note, highlight=False)
+
+
+def _check(role: str, config: str | None, set_: list[str] | None, calibrate: bool = True) -> None:
     from transformers.utils import logging as hf_logging
 
     from flows.cli import console, fail, load_run_config
@@ -123,28 +133,44 @@ def _check(role: str, config: str | None, set_: list[str] | None) -> None:
         console.print(line, highlight=False, markup=False)
     console.print(view)
     console.print(note, highlight=False)
+    if report.usable and calibrate:
+        _print_time(cfg, report.latency_s if role == "judge" else None)
     if not report.usable:
         raise typer.Exit(code=1)
 
 
+CalibrateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate/--no-calibration",
+        help="Measure this machine's rates and print the estimated wall time per stage.",
+    ),
+]
+
+
 @check_app.command("judge")
-def check_judge_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def check_judge_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, calibrate: CalibrateOpt = True
+) -> None:
     """Score clearly good and clearly bad calibration steps with the configured judge: parse
     rate, logprob and structured-output support, latency, ranking, and the run's estimated
     tokens and cost. Exits 1 when the judge is unusable."""
-    _check("judge", config, set_)
+    _check("judge", config, set_, calibrate)
 
 
 @check_app.command("generator")
-def check_generator_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def check_generator_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, calibrate: CalibrateOpt = True
+) -> None:
     """Send a rollout request and a final-answer request to the configured generator: what
     the endpoint supports, latency, and the run's estimated tokens and cost. Exits 1 when
     it cannot generate."""
-    _check("generator", config, set_)
+    _check("generator", config, set_, calibrate)
 
 
-def dry_run(cfg: RunConfig) -> None:
-    """``spark run --dry-run``: the plan, without calling any model."""
+def dry_run(cfg: RunConfig, calibrate: bool = True) -> None:
+    """``spark run --dry-run``: the plan, then (``calibrate``) a short calibration on this
+    machine and the estimated wall time per stage; without it, no model is loaded or called."""
     from flows.cli import console, fail
 
     try:
@@ -158,6 +184,11 @@ def dry_run(cfg: RunConfig) -> None:
         limit = getattr(cfg, role).max_cost_usd
         if limit is not None:
             console.print(f"{role}.max_cost_usd: ${limit:,.2f} per stage", highlight=False)
+    if calibrate:
+        try:
+            _print_time(cfg)
+        except ValueError as exc:
+            fail(str(exc))
 
 
 def _print_judge_options(cfg: RunConfig) -> None:

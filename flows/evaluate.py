@@ -9,6 +9,7 @@ from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import SAMPLED_POLICY, RunConfig
 from tasks.evaluate import evaluate_one, policy_source, report
 from tasks.ingest import ingest_questions
+from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Adapters, Report
 from tasks.runners import task_runner_for
@@ -16,6 +17,7 @@ from tasks.stage_guards import first_stop
 
 
 @flow(name="evaluate", on_crashed=[on_crashed], validate_parameters=False)
+@measured("evaluate")
 def evaluate(config: RunConfig, adapters: Adapters | None = None) -> Report:
     """Per-category accuracy with CIs, paired tests and tool-selection entropy, per policy."""
     config, refused = checked(config)

@@ -8,10 +8,12 @@ from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
+from tasks.memory import measured
 from tasks.results import Questions
 
 
 @flow(name="ingest", log_prints=True, on_crashed=[on_crashed], validate_parameters=False)
+@measured("ingest")
 def ingest(config: RunConfig) -> Questions:
     """Validate, sample and split the questions of a run."""
     config, refused = checked(config)

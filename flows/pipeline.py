@@ -26,6 +26,7 @@ from flows.synthesize import synthesize
 from flows.train import train
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import RunConfig
+from tasks.memory import LAST
 from tasks.progress import PIPELINE, PipelineProgress
 from tasks.results import Adapters, Labels, PipelineResult
 from tasks.stage_guards import first_stop
@@ -52,9 +53,12 @@ def pipeline(config: RunConfig) -> PipelineResult | State:
         rows.append(row)
         progress.stage(name)
         t0 = time.monotonic()
+        LAST.pop(name, None)  # a figure from an earlier run in this process is not this one's
         state = fn(*args, return_state=True)
         row.seconds = time.monotonic() - t0
         summary.record(row, state, started)
+        if peak := LAST.get(name):  # measured by the stage flow itself (tasks/memory.py)
+            row.memory, row.extra["peak"] = peak.line(), peak
         if stop := first_stop([state]):  # a planned stop says why in its message
             raise PlannedStop(stop)
         out[name] = state.result()  # raises when the stage failed

@@ -25,6 +25,7 @@ from prefect.utilities.urls import url_for
 from spark_core.config import RunConfig
 from spark_core.evaluation.model_calls import CALLS_SCHEMA
 from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA, embed_images
+from spark_core.memory import PeakMemory
 from spark_core.synthesis.summary import RUN_SCHEMA
 from tasks.caching import rows as read_rows
 from tasks.caching import store_for, ui_key
@@ -43,11 +44,13 @@ class StageRow:
     counts: str = ""
     calls: str = "—"
     cost: str = "—"
+    memory: str = "—"  # peak RSS (and GPU memory per device) while the stage ran
     extra: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
         calls = f"; model calls: {self.calls}" if self.calls != "—" else ""
-        return f"{self.stage}: {self.outcome} in {self.seconds:.1f}s — {self.counts}{calls}"
+        memory = f"; {self.memory}" if self.memory != "—" else ""
+        return f"{self.stage}: {self.outcome} in {self.seconds:.1f}s — {self.counts}{calls}{memory}"
 
 
 def stage_units(stage: str) -> set[str]:
@@ -187,12 +190,19 @@ def markdown(rows: list[StageRow], report: Report | None, report_key: str = "") 
     lines = [
         "# SPaRK pipeline",
         "",
-        "| stage | outcome | duration | key counts | model calls (cost) |",
-        "|---|---|---|---|---|",
+        "| stage | outcome | duration | key counts | model calls (cost) | peak memory |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         calls = r.calls if r.calls in ("—", "none") else f"{r.calls} ({r.cost})"
-        lines.append(f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} |")
+        lines.append(
+            f"| {r.stage} | {r.outcome} | {r.seconds:.1f}s | {r.counts} | {calls} | {r.memory} |"
+        )
+    if peaks := [r.extra["peak"] for r in rows if "peak" in r.extra]:
+        run_peak = PeakMemory()
+        for peak in peaks:
+            run_peak.fold(peak.rss_mb, peak.gpu)
+        lines += ["", f"Peak memory of the run (the largest stage): {run_peak.line()}"]
     lines += ["", "## Stage runs and their artifacts", ""]
     for r in rows:
         if r.run_id is None:

@@ -11,6 +11,7 @@ from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.artifacts import ArtifactRef
 from spark_core.config import RunConfig
 from tasks.ingest import ingest_questions
+from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Synthesis
 from tasks.runners import task_runner_for
@@ -26,6 +27,7 @@ from tasks.synthesize import (
 
 
 @flow(name="synthesize", log_prints=True, on_crashed=[on_crashed], validate_parameters=False)
+@measured("synthesize")
 def synthesize(config: RunConfig, questions: ArtifactRef | None = None) -> Synthesis:
     """Roll out every train question for up to ``rollout.steps`` steps."""
     config, refused = checked(config)

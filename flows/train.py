@@ -8,12 +8,14 @@ from prefect import flow
 from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
 from spark_core.config import TRAINED_POLICY, RunConfig
+from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Adapters, Labels
 from tasks.train import train_adapter
 
 
 @flow(name="train", on_crashed=[on_crashed], validate_parameters=False)
+@measured("train")
 def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
     """Train the configured adapters on the labels (labels first when not given), named by
     the policy each is evaluated as (PPO's: "spark")."""

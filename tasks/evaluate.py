@@ -120,7 +120,10 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         )
         return [calls_table(policy, generator.usage), table]
 
-    return cached_unit(store_for(cfg), unit, compute, lambda r: r[-1])
+    try:
+        return cached_unit(store_for(cfg), unit, compute, lambda r: r[-1])
+    finally:  # the policy is done: free its merged copy or detach its adapter
+        REGISTRY.release_policies()
 
 
 @task(name="evaluation-report", task_run_name="evaluation-report")

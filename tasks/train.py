@@ -5,6 +5,7 @@ resumes from its last checkpoint when rerun."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -13,6 +14,7 @@ from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
 from spark_core.config import TRAINED_POLICY, RunConfig
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
+from spark_core.models.registry import REGISTRY
 from spark_core.rl.trainers import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
@@ -91,6 +93,7 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
 
     def compute():
         out = work_dir(cfg, unit.key, policy)
+        REGISTRY.release_models()  # the trainer loads its own copy: free the stages' models
         history = TRAINERS[trainer].train(
             cfg,
             rows(store, [labels.trajectories], TRAJECTORIES_SCHEMA),
@@ -109,4 +112,7 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
         )
         return [metrics_table(policy, history)]
 
-    return cached_unit(store, unit, compute, lambda r: _adapter(store, unit, r[0]))
+    try:
+        return cached_unit(store, unit, compute, lambda r: _adapter(store, unit, r[0]))
+    finally:
+        gc.collect()  # the trainer's model, optimizer and batches, before the next trainer

@@ -64,3 +64,26 @@ def test_malformed_source_fails_clearly_and_writes_nothing(run_config, tmp_path)
         ingest(cfg)
     store = ArtifactStore(cfg.runtime.artifacts_url())
     assert store.fs.find(store.fs_path("")) == []
+
+
+def test_the_stage_flow_records_its_peak_memory_on_its_run_page(run_config):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.ingest import ingest
+    from tasks.memory import LAST
+
+    LAST.pop("ingest", None)
+    cfg = run_config("runtime.run_name=memory-probe")
+    state = ingest(cfg, return_state=True)
+    assert state.is_completed()
+    assert LAST["ingest"].rss_mb > 50  # a Python process with pyarrow and Prefect loaded
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ingest-memory-probe-memory"])
+            )
+        )
+    assert artifact.flow_run_id == state.state_details.flow_run_id
+    (row,) = json.loads(artifact.data)
+    assert row["stage"] == "ingest" and row["peak_rss_mb"] == round(LAST["ingest"].rss_mb, 1)

@@ -4,6 +4,7 @@ on loopback."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import prefect.main  # noqa: F401  (Prefect logs to stderr, not to a CliRunner stream)
@@ -230,7 +231,8 @@ def test_spark_check_generator_against_the_loopback_server(server, tmp_path):
 def test_dry_run_plans_every_stage_without_calling_a_model(server, tmp_path):
     result = runner.invoke(
         app,
-        ["run", "--dry-run", *cli_cfg(tmp_path, server, "generator.max_cost_usd=1")],
+        ["run", "--dry-run", "--no-calibration"]
+        + cli_cfg(tmp_path, server, "generator.max_cost_usd=1"),
         terminal_width=160,
     )
     assert result.exit_code == 0, result.output
@@ -238,6 +240,28 @@ def test_dry_run_plans_every_stage_without_calling_a_model(server, tmp_path):
     for stage in ("synthesize", "evaluate", "ingest", "label", "train"):
         assert stage in result.output
     assert "14 train / 14 eval questions" in result.output and "$" in result.output
+    assert "estimated wall time" not in result.output
+
+
+def test_dry_run_calibrates_and_estimates_the_time_of_every_stage(
+    server, tmp_path, tiny_model_dir, capsys
+):
+    server.state.reply_fn = rubric
+    server.state.logprobs_fn = lambda messages: {rubric(messages): 0.9, "5": 0.1}
+    gen = [f"generator.name={tiny_model_dir}", "generator.device=cpu", "training.quantization=none"]
+    result = runner.invoke(
+        app, ["run", "--dry-run", *cli_cfg(tmp_path, server, *gen)], terminal_width=200
+    )
+    with capsys.disabled():
+        print("\n$ spark run --dry-run (calibrated)\n" + result.output)
+    assert result.exit_code == 0, result.output
+    assert server.state.requests > 0  # the judge's preflight: its latency
+    table = result.output.split("estimated wall time")[1]
+    for stage in ("ingest", "synthesize", "label", "train", "evaluate", "total"):
+        line = next(row for row in table.splitlines() if f" {stage} " in row)
+        assert re.search(r"\d+(\.\d)? (s|min|h)", line), line
+    assert "14 questions x 1 steps x 9 candidates" in table
+    assert "prompt tokens/s" in result.output and "calls/s" in result.output
 
 
 def cfg_sets(tmp_path, server, model_dir: str) -> list[str]:

@@ -67,3 +67,53 @@ def test_policies_attach_switch_and_merge_adapters(tiny_model_dir, tmp_path):
     assert merged.backend is not base.backend
     assert REGISTRY.policy(merging, "sft", adapter=str(tmp_path / "sft")).backend is merged.backend
     assert text(merged) == with_sft and merged.backend.model_id == sft_id
+    REGISTRY.release_policies()
+
+
+def test_evaluation_memory_is_bounded_one_merged_copy_at_a_time(tiny_model_dir, tmp_path):
+    import gc
+    import weakref
+
+    for i in range(4):
+        random_adapter(tiny_model_dir, 10 + i).save_pretrained(tmp_path / f"p{i}")
+    cfg = _cfg(tiny_model_dir, tmp_path / "runs", "evaluation.merge_adapters=true")
+    request = [ChatRequest.user("Say something.", max_new_tokens=6)]
+    alive = []
+    for i in range(4):
+        policy = REGISTRY.policy(cfg, f"p{i}", adapter=str(tmp_path / f"p{i}"))
+        policy.backend.generate(request)
+        alive.append(weakref.ref(policy.backend.model))
+        del policy
+        gc.collect()
+        # asking for the next policy freed the previous merged copy: one is alive at most
+        assert sum(ref() is not None for ref in alive) == 1
+    REGISTRY.release_policies()
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+
+
+def test_without_merging_adapters_attach_to_the_one_base_and_detach_after(tiny_model_dir, tmp_path):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    random_adapter(tiny_model_dir, 21).save_pretrained(tmp_path / "sft")
+    cfg = _cfg(tiny_model_dir, tmp_path / "runs", "evaluation.merge_adapters=false")
+    REGISTRY.release_policies()
+    weights = REGISTRY.weights(tiny_model_dir, "cpu", torch.float32)
+    generator, _ = REGISTRY.stage_models(cfg)
+    request = [ChatRequest.user("Say something.", max_new_tokens=8)]
+    plain = generator.backend.generate(request)[0].text
+
+    sft = REGISTRY.policy(cfg, "sft", adapter=str(tmp_path / "sft"))
+    assert sft.backend.model.get_base_model() is weights  # no copy of the weights
+    with_sft = sft.backend.generate(request)[0].text
+    assert with_sft != plain
+    # another backend on the same weights still runs the plain base while it is attached
+    assert generator.backend.generate(request)[0].text == plain
+
+    REGISTRY.release_policies()
+    assert not any(isinstance(m, BaseTunerLayer) for m in weights.modules())
+    assert sft.backend.model is weights and sft.backend.adapter is None
+    assert generator.backend.generate(request)[0].text == plain
+    again = REGISTRY.policy(cfg, "sft", adapter=str(tmp_path / "sft"))
+    assert again.backend.generate(request)[0].text == with_sft
+    REGISTRY.release_policies()

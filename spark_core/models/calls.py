@@ -160,17 +160,39 @@ class Generator:
             return self.backend.generate(items, on_done)
         return self.backend.generate(items, on_done, gate)
 
-    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
+    def generate(self, requests: list[ChatRequest], compute=None) -> list[Completion]:
+        """Completions through the cache; ``compute`` (items, on_done, gate) replaces the
+        backend's generate for what the cache does not hold."""
         return through_cache(
             self.cache,
             self.usage,
             [self._key(r) for r in requests],
             requests,
-            self._compute,
+            compute or self._compute,
             lambda d: Completion(**{**d, "cached": True}),
             lambda c: c.finish_reason != "error",
             self.guards,
         )
+
+    def thoughts_and_inputs(
+        self,
+        thoughts: list[ChatRequest],
+        inputs_for: Callable[[list[Completion]], list[ChatRequest]],
+    ) -> tuple[list[Completion], list[Completion]]:
+        """A synthesis step's thoughts, then the inputs ``inputs_for(thoughts)`` asks for —
+        the same requests and cache entries as two ``generate`` calls; on the local backend
+        the inputs continue the thoughts' KV sessions (``step_session.py``)."""
+        if getattr(self.backend, "backend", None) != "hf":
+            done = self.generate(thoughts)
+            return done, self.generate(inputs_for(done))
+        from spark_core.models.step_session import StepSession
+
+        step = StepSession(self.backend)
+        done = self.generate(thoughts, lambda items, on_done, gate: step.thoughts(items, on_done))
+        more = self.generate(
+            inputs_for(done), lambda items, on_done, gate: step.inputs(items, on_done)
+        )
+        return done, more
 
     def policy_steps(self, requests: list[StepRequest]) -> list[PolicyStep]:
         """Policy steps whose action is chosen among the names (``policy_step``), cached."""

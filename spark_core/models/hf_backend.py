@@ -95,16 +95,33 @@ class HFBackend:
 
     # -- adapters ---------------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, path: str | Path) -> None:
-        """Attach a PEFT adapter (kept alongside the others; switch with ``use_adapter``)."""
+        """Attach a PEFT adapter to this backend's weights — the shared base, not a copy
+        (kept alongside the others; switch with ``use_adapter``, detach with
+        ``remove_adapters``). While attached, every other backend on the same weights runs
+        with the adapters disabled (``_adapter_context``), so it still sees the plain base."""
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            base = load_weights(self.path, self.device, self.dtype)
+            base = self.model
+            if REGISTRY.adapter_host(base) is not None:  # another backend's adapters are there
+                base = load_weights(self.path, self.device, self.dtype)  # a private copy
             self.model = PeftModel.from_pretrained(base, str(path), adapter_name=adapter_name)
             self.model.eval()
+            REGISTRY.attach_host(self.model)
         else:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
+
+    def remove_adapters(self) -> None:
+        """Detach every adapter: the shared base gets its own layers back (not merged) and
+        the adapters' memory is released."""
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            REGISTRY.detach_host(self.model)
+            self.model.unload()  # in place: the base's own layers are back
+            self.model = REGISTRY.weights(self.path, self.device, self.dtype)
+        self._adapters, self.adapter = {}, None
 
     def adapter_hash(self, adapter_name: str) -> str | None:
         """The content hash of an attached adapter; None when none of that name is attached."""
@@ -139,6 +156,9 @@ class HFBackend:
     def _adapter_context(self):
         if self.adapter is None and self._adapters:
             return self.model.disable_adapter()
+        host = REGISTRY.adapter_host(self.model)  # another backend attached adapters here
+        if host is not None and host is not self.model:
+            return host.disable_adapter()
         return contextlib.nullcontext()
 
     @contextlib.contextmanager

@@ -3,13 +3,18 @@ generators, judges and policies that stages ask for.
 
 It owns every model cache there is: base weights (shared by every backend on the same model,
 device and dtype), response caches (one SQLite file each), the synthesis models of a run
-config, and the evaluation policies — the run's generator with a LoRA adapter attached and
-switched to, or merged into its own copy of the weights. Callers ask it for a model and do no
-caching of their own.
+config, and the evaluation policies — the run's generator with a LoRA adapter attached to
+the shared base and switched to, or merged into a copy of the weights. Evaluation memory is
+bounded: at most one merged copy is alive (asking for another policy frees the previous one)
+and ``release_policies`` frees it and detaches every adapter once a policy is done, so a run
+holds the base plus at most one extra copy of the weights whatever its number of policies and
+seeds. Callers ask it for a model and do no caching of their own.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +42,9 @@ class ModelRegistry:
         self._weights: dict[tuple[str, str, str], Any] = {}
         self._caches: dict[str, ResponseCache] = {}
         self._stage: dict[str, tuple[Generator, Judge]] = {}
-        self._backends: dict[str, HFBackend] = {}
+        self._backends: dict[str, HFBackend] = {}  # the policies' backend per generator
+        self._merged: tuple[str, HFBackend] | None = None  # the one merged policy alive
+        self._hosts: dict[int, Any] = {}  # id(shared weights) -> the PeftModel wrapping them
 
     def __reduce__(self) -> tuple:
         # a task body that names the registry is pickled for another process (Dask workers):
@@ -88,7 +95,8 @@ class ModelRegistry:
         """The generator a policy runs on: another ``model``, or the run's generator with
         ``adapter`` (a PEFT folder) attached and switched to — merged into a copy of the
         weights when ``evaluation.merge_adapters`` is set — or with no adapter (the base).
-        Switching is shared state: evaluate one adapter policy at a time per process."""
+        Switching is shared state: evaluate one adapter policy at a time per process, and
+        call ``release_policies`` when it is done."""
         from spark_core.models.calls import Generator, make_generator
         from spark_core.models.hf_backend import HFBackend, directory_hash
         from spark_core.models.usage import Usage
@@ -105,22 +113,67 @@ class ModelRegistry:
             adapter_hash = directory_hash(adapter)
         with self._lock:
             backend = self._backends.get(gen.name)
-            attached = backend.adapter_hash(name) if backend and adapter else None
-            if backend is None or attached not in (None, adapter_hash):
-                # a new backend on the same shared weights: an adapter of this name but other
-                # content (another run's) must not be served under this one's name
+            if backend is None:
                 backend = self._backends[gen.name] = HFBackend(
                     gen.name, gen.device, gen.dtype, gen.batch_size
                 )
             if adapter and cfg.evaluation.merge_adapters:
                 key = f"{gen.name}+{name}@{adapter_hash}"
-                if key not in self._backends:
-                    self._backends[key] = backend.merged(name, adapter)
-                return Generator(self._backends[key], cache, Usage(gen.name))
+                if self._merged is None or self._merged[0] != key:
+                    self._merged = None  # free the previous policy's copy before the next
+                    _collect()
+                    self._merged = (key, backend.merged(name, adapter))
+                return Generator(self._merged[1], cache, Usage(gen.name))
+            if adapter and backend.adapter_hash(name) not in (None, adapter_hash):
+                # an adapter of this name but other content (another run's) must not be
+                # served under this one's name
+                backend.remove_adapters()
             if adapter and backend.adapter_hash(name) is None:
                 backend.add_adapter(name, adapter)
             backend.use_adapter(name if adapter else None)
         return Generator(backend, cache, Usage(gen.name))
+
+    def release_policies(self) -> None:
+        """Free what evaluation policies hold: the merged copy and every adapter attached to
+        the shared base (which gets its own layers back). Call when a policy is done."""
+        with self._lock:
+            self._merged = None
+            for backend in self._backends.values():
+                backend.remove_adapters()
+            _collect()
+
+    def release_models(self) -> None:
+        """Drop every loaded model (response caches stay open): a stage that loads its own
+        (training) gets their memory; the next stage that asks loads them again."""
+        with self._lock:
+            self.release_policies()
+            self._stage.clear()
+            self._backends.clear()
+            self._weights.clear()
+            _collect()
+
+    # -- adapters attached to shared weights -------------------------------------------------
+    def attach_host(self, peft_model: Any) -> None:
+        """Record that ``peft_model`` injected adapters into shared weights (see
+        ``HFBackend._adapter_context``: other backends on them run with adapters off)."""
+        with self._lock:
+            self._hosts[id(peft_model.get_base_model())] = peft_model
+
+    def detach_host(self, peft_model: Any) -> None:
+        with self._lock:
+            self._hosts.pop(id(peft_model.get_base_model()), None)
+
+    def adapter_host(self, model: Any) -> Any | None:
+        """The PeftModel that attached adapters to ``model``'s weights, if any."""
+        return self._hosts.get(id(model))
+
+
+def _collect() -> None:
+    """Return freed weights to the system now (and CUDA's cache to the device)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 REGISTRY = ModelRegistry()

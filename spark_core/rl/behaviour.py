@@ -43,24 +43,33 @@ def completion_logprobs(
         return None
     tokenizer, model = backend.tokenizer, backend.model
     pad = tokenizer.pad_token_id
-    out: list[list[float]] = []
     encoded = [chat_ids(tokenizer, *row) for row in rows]
+    results: dict[int, list[float]] = {}
+    # rows of similar prompt length together: the vocabulary is projected only from the
+    # earliest completion of a batch on (the prompt's logits are never read)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     with backend.computing():
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            chunk = [encoded[i] for i in indices]
             seqs = [p + c for p, c in chunk]
             width = max(len(s) for s in seqs)
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=backend.device)
             attention = torch.tensor(
                 [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=backend.device
             )
-            logits = model(input_ids=ids, attention_mask=attention).logits.float()
+            low = min(len(p) for p, _ in chunk) - 1  # logits at position i predict token i + 1
+            logits = model(
+                input_ids=ids, attention_mask=attention, logits_to_keep=width - low
+            ).logits.float()  # positions low .. width - 1
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            chosen = torch.gather(logp, -1, ids[:, 1:, None]).squeeze(-1).cpu()
-            for row, (prompt_ids, completion_ids) in enumerate(chunk):
-                first = len(prompt_ids) - 1  # logits at position i predict token i + 1
-                out.append(chosen[row, first : first + len(completion_ids)].tolist())
-    return out
+            chosen = torch.gather(logp, -1, ids[:, low + 1 :, None]).squeeze(-1).cpu()
+            for i, row, (prompt_ids, completion_ids) in zip(
+                indices, range(len(chunk)), chunk, strict=True
+            ):
+                first = len(prompt_ids) - 1 - low
+                results[i] = chosen[row, first : first + len(completion_ids)].tolist()
+    return [results[i] for i in range(len(encoded))]
 
 
 def _spans(tokens: list[list], start: int) -> dict[tuple[int, int], float]:

@@ -279,27 +279,16 @@ def rollout_step(
     per_action = cfg.rollout.thoughts == "per_action"
     # shared: one thought per question; per_action: one per candidate, its action in the prompt
     thinkers = pairs if per_action else [(q, "") for q in questions]
-    thoughts = generator.generate(
-        [
-            _request(
-                cfg,
-                action_fixed(prompts[q.question_id], a) if a else prompts[q.question_id],
-                "Thought:",
-                cfg.rollout.thought_tokens,
-                THOUGHT_STOP,
-                q.question_id * 31 + step,
-            )
-            for q, a in thinkers
-        ]
-    )
-    by_thinker = {(q.question_id, a): t for (q, a), t in zip(thinkers, thoughts, strict=True)}
-    thought_completion = {
-        (q.question_id, a): by_thinker[q.question_id, a if per_action else ""] for q, a in pairs
-    }
-    thought_of = {k: t.text.strip() for k, t in thought_completion.items()}
+    thought_completion: dict[tuple[int, str], Completion] = {}
+    thought_of: dict[tuple[int, str], str] = {}
 
-    inputs = generator.generate(
-        [
+    def input_requests(thoughts: list[Completion]) -> list[ChatRequest]:
+        by_thinker = {(q.question_id, a): t for (q, a), t in zip(thinkers, thoughts, strict=True)}
+        for q, a in pairs:
+            own = by_thinker[q.question_id, a if per_action else ""]
+            thought_completion[q.question_id, a] = own
+            thought_of[q.question_id, a] = own.text.strip()
+        return [
             _request(
                 cfg,
                 prompts[q.question_id],
@@ -310,6 +299,22 @@ def rollout_step(
             )
             for q, a in pairs
         ]
+
+    # shared thoughts: the inputs continue the thoughts' KV sessions on a local model, so no
+    # state is read twice (a per_action thought's prompt differs from its input's: no reuse)
+    thoughts, inputs = generator.thoughts_and_inputs(
+        [
+            _request(
+                cfg,
+                action_fixed(prompts[q.question_id], a) if a else prompts[q.question_id],
+                "Thought:",
+                cfg.rollout.thought_tokens,
+                THOUGHT_STOP,
+                q.question_id * 31 + step,
+            )
+            for q, a in thinkers
+        ],
+        input_requests,
     )
     calls = [
         ToolCall(q.question_id, step, a, c.text.strip())

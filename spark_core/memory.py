@@ -1,0 +1,144 @@
+"""Peak memory of a stretch of work (a stage): the process's resident set on CPU, and what
+torch allocated and reserved on each CUDA device.
+
+A user should learn that a run will not fit from the stage summary, not from the OOM killer.
+Linux keeps a resident high-water mark per process (``VmHWM``) that can be reset by writing
+``5`` to ``/proc/self/clear_refs``; measurements may nest (the evaluate flow runs train when
+it has no adapters): before any reset the current marks are folded into every open
+measurement, so an outer one still sees the inner one's peak. Where the mark cannot be reset
+(not Linux), the process's lifetime peak (``ru_maxrss``) is reported and marked as such.
+Only this process is measured: the sandbox's worker processes are not (tools are small).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_LOCK = threading.Lock()
+_OPEN: list[PeakMemory] = []
+
+
+@dataclass
+class PeakMemory:
+    """Peaks seen while a measurement was open. ``rss_mb``: process resident set;
+    ``gpu``: per CUDA device, (max allocated, max reserved) in MB."""
+
+    rss_mb: float = 0.0
+    rss_since_start: bool = False  # the mark could not be reset: the process's lifetime peak
+    gpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def fold(self, rss_mb: float, gpu: dict[str, tuple[float, float]]) -> None:
+        self.rss_mb = max(self.rss_mb, rss_mb)
+        for device, (allocated, reserved) in gpu.items():
+            a, r = self.gpu.get(device, (0.0, 0.0))
+            self.gpu[device] = (max(a, allocated), max(r, reserved))
+
+    def line(self) -> str:
+        """'peak RSS 1.23 GB; cuda:0 allocated 10.1 GB, reserved 12.0 GB'."""
+        rss = f"peak RSS {self.rss_mb / 1024:.2f} GB" + (
+            " (process lifetime)" if self.rss_since_start else ""
+        )
+        gpu = [
+            f"{d} allocated {a / 1024:.2f} GB, reserved {r / 1024:.2f} GB"
+            for d, (a, r) in sorted(self.gpu.items())
+        ]
+        return "; ".join([rss, *gpu])
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat columns for summaries: rss_mb, and gpu_allocated_mb / gpu_reserved_mb per
+        device ('cuda:0_allocated_mb')."""
+        out = {"peak_rss_mb": round(self.rss_mb, 1)}
+        for device, (a, r) in sorted(self.gpu.items()):
+            out[f"{device}_allocated_mb"] = round(a, 1)
+            out[f"{device}_reserved_mb"] = round(r, 1)
+        return out
+
+
+def current_rss_mb() -> float:
+    """The process's resident set now (MB)."""
+    return _status_mb("VmRSS") or 0.0
+
+
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _rss_peak() -> tuple[float, bool]:
+    """(peak MB since the last reset, whether it is the lifetime peak instead)."""
+    hwm = _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm, False
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, True
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _cuda() -> object | None:
+    """torch.cuda when torch is loaded and CUDA is in use (never imports torch itself)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
+
+
+def _gpu_peaks() -> dict[str, tuple[float, float]]:
+    cuda = _cuda()
+    if cuda is None:
+        return {}
+    return {
+        f"cuda:{i}": (cuda.max_memory_allocated(i) / 2**20, cuda.max_memory_reserved(i) / 2**20)
+        for i in range(cuda.device_count())
+    }
+
+
+def _checkpoint_and_reset() -> bool:
+    """Fold the current marks into every open measurement, then reset them."""
+    rss, _ = _rss_peak()
+    gpu = _gpu_peaks()
+    for open_one in _OPEN:
+        open_one.fold(rss, gpu)
+    cuda = _cuda()
+    if cuda is not None:
+        for i in range(cuda.device_count()):
+            cuda.reset_peak_memory_stats(i)
+    return _reset_rss_peak()
+
+
+@contextmanager
+def peak_memory() -> Iterator[PeakMemory]:
+    """Measure the peaks of the body; the yielded object is filled in when the body ends
+    (also when it raises)."""
+    peak = PeakMemory()
+    with _LOCK:
+        peak.rss_since_start = not _checkpoint_and_reset()
+        _OPEN.append(peak)
+    try:
+        yield peak
+    finally:
+        with _LOCK:
+            rss, _ = _rss_peak()
+            peak.fold(rss, _gpu_peaks())
+            for open_one in _OPEN:  # the outer measurements saw this peak too
+                open_one.fold(rss, _gpu_peaks())
+            _OPEN.remove(peak)

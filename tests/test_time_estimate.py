@@ -1,0 +1,87 @@
+"""The time estimate (spark_core/time_estimate.py): stage times replayed from measured rates,
+checked to the second on hand-made rates; and the calibrated dry run end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spark_core.config import load_config
+from spark_core.synthesis.rollout import Question
+from spark_core.time_estimate import Rates, estimate, evaluation_time, synthesis_time
+
+QUESTIONS = [Question(i, f"Question {i}?", ("a", "b", "c"), "math", "A") for i in range(2)]
+
+
+def _cfg(tmp_path, *overrides):
+    return load_config(
+        "configs/demo.yaml",
+        [
+            f"runtime.runs_dir={tmp_path}",
+            "rollout.steps=1",
+            "rollout.thought_tokens=32",
+            "rollout.input_tokens=16",
+            "generator.batch_size=4",
+            "evaluation.steps=1",
+            *overrides,
+        ],
+    )
+
+
+# prompts count 16 tokens (two messages' template) whatever their text: easy arithmetic
+RATES = Rates(
+    load_s=10.0,
+    chars_per_token=1e12,
+    gen_batch=4,
+    prefill_tps=16.0,
+    decode_step_s=0.1,
+    judge_s=1.0,
+    sandbox_start_s=2.0,
+    tool_s=0.5,
+    train_tps=100.0,
+    train_load_s=3.0,
+)
+
+
+def test_synthesis_time_replays_every_phase(tmp_path):
+    cfg = _cfg(tmp_path)
+    got = synthesis_time(cfg, RATES, QUESTIONS)
+    expected = (
+        10
+        + 2  # weights, sandbox
+        + 2 * 16 / 16
+        + 1 * 32 * 0.1  # thoughts: prefill 2 prompts, 32 steps of one batch
+        + 2 * 9 * 4 / 16  # each candidate's action line on the thought's session
+        + math.ceil(2 * 9 / 4) * 16 * 0.1  # 18 candidate inputs, batches of 4, 16 steps
+        + 2 * 8 * 0.5  # 8 tool calls per question
+        + 2 * 9 * 1.0  # 9 judgements per question
+        + 2 * 16 / 16
+        + 3 * 0.1  # final answers
+    )
+    assert got.seconds == pytest.approx(expected)
+    # a retry per failed tool call doubles the tool calls (upper bound: every call fails)
+    retry = synthesis_time(_cfg(tmp_path, "rollout.tool_retries=1"), RATES, QUESTIONS)
+    assert retry.seconds - got.seconds == pytest.approx(2 * 8 * 0.5)
+
+
+def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
+    cfg = _cfg(tmp_path, "evaluation.policies=[base]")
+    one = evaluation_time(cfg, RATES, QUESTIONS).seconds
+    per_policy = (2 * 16 / 16 + 48 * 0.1) + 2 * 0.5 + (2 * 16 / 16 + 3 * 0.1)
+    assert one == pytest.approx(10 + per_policy)
+    three = evaluation_time(
+        _cfg(tmp_path, "evaluation.policies=[base,sft,spark]"), RATES, QUESTIONS
+    )
+    assert three.seconds == pytest.approx(10 + 2 * 10 / 2 + 3 * per_policy)  # 2 merged copies
+
+    stages = {s.stage: s for s in estimate(cfg, RATES, QUESTIONS, QUESTIONS)}
+    assert list(stages) == ["ingest", "synthesize", "label", "train", "evaluate"]
+    tokens = 2 * (16 + 32 + 16)  # one state + one step per question
+    trainers = cfg.training.trainers
+    epochs = {"sft": cfg.training.sft_epochs, "ppo": cfg.training.ppo_epochs}
+    assert stages["train"].seconds == pytest.approx(
+        sum(3 + epochs[t] * tokens / 100 for t in trainers)
+    )
+    uncalibrated = estimate(cfg, Rates(), QUESTIONS, QUESTIONS)
+    assert math.isnan(uncalibrated[3].seconds)
