@@ -105,7 +105,17 @@ def _print_time(cfg: RunConfig, judge_latency_s: float | None = None) -> None:
     from flows.cli import console
     from flows.cli_estimate import time_table
 
-    view, note = time_table(cfg, judge_latency_s)
+    try:
+        view, note = time_table(cfg, judge_latency_s)
+    except Exception as exc:  # a missing key, model or device: the plan above still stands
+        console.print(
+            f"time not estimated: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}. The "
+            "calibration runs the configured generator, judge, sandbox and trainer on this "
+            "machine: run it where the run will run, or pass --no-calibration.",
+            highlight=False,
+            markup=False,
+        )
+        return
     console.print(view)
     console.print(note, highlight=False)
 
@@ -185,10 +195,7 @@ def dry_run(cfg: RunConfig, calibrate: bool = True) -> None:
         if limit is not None:
             console.print(f"{role}.max_cost_usd: ${limit:,.2f} per stage", highlight=False)
     if calibrate:
-        try:
-            _print_time(cfg)
-        except ValueError as exc:
-            fail(str(exc))
+        _print_time(cfg)
 
 
 def _print_judge_options(cfg: RunConfig) -> None:

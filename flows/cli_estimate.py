@@ -21,12 +21,20 @@ def _duration(seconds: float) -> str:
 def calibrated_estimate(cfg: RunConfig, judge_latency_s: float | None = None):
     """(rates, stage times): calibrate here, then estimate. Without ``judge_latency_s`` the
     judge's preflight is run (or read back when it passed before)."""
+    import torch
+
     from flows.cli_check import planned_questions
     from spark_core.models.preflight import judge_preflight
     from spark_core.models.registry import REGISTRY
     from spark_core.time_estimate import calibrate, estimate
 
     train, evaluate, _ = planned_questions(cfg)
+    wanted = [("generator.device", cfg.generator.device)]
+    if cfg.judge.backend == "hf":
+        wanted.append(("judge.device", cfg.judge.device))
+    for field, device in wanted:
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"{field} is {device} but this machine has no CUDA device")
     if judge_latency_s is None:
         report, _ = judge_preflight(cfg, REGISTRY.response_cache(cfg))
         judge_latency_s = report.latency_s
