@@ -132,6 +132,16 @@ def require_bwrap():
         pytest.skip(problem)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _models_fresh_per_module():
+    """Weights are shared process-wide (REGISTRY: one copy of each model, adapters injected
+    into it while a policy runs); a module's leftovers must not reach the next module."""
+    yield
+    from spark_core.models.registry import REGISTRY
+
+    REGISTRY.release_models()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_sandbox_scratch_left():
     """Every scratch root a sandbox of this session made on the host is gone at the end."""
