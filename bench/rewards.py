@@ -28,6 +28,7 @@ import random
 import statistics
 import sys
 from collections import Counter, defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,16 +97,7 @@ def replay(tables: list[list], rule: str, order_seed: int) -> dict[int, list[dic
     picked: dict[int, list[dict]] = defaultdict(list)
     for t, table in enumerate(tables, 1):
         for q, pick in pick_in_order(table, usage, rule, THRESHOLD, f"order:{order_seed}:{t}"):
-            picked[q].append(
-                {
-                    "action": pick.action,
-                    "score": pick.score,
-                    "viable": pick.viable,
-                    "usage_before": pick.usage_before,
-                    "total_before": pick.total_before,
-                    "max_viable_usage_before": pick.max_viable_usage_before,
-                }
-            )
+            picked[q].append(asdict(pick))
     return picked
 
 

@@ -9,6 +9,7 @@ open question is asked for its final answer (``rollout.final_answers``).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
@@ -148,12 +149,7 @@ def advance_trajectories(
             {
                 "question_id": qid,
                 "step": step,
-                "action": pick.action,
-                "score": pick.score,
-                "viable": pick.viable,
-                "usage_before": pick.usage_before,
-                "total_before": pick.total_before,
-                "max_viable_usage_before": pick.max_viable_usage_before,
+                **asdict(pick),  # action, score, viable and the usage counts the rewards read
                 "trajectory_before": state["trajectory"],
                 "completion": completion,
                 "observation": observation,
