@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spark_core.config import SAMPLED_POLICY, load_config  # noqa: E402
+from spark_core.config import load_config  # noqa: E402
+from spark_core.evaluation.policies import sampled_name  # noqa: E402
 
 
 def main() -> None:
@@ -86,10 +87,10 @@ def main() -> None:
             )
     free, constrained = (statistics.mean(seconds[k]) for k in ("free", "constrained"))
     print(f"  constrained / free decoding time: {constrained / free:.2f}x (limit 1.3x)")
-    elapsed, _, _ = run(mode("constrained"), SAMPLED_POLICY)
-    t = cfg.evaluation.sampling_temperature
+    t = cfg.evaluation.temperatures[0]
+    elapsed, _, _ = run(mode("constrained"), sampled_name(t))
     print(
-        f"  {SAMPLED_POLICY} (T={t:g}, constrained) {elapsed:6.1f} s: the sampling baseline adds "
+        f"  {sampled_name(t)} (constrained) {elapsed:6.1f} s: the sampling baseline adds "
         f"{elapsed / constrained:.2f}x one greedy policy's evaluation time"
     )
     if args.adapters:

@@ -7,18 +7,19 @@ from prefect import flow
 
 from flows.refuse import checked
 from flows.zombies import clean_up_earlier_attempt, on_crashed
-from spark_core.config import TRAINED_POLICY, RunConfig
+from spark_core.config import RunConfig
 from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Adapters, Labels
-from tasks.train import train_adapter
+from tasks.train import train_adapter, training_runs
 
 
 @flow(name="train", on_crashed=[on_crashed], validate_parameters=False)
 @measured("train")
 def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
-    """Train the configured adapters on the labels (labels first when not given), named by
-    the policy each is evaluated as (PPO's: "spark")."""
+    """Train the configured adapters on the labels (labels first when not given), each
+    trainer once per training seed, named by the rollout each is evaluated as (PPO's:
+    "spark", or "spark-seed1", ... with several seeds)."""
     config, refused = checked(config)
     if refused:
         return refused
@@ -27,11 +28,11 @@ def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
         from flows.label import label
 
         labels = label(config)
-    trainers = config.training.trainers
-    progress = StageProgress("train", len(trainers), "adapters trained")
+    runs = training_runs(config)  # each trainer once per training seed
+    progress = StageProgress("train", len(runs), "adapters trained")
     adapters = {}
-    for k, trainer in enumerate(trainers):
-        progress.show(k / len(trainers), f"training {trainer} ({k + 1}/{len(trainers)})")
-        adapters[TRAINED_POLICY[trainer]] = train_adapter(config, trainer, labels)
-        progress.advance(detail=f"{trainer} trained ({k + 1}/{len(trainers)} adapters)")
+    for k, (name, trainer, seeded) in enumerate(runs):
+        progress.show(k / len(runs), f"training {name} ({k + 1}/{len(runs)})")
+        adapters[name] = train_adapter(seeded, trainer, labels)
+        progress.advance(detail=f"{name} trained ({k + 1}/{len(runs)} adapters)")
     return Adapters(adapters)

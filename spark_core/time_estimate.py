@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spark_core.config import SAMPLED_POLICY, RunConfig
+from spark_core.config import RunConfig
 from spark_core.synthesis.rollout import Question, policy_messages
 
 PASS_COST = {"sft": 1.0, "ppo": 1.0, "dpo": 2.0}  # sequences read per example (DPO: a pair)
@@ -116,30 +116,43 @@ def training_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> StageT
             tokens += min(state + r.thought_tokens + r.input_tokens, t.max_seq_len)
     epochs = {"sft": t.sft_epochs, "ppo": t.ppo_epochs, "dpo": t.dpo_epochs}
     seconds = 0.0
+    seeds = len(t.seed_list())
     for trainer in t.trainers:
-        seconds += rates.train_load_s + epochs[trainer] * PASS_COST[trainer] * tokens / (
-            rates.train_tps
+        seconds += seeds * (
+            rates.train_load_s + epochs[trainer] * PASS_COST[trainer] * tokens / rates.train_tps
         )
-    return StageTime("train", seconds, f"{', '.join(t.trainers)}: {tokens:,} tokens per epoch")
+    runs = f"{', '.join(t.trainers)}" + (f" x {seeds} seeds" if seeds > 1 else "")
+    return StageTime("train", seconds, f"{runs}: {tokens:,} tokens per epoch")
 
 
 def evaluation_time(cfg: RunConfig, rates: Rates, questions: list[Question]) -> StageTime:
-    """Every policy: each step reads the batch's states once and decodes a thought and an
-    input (the action is scored, not decoded), then the tools; then the final answers."""
+    """Every rollout (``evaluated_policies``) on the rollout questions: each step reads the
+    batch's states once and decodes a thought and an input (the action is scored, not
+    decoded), then the tools; then the final answers. Then the common states: one prompt
+    read per held-out question and local greedy policy."""
+    from spark_core.evaluation.common_states import stratified_subset
+    from spark_core.evaluation.policies import evaluated_policies
+
     e, r = cfg.evaluation, cfg.rollout
-    policies = [*e.policies, *e.extra_adapters, *e.extra_models]
+    targets = evaluated_policies(cfg)
+    rolled = stratified_subset(questions, e.rollout_questions, e.seed)
     # an adapter policy loads a copy of the weights to merge into; another model its own
-    loads = sum(p not in ("base", SAMPLED_POLICY) for p in policies) * rates.load_s / 2
+    loads = sum(t.name != "base" and not t.temperature for t in targets) * rates.load_s / 2
     per_policy = 0.0
     for step in range(1, e.steps + 1):
-        prompts = [_tokens(cfg, rates, _policy_chars(cfg, q, step)) for q in questions]
+        prompts = [_tokens(cfg, rates, _policy_chars(cfg, q, step)) for q in rolled]
         mean = int(sum(prompts) / max(len(prompts), 1))
         new = r.thought_tokens + r.input_tokens
-        per_policy += _generation_s(rates, mean, len(questions), new)
-        per_policy += len(questions) * (1 + r.tool_retries) * rates.tool_s
-    per_policy += _generation_s(rates, mean, len(questions), 3)
-    seconds = rates.load_s + loads + len(policies) * per_policy
-    basis = f"{len(policies)} policies x {len(questions)} questions x {e.steps} steps"
+        per_policy += _generation_s(rates, mean, len(rolled), new)
+        per_policy += len(rolled) * (1 + r.tool_retries) * rates.tool_s
+    per_policy += _generation_s(rates, mean, len(rolled), 3)
+    seconds = rates.load_s + loads + len(targets) * per_policy
+    basis = f"{len(targets)} policies x {len(rolled)} questions x {e.steps} steps"
+    if e.common_states and rates.prefill_tps:
+        scored = sum(not t.temperature and t.name not in e.extra_models for t in targets)
+        states = [_tokens(cfg, rates, _policy_chars(cfg, q, 1)) for q in questions]
+        seconds += scored * sum(states) / rates.prefill_tps
+        basis += f"; common states: {scored} policies x {len(questions)} questions"
     return StageTime("evaluate", seconds, basis)
 
 

@@ -9,10 +9,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
-from spark_core.config import SAMPLED_POLICY, ModelConfig, RunConfig
+from spark_core.config import ModelConfig, RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.evaluation.assemble import build_report
+from spark_core.evaluation.common_states import stratified_subset
 from spark_core.evaluation.model_calls import CALLS_SCHEMA, calls_table
+from spark_core.evaluation.policies import evaluated_policy
 from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.productivity import overall_records
 from spark_core.evaluation.report import embed_images
@@ -38,14 +40,16 @@ def _local(cfg: RunConfig, uri: str) -> str:
 
 
 def policy_source(cfg: RunConfig, policy: str, adapters: dict[str, str]) -> dict:
-    """What a policy is: the generator plus an adapter, or another model."""
+    """What a rollout (``evaluated_policies``) is: the generator plus an adapter (by rollout
+    name in ``adapters``), the generator sampled at a temperature, or another model."""
     if policy in cfg.evaluation.extra_models:
         return {"model": cfg.evaluation.extra_models[policy].model_dump(mode="json")}
-    if policy == "base":
-        return {"model": cfg.section("generator"), "adapter": None}
-    if policy == SAMPLED_POLICY:
-        temperature = cfg.evaluation.sampling_temperature
-        return {"model": cfg.section("generator"), "adapter": None, "temperature": temperature}
+    target = evaluated_policy(cfg, policy)
+    if policy not in adapters:
+        if target.trained:
+            raise ValueError(f"no trained adapter for {policy!r} (have: {sorted(adapters)})")
+        source = {"model": cfg.section("generator"), "adapter": None}
+        return source | ({"temperature": target.temperature} if target.temperature else {})
     path = _local(cfg, adapters[policy])
     return {"model": cfg.section("generator"), "adapter": path, "hash": directory_hash(path)}
 
@@ -55,7 +59,7 @@ def eval_unit(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict)
         "evaluation": {
             k: v
             for k, v in cfg.section("evaluation").items()
-            if k in ("steps", "seed", "action_decoding")
+            if k in ("steps", "seed", "action_decoding", "rollout_questions")
         },
         "actions": cfg.rollout.actions,
         "tokens": [cfg.rollout.thought_tokens, cfg.rollout.input_tokens],
@@ -102,6 +106,9 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         split = [Question.from_row(r) for r in table if r["split"] == "eval"]
         if not split:
             raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
+        split = stratified_subset(
+            split, cfg.evaluation.rollout_questions, cfg.evaluation.seed
+        )  # the rollouts' questions; the common states use every held-out one
         generator = generator_for(cfg, policy, source)
         name = list(unit.outputs)[-1]
         scope = f"evaluate/{name}"
@@ -127,7 +134,9 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
 
 
 @task(name="evaluation-report", task_run_name="evaluation-report")
-def report(cfg: RunConfig, eval_rows: list[ArtifactRef]) -> Report:
+def report(
+    cfg: RunConfig, eval_rows: list[ArtifactRef], common_states: ArtifactRef | None = None
+) -> Report:
     """eval_summary (policy x category), usage, paired tests, tool productivity and the
     per-category tool maps, Markdown + PNG report."""
     store = store_for(cfg)

@@ -12,6 +12,7 @@ from prefect import get_run_logger
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
 from spark_core.config import TRAINED_POLICY, RunConfig
+from spark_core.evaluation.policies import seeded_name
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.default_model import resolve_model
 from spark_core.models.registry import REGISTRY
@@ -32,7 +33,8 @@ def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
     inputs = {"trajectories": labels.trajectories.content_hash}
     if TRAINERS[trainer].uses_pool(cfg):
         inputs["candidate_pool"] = labels.candidate_pool.content_hash
-    ignored = {"trainers", *(DPO_FIELDS if trainer != "dpo" else ())}
+    # seeds: each seed's adapter is its own unit, keyed by training.seed (cfg.for_seed)
+    ignored = {"trainers", "seeds", *(DPO_FIELDS if trainer != "dpo" else ())}
     training = {k: v for k, v in cfg.section("training").items() if k not in ignored}
     sections = {"training": training, "policy": cfg.generator.name}
     key = stage_key(f"train-{policy}", CODE_VERSION, sections, inputs)
@@ -65,14 +67,25 @@ def work_dir(cfg: RunConfig, key: str, policy: str) -> Path:
     return cfg.runtime.run_dir("train", key[:16], policy)
 
 
+def training_runs(cfg: RunConfig) -> list[tuple[str, str, RunConfig]]:
+    """(rollout name, trainer, config) of every adapter to train: each trainer once per
+    training seed, named as evaluation names its rollout (``spark``, or ``spark-seed1``...)."""
+    seeds = cfg.training.seed_list()
+    return [
+        (seeded_name(TRAINED_POLICY[trainer], seed, seeds), trainer, cfg.for_seed(seed))
+        for trainer in cfg.training.trainers
+        for seed in seeds
+    ]
+
+
 def trained_adapters(cfg: RunConfig, labels: Labels) -> Adapters | None:
-    """Every configured adapter, by policy name, when all were trained already (here or by a
-    train deployment)."""
+    """Every configured adapter, by rollout name, when all were trained already (here or by
+    a train deployment)."""
     store = store_for(cfg)
-    units = [train_unit(cfg, t, labels) for t in cfg.training.trainers]
-    if not all(u.done(store) for u in units):
+    units = {name: train_unit(c, t, labels) for name, t, c in training_runs(cfg)}
+    if not all(u.done(store) for u in units.values()):
         return None
-    return Adapters({u.what: _adapter(store, u, store.ref(*u.outputs)) for u in units})
+    return Adapters({n: _adapter(store, u, store.ref(*u.outputs)) for n, u in units.items()})
 
 
 def train_run_name() -> str:

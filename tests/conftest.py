@@ -154,5 +154,7 @@ def _no_sandbox_scratch_left():
             sb.close()
         left = [root for root in sandbox.CREATED_ROOTS if os.path.exists(root)]
         assert left == [], f"sandbox scratch left behind: {left}"
+
+
 # a real Prefect server and one pipeline run on it, shared by the deployment and browser tests
 from tests.deploy_fixtures import pipeline_run, prefect_server  # noqa: E402, F401

@@ -177,7 +177,7 @@ def test_units_are_named_for_what_they_do(pipeline_run):
         names |= {t["name"] for t in tasks}
     expected = {"ingest-questions", "rollout-step1-shard0", "rollout-step1-shard1"}
     expected |= {"select-step1", "label-trajectories", "train-sft", "train-ppo"}
-    expected |= {f"evaluate-{p}" for p in ("base", "base@T", "sft", "spark", "extra")}
+    expected |= {f"evaluate-{p}" for p in ("base", "base@1", "sft", "spark", "extra")}
     assert expected <= names, sorted(names)
 
 

@@ -83,7 +83,7 @@ def test_free_decoding_counts_invalid_actions_and_keeps_the_models_text(
 def test_guesses_are_the_same_for_every_policy(run_config, tiny_model_dir, generator):
     cfg = _cfg(run_config, tiny_model_dir, "evaluation.steps=1")
     greedy = evaluate_policy(cfg, "base", QUESTIONS, generator, sandbox_for(cfg)).to_pylist()
-    sampled = evaluate_policy(cfg, "base@T", QUESTIONS, generator, sandbox_for(cfg)).to_pylist()
+    sampled = evaluate_policy(cfg, "base@1", QUESTIONS, generator, sandbox_for(cfg)).to_pylist()
     assert {r["temperature"] for r in sampled} == {1.0}
     both = [
         (a, b) for a, b in zip(greedy, sampled, strict=True) if a["no_answer"] and b["no_answer"]

@@ -9,7 +9,13 @@ import pytest
 
 from spark_core.config import load_config
 from spark_core.synthesis.rollout import Question
-from spark_core.time_estimate import Rates, estimate, evaluation_time, synthesis_time
+from spark_core.time_estimate import (
+    Rates,
+    estimate,
+    evaluation_time,
+    synthesis_time,
+    training_time,
+)
 
 QUESTIONS = [Question(i, f"Question {i}?", ("a", "b", "c"), "math", "A") for i in range(2)]
 
@@ -69,11 +75,23 @@ def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
     cfg = _cfg(tmp_path, "evaluation.policies=[base]")
     one = evaluation_time(cfg, RATES, QUESTIONS).seconds
     per_policy = (2 * 16 / 16 + 48 * 0.1) + 2 * 0.5 + (2 * 16 / 16 + 3 * 0.1)
-    assert one == pytest.approx(10 + per_policy)
+    common = 2 * 16 / 16  # common states: each held-out prompt read once per greedy policy
+    assert one == pytest.approx(10 + per_policy + common)
     three = evaluation_time(
         _cfg(tmp_path, "evaluation.policies=[base,sft,spark]"), RATES, QUESTIONS
     )
-    assert three.seconds == pytest.approx(10 + 2 * 10 / 2 + 3 * per_policy)  # 2 merged copies
+    # 2 merged copies
+    assert three.seconds == pytest.approx(10 + 2 * 10 / 2 + 3 * (per_policy + common))
+    seeded = _cfg(
+        tmp_path,
+        "evaluation.policies=[base,base@T,sft,spark]",
+        "evaluation.temperatures=[0.7,1.3]",
+        "training.seeds=[0,1]",
+    )
+    # base, base@0.7, base@1.3 (rolled out, base tempered for the common states), 2 x 2 adapters
+    got = evaluation_time(seeded, RATES, QUESTIONS).seconds
+    assert got == pytest.approx(10 + 4 * 10 / 2 + 7 * per_policy + 5 * common)
+    assert "7 policies" in evaluation_time(seeded, RATES, QUESTIONS).basis
 
     stages = {s.stage: s for s in estimate(cfg, RATES, QUESTIONS, QUESTIONS)}
     assert list(stages) == ["ingest", "synthesize", "label", "train", "evaluate"]
@@ -83,5 +101,7 @@ def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
     assert stages["train"].seconds == pytest.approx(
         sum(3 + epochs[t] * tokens / 100 for t in trainers)
     )
+    two_seeds = training_time(_cfg(tmp_path, "training.seeds=[0,1]"), RATES, QUESTIONS)
+    assert two_seeds.seconds == pytest.approx(2 * stages["train"].seconds)
     uncalibrated = estimate(cfg, Rates(), QUESTIONS, QUESTIONS)
     assert math.isnan(uncalibrated[3].seconds)

@@ -218,6 +218,12 @@ class RunConfig(Section):
             )
         return self
 
+    def for_seed(self, seed: int) -> RunConfig:
+        """This config training with one seed of ``training.seeds``: what one adapter of a
+        multi-seed run is trained under."""
+        training = self.training.model_copy(update={"seed": seed})
+        return self.model_copy(update={"training": training})
+
     def section(self, name: str) -> dict[str, Any]:
         """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields
         (cost limits, failure policy, preflight) are left out: they decide whether a stage

@@ -416,9 +416,21 @@ class TrainingConfig(Section):
     logging_steps: int = Field(1, gt=0, description="Log training metrics every N steps.")
     save_steps: int = Field(50, gt=0, description="Checkpoint every N steps (resume after a kill).")
     seed: int = Field(0, description="Seed of adapter init and data order.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Train every trainer once per seed (adapter init and data order); the "
+        "report pools a policy's seeds, its CIs include between-seed variance. Empty: "
+        "[seed].",
+        json_schema_extra={"uniqueItems": True},
+    )
+
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seeds``, or ``[seed]`` when it is not set."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
 
-SAMPLED_POLICY = "base@T"  # the base model sampled at evaluation.sampling_temperature
+SAMPLED_POLICY = "base@T"  # the base model sampled at each of evaluation.temperatures
 # The one mapping from a trainer (training.trainers) to the policy its adapter is evaluated
 # as, which also names its artifact folder: PPO's adapter is SPaRK's policy, "spark".
 TRAINED_POLICY = {"sft": "sft", "ppo": "spark", "dpo": "dpo"}
@@ -427,11 +439,15 @@ TRAINED_POLICY = {"sft": "sft", "ppo": "spark", "dpo": "dpo"}
 class EvaluationConfig(Section):
     """Held-out evaluation of base, SFT and SPaRK policies (plus any extra ones)."""
 
+    _renamed: ClassVar[dict[str, str]] = {
+        "sampling_temperature": "evaluation.temperatures (a list, e.g. [1.0])"
+    }
+
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
     policies: list[Literal["base", "base@T", "sft", "spark", "dpo"]] = Field(
         default_factory=lambda: ["base", SAMPLED_POLICY, "sft", "spark"],
         description="Built-in policies: the untrained generator (greedy), the untrained "
-        "generator sampled at sampling_temperature (base@T, the high-temperature baseline), "
+        "generator sampled at each of temperatures (base@T, the high-temperature baselines), "
         "and the trained adapters (each needs its trainer in training.trainers).",
         json_schema_extra={
             "default": ["base", SAMPLED_POLICY, "sft", "spark"],
@@ -444,8 +460,23 @@ class EvaluationConfig(Section):
         "them (its exact distribution is stored); free: the model writes the whole step and "
         "an unparsable action counts as invalid.",
     )
-    sampling_temperature: float = Field(
-        1.0, gt=0, description="Temperature of the base@T sampling baseline."
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.7, 1.0, 1.3, 1.6],
+        description="Temperatures of the base@T sampling baselines: base@T in policies runs "
+        "the base model sampled at each (base@0.7, base@1, ...).",
+    )
+    common_states: bool = Field(
+        True,
+        description="Score every policy's exact P(action | state) on one shared state per "
+        "held-out question (its step-1 state: the prompt, no rollout): one forward pass per "
+        "question and policy, on every held-out question.",
+    )
+    rollout_questions: int | None = Field(
+        None,
+        gt=0,
+        description="Full rollouts (accuracy, on-policy entropy) on a subset of this many "
+        "held-out questions, the same number from each category (a stratified subset of the "
+        "pool the common states use); empty: every held-out question.",
     )
     extra_adapters: dict[str, str] = Field(
         default_factory=dict, description="More policies: name -> PEFT adapter folder."
@@ -464,3 +495,15 @@ class EvaluationConfig(Section):
     seed: int = Field(
         0, description="Seed of sampled policies and of the guess when no answer is read."
     )
+
+    @model_validator(mode="after")
+    def _check_temperatures(self) -> EvaluationConfig:
+        bad = [t for t in self.temperatures if t <= 0]
+        if bad or not self.temperatures:
+            raise ValueError(
+                f"evaluation.temperatures must be > 0 (got {self.temperatures}); greedy "
+                "decoding is the base policy"
+            )
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError(f"evaluation.temperatures repeats a value: {self.temperatures}")
+        return self

@@ -20,6 +20,7 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     return path
 
+
 def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     import matplotlib
 

@@ -9,8 +9,10 @@ sandbox as synthesis, for up to ``evaluation.steps`` steps.
 - Letters come only from the model's own text, through MMLU-Pro's cascade. A question with
   no readable answer gets a guess that depends only on (evaluation.seed, question), so every
   policy guesses the same letter for the same question.
-- Policy ``base@T`` is the base model sampled at ``evaluation.sampling_temperature``; the
-  others decode greedily.
+- Policies ``base@0.7``, ``base@1``, ... are the base model sampled at each of
+  ``evaluation.temperatures``; the others decode greedily (``policies.py``). A sampled policy
+  stores the tempered distribution its action was drawn from, p^(1/T) renormalised; a greedy
+  one the model's own distribution.
 - ``rollout.tool_retries``: a step whose tool call fails is repaired by the policy itself
   (``repair.py``) before its observation enters the state.
 """
@@ -22,9 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.config import SAMPLED_POLICY, RunConfig
+from spark_core.config import RunConfig
 from spark_core.data.answers import LETTERS, read_letter
-from spark_core.models.action_scoring import action_names
+from spark_core.evaluation.policies import evaluated_policy
+from spark_core.models.action_scoring import action_names, tempered
 from spark_core.models.calls import Generator
 from spark_core.models.policy_step import PolicyStep, StepRequest
 from spark_core.models.requests import ChatRequest
@@ -44,7 +47,8 @@ from spark_core.synthesis.rollout import Question, answer_request, policy_messag
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "4"  # 3: failed tool calls repaired at the step (rollout.tool_retries)
+CODE_VERSION = "5"  # 5: tempered distributions stored, the seed column, one base@T per T
+# 3: failed tool calls repaired at the step (rollout.tool_retries)
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
 EVAL_ROWS_SCHEMA = pa.schema(
     [
@@ -74,13 +78,10 @@ EVAL_ROWS_SCHEMA = pa.schema(
         pa.field("parse_problems", pa.int32(), nullable=False),
         pa.field("decoding", pa.string(), nullable=False),
         pa.field("temperature", pa.float64(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),  # the adapter's training seed; -1: none
         pa.field("transcript", pa.string(), nullable=False),
     ]
 )
-
-
-def policy_temperature(cfg: RunConfig, policy: str) -> float:
-    return cfg.evaluation.sampling_temperature if policy == SAMPLED_POLICY else 0.0
 
 
 def guess_letter(seed: int, question_id: int, n_options: int) -> str:
@@ -118,9 +119,11 @@ def _free_steps(
 def evaluate_policy(
     cfg: RunConfig, policy: str, questions: list[Question], generator: Generator, sandbox: Sandbox
 ) -> pa.Table:
-    """Roll the policy out on every question; one row per question."""
+    """Roll the policy out on every question; one row per question. ``policy`` names one
+    of ``evaluated_policies`` (its temperature, seed and report name come from there)."""
     actions, names = cfg.rollout.actions, action_names(cfg.rollout.actions)
-    decoding, temperature = cfg.evaluation.action_decoding, policy_temperature(cfg, policy)
+    target = evaluated_policy(cfg, policy)
+    decoding, temperature = cfg.evaluation.action_decoding, target.temperature
     state: dict[int, dict[str, Any]] = {
         q.question_id: {
             "trajectory": "",
@@ -173,9 +176,8 @@ def evaluate_policy(
             s["actions"].append(result.action)
             s["repairs"].append(0)
             s["repaired"].append(False)
-            s["probs"].append([result.distribution.get(n, 0.0) for n in names])
-            if not result.distribution:
-                s["probs"][-1] = []
+            probs = [result.distribution.get(n, 0.0) for n in names]
+            s["probs"].append(tempered(probs, temperature) if result.distribution else [])
             steps[q.question_id] = (result, own_text)
             if result.action == ANSWER:
                 s["done"] = True
@@ -244,7 +246,7 @@ def evaluate_policy(
             s["source"] = "guess"
         rows.append(
             {
-                "policy": policy,
+                "policy": target.policy,
                 "question_id": q.question_id,
                 "category": q.category,
                 "answer": q.answer,
@@ -266,6 +268,7 @@ def evaluate_policy(
                 "parse_problems": s["problems"],
                 "decoding": decoding,
                 "temperature": temperature,
+                "seed": target.seed,
                 "transcript": s["trajectory"],
             }
         )

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
-from spark_core.models.prefix_cache import cache_arg
+from spark_core.models.prefix_cache import cache_arg, common_prefix_len
+
+SHARED_PREFIX_MIN = 32  # shorter shared prefixes are read with the rows (one pass is cheaper)
 
 
 class KVSession:
@@ -36,7 +38,12 @@ class KVSession:
 
     @torch.inference_mode()
     def start(self, rows: list[list[int]]) -> torch.Tensor:
-        """Read the prompts (left-padded, one forward pass); returns the next-token logits."""
+        """Read the prompts; returns the next-token logits. Prompts that share a long prefix
+        (the system prompt every state carries) read it once: its cache is computed for one
+        row, repeated, and only each row's own tokens run on top of it (right-padded)."""
+        shared = common_prefix_len(rows) if len(rows) > 1 else 0
+        if shared >= SHARED_PREFIX_MIN:
+            return self._start_shared(rows, shared)
         width = max(len(r) for r in rows)
         ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
@@ -53,9 +60,24 @@ class KVSession:
         self.last = out.logits[:, -1].float()
         return self.last
 
+    def _start_shared(self, rows: list[list[int]], shared: int) -> torch.Tensor:
+        prefix = torch.tensor([rows[0][:shared]], device=self.device)
+        out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        self.cache = getattr(out, self.arg)
+        self.cache.batch_repeat_interleave(len(rows))
+        self.mask = torch.ones(len(rows), shared, dtype=torch.long)
+        self.next_pos = torch.full((len(rows),), shared, dtype=torch.long)
+        self.last = out.logits[:, -1].float().expand(len(rows), -1)
+        return self._feed([r[shared:] for r in rows], keep_all=False)
+
     @torch.inference_mode()
     def feed(self, tokens: list[list[int]]) -> torch.Tensor:
         """Append each row's tokens (a row may get none); returns the updated last logits."""
+        return self._feed(tokens, keep_all=True)
+
+    def _feed(self, tokens: list[list[int]], keep_all: bool) -> torch.Tensor:
+        """``keep_all``: every fed position's logits are kept (``step_logits``, which forks
+        read); otherwise only each row's last position is projected on the vocabulary."""
         lengths = [len(t) for t in tokens]
         width = max(lengths)
         if width == 0:
@@ -64,20 +86,25 @@ class KVSession:
         new_mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
         mask = torch.cat([self.mask, new_mask], dim=1)
         positions = self.next_pos[:, None] + torch.arange(width)[None, :]
+        ends = sorted({n - 1 for n in lengths if n})  # the positions whose logits are read
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
             use_cache=True,
+            logits_to_keep=0 if keep_all else torch.tensor(ends, device=self.device),
             **{self.arg: self.cache},
         )
         self.cache, self.mask = getattr(out, self.arg), mask
         self.next_pos = self.next_pos + torch.tensor(lengths)
-        self.step_logits = out.logits.float()
+        logits = out.logits.float()
+        if keep_all:
+            self.step_logits = logits
+        column = {p: (p if keep_all else k) for k, p in enumerate(ends)}
         last = self.last.clone()
         for i, n in enumerate(lengths):
             if n:
-                last[i] = self.step_logits[i, n - 1]
+                last[i] = logits[i, column[n - 1]]
         self.last = last
         return last
 
