@@ -444,8 +444,10 @@ class EvaluationConfig(Section):
         "them (its exact distribution is stored); free: the model writes the whole step and "
         "an unparsable action counts as invalid.",
     )
-    sampling_temperature: float = Field(
-        1.0, gt=0, description="Temperature of the base@T sampling baseline."
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.7, 1.0, 1.3, 1.6],
+        description="Temperatures of the base@T sampling baselines: base@T in policies runs "
+        "the base model sampled at each (base@0.7, base@1, ...).",
     )
     extra_adapters: dict[str, str] = Field(
         default_factory=dict, description="More policies: name -> PEFT adapter folder."
@@ -464,3 +466,45 @@ class EvaluationConfig(Section):
     seed: int = Field(
         0, description="Seed of sampled policies and of the guess when no answer is read."
     )
+    claims: list[
+        Literal[
+            "accuracy_noninferior_base",
+            "accuracy_noninferior_sft",
+            "entropy_above_base",
+            "entropy_above_sft",
+            "entropy_above_sampling",
+        ]
+    ] = Field(
+        default_factory=lambda: [
+            "accuracy_noninferior_base",
+            "accuracy_noninferior_sft",
+            "entropy_above_base",
+            "entropy_above_sft",
+            "entropy_above_sampling",
+        ],
+        description="The pre-declared family of claims the report tests (Holm-adjusted "
+        "together): SPaRK's accuracy non-inferior to base / SFT, its common-state "
+        "tool-selection entropy above base / SFT / each base@T sampling baseline.",
+    )
+    noninferiority_margin: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="Non-inferiority margin of the accuracy claims (0.02 = 2 points): SPaRK "
+        "is non-inferior when the 95% CI of its accuracy minus the other's lies above -margin.",
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="Family-wise error rate of the claims (Holm)."
+    )
+    power: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="Power at which an inconclusive claim's needed sample size is computed.",
+    )
+
+    @property
+    def sampling_temperature(self) -> float:
+        """Provisional (issue-23-report branch only): the first of ``temperatures`` for the
+        code that still reads one temperature; the issue-23 lead's branch removes its users."""
+        return self.temperatures[0]
