@@ -505,6 +505,7 @@ class EvaluationConfig(Section):
 
     @property
     def sampling_temperature(self) -> float:
-        """Provisional (issue-23-report branch only): the first of ``temperatures`` for the
-        code that still reads one temperature; the issue-23 lead's branch removes its users."""
-        return self.temperatures[0]
+        """Provisional (issue-23-report branch only), for the code that still reads one
+        temperature: 1.0 (the old default) where listed, else the first; the issue-23 lead's
+        branch removes its users and this property."""
+        return 1.0 if 1.0 in self.temperatures else self.temperatures[0]
