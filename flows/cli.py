@@ -173,7 +173,7 @@ def _print_report(cfg: RunConfig, result: Any) -> None:
     ):
         view.add_column(column, justify="left" if column == "policy" else "right")
     for r in rows:
-        if r["category"] == OVERALL:
+        if r["category"] == OVERALL and r["seed"] == -1:  # pooled over seeds
             view.add_row(
                 r["policy"],
                 f"{r['accuracy']:.1%}",

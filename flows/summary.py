@@ -133,7 +133,7 @@ def _describe(cfg: RunConfig, row: StageRow, result: Any) -> None:
         row.counts = f"{len(result.trained)} adapters ({', '.join(result.trained)})"
     elif row.stage == "evaluate":
         summary = store_for(cfg).read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
-        overall = [r for r in summary if r["category"] == OVERALL]
+        overall = [r for r in summary if r["category"] == OVERALL and r["seed"] == -1]
         row.extra["overall"] = overall
         row.counts = (
             f"{len(overall)} policies on {overall[0]['n'] if overall else 0} eval questions"

@@ -3,6 +3,7 @@ report (Parquet, Markdown, PNGs, Prefect artifacts)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -11,7 +12,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
-from spark_core.evaluation.assemble import build_report
+from spark_core.evaluation.assemble import STORED_BESIDE, build_report
+from spark_core.evaluation.common_schema import COMMON_STATES_SCHEMA
 from spark_core.evaluation.common_states import stratified_subset
 from spark_core.evaluation.model_calls import CALLS_SCHEMA, calls_table
 from spark_core.evaluation.policies import evaluated_policy
@@ -137,18 +139,26 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
 def report(
     cfg: RunConfig, eval_rows: list[ArtifactRef], common_states: ArtifactRef | None = None
 ) -> Report:
-    """eval_summary (policy x category), usage, paired tests, tool productivity and the
-    per-category tool maps, Markdown + PNG report."""
+    """The claims, eval_summary (policy x category), usage, paired tests, common-state
+    entropy, tool productivity and the per-category tool maps, Markdown + PNG report."""
     store = store_for(cfg)
-    key = canonical_hash([r.content_hash for r in eval_rows])[:16]
+    hashes = [r.content_hash for r in eval_rows]
+    key = canonical_hash(hashes + ([common_states.content_hash] if common_states else []))[:16]
     local = report_folder(cfg.runtime.run_dir(), _run_id() or key)
-    built = build_report(cfg, rows(store, eval_rows, EVAL_ROWS_SCHEMA), local)
+    common = rows(store, [common_states], COMMON_STATES_SCHEMA) if common_states else None
+    built = build_report(cfg, rows(store, eval_rows, EVAL_ROWS_SCHEMA), local, common)
     point_latest(local)
     meta = {"stage": "evaluate", "config": cfg.section("evaluation"), "inputs": {"eval_rows": key}}
     folder = f"evaluate/report_{key}"
     refs = {
         name: store.write(f"{folder}/eval_{name}", table, schema, **meta)
         for name, (table, schema) in built.tables.items()
+    }
+    beside = {"claims": built.claims, "common_entropy": built.common_entropy}
+    refs |= {
+        name: store.write(f"{folder}/eval_{name}", table, STORED_BESIDE[name], **meta)
+        for name, table in beside.items()
+        if table is not None
     }
     if not store.is_local:  # publish the report next to the artifacts
         store.put_folder(local, f"{folder}/report")
@@ -161,9 +171,21 @@ def report(
         description="SPaRK evaluation report",
     )
     create_table_artifact(
-        [r for r in built.tables["summary"][0].to_pylist() if r["category"] == "overall"],
+        [
+            r
+            for r in built.tables["summary"][0].to_pylist()
+            if r["category"] == "overall" and r["seed"] == -1  # pooled over seeds
+        ],
         key=f"{slug}-overall",
         description="Accuracy and entropy per policy",
+    )
+    create_table_artifact(
+        [
+            {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in r.items()}
+            for r in built.claims.to_pylist()
+        ],
+        key=f"{slug}-claims",
+        description="The paper's claims: estimate, 95% CI, Holm-adjusted p, verdict",
     )
     create_table_artifact(
         overall_records(built.tables["productivity"][0]),
@@ -176,6 +198,7 @@ def report(
         html=str(built.html),
         images=tuple(str(p) for p in built.images.values()),
         tool_maps=tuple(str(p) for p in built.tool_maps.values()),
+        accuracy_entropy=str(built.accuracy_entropy),
         model_calls=tuple(store.ref(r.name.replace("/rows_", "/calls_")) for r in eval_rows),
     )
 

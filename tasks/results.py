@@ -114,6 +114,9 @@ class Report:
     tool_maps: tuple[str, ...]  # one category x action heat map per policy
     repairs: ArtifactRef | None = None  # repairs per policy x tool (rollout.tool_retries > 0)
     model_calls: tuple[ArtifactRef, ...] = ()  # each evaluated policy's model calls
+    claims: ArtifactRef | None = None  # the paper's claims with verdicts (claims.py)
+    common_entropy: ArtifactRef | None = None  # per policy; None without common states
+    accuracy_entropy: str = ""  # the accuracy against entropy chart (PNG)
 
 
 @dataclass(frozen=True)

@@ -496,6 +496,43 @@ class EvaluationConfig(Section):
         0, description="Seed of sampled policies and of the guess when no answer is read."
     )
 
+    claims: list[
+        Literal[
+            "accuracy_noninferior_base",
+            "accuracy_noninferior_sft",
+            "entropy_above_base",
+            "entropy_above_sft",
+            "entropy_above_sampling",
+        ]
+    ] = Field(
+        default_factory=lambda: [
+            "accuracy_noninferior_base",
+            "accuracy_noninferior_sft",
+            "entropy_above_base",
+            "entropy_above_sft",
+            "entropy_above_sampling",
+        ],
+        description="The pre-declared family of claims the report tests (Holm-adjusted "
+        "together): SPaRK's accuracy non-inferior to base / SFT, its common-state "
+        "tool-selection entropy above base / SFT / each base@T sampling baseline.",
+    )
+    noninferiority_margin: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="Non-inferiority margin of the accuracy claims (0.02 = 2 points): SPaRK "
+        "is non-inferior when the 95% CI of its accuracy minus the other's lies above -margin.",
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="Family-wise error rate of the claims (Holm)."
+    )
+    power: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="Power at which an inconclusive claim's needed sample size is computed.",
+    )
+
     @model_validator(mode="after")
     def _check_temperatures(self) -> EvaluationConfig:
         bad = [t for t in self.temperatures if t <= 0]

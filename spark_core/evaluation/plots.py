@@ -1,9 +1,11 @@
 """The report's PNG plots: accuracy per category with 95% CIs, the action usage heat map,
-tool-selection entropy (per-state and pooled) with bootstrap CIs, and one category x action
-tool map per policy."""
+tool-selection entropy (per-state and pooled) with bootstrap CIs, accuracy against entropy
+(every policy, the base@T sampling baselines joined), and one category x action tool map per
+policy."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -29,7 +31,7 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     import numpy as np
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = summary.to_pylist()
+    rows = [r for r in summary.to_pylist() if r["seed"] == -1]  # pooled over seeds
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     categories = [OVERALL] + sorted({r["category"] for r in rows} - {OVERALL})
     cell = {(r["policy"], r["category"]): r for r in rows}
@@ -111,6 +113,72 @@ def plot(summary: pa.Table, usage: pa.Table, out_dir: Path) -> dict[str, Path]:
     ax.legend()
     paths["entropy"] = _save(fig, out_dir / "entropy.png")
     return paths
+
+
+def entropy_points(summary: pa.Table, common: pa.Table | None) -> list[dict]:
+    """Per policy (pooled over seeds): accuracy and an entropy, each with its 95% CI. The
+    entropy is the common-state one where the policy has common states, else the on-policy
+    per-state entropy without ``answer`` (the pooled entropy under free decoding)."""
+    shared = {r["policy"]: r for r in (common.to_pylist() if common else []) if r["seed"] == -1}
+    points = []
+    for r in summary.to_pylist():
+        if r["seed"] != -1 or r["category"] != OVERALL:
+            continue
+        c = shared.get(r["policy"])
+        if c is not None:
+            x = (c["entropy_bits"], c["ci_low"], c["ci_high"], "common-state")
+        elif not math.isnan(r["tool_state_entropy_bits"]):
+            t = (
+                "tool_state_entropy_bits",
+                "tool_state_entropy_ci_low",
+                "tool_state_entropy_ci_high",
+            )
+            x = (*(r[k] for k in t), "on-policy per-state")
+        else:
+            x = (r["entropy_bits"], r["entropy_ci_low"], r["entropy_ci_high"], "pooled")
+        points.append(
+            {
+                "policy": r["policy"],
+                "accuracy": (r["accuracy"], r["ci_low"], r["ci_high"]),
+                "entropy": x[:3],
+                "figure": x[3],
+            }
+        )
+    return points
+
+
+def plot_accuracy_entropy(summary: pa.Table, common: pa.Table | None, out_dir: Path) -> Path:
+    """Accuracy against tool-selection entropy, 95% CIs on both axes: "more diverse at the
+    same accuracy than sampling" reads as SPaRK right of the base@T curve at its height."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    points = entropy_points(summary, common)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for p in points:
+        (y, ylo, yhi), (x, xlo, xhi) = p["accuracy"], p["entropy"]
+        sampled = p["policy"].startswith("base@")
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[max(0.0, x - xlo)], [max(0.0, xhi - x)]],
+            yerr=[[max(0.0, y - ylo)], [max(0.0, yhi - y)]],
+            fmt="s" if sampled else "o",
+            color="grey" if sampled else None,
+            capsize=3,
+        )
+        ax.annotate(p["policy"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    curve = sorted((p["entropy"][0], p["accuracy"][0]) for p in points if "@" in p["policy"])
+    if len(curve) > 1:
+        ax.plot(*zip(*curve, strict=True), "--", color="grey", linewidth=1)
+    figures = sorted({p["figure"] for p in points})
+    ax.set_xlabel(f"tool-selection entropy, bits ({', '.join(figures)}; 95% CI)")
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_title("Accuracy against tool-selection entropy")
+    return _save(fig, out_dir / "accuracy_vs_entropy.png")
 
 
 def _slug(policy: str) -> str:

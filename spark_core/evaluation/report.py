@@ -1,5 +1,6 @@
-"""Evaluation summary tables and the report: Markdown plus PNG plots (accuracy per category
-with 95% CIs, action usage heat map, tool-selection entropy)."""
+"""Evaluation summary tables (per policy x category, pooled over training seeds, plus one
+overall row per seed), action usage, the paired tests, and the report's HTML. The Markdown is
+in report_text.py, the claims in claims.py."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.evaluation.repairs import repair_lines
+from spark_core.evaluation.seeds import (
+    UNTRAINED,
+    flatten,
+    hierarchical_bootstrap,
+    seed_groups,
+    seed_of,
+)
 from spark_core.evaluation.stats import (
     accuracy,
-    bootstrap_ci,
-    bootstrap_stat,
     mcnemar_exact,
     paired_permutation_test,
     pooled_entropy,
@@ -32,8 +37,9 @@ _F = pa.float64()
 SUMMARY_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),  # -1: pooled over seeds / untrained
         pa.field("category", pa.string(), nullable=False),
-        pa.field("n", pa.int64(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),  # questions
         pa.field("accuracy", _F, nullable=False),
         pa.field("ci_low", _F, nullable=False),
         pa.field("ci_high", _F, nullable=False),
@@ -69,6 +75,8 @@ PAIRS_SCHEMA = pa.schema(
     [
         pa.field("policy_a", pa.string(), nullable=False),
         pa.field("policy_b", pa.string(), nullable=False),
+        pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained
+        pa.field("seed_b", pa.int64(), nullable=False),
         pa.field("accuracy_a", _F, nullable=False),
         pa.field("accuracy_b", _F, nullable=False),
         pa.field("only_a_correct", pa.int64(), nullable=False),
@@ -81,6 +89,8 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
     [
         pa.field("policy_a", pa.string(), nullable=False),
         pa.field("policy_b", pa.string(), nullable=False),
+        pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained
+        pa.field("seed_b", pa.int64(), nullable=False),
         pa.field("figure", pa.string(), nullable=False),  # per-state | pooled
         pa.field("n_questions", pa.int64(), nullable=False),
         pa.field("entropy_a", _F, nullable=False),
@@ -110,29 +120,43 @@ def _norm(bits: float, n: int) -> float:
     return bits / math.log2(n) if n > 1 else float("nan")
 
 
+def _figure(
+    rows: list[dict[str, Any]], figure: str, statistic, samples: int, seed: int
+) -> tuple[float, float, float]:
+    """(value, CI low, CI high) of a figure of rows pooled over their seeds: the point value
+    from every seed's units, the interval from the hierarchical bootstrap (seeds, questions)."""
+    if figure == "accuracy":
+        groups = seed_groups(rows, lambda r: r["correct"])
+    else:
+        groups = seed_groups(rows, lambda r: _units([r], figure)[0])
+    lo, hi = hierarchical_bootstrap(groups, statistic, samples, seed)
+    return statistic(flatten(groups)), lo, hi
+
+
 def _row(
-    policy: str, category: str, rows: list[dict[str, Any]], n_actions: int, samples: int, seed: int
+    policy: str,
+    category: str,
+    rows: list[dict[str, Any]],
+    n_actions: int,
+    samples: int,
+    seed: int,
+    row_seed: int = UNTRAINED,
 ) -> dict[str, Any]:
-    correct = [r["correct"] for r in rows]
+    """One summary row of rows of one policy (one seed, or all its seeds pooled)."""
     answered = [r["correct"] for r in rows if not r["no_answer"]]
-    lo, hi = bootstrap_ci(correct, samples, seed)
+    acc, lo, hi = _figure(rows, "accuracy", accuracy, samples, seed)
     calls = sum(r["tool_calls"] for r in rows)
     steps = sum(len(r["actions"]) for r in rows)
-    per_state = _units(rows, "per-state")
-    pooled = _units(rows, "pooled")
-    state_bits = pooled_mean(per_state)
-    s_lo, s_hi = bootstrap_stat(per_state, pooled_mean, samples, seed)
-    per_tool_state = _units(rows, "per-state tools")
-    tool_bits = pooled_mean(per_tool_state)
-    t_lo, t_hi = bootstrap_stat(per_tool_state, pooled_mean, samples, seed)
-    pooled_bits = pooled_entropy(pooled)
-    p_lo, p_hi = bootstrap_stat(pooled, pooled_entropy, samples, seed)
+    state_bits, s_lo, s_hi = _figure(rows, "per-state", pooled_mean, samples, seed)
+    tool_bits, t_lo, t_hi = _figure(rows, "per-state tools", pooled_mean, samples, seed)
+    pooled_bits, p_lo, p_hi = _figure(rows, "pooled", pooled_entropy, samples, seed)
     n_names = len(rows[0]["action_names"]) if rows else 0
     return {
         "policy": policy,
+        "seed": row_seed,
         "category": category,
-        "n": len(rows),
-        "accuracy": accuracy(correct),
+        "n": len({r["question_id"] for r in rows}),
+        "accuracy": acc,
         "ci_low": lo,
         "ci_high": hi,
         "answered_accuracy": accuracy(answered),
@@ -155,9 +179,30 @@ def _row(
     }
 
 
-def _paired(rows: list[dict[str, Any]], a: str, b: str) -> tuple[list[dict], list[dict]]:
-    """Both policies' rows on the questions they share, in question order."""
-    mine = {p: {r["question_id"]: r for r in rows if r["policy"] == p} for p in (a, b)}
+Side = tuple[str, int]  # (policy, training seed)
+
+
+def seeds_of(rows: list[dict[str, Any]], policy: str) -> list[int]:
+    """A policy's training seeds in the order they appear ([-1] for an untrained policy)."""
+    return list(dict.fromkeys(seed_of(r) for r in rows if r["policy"] == policy))
+
+
+def seed_pairs(rows: list[dict[str, Any]], a: str, b: str) -> list[tuple[Side, Side]]:
+    """The (policy, seed) pairs a per-question test compares: seed by seed when both
+    policies have the same seeds, else every seed of one against every seed of the other, so
+    no seed's rows are dropped."""
+    sa, sb = seeds_of(rows, a), seeds_of(rows, b)
+    if sa == sb:
+        return [((a, s), (b, s)) for s in sa]
+    return [((a, x), (b, y)) for x in sa for y in sb]
+
+
+def _paired(rows: list[dict[str, Any]], a: Side, b: Side) -> tuple[list[dict], list[dict]]:
+    """Both sides' rows (one policy and seed each) on the questions they share, in order."""
+    mine = {
+        side: {r["question_id"]: r for r in rows if (r["policy"], seed_of(r)) == side}
+        for side in (a, b)
+    }
     shared = sorted(set(mine[a]) & set(mine[b]))
     return [mine[a][q] for q in shared], [mine[b][q] for q in shared]
 
@@ -165,34 +210,38 @@ def _paired(rows: list[dict[str, Any]], a: str, b: str) -> tuple[list[dict], lis
 def entropy_tests(
     rows: list[dict[str, Any]], policies: list[str], samples: int = 10_000, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """SPaRK against every other policy: paired permutation tests over questions of the
-    per-state and the pooled entropy differences."""
+    """SPaRK against every other policy, seed by seed (seed_pairs): paired permutation tests
+    over questions of the per-state and the pooled entropy differences."""
     out = []
     for other in [p for p in policies if p != TESTED] if TESTED in policies else []:
-        ra, rb = _paired(rows, TESTED, other)
-        for figure, statistic in FIGURES.items():
-            ua, ub = _units(ra, figure), _units(rb, figure)
-            diff, p = paired_permutation_test(ua, ub, statistic, samples, seed)
-            out.append(
-                {
-                    "policy_a": TESTED,
-                    "policy_b": other,
-                    "figure": figure,
-                    "n_questions": len(ra),
-                    "entropy_a": statistic(ua),
-                    "entropy_b": statistic(ub),
-                    "difference": diff,
-                    "p_value": p,
-                }
-            )
+        for side_a, side_b in seed_pairs(rows, TESTED, other):
+            ra, rb = _paired(rows, side_a, side_b)
+            for figure, statistic in FIGURES.items():
+                ua, ub = _units(ra, figure), _units(rb, figure)
+                diff, p = paired_permutation_test(ua, ub, statistic, samples, seed)
+                out.append(
+                    {
+                        "policy_a": TESTED,
+                        "policy_b": other,
+                        "seed_a": side_a[1],
+                        "seed_b": side_b[1],
+                        "figure": figure,
+                        "n_questions": len(ra),
+                        "entropy_a": statistic(ua),
+                        "entropy_b": statistic(ub),
+                        "difference": diff,
+                        "p_value": p,
+                    }
+                )
     return out
 
 
 def summarize(
     rows: list[dict[str, Any]], actions: list[str], samples: int = 1000, seed: int = 0
 ) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
-    """(summary per policy x category and overall, action usage, paired McNemar tests,
-    paired entropy tests)."""
+    """(summary per policy x category and overall, pooled over each policy's seeds (seed -1),
+    plus each seed's overall row where a policy has several; action usage; paired McNemar
+    tests and paired entropy tests, seed by seed)."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     summary, usage_rows, pairs = [], [], []
     shown = [*actions, INVALID] if any(r["invalid_actions"] for r in rows) else list(actions)
@@ -202,14 +251,18 @@ def summarize(
         for category in sorted({r["category"] for r in mine}):
             subset = [r for r in mine if r["category"] == category]
             summary.append(_row(policy, category, subset, len(actions), samples, seed))
+        seeds = seeds_of(rows, policy)
+        for s in seeds if len(seeds) > 1 else []:  # each seed's own overall row
+            subset = [r for r in mine if seed_of(r) == s]
+            summary.append(_row(policy, OVERALL, subset, len(actions), samples, seed, s))
         counts = Counter(a for r in mine for a in r["actions"] if a != ANSWER)
         total = sum(counts.values()) or 1
         usage_rows += [
             {"policy": policy, "action": a, "count": counts[a], "share": counts[a] / total}
             for a in shown
         ]
-    for a, b in combinations(policies, 2):
-        ra, rb = _paired(rows, a, b)
+    for side_a, side_b in (s for a, b in combinations(policies, 2) for s in seed_pairs(rows, a, b)):
+        ra, rb = _paired(rows, side_a, side_b)
         ca, cb = [r["correct"] for r in ra], [r["correct"] for r in rb]
         only_a, only_b, p = mcnemar_exact(ca, cb)
         guessed = sum(
@@ -218,8 +271,10 @@ def summarize(
         )
         pairs.append(
             {
-                "policy_a": a,
-                "policy_b": b,
+                "policy_a": side_a[0],
+                "policy_b": side_b[0],
+                "seed_a": side_a[1],
+                "seed_b": side_b[1],
                 "accuracy_a": accuracy(ca),
                 "accuracy_b": accuracy(cb),
                 "only_a_correct": only_a,
@@ -235,130 +290,6 @@ def summarize(
         pa.Table.from_pylist(pairs, schema=PAIRS_SCHEMA),
         pa.Table.from_pylist(tests, schema=ENTROPY_TESTS_SCHEMA),
     )
-
-
-def _pct(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.1%}"
-
-
-def _bits(value: float, low: float, high: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2f} ({low:.2f}–{high:.2f})"
-
-
-def _p(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.3g}"
-
-
-def _ratio(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2f}"
-
-
-def markdown(
-    summary: pa.Table,
-    usage: pa.Table,
-    pairs: pa.Table,
-    tests: pa.Table,
-    images: dict[str, Path],
-    setup: str = "",
-    repairs: pa.Table | None = None,  # evaluation/repairs.py; None: no repair section
-) -> str:
-    rows = summary.to_pylist()
-    policies = list(dict.fromkeys(r["policy"] for r in rows))
-    overall = {r["policy"]: r for r in rows if r["category"] == OVERALL}
-    lines = [
-        "# SPaRK evaluation report",
-        "",
-        *([setup, ""] if setup else []),
-        "## Overall",
-        "",
-        "| policy | n | accuracy (95% CI) | answered acc. | no-answer | invalid actions | "
-        "per-state H, bits (95% CI) | per-state H / log2 k | per-state H without `answer`, "
-        "bits (95% CI) | … / log2 m | pooled H, bits (95% CI) | "
-        "pooled H / log2 m | mean steps | tool errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for p in policies:
-        r = overall[p]
-        state = _bits(
-            r["state_entropy_bits"], r["state_entropy_ci_low"], r["state_entropy_ci_high"]
-        )
-        tools = _bits(
-            r["tool_state_entropy_bits"],
-            r["tool_state_entropy_ci_low"],
-            r["tool_state_entropy_ci_high"],
-        )
-        lines.append(
-            f"| {p} | {r['n']} | {r['accuracy']:.1%} ({r['ci_low']:.1%}–{r['ci_high']:.1%}) | "
-            f"{_pct(r['answered_accuracy'])} | {r['no_answer_rate']:.1%} | "
-            f"{r['invalid_rate']:.1%} | "
-            f"{state} | {_ratio(r['state_normalized_entropy'])} | "
-            f"{tools} | "
-            f"{_ratio(r['tool_state_normalized_entropy'])} | "
-            f"{_bits(r['entropy_bits'], r['entropy_ci_low'], r['entropy_ci_high'])} | "
-            f"{_ratio(r['normalized_entropy'])} | {r['mean_steps']:.2f} | "
-            f"{r['tool_error_rate']:.1%} |"
-        )
-    lines += [
-        "",
-        "## Entropy tests (paired permutation test over questions, two-sided)",
-        "",
-        "| A | B | figure | questions | H(A), bits | H(B), bits | A − B | p |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in tests.to_pylist():
-        lines.append(
-            f"| {r['policy_a']} | {r['policy_b']} | {r['figure']} | {r['n_questions']} | "
-            f"{_ratio(r['entropy_a'])} | {_ratio(r['entropy_b'])} | {_ratio(r['difference'])} | "
-            f"{_p(r['p_value'])} |"
-        )
-    if not tests.num_rows:
-        lines.append("| – | – | – | – | – | – | – | – |")
-    lines += [
-        "",
-        "## Paired accuracy differences (McNemar exact test, same questions)",
-        "",
-        "| A | B | acc A | acc B | only A right | only B right | of these, with a guess | p |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in pairs.to_pylist():
-        lines.append(
-            f"| {r['policy_a']} | {r['policy_b']} | {r['accuracy_a']:.1%} | "
-            f"{r['accuracy_b']:.1%} | {r['only_a_correct']} | {r['only_b_correct']} | "
-            f"{r['discordant_with_guess']} | {r['p_value']:.3g} |"
-        )
-    if repairs is not None:
-        lines += repair_lines(repairs)
-    categories = sorted({r["category"] for r in rows} - {OVERALL})
-    cell = {(r["policy"], r["category"]): r for r in rows}
-    lines += [
-        "",
-        "## Accuracy per category",
-        "",
-        "| category | " + " | ".join(policies) + " |",
-        "|---|" + "---|" * len(policies),
-    ]
-    for c in categories:
-        lines.append(
-            f"| {c} | "
-            + " | ".join(
-                f"{cell[(p, c)]['accuracy']:.0%} (n={cell[(p, c)]['n']})" if (p, c) in cell else "–"
-                for p in policies
-            )
-            + " |"
-        )
-    actions = list(dict.fromkeys(r["action"] for r in usage.to_pylist()))
-    share = {(r["policy"], r["action"]): r["share"] for r in usage.to_pylist()}
-    lines += [
-        "",
-        "## Action usage (share of steps)",
-        "",
-        "| policy | " + " | ".join(actions) + " |",
-        "|---|" + "---|" * len(actions),
-    ]
-    for p in policies:
-        lines.append(f"| {p} | " + " | ".join(f"{share[(p, a)]:.0%}" for a in actions) + " |")
-    lines += ["", "## Plots", ""] + [f"![{k}]({v.name})" for k, v in images.items()]
-    return "\n".join(lines) + "\n"
 
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")

@@ -1,5 +1,6 @@
-"""Exact statistics for the report: bootstrap CIs, McNemar's exact test, entropy, and a paired
-permutation test for entropy differences."""
+"""Exact statistics for the report: bootstrap CIs, McNemar's exact test, entropy, a paired
+permutation test for entropy differences, Holm's adjustment, Miller–Madow and the sample size a
+decision needs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import TypeVar
 
 from spark_core.metrics import entropy_bits
@@ -152,3 +154,43 @@ def mean_state_entropy(units: Sequence[Sequence[Sequence[float]]]) -> float:
 def pooled_entropy(units: Sequence[Sequence[str]]) -> float:
     """Entropy (bits) of the pooled counts of the actions chosen over all questions."""
     return entropy_bits(Counter(a for chosen in units for a in chosen))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: the i-th smallest p times
+    (m - i + 1), made monotone (running maximum) and capped at 1. Rejecting where the
+    adjusted p <= alpha controls the family-wise error rate at alpha."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def miller_madow_bits(counts: Sequence[int]) -> float:
+    """Miller–Madow corrected entropy (bits) of a count distribution: the plug-in entropy
+    plus (m_hat - 1) / (2 N ln 2), m_hat the values with a nonzero count, N the total; the
+    plug-in estimate is biased low by about that much. 0.0 without counts."""
+    n = sum(counts)
+    if n == 0:
+        return 0.0
+    m_hat = sum(c > 0 for c in counts)
+    return entropy_bits(counts) + (m_hat - 1) / (2 * n * math.log(2))
+
+
+def questions_needed(
+    effect: float, se: float, n: int, null: float, alpha: float, power: float
+) -> float:
+    """Questions a one-sided level-alpha test of effect > null (or < null when the effect
+    is below it) would need for the given power, by the normal approximation:
+    n * ((z_{1-alpha} + z_power) * se / (effect - null))^2, where se is the standard error
+    at n questions (so se * sqrt(n) is the per-question standard deviation). inf when the
+    effect equals the null; NaN without a standard error."""
+    if math.isnan(se) or math.isnan(effect) or n == 0:
+        return float("nan")
+    if effect == null:
+        return math.inf
+    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
+    return math.ceil(n * (z * se / (effect - null)) ** 2)

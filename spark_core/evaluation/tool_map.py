@@ -1,7 +1,9 @@
 """The per-category tool map: which actions each policy takes in which category (the point of
 diverse tool use is the right tool for the domain), and the entropy of each category's action
 distribution, with the same definition as the report's pooled tool-selection entropy (bits,
-over the chosen tools and ``cot``; ``answer`` and ``invalid`` are not choices)."""
+over the chosen tools and ``cot``; ``answer`` and ``invalid`` are not choices), with a
+bootstrap CI over questions (and training seeds) and the Miller–Madow corrected value, whose
+plug-in bias of about (m_hat - 1) / (2 N ln 2) bits differs with each policy's step count."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import pyarrow as pa
 
 from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA, productivity, productivity_lines
 from spark_core.evaluation.report import OVERALL
-from spark_core.evaluation.stats import pooled_entropy
+from spark_core.evaluation.seeds import flatten, hierarchical_bootstrap, seed_groups
+from spark_core.evaluation.stats import miller_madow_bits, pooled_entropy
+from spark_core.metrics import entropy_bits
 from spark_core.synthesis.action_format import ANSWER, INVALID
 
 _F = pa.float64()
@@ -31,12 +35,66 @@ TOOL_MAP_SCHEMA = pa.schema(
 CATEGORY_ENTROPY_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),  # a category or "overall"
+        # a category, "overall", or CONDITIONAL: H(action | category)
+        pa.field("category", pa.string(), nullable=False),
         pa.field("choices", pa.int64(), nullable=False),  # steps choosing a tool or cot
         pa.field("entropy_bits", _F, nullable=False),  # 0.0 without choices, as eval_summary
         pa.field("normalized_entropy", _F, nullable=False),  # / log2 m, m = len(actions)
+        pa.field("entropy_ci_low", _F, nullable=False),  # 95% bootstrap over questions
+        pa.field("entropy_ci_high", _F, nullable=False),
+        pa.field("actions_seen", pa.int64(), nullable=False),  # m_hat: nonzero counts
+        pa.field("entropy_mm_bits", _F, nullable=False),  # Miller–Madow corrected
     ]
 )
+CONDITIONAL = "H(action | category)"  # the category-entropy row of the weighted mean
+
+
+def _category_units(row: dict[str, Any]) -> tuple[str, list[str]]:
+    return row["category"], _choices(row)
+
+
+def conditional_bits(units: list[tuple[str, list[str]]], correct: bool = False) -> float:
+    """H(action | category) of (category, chosen actions) units: each category's entropy
+    (Miller–Madow corrected when ``correct``) weighted by its share of the choices."""
+    counts: dict[str, Counter] = {}
+    for category, chosen in units:
+        counts.setdefault(category, Counter()).update(chosen)
+    total = sum(sum(c.values()) for c in counts.values())
+    if not total:
+        return float("nan")
+    measure = miller_madow_bits if correct else entropy_bits
+    return sum(sum(c.values()) * measure(list(c.values())) for c in counts.values()) / total
+
+
+def _entropy_row(
+    policy: str, category: str, rows: list[dict[str, Any]], norm: float, samples: int, seed: int
+) -> dict[str, Any]:
+    """One category's (or overall) entropy row, or the CONDITIONAL row of all the rows."""
+    if category == CONDITIONAL:
+        groups = seed_groups(rows, _category_units)
+        units = flatten(groups)
+        bits, mm = conditional_bits(units), conditional_bits(units, correct=True)
+        lo, hi = hierarchical_bootstrap(groups, conditional_bits, samples, seed)
+        choices = sum(len(u[1]) for u in units)
+        seen = len({a for u in units for a in u[1]})
+    else:
+        groups = seed_groups(rows, _choices)
+        units = flatten(groups)
+        counts = Counter(a for u in units for a in u)
+        bits, mm = pooled_entropy(units), miller_madow_bits(list(counts.values()))
+        lo, hi = hierarchical_bootstrap(groups, pooled_entropy, samples, seed)
+        choices, seen = sum(counts.values()), len(counts)
+    return {
+        "policy": policy,
+        "category": category,
+        "choices": choices,
+        "entropy_bits": bits,
+        "normalized_entropy": bits / norm,
+        "entropy_ci_low": lo,
+        "entropy_ci_high": hi,
+        "actions_seen": seen,
+        "entropy_mm_bits": mm,
+    }
 
 
 def _choices(row: dict[str, Any]) -> list[str]:
@@ -44,30 +102,24 @@ def _choices(row: dict[str, Any]) -> list[str]:
     return [a for a in row["actions"] if a not in (ANSWER, INVALID)]
 
 
-def tool_map(rows: list[dict[str, Any]], actions: list[str]) -> tuple[pa.Table, pa.Table]:
+def tool_map(
+    rows: list[dict[str, Any]], actions: list[str], samples: int = 1000, seed: int = 0
+) -> tuple[pa.Table, pa.Table]:
     """(counts and shares per policy x sorted category x action, in the configured action
-    order plus ``invalid`` where any step was invalid; entropy per policy x category and
-    overall). Policies in the order they appear."""
+    order plus ``invalid`` where any step was invalid; entropy per policy x category, overall
+    and H(action | category), pooled over training seeds). Policies in the order they
+    appear."""
     shown = [*actions, INVALID] if any(r["invalid_actions"] for r in rows) else list(actions)
     norm = math.log2(len(actions)) if len(actions) > 1 else float("nan")
     cells, entropies = [], []
     for policy in dict.fromkeys(r["policy"] for r in rows):
         mine = [r for r in rows if r["policy"] == policy]
         categories = sorted({r["category"] for r in mine})
-        for category in [*categories, OVERALL]:
-            subset = [r for r in mine if category in (OVERALL, r["category"])]
-            units = [_choices(r) for r in subset]
-            bits = pooled_entropy(units)
-            entropies.append(
-                {
-                    "policy": policy,
-                    "category": category,
-                    "choices": sum(len(u) for u in units),
-                    "entropy_bits": bits,
-                    "normalized_entropy": bits / norm,
-                }
-            )
-            if category == OVERALL:
+        for category in [*categories, OVERALL, CONDITIONAL]:
+            whole = category in (OVERALL, CONDITIONAL)
+            subset = [r for r in mine if whole or r["category"] == category]
+            entropies.append(_entropy_row(policy, category, subset, norm, samples, seed))
+            if whole:
                 continue
             counts = Counter(a for r in subset for a in r["actions"] if a != ANSWER)
             total = sum(counts.values())
@@ -99,7 +151,11 @@ def grid(tmap: pa.Table, policy: str) -> tuple[list[str], list[str], list[list[f
 def conditional_entropy(entropy: pa.Table, policy: str) -> float:
     """H(action | category) in bits: the per-category entropies weighted by their share of
     the policy's choices. Far below the overall entropy means tools matched to categories."""
-    rows = [r for r in entropy.to_pylist() if r["policy"] == policy and r["category"] != OVERALL]
+    rows = [
+        r
+        for r in entropy.to_pylist()
+        if r["policy"] == policy and r["category"] not in (OVERALL, CONDITIONAL)
+    ]
     total = sum(r["choices"] for r in rows)
     return sum(r["choices"] * r["entropy_bits"] for r in rows) / total if total else float("nan")
 
@@ -109,7 +165,7 @@ def tool_map_lines(tmap: pa.Table, entropy: pa.Table, images: dict[str, Path]) -
     its heat map and the counts behind it."""
     cells, ent = tmap.to_pylist(), entropy.to_pylist()
     policies = list(dict.fromkeys(r["policy"] for r in ent))
-    categories = sorted({r["category"] for r in ent} - {OVERALL})
+    categories = sorted({r["category"] for r in ent} - {OVERALL, CONDITIONAL})
     h = {(r["policy"], r["category"]): r for r in ent}
     lines = [
         "",
@@ -140,6 +196,19 @@ def tool_map_lines(tmap: pa.Table, entropy: pa.Table, images: dict[str, Path]) -
         )
         + " |"
     )
+    lines += [
+        "| H(action \\| category), 95% CI | "
+        + " | ".join(_ci(h.get((p, CONDITIONAL))) for p in policies)
+        + " |",
+        "| H(action \\| category), Miller–Madow | "
+        + " | ".join(_mm(h.get((p, CONDITIONAL))) for p in policies)
+        + " |",
+        "",
+        "The plug-in entropy of N choices among m_hat actions seen is biased low by about "
+        "(m_hat − 1) / (2 N ln 2) bits; the Miller–Madow value adds that back (per category, "
+        "then weighted as above), so policies with different step counts compare. CIs: 95% "
+        "bootstrap over questions (and training seeds).",
+    ]
     actions = list(dict.fromkeys(r["action"] for r in cells))
     count = {(r["policy"], r["category"], r["action"]): r["count"] for r in cells}
     for p in policies:
@@ -147,8 +216,10 @@ def tool_map_lines(tmap: pa.Table, entropy: pa.Table, images: dict[str, Path]) -
         if p in images:
             lines += [f"![tool map {p}]({images[p].name})", ""]
         lines += [
-            "| category | " + " | ".join(actions) + " | H, bits | H / log2 m |",
-            "|---|" + "---|" * (len(actions) + 2),
+            "| category | "
+            + " | ".join(actions)
+            + " | H, bits | H / log2 m | H 95% CI | H Miller–Madow |",
+            "|---|" + "---|" * (len(actions) + 4),
         ]
         for c in (c for c in categories if (p, c) in h):
             r = h[(p, c)]
@@ -156,8 +227,20 @@ def tool_map_lines(tmap: pa.Table, entropy: pa.Table, images: dict[str, Path]) -
             if not r["choices"] or math.isnan(r["normalized_entropy"]):
                 bits, norm = (bits, "–") if r["choices"] else ("–", "–")
             row = " | ".join(str(count[(p, c, a)]) for a in actions)
-            lines.append(f"| {c} | {row} | {bits} | {norm} |")
+            lines.append(f"| {c} | {row} | {bits} | {norm} | {_ci(r)} | {_mm(r)} |")
     return lines
+
+
+def _ci(r: dict | None) -> str:
+    if r is None or not r["choices"] or math.isnan(r["entropy_ci_low"]):
+        return "–"
+    return f"{r['entropy_ci_low']:.2f}–{r['entropy_ci_high']:.2f}"
+
+
+def _mm(r: dict | None) -> str:
+    if r is None or not r["choices"] or math.isnan(r["entropy_mm_bits"]):
+        return "–"
+    return f"{r['entropy_mm_bits']:.2f}"
 
 
 @dataclass(frozen=True)
@@ -169,13 +252,19 @@ class ToolReport:
     images: dict[str, Path]  # policy -> its tool-map PNG
 
 
-def tool_report(rows: list[dict[str, Any]], actions: list[str], out_dir: Path) -> ToolReport:
+def tool_report(
+    rows: list[dict[str, Any]],
+    actions: list[str],
+    out_dir: Path,
+    samples: int = 1000,
+    seed: int = 0,
+) -> ToolReport:
     """Tool productivity and the per-category tool map of the evaluation rows, with one
     heat map per policy written to ``out_dir``."""
     from spark_core.evaluation.plots import plot_tool_maps
 
     prod = productivity(rows)
-    tmap, entropy = tool_map(rows, actions)
+    tmap, entropy = tool_map(rows, actions, samples, seed)
     images = plot_tool_maps(tmap, entropy, out_dir)
     text = "\n".join([*productivity_lines(prod), *tool_map_lines(tmap, entropy, images)]) + "\n"
     return ToolReport(

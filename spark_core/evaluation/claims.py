@@ -1,0 +1,319 @@
+"""The paper's claims, each a pre-declared test with a verdict (``evaluation.claims``).
+
+Every claim compares SPaRK with another policy on the same questions by a paired hierarchical
+bootstrap (seeds, then questions: seeds.py) of a difference d = figure(spark) - figure(other):
+
+- accuracy non-inferiority against base and SFT: d = accuracy difference, null bound
+  -``noninferiority_margin`` (TOST-style: non-inferior when d's 95% CI lies above -margin);
+- tool-selection entropy above base, SFT and each base@T sampling baseline: d = common-state
+  entropy difference (common_entropy.py), null bound 0.
+
+The raw p is the one-sided bootstrap p doubled, min(1, 2 (1 + #{d* <= bound}) / (1 + B)), so
+that p <= alpha exactly when the (1 - alpha) percentile CI lies above the bound (a one-sided
+test at alpha / 2, the non-inferiority convention). Holm adjusts the family of claims that
+ran. Verdicts: *supported* when the Holm-adjusted p <= alpha; *not supported* when the 95% CI
+lies at or below the bound (the data exclude the claim); else *inconclusive at this size*, with
+the questions a decision would need (stats.questions_needed). A claim whose policies or
+common states are absent is *not run* and stays out of the family."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from spark_core.evaluation.common_entropy import common_groups, mean_entropy
+from spark_core.evaluation.seeds import Groups, interval, paired_differences, seed_groups
+from spark_core.evaluation.stats import accuracy, holm, questions_needed
+
+if TYPE_CHECKING:
+    from spark_core.config.stages import EvaluationConfig
+
+TESTED = "spark"
+SAMPLED_PREFIX = "base@"  # base@0.7, base@1, ...: the base model sampled at a temperature
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = (
+    "supported",
+    "not supported",
+    "inconclusive at this size",
+    "not run",
+)
+# claim -> (the claim in the paper's words, the policy SPaRK is compared with, the figure)
+CLAIMS: dict[str, tuple[str, str, str]] = {
+    "accuracy_noninferior_base": (
+        "SPaRK's accuracy is competitive with the base model's",
+        "base",
+        "accuracy",
+    ),
+    "accuracy_noninferior_sft": ("SPaRK's accuracy is competitive with SFT's", "sft", "accuracy"),
+    "entropy_above_base": (
+        "SPaRK's tool-selection entropy is significantly higher than the base model's",
+        "base",
+        "entropy",
+    ),
+    "entropy_above_sft": (
+        "SPaRK's tool-selection entropy is significantly higher than SFT's",
+        "sft",
+        "entropy",
+    ),
+    "entropy_above_sampling": (
+        "SPaRK's tool-selection entropy is more than high-temperature sampling gives",
+        SAMPLED_PREFIX + "T",
+        "entropy",
+    ),
+}
+_F = pa.float64()
+CLAIMS_SCHEMA = pa.schema(
+    [
+        pa.field("claim_id", pa.string(), nullable=False),  # evaluation.claims entry
+        pa.field("claim", pa.string(), nullable=False),  # in the paper's words
+        pa.field("test", pa.string(), nullable=False),
+        pa.field("policy_a", pa.string(), nullable=False),  # spark
+        pa.field("policy_b", pa.string(), nullable=False),
+        pa.field("bound", _F, nullable=False),  # the null's bound on d: -margin or 0
+        pa.field("questions", pa.int64(), nullable=False),  # paired questions; 0: not run
+        pa.field("estimate", _F, nullable=False),  # d = figure(a) - figure(b); NaN: not run
+        pa.field("ci_low", _F, nullable=False),  # 95% hierarchical bootstrap CI of d
+        pa.field("ci_high", _F, nullable=False),
+        pa.field("p_value", _F, nullable=False),  # raw; NaN: not run
+        pa.field("p_holm", _F, nullable=False),  # Holm-adjusted over the claims that ran
+        pa.field("verdict", pa.string(), nullable=False),
+        pa.field("questions_needed", _F, nullable=False),  # inconclusive only; inf: no size
+        pa.field("note", pa.string(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired bootstrap comparison d = figure(a) - figure(b) against a null bound."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # one-sided (d > bound), doubled
+    se: float  # standard deviation of the bootstrap replicates
+    questions: int
+
+
+def compare(
+    a: Groups, b: Groups, statistic, bound: float, samples: int, seed: int, level: float = 0.95
+) -> Comparison:
+    """The paired hierarchical bootstrap of d against its null bound (module docstring)."""
+    estimate, replicates, n = paired_differences(a, b, statistic, samples, seed)
+    if not replicates or math.isnan(estimate):
+        nan = float("nan")
+        return Comparison(estimate, nan, nan, nan, nan, n)
+    lo, hi = interval(replicates, level)
+    tail = (1 + sum(d <= bound for d in replicates)) / (1 + len(replicates))
+    se = statistics.stdev(replicates) if len(replicates) > 1 else float("nan")
+    return Comparison(estimate, lo, hi, min(1.0, 2 * tail), se, n)
+
+
+def verdict(c: Comparison, p_holm: float, bound: float, alpha: float) -> str:
+    """supported / not supported / inconclusive at this size (module docstring)."""
+    if p_holm <= alpha:
+        return SUPPORTED
+    if c.ci_high <= bound:
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def needed(c: Comparison, bound: float, alpha: float, family: int, power: float) -> float:
+    """Questions for a decision at the observed effect and variance: towards *supported* at
+    the strictest Holm level alpha / (2 family) when d is above the bound, towards *not
+    supported* at alpha / 2 (the 95% CI) when it is below."""
+    level = alpha / (2 * family) if c.estimate > bound else alpha / 2
+    return questions_needed(c.estimate, c.se, c.questions, bound, level, power)
+
+
+def _plan(
+    ev: EvaluationConfig, rows: list[dict[str, Any]], common: list[dict[str, Any]] | None
+) -> list[dict]:
+    """One entry per claim row: its groups and statistic, or a reason it cannot run."""
+    by_policy = {
+        p: [r for r in rows if r["policy"] == p] for p in dict.fromkeys(r["policy"] for r in rows)
+    }
+    correct = {p: seed_groups(rs, lambda r: r["correct"]) for p, rs in by_policy.items()}
+    entropy = common_groups(common) if common else {}
+    plan = []
+    for claim_id in ev.claims:
+        words, other, figure = CLAIMS[claim_id]
+        if figure == "accuracy":
+            plan.append(_entry(claim_id, words, other, figure, correct, ev, "evaluation rows"))
+            continue
+        others = [other]
+        if other.startswith(SAMPLED_PREFIX):
+            others = [p for p in (entropy or by_policy) if p.startswith(SAMPLED_PREFIX)] or others
+        for o in others:
+            entry = _entry(claim_id, words, o, figure, entropy, ev, "common states")
+            if not common:
+                entry["note"] = "no common-state distributions were computed"
+            if o.startswith(SAMPLED_PREFIX) and "reason" not in entry:
+                entry["note"] = _accuracy_note(correct, o, ev)
+            plan.append(entry)
+    return plan
+
+
+def _entry(claim_id, words, other, figure, groups, ev, where: str) -> dict:
+    entry = {"claim_id": claim_id, "claim": words, "policy_b": other, "figure": figure}
+    entry["bound"] = -ev.noninferiority_margin if figure == "accuracy" else 0.0
+    entry["note"] = ""
+    missing = [p for p in (TESTED, other) if p not in groups]
+    if missing:
+        entry["reason"] = entry["note"] = f"no `{'`, `'.join(missing)}` in the {where}"
+        return entry
+    entry["a"], entry["b"] = groups[TESTED], groups[other]
+    entry["statistic"] = accuracy if figure == "accuracy" else mean_entropy
+    return entry
+
+
+def _accuracy_note(correct: dict[str, Groups], sampled: str, ev: EvaluationConfig) -> str:
+    """Where a base@T stood in accuracy, and whether it counts as *at the same accuracy*: not
+    below SPaRK's by more than the margin as far as the data show (the 95% CI of
+    acc(base@T) - acc(spark) reaches -margin or above)."""
+    if TESTED not in correct or sampled not in correct:
+        return f"no accuracy of `{sampled}` or `{TESTED}` to compare"
+    c = compare(correct[sampled], correct[TESTED], accuracy, 0.0, ev.bootstrap_samples, ev.seed)
+    same = c.ci_high >= -ev.noninferiority_margin
+    return (
+        f"{sampled} accuracy − spark's: {100 * c.estimate:+.1f} points (95% CI "
+        f"{100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f}): "
+        + ("at the same accuracy" if same else "less accurate by more than the margin")
+    )
+
+
+def _test_text(entry: dict, margin: float) -> str:
+    if entry["figure"] == "accuracy":
+        return (
+            f"non-inferiority, margin {100 * margin:g} points: paired bootstrap (seeds, "
+            f"questions) of acc({TESTED}) − acc({entry['policy_b']})"
+        )
+    return (
+        f"superiority: paired bootstrap (seeds, questions) of common-state H({TESTED}) − "
+        f"H({entry['policy_b']}), bits"
+    )
+
+
+def claims_table(
+    ev: EvaluationConfig, rows: list[dict[str, Any]], common: list[dict[str, Any]] | None
+) -> pa.Table:
+    """The claims of ``ev.claims`` (an EvaluationConfig) on the evaluation rows and the
+    common-state distributions (None: not computed), one row per comparison."""
+    plan = _plan(ev, rows, common)
+    ran = [e for e in plan if "reason" not in e]
+    for e in ran:
+        e["c"] = compare(e["a"], e["b"], e["statistic"], e["bound"], ev.bootstrap_samples, ev.seed)
+    ran = [e for e in ran if not math.isnan(e["c"].p_value)]
+    for e in plan:
+        if "c" in e and math.isnan(e["c"].p_value):
+            e["reason"] = e["note"] = "no paired questions with a value"
+    for e, p in zip(ran, holm([e["c"].p_value for e in ran]), strict=True):
+        e["p_holm"] = p
+    out = []
+    for e in plan:
+        nan = float("nan")
+        row = {
+            "claim_id": e["claim_id"],
+            "claim": e["claim"],
+            "test": _test_text(e, ev.noninferiority_margin),
+            "policy_a": TESTED,
+            "policy_b": e["policy_b"],
+            "bound": e["bound"],
+            "note": e["note"],
+        }
+        if "reason" in e:
+            out.append(row | _not_run())
+            continue
+        c, p_holm = e["c"], e["p_holm"]
+        decided = verdict(c, p_holm, e["bound"], ev.alpha)
+        n = needed(c, e["bound"], ev.alpha, len(ran), ev.power) if decided == INCONCLUSIVE else nan
+        out.append(
+            row
+            | {
+                "questions": c.questions,
+                "estimate": c.estimate,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "p_value": c.p_value,
+                "p_holm": p_holm,
+                "verdict": decided,
+                "questions_needed": n,
+            }
+        )
+    return pa.Table.from_pylist(out, schema=CLAIMS_SCHEMA)
+
+
+def _not_run() -> dict:
+    nan = float("nan")
+    return {
+        "questions": 0,
+        "estimate": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "p_value": nan,
+        "p_holm": nan,
+        "verdict": NOT_RUN,
+        "questions_needed": nan,
+    }
+
+
+def _estimate(r: dict) -> str:
+    if math.isnan(r["estimate"]):
+        return "–"
+    if r["claim_id"].startswith("accuracy"):
+        return (
+            f"{100 * r['estimate']:+.1f} points ({100 * r['ci_low']:+.1f} to "
+            f"{100 * r['ci_high']:+.1f})"
+        )
+    return f"{r['estimate']:+.3f} bits ({r['ci_low']:+.3f} to {r['ci_high']:+.3f})"
+
+
+def _verdict_text(r: dict) -> str:
+    if r["verdict"] != INCONCLUSIVE:
+        return f"**{r['verdict']}**"
+    n = r["questions_needed"]
+    if math.isinf(n):
+        return f"**{INCONCLUSIVE}** (no effect observed: no size decides it)"
+    if math.isnan(n):
+        return f"**{INCONCLUSIVE}**"
+    return f"**{INCONCLUSIVE}** (≈ {int(n):,} questions needed, now {r['questions']})"
+
+
+def claim_lines(table: pa.Table, alpha: float, margin: float, samples: int) -> list[str]:
+    """The claims section at the top of the report (``samples``: bootstrap resamples)."""
+    ran = sum(v != NOT_RUN for v in table.column("verdict").to_pylist())
+    floor = [  # the smallest bootstrap p is 2 / (samples + 1); Holm multiplies it by up to k
+        f"With {samples} bootstrap resamples no p-value falls below {2 / (samples + 1):.3g}: "
+        f"Holm over {ran} claims cannot reach α; raise `evaluation.bootstrap_samples` to at "
+        f"least {math.ceil(2 * ran / alpha)}.",
+        "",
+    ]
+    lines = [
+        "## Claims",
+        "",
+        f"Pre-declared in `evaluation.claims`, Holm-adjusted over the claims that ran (family-wise "
+        f"α = {alpha:g}). Each is a paired bootstrap over training seeds and questions of the "
+        f"difference SPaRK − other: accuracy non-inferiority with a margin of "
+        f"{100 * margin:g} points, entropy on the common step-1 states. *supported*: Holm p ≤ "
+        "α; *not supported*: the 95% CI excludes the claim; otherwise *inconclusive at this "
+        "size* with the questions a decision would need (normal approximation, power "
+        "`evaluation.power`). Definitions: README, *Claims*.",
+        "",
+        *(floor if ran and 2 * ran / (samples + 1) > alpha else []),
+        "| claim | test | estimate (95% CI) | p | Holm p | verdict | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table.to_pylist():
+        p, adjusted = (
+            ("–", "–")
+            if math.isnan(r["p_value"])
+            else (f"{r['p_value']:.3g}", f"{r['p_holm']:.3g}")
+        )
+        lines.append(
+            f"| {r['claim']} (vs {r['policy_b']}) | {r['test']} | {_estimate(r)} | {p} | "
+            f"{adjusted} | {_verdict_text(r)} | {r['note'] or '–'} |"
+        )
+    return [*lines, ""]
