@@ -8,6 +8,8 @@ import pytest
 
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
+from spark_core.evaluation.claims import CLAIMS_SCHEMA, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from spark_core.evaluation.common_entropy import COMMON_ENTROPY_SCHEMA
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
 from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA
 from spark_core.evaluation.report import ENTROPY_TESTS_SCHEMA, PAIRS_SCHEMA, SUMMARY_SCHEMA
@@ -15,6 +17,8 @@ from spark_core.evaluation.score_outputs import score_file
 from tasks.results import Adapters
 from tests.conftest import random_adapter
 from tests.test_flow_synthesis import task_states
+
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     result = state.result()
     store = ArtifactStore(cfg.runtime.artifacts_url())
     summary = store.read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
-    policies = ("base", "base@T", "sft", "spark")
+    policies = ("base", "base@1", "sft", "spark")
     assert {(r["policy"], r["category"]) for r in summary} == {
         (p, c) for p in policies for c in (*CATEGORIES, "overall")
     }
@@ -63,13 +67,13 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     tests = store.read(result.entropy_tests.name, ENTROPY_TESTS_SCHEMA).to_pylist()
     assert {(t["policy_b"], t["figure"]) for t in tests} == {
         (p, f)
-        for p in ("base", "base@T", "sft")
+        for p in ("base", "base@1", "sft")
         for f in ("per-state", "per-state tools", "pooled")
     }
     assert all(0.0 < t["p_value"] <= 1.0 and t["n_questions"] == 14 for t in tests)
     report = open(result.report).read()
     assert "## Entropy tests" in report and "## Paired accuracy differences" in report
-    assert "| spark |" in report and "| base@T |" in report
+    assert "| spark |" in report and "| base@1 |" in report
     assert "## Tool productivity" in report and "## Tool map per category" in report
     assert len(result.images) == 3 and len(result.tool_maps) == 4  # one per policy
     assert all(f"![tool map {p}](" in report for p in policies)
@@ -82,6 +86,17 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     name = rows_refs[0][len(store.fs_path("")) + 1 : -len(".parquet")]
     rows = store.read(name, EVAL_ROWS_SCHEMA).to_pylist()
     assert len(rows) == 14 and all(r["final_answer"] in "ABCDEFGHIJ" for r in rows)
+
+    # the claims open the report; the entropy claims run on the common states
+    assert report.index("## Claims") < report.index("## Overall")
+    claims = {c["claim_id"]: c for c in store.read(result.claims.name, CLAIMS_SCHEMA).to_pylist()}
+    assert claims["entropy_above_base"]["questions"] == 14
+    assert claims["entropy_above_base"]["verdict"] in VERDICTS
+    common = store.read(result.common_entropy.name, COMMON_ENTROPY_SCHEMA).to_pylist()
+    assert {r["policy"] for r in common} == set(policies)
+    assert all(r["questions"] == 14 for r in common)
+    tempered = {r["policy"]: r["entropy_bits"] for r in common}
+    assert tempered["base@1"] == pytest.approx(tempered["base"])  # T = 1: base as it is
 
     again = evaluate(cfg, adapters=Adapters({}), return_state=True)  # cached per policy
     assert set(task_states(again)["evaluate-policy"]) == {"Cached"}
