@@ -75,7 +75,7 @@ PAIRS_SCHEMA = pa.schema(
     [
         pa.field("policy_a", pa.string(), nullable=False),
         pa.field("policy_b", pa.string(), nullable=False),
-        pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained
+        pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained or its only seed
         pa.field("seed_b", pa.int64(), nullable=False),
         pa.field("accuracy_a", _F, nullable=False),
         pa.field("accuracy_b", _F, nullable=False),
@@ -89,7 +89,7 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
     [
         pa.field("policy_a", pa.string(), nullable=False),
         pa.field("policy_b", pa.string(), nullable=False),
-        pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained
+        pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained or its only seed
         pa.field("seed_b", pa.int64(), nullable=False),
         pa.field("figure", pa.string(), nullable=False),  # per-state | pooled
         pa.field("n_questions", pa.int64(), nullable=False),
@@ -187,6 +187,11 @@ def seeds_of(rows: list[dict[str, Any]], policy: str) -> list[int]:
     return list(dict.fromkeys(seed_of(r) for r in rows if r["policy"] == policy))
 
 
+def shown_seed(rows: list[dict[str, Any]], side: Side) -> int:
+    """The seed a test row names: -1 (no seed shown) when the policy has only the one."""
+    return side[1] if len(seeds_of(rows, side[0])) > 1 else -1
+
+
 def seed_pairs(rows: list[dict[str, Any]], a: str, b: str) -> list[tuple[Side, Side]]:
     """The (policy, seed) pairs a per-question test compares: seed by seed when both
     policies have the same seeds, else every seed of one against every seed of the other, so
@@ -223,8 +228,8 @@ def entropy_tests(
                     {
                         "policy_a": TESTED,
                         "policy_b": other,
-                        "seed_a": side_a[1],
-                        "seed_b": side_b[1],
+                        "seed_a": shown_seed(rows, side_a),
+                        "seed_b": shown_seed(rows, side_b),
                         "figure": figure,
                         "n_questions": len(ra),
                         "entropy_a": statistic(ua),
@@ -273,8 +278,8 @@ def summarize(
             {
                 "policy_a": side_a[0],
                 "policy_b": side_b[0],
-                "seed_a": side_a[1],
-                "seed_b": side_b[1],
+                "seed_a": shown_seed(rows, side_a),
+                "seed_b": shown_seed(rows, side_b),
                 "accuracy_a": accuracy(ca),
                 "accuracy_b": accuracy(cb),
                 "only_a_correct": only_a,
