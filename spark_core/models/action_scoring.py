@@ -192,7 +192,10 @@ def score_actions(
     tokenizer = backend.tokenizer
     suffixes = name_suffixes(tokenizer, names)
     rows = [state_ids(tokenizer, p) for p in prefixes]
-    out: list[ActionDistribution] = []
+    # batches of similar lengths: less padding (the states are read in length order, the
+    # distributions come back in the prefixes' order)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out: list[ActionDistribution | None] = [None] * len(rows)
     with compute_lock(backend.device):  # re-entrant: held across the switch and the passes
         previous = backend.adapter
         if adapter is not ACTIVE:
@@ -200,11 +203,13 @@ def score_actions(
         try:
             with backend.computing():
                 for start in range(0, len(rows), backend.batch_size):
-                    chunk = rows[start : start + backend.batch_size]
+                    chunk = order[start : start + backend.batch_size]
                     session = KVSession(backend.model, tokenizer.pad_token_id, backend.device)
-                    session.start(chunk)
-                    out += score_session(session, suffixes, names, range(len(chunk)))
+                    session.start([rows[i] for i in chunk])
+                    scored = score_session(session, suffixes, names, range(len(chunk)))
+                    for i, dist in zip(chunk, scored, strict=True):
+                        out[i] = dist
         finally:
             if adapter is not ACTIVE:
                 backend.use_adapter(previous)
-    return out
+    return [d for d in out if d is not None]
