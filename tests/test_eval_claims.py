@@ -270,3 +270,36 @@ def test_build_report_puts_the_claims_on_top(run_config, tmp_path):
     assert ("accuracy_noninferior_sft", NOT_RUN) in verdicts
     assert ("entropy_above_sampling", NOT_RUN) in verdicts  # no base@T policy
     assert built.common_entropy.num_rows == 4  # spark pooled and per seed, base
+
+
+def test_too_few_states_are_shown_not_tested_and_nan_states_are_not_paired():
+    uniform = [0.2, 0.2, 0.2, 0.2, 0.2]
+    peaked = [0.9, 0.0, 0.0, 0.0, 0.1]
+    cfg = _cfg(["entropy_above_base"], samples=300)
+    # one state, two seeds: only the seed draw varies; the old normal test read its near-zero
+    # spread as p ~ 1e-12 "supported"
+    one = _common("spark", uniform, n=1, seed=0) + _common("spark", peaked, n=1, seed=1)
+    one += _common("base", peaked, n=1)
+    row = claims_table(cfg, [], one).to_pylist()[0]
+    assert row["verdict"] == INCONCLUSIVE and math.isnan(row["p_value"])
+    assert row["questions"] == 1 and row["note"].startswith("fewer than 10 paired questions")
+    # a state whose mass is all on `answer` has no entropy: left out of both sides' pairs
+    answer_only = [0.0, 0.0, 0.0, 0.0, 1.0]
+    common = _common("spark", uniform, n=20) + _common("base", peaked, n=20)
+    common[0]["probs"] = answer_only  # spark's state 0
+    common[20 + 1]["probs"] = answer_only  # base's state 1
+    paired = claims_table(cfg, [], common).to_pylist()[0]
+    assert paired["questions"] == 18 and paired["estimate"] == pytest.approx(2.0)
+    # far in the tail the p-value is tiny, never a printed 0; alpha sets the interval's level
+    spread = [[0.25 + 0.01 * (q % 5), 0.25, 0.25, 0.25 - 0.01 * (q % 5), 0.0] for q in range(40)]
+    noisy = [r | {"probs": spread[r["question_id"]]} for r in _common("spark", uniform, n=40)]
+    far = claims_table(cfg, [], noisy + _common("base", peaked, n=40)).to_pylist()[0]
+    assert far["verdict"] == SUPPORTED and 0.0 <= far["p_value"] < 1e-6
+    wide = claims_table(
+        _cfg(["entropy_above_base"], samples=300, alpha=0.01),
+        [],
+        noisy + _common("base", peaked, n=40),
+    ).to_pylist()[0]
+    assert wide["ci_high"] - wide["ci_low"] > far["ci_high"] - far["ci_low"]  # 99% vs 95%
+    text = "\n".join(claim_lines(claims_table(cfg, [], one), 0.01, 0.02, 300))
+    assert "estimate (99% CI)" in text and "± 2.58 bootstrap SE" in text

@@ -4,7 +4,7 @@ Every claim compares SPaRK with another policy on the same questions by a paired
 bootstrap (seeds, then questions: seeds.py) of a difference d = figure(spark) - figure(other):
 
 - accuracy non-inferiority against base and SFT: d = accuracy difference, null bound
-  -``noninferiority_margin`` (TOST-style: non-inferior when d's 95% CI lies above -margin);
+  -``noninferiority_margin`` (TOST-style: non-inferior when d's CI lies above -margin);
 - tool-selection entropy above base, SFT and each base@T sampling baseline: d = common-state
   entropy difference (common_entropy.py), null bound 0.
 
@@ -18,9 +18,11 @@ non-inferior. For the same reason the accuracy claims carry an Agresti–Min-sty
 one pseudo-question won by each side is added to every seed before the bootstrap, so a
 difference measured on no discordant question is never read as exact. Holm adjusts the family
 of claims that ran. Verdicts: *supported* when the Holm-adjusted p <= alpha; *not supported*
-when the 95% CI lies at or below the bound (the data exclude the claim); else *inconclusive at
-this size*, with the questions a decision would need (stats.questions_needed). A claim whose
-policies or common states are absent is *not run* and stays out of the family."""
+when the (1 - alpha) CI lies at or below the bound (the data exclude the claim); else
+*inconclusive at this size*, with the questions a decision would need (stats.questions_needed).
+A claim whose policies or common states are absent is *not run* and stays out of the family;
+one with fewer than ``MIN_QUESTIONS`` paired questions is shown, not tested. An entropy claim
+pairs only the states both policies have an entropy for (not all mass on ``answer``)."""
 
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ CLAIMS_SCHEMA = pa.schema(
         pa.field("bound", _F, nullable=False),  # the null's bound on d: -margin or 0
         pa.field("questions", pa.int64(), nullable=False),  # paired questions; 0: not run
         pa.field("estimate", _F, nullable=False),  # d = figure(a) - figure(b); NaN: not run
-        pa.field("ci_low", _F, nullable=False),  # 95% hierarchical bootstrap CI of d
+        pa.field("ci_low", _F, nullable=False),  # (1 - alpha) CI of d: d +- z SE (bootstrap)
         pa.field("ci_high", _F, nullable=False),
         pa.field("p_value", _F, nullable=False),  # raw; NaN: not run
         pa.field("p_holm", _F, nullable=False),  # Holm-adjusted over the claims that ran
@@ -103,9 +105,12 @@ class Comparison:
     p_value: float  # one-sided (d > bound), doubled
     se: float  # standard deviation of the bootstrap replicates
     questions: int
+    centre: float | None = None  # the adjusted d the interval is centred on (None: estimate)
+    units: int | None = None  # the questions the SE is of (pseudo-questions counted)
 
 
 PSEUDO = (-1, -2)  # the pseudo-questions' ids: the first won by A, the second by B
+MIN_QUESTIONS = 10  # fewer paired questions: no test (inconclusive, out of the Holm family)
 
 
 def with_pseudo_pair(a: Groups, b: Groups) -> tuple[Groups, Groups]:
@@ -133,17 +138,19 @@ def compare(
     estimate, _, n = paired_differences(a, b, statistic, 0, seed)  # as observed
     if pseudo_pair:  # the interval and p are centred on the adjusted difference
         a, b = with_pseudo_pair(a, b)
-    centre, replicates, _ = paired_differences(a, b, statistic, samples, seed)
-    if len(replicates) < 2 or math.isnan(centre):
-        nan = float("nan")
-        return Comparison(estimate, nan, nan, nan, nan, n)
+    centre, replicates, units = paired_differences(a, b, statistic, samples, seed)
+    nan = float("nan")
+    if n < MIN_QUESTIONS or len(replicates) < 2 or math.isnan(centre):
+        # a bootstrap of a handful of questions has (nearly) nothing to vary: its spread says
+        # nothing, and a zero SE would read as certainty
+        return Comparison(estimate, nan, nan, nan, nan, n, centre, units)
     se = statistics.stdev(replicates)
     z = NormalDist().inv_cdf((1 + level) / 2)
-    if se > 0:
-        p = min(1.0, 2 * (1 - NormalDist().cdf((centre - bound) / se)))
-    else:  # every replicate equal: the data cannot vary, d is what it is
+    if se > 0:  # erfc: no underflow to 0 far in the tail
+        p = min(1.0, math.erfc((centre - bound) / (se * math.sqrt(2))))
+    else:  # every replicate equal on >= MIN_QUESTIONS questions: d is what it is
         p = 0.0 if centre > bound else 1.0
-    return Comparison(estimate, centre - z * se, centre + z * se, p, se, n)
+    return Comparison(estimate, centre - z * se, centre + z * se, p, se, n, centre, units)
 
 
 def verdict(c: Comparison, p_holm: float, bound: float, alpha: float) -> str:
@@ -156,11 +163,13 @@ def verdict(c: Comparison, p_holm: float, bound: float, alpha: float) -> str:
 
 
 def needed(c: Comparison, bound: float, alpha: float, family: int, power: float) -> float:
-    """Questions for a decision at the observed effect and variance: towards *supported* at
-    the strictest Holm level alpha / (2 family) when d is above the bound, towards *not
-    supported* at alpha / 2 (the 95% CI) when it is below."""
-    level = alpha / (2 * family) if c.estimate > bound else alpha / 2
-    return questions_needed(c.estimate, c.se, c.questions, bound, level, power)
+    """Questions for a decision at the observed effect and variance (the adjusted d and the
+    questions its SE is of): towards *supported* at the strictest Holm level alpha /
+    (2 family) when d is above the bound, towards *not supported* at alpha / 2 (the
+    (1 - alpha) interval) when it is below."""
+    d = c.estimate if c.centre is None else c.centre
+    level = alpha / (2 * family) if d > bound else alpha / 2
+    return questions_needed(d, c.se, c.units or c.questions, bound, level, power)
 
 
 def _plan(
@@ -200,8 +209,23 @@ def _entry(claim_id, words, other, figure, groups, ev, where: str) -> dict:
         entry["reason"] = entry["note"] = f"no `{'`, `'.join(missing)}` in the {where}"
         return entry
     entry["a"], entry["b"] = groups[TESTED], groups[other]
+    if figure == "entropy":  # pair only the states both have an entropy for
+        entry["a"], entry["b"] = _finite_pairs(entry["a"], entry["b"])
     entry["statistic"] = accuracy if figure == "accuracy" else mean_entropy
     return entry
+
+
+def _finite_pairs(a: Groups, b: Groups) -> tuple[Groups, Groups]:
+    """Both groups on the questions every seed of both has a (non-NaN) value for."""
+    kept = {
+        q
+        for q in next(iter(a.values()), {})
+        if all(q in g and not math.isnan(g[q]) for groups in (a, b) for g in groups.values())
+    }
+    return (
+        {s: {q: v for q, v in g.items() if q in kept} for s, g in a.items()},
+        {s: {q: v for q, v in g.items() if q in kept} for s, g in b.items()},
+    )
 
 
 def _accuracy_note(correct: dict[str, Groups], sampled: str, ev: EvaluationConfig) -> str:
@@ -247,19 +271,24 @@ def claims_table(
     plan = _plan(ev, rows, common)
     ran = [e for e in plan if "reason" not in e]
     for e in ran:
-        e["c"] = compare(
+        e["c"] = compare(  # the (1 - alpha) interval: p <= alpha exactly when it clears the bound
             e["a"],
             e["b"],
             e["statistic"],
             e["bound"],
             ev.bootstrap_samples,
             ev.seed,
+            level=1 - ev.alpha,
             pseudo_pair=e["figure"] == "accuracy",
         )
     ran = [e for e in ran if not math.isnan(e["c"].p_value)]
     for e in plan:
         if "c" in e and math.isnan(e["c"].p_value):
-            e["reason"] = e["note"] = "no paired questions with a value"
+            if 0 < e["c"].questions < MIN_QUESTIONS:
+                e["few"] = True
+                e["note"] = f"fewer than {MIN_QUESTIONS} paired questions: not tested"
+            else:
+                e["reason"] = e["note"] = "no paired questions with a value"
     for e, p in zip(ran, holm([e["c"].p_value for e in ran]), strict=True):
         e["p_holm"] = p
     out = []
@@ -276,6 +305,10 @@ def claims_table(
         }
         if "reason" in e:
             out.append(row | _not_run())
+            continue
+        if e.get("few"):  # shown, never tested: out of the Holm family
+            estimate = {"questions": e["c"].questions, "estimate": e["c"].estimate}
+            out.append(row | _not_run() | estimate | {"verdict": INCONCLUSIVE})
             continue
         c, p_holm = e["c"], e["p_holm"]
         decided = verdict(c, p_holm, e["bound"], ev.alpha)
@@ -334,19 +367,21 @@ def _verdict_text(r: dict) -> str:
 
 def claim_lines(table: pa.Table, alpha: float, margin: float, samples: int) -> list[str]:
     """The claims section at the top of the report (``samples``: bootstrap resamples)."""
+    level = f"{1 - alpha:.0%}"
+    z = NormalDist().inv_cdf(1 - alpha / 2)
     lines = [
         "## Claims",
         "",
-        f"Pre-declared in `evaluation.claims`, Holm-adjusted over the claims that ran (family-wise "
+        "Pre-declared in `evaluation.claims`, Holm-adjusted over the claims that ran (family-wise "
         f"α = {alpha:g}). Each is a paired bootstrap over training seeds and questions of the "
-        "difference SPaRK − other (95% CI: estimate ± 1.96 bootstrap SE; accuracy with one "
-        "pseudo-question won by each side): accuracy non-inferiority with a margin of "
+        f"difference SPaRK − other ({level} CI: estimate ± {z:.2f} bootstrap SE; accuracy with "
+        "one pseudo-question won by each side): accuracy non-inferiority with a margin of "
         f"{100 * margin:g} points, entropy on the common step-1 states. *supported*: Holm p ≤ "
-        "α; *not supported*: the 95% CI excludes the claim; otherwise *inconclusive at this "
+        f"α; *not supported*: the {level} CI excludes the claim; otherwise *inconclusive at this "
         "size* with the questions a decision would need (normal approximation, power "
         "`evaluation.power`). Definitions: README, *Claims*.",
         "",
-        "| claim | test | estimate (95% CI) | p | Holm p | verdict | note |",
+        f"| claim | test | estimate ({level} CI) | p | Holm p | verdict | note |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in table.to_pylist():
