@@ -107,12 +107,19 @@ def plan_synthesis(cfg: RunConfig, train: list[Question]) -> tuple[PlannedCalls,
 
 
 def plan_evaluation(cfg: RunConfig, questions: list[Question]) -> list[PlannedCalls]:
-    """Policy calls of the evaluate stage: each policy, each eval question, every step."""
+    """Policy calls of the evaluate stage: each rollout (base@T per temperature, trained
+    policies per seed), each question of the rollout subset, every step. The common states
+    call no paid model (local policies only)."""
+    from spark_core.evaluation.common_states import stratified_subset
+    from spark_core.evaluation.policies import evaluated_policies
+
     e, r = cfg.evaluation, cfg.rollout
     system = len(system_prompt(tool_lines(r.actions)))
+    questions = stratified_subset(questions, e.rollout_questions, e.seed)
     # built-in policies and extra adapters run on the generator's model; extra models on theirs
-    models: dict[str, ModelConfig] = {p: cfg.generator for p in [*e.policies, *e.extra_adapters]}
-    models.update(e.extra_models)
+    models: dict[str, ModelConfig] = {
+        t.name: e.extra_models.get(t.name, cfg.generator) for t in evaluated_policies(cfg)
+    }
     plans = []
     for policy, model in models.items():
         plan = PlannedCalls("evaluate", f"policy {policy}", model.name, model.backend)

@@ -243,7 +243,9 @@ def summarize_synthesis(
         rows(store, [plan.questions], QUESTIONS_SCHEMA) if labelled else None,
         rows(store, [finals], FINAL_SCHEMA) if labelled else None,
     )
-    meta = {"stage": "synthesize", "config": cfg.section("rollout"), "inputs": {}}
+    # the judge beside the rollout: what a dry run's pilot estimate matches on (judge_estimate)
+    judge = {"judge": cfg.judge.name, "judge_mode": cfg.judge.mode}
+    meta = {"stage": "synthesize", "config": cfg.section("rollout") | judge, "inputs": {}}
     summary = SynthesisSummary(
         store.write(f"{plan.prefix}/summary_actions", summed.per_action, ACTIONS_SCHEMA, **meta),
         store.write(f"{plan.prefix}/summary_run", summed.run, RUN_SCHEMA, **meta),

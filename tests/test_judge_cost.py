@@ -249,3 +249,69 @@ def test_dry_run_prices_every_judge_option_and_the_recommended_one_is_within_bud
     args = ["run", "--dry-run", "-c", "configs/paper.yaml"]
     result = CliRunner().invoke(app, [*args, *[a for s in sets for a in ("--set", s)]])
     assert result.exit_code == 0 and "cost by option" in result.output
+
+
+def _pilot_summary(cfg, questions: int, steps: int, calls: int, prompt: int, completion: int):
+    """A synthesis summary as an earlier run under this run name would leave it."""
+    import pyarrow as pa
+
+    from spark_core.artifacts import ArtifactStore
+    from spark_core.synthesis.summary import RUN_SCHEMA
+
+    row = {name: None for name in RUN_SCHEMA.names}
+    row |= {"questions": questions, "steps": steps, "entropy_bits": 2.0}
+    row |= {"normalized_entropy": 0.6, "fallback_rate": 0.1, "failed_judgements": 0}
+    row |= {"judge_failure_rate": 0.0, "stopped_questions": 0, "judge_calls": calls}
+    row |= {"judge_cached_calls": 0, "judge_prompt_tokens": prompt}
+    row |= {"judge_completion_tokens": completion, "judge_cached_prompt_tokens": 0}
+    row |= {"judge_batch_prompt_tokens": 0, "judge_batch_completion_tokens": 0}
+    row |= {"generated_tokens": 100, "thought_names_tool_rate": 0.0}
+    row |= {"thought_mismatch_rate": 0.0, "viable_rate_expected": 0.5}
+    row |= {"viable_rate_integer": 0.5}
+    config = cfg.section("rollout") | {"judge": cfg.judge.name, "judge_mode": cfg.judge.mode}
+    store = ArtifactStore(cfg.runtime.artifacts_url())
+    table = pa.Table.from_pylist([row], schema=RUN_SCHEMA)
+    store.write(
+        "synthesize/pilot0/summary_run", table, RUN_SCHEMA, stage="synthesize", config=config
+    )
+
+
+def test_the_dry_run_estimates_the_judge_cost_from_a_pilot_of_the_same_run(tmp_path):
+    from rich.console import Console
+
+    from flows.cli_check import planned_questions
+    from flows.cli_judge_costs import judge_options_table
+    from spark_core.config import load_config
+    from spark_core.judge_costs import judge_costs
+    from spark_core.judge_estimate import estimated_costs, find_pilot
+
+    cfg = load_config("configs/paper.yaml", [f"runtime.runs_dir={tmp_path}"])
+    train, _, _ = planned_questions(cfg)
+    assert find_pilot(cfg) is None
+    console = Console(width=220, record=True)
+    view, note = judge_options_table(cfg, train)
+    assert "No estimate column" in note and "data.total=28" in note
+    # a pilot of 28 questions that took 3 of the 5 steps on average, 2 completion tokens
+    # and 1,500 prompt tokens per per_candidate call
+    calls = 28 * 3 * 9
+    _pilot_summary(cfg, 28, 28 * 3, calls, calls * 1500, calls * 2)
+    other = load_config("configs/paper.yaml", [f"runtime.runs_dir={tmp_path}", "rollout.steps=4"])
+    assert find_pilot(other) is None  # another rollout: no pilot of this one
+    pilot = find_pilot(cfg)
+    assert pilot.step_share == pytest.approx(0.6) and pilot.completion_tokens_per_call == 2
+    bounds = {c.option: c for c in judge_costs(cfg, train)}
+    for c in estimated_costs(cfg, train, pilot, train[:28]):
+        bound = bounds[c.option]
+        assert c.calls == round(bound.calls * 0.6)
+        assert c.cost_usd < bound.cost_usd
+        if c.option.name == "per_candidate":
+            assert c.completion_tokens == round(c.calls * 2)
+            rates = model_rates(cfg.judge)
+            assert c.cost_usd == pytest.approx(rates.cost(c.prompt_tokens, c.completion_tokens))
+            # the prompt tokens per call are the pilot's, up to the sample's mean length
+            assert c.prompt_tokens / c.calls == pytest.approx(1500, rel=0.1)
+    view, note = judge_options_table(cfg, train)
+    console.print(view)
+    text = console.export_text()
+    assert "estimate" in text and "upper bound" in text
+    assert "Estimate: from the pilot at" in note and "60% of the steps rolled" in note
