@@ -253,7 +253,9 @@ def record(row: StageRow, state: State, started: float) -> None:
         row.extra["arts"] = [  # oldest first: a retried stage's newest come last
             (a.key or a.type, str(a.id))
             for a in sorted(artifacts, key=lambda a: str(a.created))
-            if a.type != "progress"
+            # not the progress bar, nor Prefect's persisted-result records (no key, no type:
+            # they were listed as links titled "None")
+            if a.type is not None and a.type != "progress"
         ]
     if not state.is_completed():
         row.outcome = state.name.lower()

@@ -128,6 +128,7 @@ def test_the_pipeline_run_page_tells_the_story(pipeline_run):
     assert "| answered accuracy | no answer |" in text
     assert re.search(r"\| evaluate \| [^|]+\| [^|]+\| [^|]+\| generator \d+ \(", text), text[:2000]
     assert re.search(r"\[Full report\]\(http://127\.0\.0\.1:\d+/v2/artifacts/artifact/", text)
+    assert "[None](" not in text  # Prefect's result records are not listed as artifacts
     # log lines reach the server in batches after the run ends: wait for the last stage's
     deadline = time.monotonic() + 60
     while True:
