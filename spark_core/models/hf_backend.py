@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from spark_core.models.default_model import resolve_model
-from spark_core.models.prefix_cache import cache_arg, shared_forward
+from spark_core.models.prefix_cache import cache_arg, common_prefix_len, shared_forward
 from spark_core.models.registry import REGISTRY, load_weights
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
@@ -233,14 +233,19 @@ class HFBackend:
         ]
         with self._adapter_context():
             # prompt prefix once, then each row's right-padded suffix on top of its KV cache
-            fwd = shared_forward(self.model, rows, self.tokenizer.pad_token_id, self.device)
+            # suffixes are right-padded: a row's next-token logits sit at its last real token,
+            # not at the last column; only those columns are projected on the vocabulary
+            prefix = common_prefix_len(rows) if len(rows) > 1 else 0
+            ends = [len(r) - prefix - 1 for r in rows]
+            keep = sorted(set(ends))
+            fwd = shared_forward(
+                self.model, rows, self.tokenizer.pad_token_id, self.device, keep=keep
+            )
             # one generator for the whole group: same seed => same samples, run after run
             rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
             index = torch.arange(len(rows))
-            # suffixes are right-padded: a row's next-token logits sit at its last real token,
-            # not at the last column
-            ends = torch.tensor(fwd.lengths) - 1
-            tokens = self.next_tokens(fwd.logits[index, ends], first, rng)
+            column = torch.tensor([keep.index(e) for e in ends])
+            tokens = self.next_tokens(fwd.logits[index, column], first, rng)
             eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             generated: list[list[int]] = [[] for _ in rows]
             finished = [False] * len(rows)

@@ -31,7 +31,7 @@ from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge_prices import cached_tokens
 from spark_core.models.judge_prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai_backend import BackendError, OpenAIBackend
-from spark_core.models.prefix_cache import shared_forward
+from spark_core.models.prefix_cache import common_prefix_len, shared_forward
 from spark_core.models.requests import ChatRequest, Gate, OnDone
 
 
@@ -225,18 +225,20 @@ class HFJudge:
         """Each row plus a trailing '1': logits at the prompt's end give P(first digit), the
         logits after the '1' give P('0'|'1') — one forward pass for both."""
         rows = [r + [self.digit_ids[1]] for r in rows]
+        pad = self.backend.tokenizer.pad_token_id
+        prefix = common_prefix_len(rows) if reuse_prefix and len(rows) > 1 else 0
+        ends = [len(r) - prefix - 2 for r in rows]  # each row's prompt end, in suffix columns
+        keep = sorted({c for e in ends for c in (e, e + 1)})  # and the column after the '1'
         with self.backend.computing():
             fwd = shared_forward(
-                self.backend.model,
-                rows,
-                self.backend.tokenizer.pad_token_id,
-                self.backend.device,
-                reuse_prefix,
+                self.backend.model, rows, pad, self.backend.device, reuse_prefix, keep
             )
+        column = {c: k for k, c in enumerate(keep)}
         index = torch.arange(len(rows))
-        ends = torch.tensor([n - 2 for n in fwd.lengths])
+        at_end = torch.tensor([column[e] for e in ends])
+        after_one = torch.tensor([column[e + 1] for e in ends])
         return self._scores_from_logits(
-            fwd.logits[index, ends].float().cpu(), fwd.logits[index, ends + 1].float().cpu()
+            fwd.logits[index, at_end].float().cpu(), fwd.logits[index, after_one].float().cpu()
         )
 
     def score(self, items: list[JudgeItem], on_done: OnDone = None) -> list[Judgement]:
