@@ -9,13 +9,11 @@ from prefect import get_run_logger, task
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import RunConfig
-from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.evaluation.common_schema import COMMON_STATES_SCHEMA
 from spark_core.evaluation.common_states import score_common_states, with_sampled
 from spark_core.evaluation.policies import EvaluatedPolicy, evaluated_policy
 from spark_core.metrics import entropy_bits
 from spark_core.models.registry import REGISTRY
-from spark_core.synthesis.rollout import Question
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 
 CODE_VERSION = "1"
@@ -47,13 +45,12 @@ def common_unit(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dic
 @unit_task("common-states", common_unit, "common-states-{policy}")
 def score_common(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) -> ArtifactRef:
     """One policy's P(action | step-1 state) on every held-out question."""
-    from tasks.evaluate import generator_for
+    from tasks.evaluate import generator_for, held_out
 
     unit = common_unit(cfg, policy, questions, source)
 
     def compute():
-        table = rows(store_for(cfg), [questions], QUESTIONS_SCHEMA)
-        split = [Question.from_row(r) for r in table if r["split"] == "eval"]
+        split = held_out(cfg, questions)
         backend = generator_for(cfg, policy, source).backend
         scored = score_common_states(
             backend, evaluated_policy(cfg, policy), split, cfg.rollout.actions

@@ -98,19 +98,24 @@ def _paid_model(cfg: RunConfig, policy: str) -> tuple[ModelConfig, str]:
     return cfg.generator, "generator"
 
 
+def held_out(cfg: RunConfig, questions: ArtifactRef) -> list[Question]:
+    """Every held-out question of the run (the eval split)."""
+    table = rows(store_for(cfg), [questions], QUESTIONS_SCHEMA)
+    split = [Question.from_row(r) for r in table if r["split"] == "eval"]
+    if not split:
+        raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
+    return split
+
+
 @unit_task("evaluate-policy", eval_unit, "evaluate-{policy}")
 def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict) -> ArtifactRef:
     """Roll one policy out on the eval split (no judge)."""
     unit = eval_unit(cfg, policy, questions, source)
 
     def compute():
-        table = rows(store_for(cfg), [questions], QUESTIONS_SCHEMA)
-        split = [Question.from_row(r) for r in table if r["split"] == "eval"]
-        if not split:
-            raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
-        split = stratified_subset(
-            split, cfg.evaluation.rollout_questions, cfg.evaluation.seed
-        )  # the rollouts' questions; the common states use every held-out one
+        split = stratified_subset(  # the rollouts' questions; the common states use them all
+            held_out(cfg, questions), cfg.evaluation.rollout_questions, cfg.evaluation.seed
+        )
         generator = generator_for(cfg, policy, source)
         name = list(unit.outputs)[-1]
         scope = f"evaluate/{name}"

@@ -14,6 +14,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from spark_core.evaluation.stats import percentile_interval as interval
+
 T = TypeVar("T")
 UNTRAINED = -1  # the seed of policies without a training seed (base, base@T, extra models)
 Groups = dict[int, dict[int, Any]]  # seed -> question_id -> unit
@@ -48,16 +50,6 @@ def flatten(groups: Groups, questions: Sequence[int] | None = None) -> list:
 def _draw_seeds(groups: Groups, rng: random.Random) -> list[dict[int, Any]]:
     seeds = list(groups.values())
     return rng.choices(seeds, k=len(seeds)) if len(seeds) > 1 else seeds
-
-
-def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap values (NaN ones dropped; NaN if none is left)."""
-    kept = sorted(v for v in values if not math.isnan(v))
-    if not kept:
-        return float("nan"), float("nan")
-    lo = int(math.floor((1 - level) / 2 * len(kept)))
-    hi = min(len(kept) - 1, int(math.ceil((1 + level) / 2 * len(kept))) - 1)
-    return kept[lo], kept[hi]
 
 
 def hierarchical_bootstrap(

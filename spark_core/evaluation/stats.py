@@ -30,10 +30,17 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     rng = random.Random(seed)
     values = list(correct)
-    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(samples))
-    lo_index = int(math.floor((1 - level) / 2 * samples))
-    hi_index = min(samples - 1, int(math.ceil((1 + level) / 2 * samples)) - 1)
-    return means[lo_index], means[hi_index]
+    return percentile_interval([sum(rng.choices(values, k=n)) / n for _ in range(samples)], level)
+
+
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap values (NaN ones dropped; NaN if none is left)."""
+    kept = sorted(v for v in values if not math.isnan(v))
+    if not kept:
+        return float("nan"), float("nan")
+    lo = int(math.floor((1 - level) / 2 * len(kept)))
+    hi = min(len(kept) - 1, int(math.ceil((1 + level) / 2 * len(kept))) - 1)
+    return kept[lo], kept[hi]
 
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple[int, int, float]:
@@ -63,16 +70,9 @@ def bootstrap_stat(
     if not units:
         return float("nan"), float("nan")
     rng = random.Random(seed)
-    values = sorted(
-        v
-        for v in (statistic(rng.choices(units, k=len(units))) for _ in range(samples))
-        if not math.isnan(v)
+    return percentile_interval(
+        [statistic(rng.choices(units, k=len(units))) for _ in range(samples)], level
     )
-    if not values:
-        return float("nan"), float("nan")
-    lo_index = int(math.floor((1 - level) / 2 * len(values)))
-    hi_index = min(len(values) - 1, int(math.ceil((1 + level) / 2 * len(values))) - 1)
-    return values[lo_index], values[hi_index]
 
 
 def paired_permutation_test(
