@@ -8,10 +8,15 @@ it has no adapters): before any reset the current marks are folded into every op
 measurement, so an outer one still sees the inner one's peak. Where the mark cannot be reset
 (not Linux), the process's lifetime peak (``ru_maxrss``) is reported and marked as such.
 Only this process is measured: the sandbox's worker processes are not (tools are small).
+
+``return_large_frees`` bounds what glibc keeps: see its docstring.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import resource
 import sys
 import threading
@@ -60,6 +65,34 @@ class PeakMemory:
             out[f"{device}_allocated_mb"] = round(a, 1)
             out[f"{device}_reserved_mb"] = round(r, 1)
         return out
+
+
+MMAP_THRESHOLD = 1 << 20  # bytes: allocations above it are mapped and unmapped on free
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_threshold_set = False
+
+
+def return_large_frees(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Make glibc hand blocks above ``threshold`` back to the system as soon as they are freed.
+
+    glibc raises its mmap threshold to the size of each mapped block freed (up to 32 MB), so
+    after the first layer of a forward pass the multi-MB activations of later ones come from
+    the heap, which fragments and never shrinks: a 135M-parameter LoRA step on 4 x 400 tokens
+    peaked at 2.7 GB resident against 1.3 GB with a fixed 1 MB threshold (same arithmetic,
+    same results). A fixed threshold is set once per process; ``MALLOC_MMAP_THRESHOLD_`` in
+    the environment (glibc's own variable) wins. False where this is not glibc."""
+    global _threshold_set
+    if _threshold_set or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return _threshold_set
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    _threshold_set = bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    return _threshold_set
 
 
 def current_rss_mb() -> float:

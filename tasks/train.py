@@ -34,7 +34,13 @@ def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
     if TRAINERS[trainer].uses_pool(cfg):
         inputs["candidate_pool"] = labels.candidate_pool.content_hash
     # seeds: each seed's adapter is its own unit, keyed by training.seed (cfg.for_seed)
-    ignored = {"trainers", "seeds", *(DPO_FIELDS if trainer != "dpo" else ())}
+    # activation_checkpointing trades memory for time: the same gradients, the same adapter
+    ignored = {
+        "trainers",
+        "seeds",
+        "activation_checkpointing",
+        *(DPO_FIELDS if trainer != "dpo" else ()),
+    }
     training = {k: v for k, v in cfg.section("training").items() if k not in ignored}
     sections = {"training": training, "policy": cfg.generator.name}
     key = stage_key(f"train-{policy}", CODE_VERSION, sections, inputs)

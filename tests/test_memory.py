@@ -101,3 +101,48 @@ def test_pipeline_summary_shows_each_stage_and_the_run_peak():
     assert "| train | ran | 0.0s |  | — | peak RSS 1.50 GB |" in text
     assert "Peak memory of the run (the largest stage): peak RSS 1.50 GB" in text
     assert rows[1].line() == "train: ran in 0.0s — ; peak RSS 1.50 GB"
+
+
+FRAGMENT = """
+from spark_core.memory import return_large_frees
+import gc
+def churn():
+    # glibc maps the first big block; freeing it raises its threshold, so the next ones come
+    # from the heap, each pinned in place by a small block allocated after it
+    first = touch(8)
+    del first
+    blocks, pins = [], []
+    for _ in range(40):
+        blocks.append(touch(5))
+        pins.append(bytearray(1000))
+    before = current_rss_mb()
+    del blocks
+    gc.collect()
+    return before - current_rss_mb()  # MB handed back when the big blocks were freed
+"""
+
+
+def test_large_frees_go_back_to_the_system_once_the_threshold_is_fixed():
+    _fresh(
+        FRAGMENT
+        + textwrap.dedent(
+            """
+        assert return_large_frees()
+        returned = churn()
+        assert returned > 150, returned  # 200 MB of 5 MB blocks freed: nearly all handed back
+        """
+        )
+    )
+
+
+def test_without_a_fixed_threshold_the_heap_keeps_the_freed_blocks():
+    """The positive control of the test above: the same churn, glibc's default."""
+    _fresh(
+        FRAGMENT
+        + textwrap.dedent(
+            """
+        returned = churn()
+        assert returned < 50, returned
+        """
+        )
+    )

@@ -306,6 +306,38 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
     assert [h["step"] for h in again] == [1, 2]
 
 
+def test_activation_checkpointing_changes_memory_not_the_adapter(tiny_model_dir, tmp_path):
+    """training.activation_checkpointing is left out of the train key because the recomputed
+    activations give the same gradients: the adapters must be equal bit for bit."""
+    from safetensors.torch import load_file
+
+    from spark_core.config import load_config
+    from spark_core.rl.train import train_ppo, train_sft
+
+    data = [{**r, "system": SYSTEM} for r in rows(4)]
+    weights = {}
+    for on in (True, False):
+        cfg = load_config(
+            "configs/demo.yaml",
+            [
+                f"generator.name={tiny_model_dir}",
+                "training.max_steps=2",
+                "training.batch_size=2",
+                "training.lora_dropout=0.1",  # dropout's random masks must be replayed too
+                f"training.activation_checkpointing={str(on).lower()}",
+            ],
+        )
+        for name, fn in (("sft", train_sft), ("spark", train_ppo)):
+            out = tmp_path / f"{name}-{on}"
+            fn(cfg, data, tiny_model_dir, out)
+            weights[name, on] = load_file(out / "adapter" / "adapter_model.safetensors")
+    for name in ("sft", "spark"):
+        on, off = weights[name, True], weights[name, False]
+        assert on.keys() == off.keys()
+        assert any(bool(t.any()) for k, t in on.items() if "lora_B" in k)  # it trained
+        assert all(torch.equal(on[k], off[k]) for k in on), name
+
+
 def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_path):
     """With a trained (non-identity) adapter the reference comes from disabling it, and
     refresh's pi_old is the current policy at the epoch start."""

@@ -55,6 +55,19 @@ class StepProgress(TrainerCallback):
         publish(self.what, state.global_step, state.max_steps)
 
 
+def checkpointing_args(on: bool) -> dict[str, Any]:
+    """Activation checkpointing (non-reentrant: PEFT's frozen inputs need no grad), under the
+    argument name of the installed transformers (``gradient_checkpointing`` before 5.x)."""
+    from transformers import TrainingArguments
+
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
     t = cfg.training
     precision = choose_precision(t)
@@ -64,6 +77,7 @@ def common_args(cfg: RunConfig, out_dir: Path, epochs: int) -> dict[str, Any]:
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
+        **checkpointing_args(t.activation_checkpointing),
         learning_rate=t.learning_rate,
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
