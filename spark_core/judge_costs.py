@@ -59,6 +59,13 @@ OPTIONS = (
 )
 
 
+def step_chars(cfg: RunConfig) -> int:
+    """How much one finished step adds to a trajectory (thought, action, input, observation);
+    the run plan (``run_plan.py``) and the time estimate size trajectories by it too."""
+    r = cfg.rollout
+    return int((r.thought_tokens + r.input_tokens) * CHARS_PER_TOKEN) + r.observation_chars + 60
+
+
 def _tokens(chars: float, messages: int) -> int:
     return int(chars / CHARS_PER_TOKEN + MESSAGE_OVERHEAD * messages)
 
@@ -78,8 +85,6 @@ def allowed(cfg: RunConfig) -> list[JudgeOption]:
 
 def judge_costs(cfg: RunConfig, train: list[Question]) -> list[JudgeCost]:
     """Every allowed option's calls, tokens and cost (upper bounds) for the synthesize stage."""
-    from spark_core.run_plan import step_chars
-
     r, jc = cfg.rollout, cfg.judge
     n = len(r.actions)
     candidate = int(r.input_tokens * CHARS_PER_TOKEN) + r.observation_chars

@@ -57,7 +57,7 @@ def _tokens(cfg: RunConfig, rates: Rates, chars: float) -> int:
 
 
 def _policy_chars(cfg: RunConfig, q: Question, step: int) -> int:
-    from spark_core.run_plan import step_chars
+    from spark_core.judge_costs import step_chars
 
     trajectory = "x" * ((step - 1) * step_chars(cfg))
     return sum(len(c) for _, c in policy_messages(q, trajectory, cfg.rollout.actions))
