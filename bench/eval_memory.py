@@ -56,11 +56,11 @@ def main() -> None:
     from spark_core.data.sources import read_source
     from spark_core.evaluation.policy_rollout import evaluate_policy
     from spark_core.memory import current_rss_mb, peak_memory
-    from spark_core.models.calls import Generator
-    from spark_core.models.default_model import resolve_model
+    from spark_core.models.generator import Generator
+    from spark_core.models.hf.default_model import resolve_model
     from spark_core.models.registry import REGISTRY
     from spark_core.models.usage import Usage
-    from spark_core.synthesis.rollout import Question
+    from spark_core.protocol import Question
     from tasks.evaluate import generator_for
     from tasks.tools import sandbox_for
 
@@ -113,8 +113,8 @@ def main() -> None:
 
 
 def _weights_key(cfg):
-    from spark_core.models.default_model import resolve_model
-    from spark_core.models.hf_backend import pick_device, pick_dtype
+    from spark_core.models.hf.backend import pick_device, pick_dtype
+    from spark_core.models.hf.default_model import resolve_model
 
     device = pick_device(cfg.generator.device)
     return resolve_model(cfg.generator.name), device, pick_dtype(cfg.generator.dtype, device)

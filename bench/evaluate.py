@@ -38,10 +38,10 @@ def main() -> None:
     from spark_core.data.questions import ingest_records
     from spark_core.data.sources import read_source
     from spark_core.evaluation.policy_rollout import evaluate_policy
-    from spark_core.models.calls import Generator
+    from spark_core.models.generator import Generator
     from spark_core.models.response_cache import ResponseCache
     from spark_core.models.usage import Usage
-    from spark_core.synthesis.rollout import Question
+    from spark_core.protocol import Question
     from tasks.evaluate import generator_for, policy_source
     from tasks.tools import sandbox_for
 

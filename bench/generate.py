@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spark_core.config import load_config  # noqa: E402
-from spark_core.models.hf_backend import HFBackend  # noqa: E402
+from spark_core.models.hf.backend import HFBackend  # noqa: E402
 from spark_core.models.requests import ChatRequest  # noqa: E402
 
 TOPICS = [

@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spark_core.config import JudgeConfig  # noqa: E402
-from spark_core.models.calls import make_judge  # noqa: E402
-from spark_core.models.hf_backend import HFBackend  # noqa: E402
-from spark_core.models.judge import HFJudge  # noqa: E402
-from spark_core.models.judge_prompt import JudgeItem  # noqa: E402
+from spark_core.models.hf.backend import HFBackend  # noqa: E402
+from spark_core.models.judge.judge import make_judge  # noqa: E402
+from spark_core.models.judge.prompt import JudgeItem  # noqa: E402
+from spark_core.models.judge.scorers import HFJudge  # noqa: E402
 
 LATENCY_S = 0.1
 

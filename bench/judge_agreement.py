@@ -24,11 +24,13 @@ sys.path.insert(0, str(ROOT))
 from spark_core.config import load_config  # noqa: E402
 from spark_core.data.questions import ingest_records  # noqa: E402
 from spark_core.data.sources import read_source  # noqa: E402
-from spark_core.models.calls import make_generator, make_judge  # noqa: E402
-from spark_core.models.judge_agreement import agreement  # noqa: E402
-from spark_core.models.judge_prompt import JudgeItem  # noqa: E402
-from spark_core.models.judge_state_local import HFStateJudge  # noqa: E402
-from spark_core.synthesis.rollout import Question, rollout_step  # noqa: E402
+from spark_core.models.generator import make_generator  # noqa: E402
+from spark_core.models.judge.agreement import agreement  # noqa: E402
+from spark_core.models.judge.judge import make_judge  # noqa: E402
+from spark_core.models.judge.per_state import HFStateJudge  # noqa: E402
+from spark_core.models.judge.prompt import JudgeItem  # noqa: E402
+from spark_core.protocol import Question  # noqa: E402
+from spark_core.synthesis.rollout import rollout_step  # noqa: E402
 from spark_core.tools.sandbox import Sandbox, SandboxLimits  # noqa: E402
 
 

@@ -50,8 +50,8 @@ def main() -> None:
     from spark_core.config import load_config
     from spark_core.data.questions import validate
     from spark_core.data.sources import read_source
-    from spark_core.models.default_model import resolve_model
-    from spark_core.models.hf_backend import HFBackend
+    from spark_core.models.hf.backend import HFBackend
+    from spark_core.models.hf.default_model import resolve_model
     from spark_core.rl import probe
     from spark_core.rl.train import train_ppo
 

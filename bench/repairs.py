@@ -21,8 +21,10 @@ sys.path.insert(0, str(ROOT))
 from spark_core.config import load_config  # noqa: E402
 from spark_core.data.questions import ingest_records  # noqa: E402
 from spark_core.data.sources import read_source  # noqa: E402
-from spark_core.models.calls import make_generator, make_judge  # noqa: E402
-from spark_core.synthesis.rollout import Question, rollout_step  # noqa: E402
+from spark_core.models.generator import make_generator  # noqa: E402
+from spark_core.models.judge.judge import make_judge  # noqa: E402
+from spark_core.protocol import Question  # noqa: E402
+from spark_core.synthesis.rollout import rollout_step  # noqa: E402
 from tasks.tools import sandbox_for  # noqa: E402
 
 

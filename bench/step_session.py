@@ -36,10 +36,11 @@ def main() -> None:
 
     from spark_core.data.questions import ingest_records
     from spark_core.data.sources import read_source
-    from spark_core.models.calls import make_generator
-    from spark_core.models.step_session import StepSession
-    from spark_core.synthesis.rollout import INPUT_STOP, THOUGHT_STOP, Question, _request
-    from spark_core.synthesis.rollout import policy_messages as messages
+    from spark_core.models.generator import make_generator
+    from spark_core.models.hf.step_session import StepSession
+    from spark_core.protocol import INPUT_STOP, THOUGHT_STOP, Question
+    from spark_core.protocol import policy_messages as messages
+    from spark_core.synthesis.rollout import _request
 
     data = cfg.data
     table = ingest_records(read_source(data.source, data.hub_split, data.hub_revision), data)

@@ -31,15 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spark_core.config import load_config  # noqa: E402
 from spark_core.data.questions import validate  # noqa: E402
 from spark_core.data.sources import read_source  # noqa: E402
-from spark_core.models.default_model import resolve_model  # noqa: E402
-from spark_core.models.hf_backend import HFBackend, load_tokenizer  # noqa: E402
+from spark_core.models.hf.backend import HFBackend, load_tokenizer  # noqa: E402
+from spark_core.models.hf.default_model import resolve_model  # noqa: E402
+from spark_core.protocol import (  # noqa: E402
+    render_step,
+    state_message,
+    system_prompt,
+    tool_lines,  # noqa: E402
+)
 from spark_core.rl.behaviour import completion_logprobs  # noqa: E402
 from spark_core.rl.data import ppo_examples  # noqa: E402
 from spark_core.rl.dpo_train import train_dpo  # noqa: E402
 from spark_core.rl.hardware import choose_precision  # noqa: E402
 from spark_core.rl.train import train_ppo, train_sft  # noqa: E402
-from spark_core.synthesis.action_format import render_step, state_message, system_prompt  # noqa: E402
-from spark_core.synthesis.rollout import tool_lines  # noqa: E402
 
 
 def rows(n: int, actions: list[str]) -> list[dict]:

@@ -281,7 +281,7 @@ def generate(
     from spark_core.data.prompts import direct_answer_prompt
     from spark_core.data.questions import validate
     from spark_core.data.sources import read_source
-    from spark_core.models.calls import make_generator
+    from spark_core.models.generator import make_generator
     from spark_core.models.registry import REGISTRY
     from spark_core.models.requests import ChatRequest
 

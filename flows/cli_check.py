@@ -28,7 +28,7 @@ def planned_questions(cfg: RunConfig):
     from spark_core import CATEGORIES
     from spark_core.data.questions import ingest_records
     from spark_core.data.sources import bundled_path, read_file, read_source, source_kind
-    from spark_core.synthesis.rollout import Question
+    from spark_core.protocol import Question
     from tasks.caching import store_for
     from tasks.ingest import ingest_unit
 
@@ -124,8 +124,8 @@ def _check(role: str, config: str | None, set_: list[str] | None, calibrate: boo
     from transformers.utils import logging as hf_logging
 
     from flows.cli import console, fail, load_run_config
-    from spark_core.models.preflight import check_generator, check_judge
     from spark_core.models.registry import REGISTRY
+    from spark_core.preflight import check_generator, check_judge
 
     hf_logging.disable_progress_bar()
     cfg = load_run_config(config, set_)

@@ -24,8 +24,8 @@ def calibrated_estimate(cfg: RunConfig, judge_latency_s: float | None = None):
     import torch
 
     from flows.cli_check import planned_questions
-    from spark_core.models.preflight import judge_preflight
     from spark_core.models.registry import REGISTRY
+    from spark_core.preflight import judge_preflight
     from spark_core.time_estimate import calibrate, estimate
 
     train, evaluate, _ = planned_questions(cfg)

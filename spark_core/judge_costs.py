@@ -5,7 +5,7 @@ Token counts follow ``run_plan`` (every question rolls every step; prompts from 
 templates at ~4 characters per token; completions at their limits). The provider's prompt
 cache is modelled on OpenAI's rules: a prompt prefix of at least 1,024 tokens that an earlier
 request sent is served from the cache in 128-token steps, so the 2nd..9th candidate of a state
-(per_candidate; their prompts share everything before the candidate, ``judge_prompt.py``) pay
+(per_candidate; their prompts share everything before the candidate, ``models/judge/prompt.py``) pay
 the cached price for that prefix. That assumes each state's first request reaches the provider
 before the others (rollout sends a state's candidates concurrently, so a real run may see
 fewer hits; the run's summary reports the cached tokens it got). Batch jobs are priced at
@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from spark_core.config import RunConfig
-from spark_core.models.judge_prices import JudgeRates, model_rates
-from spark_core.models.judge_prompt import SYSTEM, JudgeItem, user_message
-from spark_core.models.judge_state import TOKENS_PER_SCORE, state_messages
-from spark_core.synthesis.rollout import Question
+from spark_core.models.judge.prompt import SYSTEM, JudgeItem, user_message
+from spark_core.models.judge.state_prompt import TOKENS_PER_SCORE, state_messages
+from spark_core.models.prices import JudgeRates, model_rates
+from spark_core.protocol import Question
 
 CHARS_PER_TOKEN = 4.0  # as run_plan
 MESSAGE_OVERHEAD = 8
@@ -59,6 +59,13 @@ OPTIONS = (
 )
 
 
+def step_chars(cfg: RunConfig) -> int:
+    """How much one finished step adds to a trajectory (thought, action, input, observation);
+    the run plan (``run_plan.py``) and the time estimate size trajectories by it too."""
+    r = cfg.rollout
+    return int((r.thought_tokens + r.input_tokens) * CHARS_PER_TOKEN) + r.observation_chars + 60
+
+
 def _tokens(chars: float, messages: int) -> int:
     return int(chars / CHARS_PER_TOKEN + MESSAGE_OVERHEAD * messages)
 
@@ -78,8 +85,6 @@ def allowed(cfg: RunConfig) -> list[JudgeOption]:
 
 def judge_costs(cfg: RunConfig, train: list[Question]) -> list[JudgeCost]:
     """Every allowed option's calls, tokens and cost (upper bounds) for the synthesize stage."""
-    from spark_core.run_plan import step_chars
-
     r, jc = cfg.rollout, cfg.judge
     n = len(r.actions)
     candidate = int(r.input_tokens * CHARS_PER_TOKEN) + r.observation_chars

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from spark_core.artifacts import ArtifactError, ArtifactStore
 from spark_core.config import RunConfig
 from spark_core.judge_costs import JudgeCost, _price, judge_costs
-from spark_core.models.judge_prices import model_rates
-from spark_core.synthesis.rollout import Question
+from spark_core.models.prices import model_rates
+from spark_core.protocol import Question
 
 SUMMARY = "summary_run"  # synthesize/<key>/summary_run: the stage's totals (one row)
 MATCHED = ("actions", "steps", "thought_tokens", "input_tokens", "observation_chars")

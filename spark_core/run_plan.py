@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from spark_core.config import ModelConfig, RunConfig
-from spark_core.models.judge_prompt import JudgeItem, judge_messages
-from spark_core.models.usage import prices_for
-from spark_core.synthesis.action_format import state_message, system_prompt
+from spark_core.judge_costs import step_chars
+from spark_core.models.judge.prompt import JudgeItem, judge_messages
+from spark_core.models.prices import prices_for
+from spark_core.protocol import Question, state_message, system_prompt, tool_lines
 from spark_core.synthesis.repair import ERROR_CHARS, REPAIR_QUESTION
-from spark_core.synthesis.rollout import Question, tool_lines
 
 CHARS_PER_TOKEN = 4.0  # typical English on GPT-4o / Llama-3 tokenizers
 MESSAGE_OVERHEAD = 8  # chat-template tokens per message
@@ -50,12 +50,6 @@ def _priced(plan: PlannedCalls, model: ModelConfig) -> PlannedCalls:
     elif model.backend == "hf":
         plan.cost_usd = 0.0  # local compute
     return plan
-
-
-def step_chars(cfg: RunConfig) -> int:
-    """How much one finished step adds to a trajectory (thought, action, input, observation)."""
-    r = cfg.rollout
-    return int((r.thought_tokens + r.input_tokens) * CHARS_PER_TOKEN) + r.observation_chars + 60
 
 
 def repair_chars(cfg: RunConfig) -> int:

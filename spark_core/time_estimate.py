@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from spark_core.config import RunConfig
-from spark_core.synthesis.rollout import Question, policy_messages
+from spark_core.protocol import Question, policy_messages
 
 PASS_COST = {"sft": 1.0, "ppo": 1.0, "dpo": 2.0}  # sequences read per example (DPO: a pair)
 
@@ -57,7 +57,7 @@ def _tokens(cfg: RunConfig, rates: Rates, chars: float) -> int:
 
 
 def _policy_chars(cfg: RunConfig, q: Question, step: int) -> int:
-    from spark_core.run_plan import step_chars
+    from spark_core.judge_costs import step_chars
 
     trajectory = "x" * ((step - 1) * step_chars(cfg))
     return sum(len(c) for _, c in policy_messages(q, trajectory, cfg.rollout.actions))
@@ -183,8 +183,8 @@ def calibrate(cfg: RunConfig, questions: list[Question], judge_latency_s: float)
 
 
 def _calibrate_generator(cfg: RunConfig, questions: list[Question], rates: Rates) -> None:
-    from spark_core.models.calls import make_backend
-    from spark_core.models.kv_session import KVSession
+    from spark_core.models.backends import make_backend
+    from spark_core.models.hf.kv_session import KVSession
     from spark_core.models.requests import ChatRequest
 
     gen = cfg.generator
@@ -252,7 +252,7 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
     import torch
     from peft import get_peft_model
 
-    from spark_core.models.default_model import resolve_model
+    from spark_core.models.hf.default_model import resolve_model
     from spark_core.rl.hardware import choose_precision, load_base, lora_config
 
     t, r = cfg.training, cfg.rollout

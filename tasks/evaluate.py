@@ -21,11 +21,11 @@ from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA,
 from spark_core.evaluation.productivity import overall_records
 from spark_core.evaluation.report import embed_images
 from spark_core.evaluation.report_folder import point_latest, report_folder
-from spark_core.models.calls import Generator
+from spark_core.models.generator import Generator
 from spark_core.models.guards import Budget
-from spark_core.models.hf_backend import directory_hash
+from spark_core.models.hf.backend import directory_hash
 from spark_core.models.registry import REGISTRY
-from spark_core.synthesis.rollout import Question
+from spark_core.protocol import Question
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Report
 from tasks.tools import sandbox_for

@@ -13,10 +13,11 @@ from prefect.states import Failed, State
 
 from spark_core.artifacts import canonical_hash
 from spark_core.config import RunConfig
-from spark_core.models.calls import Generator, Judge
+from spark_core.models.generator import Generator
 from spark_core.models.guards import Budget, FailureWatch, StageStopped
-from spark_core.models.preflight import judge_preflight
+from spark_core.models.judge.judge import Judge
 from spark_core.models.registry import REGISTRY
+from spark_core.preflight import judge_preflight
 from tasks.caching import STOPPED, stopped_state
 
 _GUARDS: dict[str, tuple[Budget | None, Budget | None, FailureWatch]] = {}

@@ -17,6 +17,7 @@ from spark_core.config import RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.models.registry import REGISTRY
 from spark_core.models.usage import Usage
+from spark_core.protocol import Question
 from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.synthesis.barrier import (
     SELECTED_SCHEMA,
@@ -33,7 +34,6 @@ from spark_core.synthesis.rollout import (
     CODE_VERSION,
     FINAL_SCHEMA,
     SCORES_SCHEMA,
-    Question,
     check_actions,
     final_answers,
     rollout_step,

@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from spark_core.models.default_model import DEFAULT_MODEL, resolve_model
+    from spark_core.models.hf.default_model import DEFAULT_MODEL, resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     torch.manual_seed(0)

@@ -3,13 +3,7 @@
 import pytest
 
 from spark_core.config import ACTIONS as DEFAULT_ACTIONS
-from spark_core.synthesis.action_format import (
-    final_answer,
-    parse_step,
-    render_step,
-    state_message,
-    system_prompt,
-)
+from spark_core.protocol import final_answer, parse_step, render_step, state_message, system_prompt
 
 ACTIONS = list(DEFAULT_ACTIONS)  # the 8 tools and cot
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from spark_core.config import ACTIONS
-from spark_core.models.action_scoring import (
+from spark_core.models.constrained_actions.scoring import (
     ActionDistribution,
     action_names,
     name_suffixes,
     score_actions,
     state_ids,
 )
-from spark_core.models.hf_backend import HFBackend
+from spark_core.models.hf.backend import HFBackend
 from spark_core.models.requests import ChatRequest
 from tests.conftest import random_adapter
 

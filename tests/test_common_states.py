@@ -19,8 +19,8 @@ from spark_core.evaluation.policies import (
     evaluated_policy,
 )
 from spark_core.metrics import entropy_bits
-from spark_core.models.action_scoring import action_names, tempered
-from spark_core.synthesis.rollout import Question
+from spark_core.models.constrained_actions.scoring import action_names, tempered
+from spark_core.protocol import Question
 
 QUESTIONS = [
     Question(i, f"Question {i}: what is {i} + {i}?", ("1", "2", "3", "4"), cat, "B")
@@ -104,7 +104,7 @@ def test_stratified_subset_takes_as_many_from_each_category():
 
 def test_common_states_score_one_shared_state_per_question(tiny_model_dir):
     from spark_core.config import ACTIONS
-    from spark_core.models.hf_backend import HFBackend
+    from spark_core.models.hf.backend import HFBackend
 
     backend = HFBackend(tiny_model_dir, device="cpu", batch_size=4)
     actions = list(ACTIONS)
@@ -126,8 +126,8 @@ def test_common_states_score_one_shared_state_per_question(tiny_model_dir):
 def test_a_shared_prefix_is_read_once_and_rows_match_a_plain_forward(tiny_model_dir):
     import torch
 
-    from spark_core.models.hf_backend import HFBackend
-    from spark_core.models.kv_session import SHARED_PREFIX_MIN, KVSession
+    from spark_core.models.hf.backend import HFBackend
+    from spark_core.models.hf.kv_session import SHARED_PREFIX_MIN, KVSession
 
     backend = HFBackend(tiny_model_dir, device="cpu", batch_size=4)
     tok = backend.tokenizer

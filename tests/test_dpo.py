@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from spark_core.protocol import render_step, state_message
 from spark_core.rl.data import fit
 from spark_core.rl.dpo_pairs import dpo_records, preference_pairs
-from spark_core.synthesis.action_format import render_step, state_message
 from tests.test_training_data import OPTIONS, QUESTION, SYSTEM, long_row
 
 # (question, step, action, judge score or None = failed judgement, selected?)
@@ -114,7 +114,7 @@ def test_pairs_are_fitted_by_the_sft_ppo_rule(tokenizer):
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 

@@ -14,11 +14,10 @@ from spark_core.evaluation.policy_rollout import (
     guess_letter,
     read_letter,
 )
-from spark_core.models.calls import Generator
-from spark_core.models.hf_backend import HFBackend
+from spark_core.models.generator import Generator
+from spark_core.models.hf.backend import HFBackend
 from spark_core.models.usage import Usage
-from spark_core.synthesis.action_format import ANSWER, INVALID
-from spark_core.synthesis.rollout import Question
+from spark_core.protocol import ANSWER, INVALID, Question
 from tasks.tools import sandbox_for
 
 QUESTIONS = [

@@ -11,7 +11,7 @@ from flows.synthesize import synthesize
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
 from spark_core.labeling.trajectories import TRAJECTORIES_SCHEMA
-from spark_core.synthesis.action_format import parse_step
+from spark_core.protocol import parse_step
 from spark_core.synthesis.barrier import SELECTED_SCHEMA
 from tests.task_names import task_name
 

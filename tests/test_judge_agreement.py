@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from spark_core.models.hf_backend import HFBackend
-from spark_core.models.judge import HFJudge
-from spark_core.models.judge_agreement import agreement, measure
-from spark_core.models.preflight import CALIBRATION, STATE_THOUGHT
+from spark_core.models.hf.backend import HFBackend
+from spark_core.models.judge.agreement import agreement, measure
+from spark_core.models.judge.scorers import HFJudge
+from spark_core.preflight import CALIBRATION, STATE_THOUGHT
 from tests.test_judge_check import GOOD, cli_cfg, rubric
 
 runner = CliRunner()

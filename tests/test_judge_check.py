@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from spark_core.config import JudgeConfig, ModelConfig, load_config
-from spark_core.models.calls import make_generator, make_judge
-from spark_core.models.capabilities import capabilities_for
+from spark_core.models.generator import make_generator
 from spark_core.models.guards import Budget, CostLimitReached, FailureWatch, JudgeFailing
-from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.openai_backend import OpenAIBackend
+from spark_core.models.judge.judge import make_judge
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.openai.backend import OpenAIBackend
+from spark_core.models.openai.capabilities import capabilities_for
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache
 from spark_core.synthesis.barrier import advance_trajectories, initial_states, judge_stops

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from spark_core.config import JudgeConfig
-from spark_core.models.calls import make_judge
 from spark_core.models.guards import Budget, CostLimitReached, estimate_prompt_tokens
-from spark_core.models.judge_prices import model_rates, rates_for
-from spark_core.models.judge_prompt import JudgeItem, judge_messages
+from spark_core.models.judge.judge import make_judge
+from spark_core.models.judge.prompt import JudgeItem, judge_messages
+from spark_core.models.prices import model_rates, rates_for
 from spark_core.models.response_cache import ResponseCache
 
 
@@ -207,7 +207,7 @@ def test_summary_reports_cached_and_batch_tokens_and_their_cost():
 
 def test_judge_options_are_priced_from_the_same_tokens(run_config):
     from spark_core.judge_costs import cheapest, judge_costs
-    from spark_core.synthesis.rollout import Question
+    from spark_core.protocol import Question
 
     cfg = run_config("judge.backend=openai", "judge.name=gpt-4o", "rollout.steps=2")
     questions = [Question(1, "What is 2+2? " * 400, ("3", "4"), "math", "B")]

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from spark_core.config import JudgeConfig
-from spark_core.models.calls import make_judge
-from spark_core.models.hf_backend import HFBackend
-from spark_core.models.judge import HFJudge
-from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.judge_state import parse_state_reply, state_messages, state_schema
-from spark_core.models.judge_state_local import HFStateJudge
+from spark_core.models.hf.backend import HFBackend
+from spark_core.models.judge.judge import make_judge
+from spark_core.models.judge.per_state import HFStateJudge
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import HFJudge
+from spark_core.models.judge.state_prompt import parse_state_reply, state_messages, state_schema
 from spark_core.models.requests import ChatRequest
 
 

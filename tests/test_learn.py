@@ -7,7 +7,7 @@ from __future__ import annotations
 from spark_core.config import load_config
 from spark_core.data.questions import validate
 from spark_core.data.sources import read_source
-from spark_core.models.hf_backend import HFBackend
+from spark_core.models.hf.backend import HFBackend
 from spark_core.rl import probe
 from spark_core.rl.train import train_ppo
 

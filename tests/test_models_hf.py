@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from spark_core.data.answers import answer_or_guess, extract_answer
-from spark_core.models.hf_backend import HFBackend
-from spark_core.models.judge import HFJudge
-from spark_core.models.judge_prompt import JudgeItem
+from spark_core.models.hf.backend import HFBackend
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import HFJudge
 from spark_core.models.requests import ChatRequest
 from tests.conftest import random_adapter
 

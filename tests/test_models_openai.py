@@ -7,10 +7,11 @@ import logging
 import pytest
 
 from spark_core.config import JudgeConfig, ModelConfig
-from spark_core.models.calls import make_generator, make_judge
-from spark_core.models.judge import expected_score, parse_score
-from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.openai_backend import BackendError, OpenAIBackend
+from spark_core.models.generator import make_generator
+from spark_core.models.judge.judge import make_judge
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import expected_score, parse_score
+from spark_core.models.openai.backend import BackendError, OpenAIBackend
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache
 

@@ -8,10 +8,10 @@ import math
 import pytest
 
 from spark_core.config import ACTIONS, ModelConfig
-from spark_core.models.action_scoring import action_names
-from spark_core.models.calls import make_generator
-from spark_core.models.policy_step import StepRequest
-from spark_core.synthesis.action_format import INVALID
+from spark_core.models.constrained_actions.scoring import action_names
+from spark_core.models.generator import make_generator
+from spark_core.models.requests import StepRequest
+from spark_core.protocol import INVALID
 
 NAMES = tuple(action_names(list(ACTIONS)))
 REQUEST = StepRequest((("system", "Solve it."), ("user", "What is 2+2?")), NAMES, 16, 8)

@@ -19,8 +19,8 @@ from spark_core.labeling.rewards import (
     within_state_bonus,
 )
 from spark_core.labeling.trajectories import label
-from spark_core.models.action_scoring import action_names
-from spark_core.models.judge import HFJudge, Judgement, stated_grade
+from spark_core.models.constrained_actions.scoring import action_names
+from spark_core.models.judge.scorers import HFJudge, Judgement, stated_grade
 from spark_core.synthesis.rollout import check_actions, judge_readings
 from spark_core.synthesis.selection import pick_in_order
 
@@ -271,8 +271,8 @@ def test_summary_compares_viability_under_both_judge_readings():
 
 
 def test_the_dry_run_plan_counts_a_thought_per_candidate_with_per_action():
+    from spark_core.protocol import Question
     from spark_core.run_plan import plan_synthesis
-    from spark_core.synthesis.rollout import Question
 
     qs = [Question(1, "What is 2 + 2?", ("3", "4"), "math", "B")]
     shared = load_config(None, ["rollout.steps=2"])
@@ -289,8 +289,10 @@ def test_the_dry_run_plan_counts_a_thought_per_candidate_with_per_action():
 def test_thoughts_per_action_are_written_for_their_action(run_config, loopback_openai, mode):
     import re
 
-    from spark_core.models.calls import make_generator, make_judge
-    from spark_core.synthesis.rollout import Question, rollout_step
+    from spark_core.models.generator import make_generator
+    from spark_core.models.judge.judge import make_judge
+    from spark_core.protocol import Question
+    from spark_core.synthesis.rollout import rollout_step
     from tasks.tools import sandbox_for
 
     loopback_openai.reset()

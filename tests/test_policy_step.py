@@ -7,10 +7,11 @@ import math
 import pytest
 
 from spark_core.config import ACTIONS
-from spark_core.models.action_scoring import action_names
-from spark_core.models.hf_backend import HFBackend
-from spark_core.models.policy_step import THOUGHT_STOP, StepRequest, hf_policy_steps
-from spark_core.models.requests import ChatRequest
+from spark_core.models.constrained_actions.hf_steps import hf_policy_steps
+from spark_core.models.constrained_actions.scoring import action_names
+from spark_core.models.hf.backend import HFBackend
+from spark_core.models.requests import ChatRequest, StepRequest
+from spark_core.protocol import THOUGHT_STOP
 
 NAMES = tuple(action_names(list(ACTIONS)))
 QUESTIONS = ["What is 2+2?", "Convert 3 miles to km.", "Hi", "Which gas do plants absorb?"]
@@ -63,7 +64,7 @@ def test_sampled_steps_are_seeded(backend):
 def test_kv_session_rows_match_a_plain_forward_of_their_visible_tokens(backend):
     import torch
 
-    from spark_core.models.kv_session import KVSession
+    from spark_core.models.hf.kv_session import KVSession
 
     tok = backend.tokenizer
     a = tok("Question: what is two plus two?", add_special_tokens=False).input_ids

@@ -70,7 +70,7 @@ def test_kl_estimators_are_zero_at_the_reference():
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -276,7 +276,7 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
             "training.save_steps=1",
         ],
     )
-    from spark_core.models.hf_backend import HFBackend
+    from spark_core.models.hf.backend import HFBackend
     from spark_core.rl.behaviour import completion_logprobs
 
     data = [{**r, "system": SYSTEM} for r in rows(4)]

@@ -20,7 +20,7 @@ TOLERANCE = 1e-4  # |ratio - 1| before the first step
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -35,7 +35,7 @@ def budget_that_drops_two_steps(tokenizer, row) -> int:
 
 def stored_fp32(tiny_model_dir, data, device="cpu"):
     """The behaviour log-probs synthesis stores: the generator's pass on the full state."""
-    from spark_core.models.hf_backend import HFBackend
+    from spark_core.models.hf.backend import HFBackend
     from spark_core.rl.behaviour import completion_logprobs
 
     lps = completion_logprobs(

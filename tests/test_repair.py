@@ -10,10 +10,12 @@ import pytest
 
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.repairs import repair_lines, repair_table
-from spark_core.models.calls import make_generator, make_judge
+from spark_core.models.generator import make_generator
 from spark_core.models.guards import Budget
+from spark_core.models.judge.judge import make_judge
+from spark_core.protocol import Question
 from spark_core.synthesis.repair import REPAIR_QUESTION
-from spark_core.synthesis.rollout import CANDIDATES_SCHEMA, Question, rollout_step
+from spark_core.synthesis.rollout import CANDIDATES_SCHEMA, rollout_step
 from spark_core.synthesis.summary import markdown, summarize
 from tasks.tools import sandbox_for
 

@@ -4,12 +4,12 @@ inputs decoded on kept KV sessions give the completions of the two separate call
 from __future__ import annotations
 
 from spark_core.config import ACTIONS
-from spark_core.models.calls import Generator
-from spark_core.models.hf_backend import HFBackend
+from spark_core.models.generator import Generator
+from spark_core.models.hf.backend import HFBackend
+from spark_core.models.hf.step_session import StepSession, common_prefix
 from spark_core.models.requests import ChatRequest
-from spark_core.models.step_session import StepSession, common_prefix
 from spark_core.models.usage import Usage
-from spark_core.synthesis.rollout import INPUT_STOP, THOUGHT_STOP, Question, policy_messages
+from spark_core.protocol import INPUT_STOP, THOUGHT_STOP, Question, policy_messages
 
 QUESTIONS = [
     Question(1, "What is 12 * 7?", ("84", "74", "96"), "math", "A"),

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from spark_core.config import load_config
-from spark_core.synthesis.rollout import Question
+from spark_core.protocol import Question
 from spark_core.time_estimate import (
     Rates,
     estimate,

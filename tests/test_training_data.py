@@ -6,20 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spark_core.rl.data import fit, greedy_rows, ppo_examples, sft_records
-from spark_core.synthesis.action_format import (
+from spark_core.protocol import (
     render_step,
     state_message,
     system_prompt,
+    tool_lines,
     trajectory_entry,
 )
-from spark_core.synthesis.rollout import tool_lines
+from spark_core.rl.data import fit, greedy_rows, ppo_examples, sft_records
 from tests.test_ppo import make_policy, ppo_args
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -90,7 +90,7 @@ def test_greedy_sft_data_is_the_judges_top_candidate():
 
 
 def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tmp_path):
-    from spark_core.models.hf_backend import HFBackend
+    from spark_core.models.hf.backend import HFBackend
     from spark_core.rl.behaviour import completion_logprobs
     from spark_core.rl.ppo_trainer import OfflinePPOTrainer
 
@@ -164,7 +164,7 @@ def test_token_budgets_fit_the_generator_limit():
 
 
 def test_the_judge_sees_the_thought():
-    from spark_core.models.judge_prompt import JudgeItem, user_message
+    from spark_core.models.judge.prompt import JudgeItem, user_message
 
     item = JudgeItem(QUESTION, tuple(OPTIONS), "", "chemistry", "36 / 18.015", "1.998", "moles")
     text = user_message(item)

@@ -35,7 +35,7 @@ def _free_port() -> int:
 def served_model():
     """`transformers serve MODEL_DIR` on a free loopback port for this module."""
     pytest.importorskip("fastapi")
-    from spark_core.models.default_model import DEFAULT_MODEL, resolve_model
+    from spark_core.models.hf.default_model import DEFAULT_MODEL, resolve_model
 
     exe = Path(sys.executable).parent / "transformers"
     if not exe.exists() and shutil.which("transformers") is None:

@@ -19,9 +19,14 @@ import pyarrow as pa
 
 from spark_core.evaluation.common_schema import COMMON_STATES_SCHEMA
 from spark_core.evaluation.policies import EvaluatedPolicy
-from spark_core.models.action_scoring import ANCHOR, action_names, score_actions, tempered
+from spark_core.models.constrained_actions.scoring import (
+    ANCHOR,
+    action_names,
+    score_actions,
+    tempered,
+)
 from spark_core.models.requests import ChatRequest
-from spark_core.synthesis.rollout import Question, policy_messages
+from spark_core.protocol import Question, policy_messages
 
 
 def state_prefix(backend: Any, question: Question, actions: list[str]) -> str:

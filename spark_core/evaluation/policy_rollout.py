@@ -1,11 +1,11 @@
 """The policy alone picks every step — no judge — with the same action protocol, tools and
 sandbox as synthesis, for up to ``evaluation.steps`` steps.
 
-- ``evaluation.action_decoding: constrained`` (default): the thought and the action input are
-  free text, the action is chosen among the action names by scoring them (``policy_step``),
-  and P(action | state) is stored for every step. ``free``: the model writes the whole step;
-  a missing or unknown action is ``invalid`` (never a made-up ``cot``), and the state keeps
-  the model's own text.
+- ``evaluation.action_decoding: constrained`` (default): the thought and the action input are free
+  text, the action is chosen among the action names by scoring them
+  (``models/constrained_actions``), and P(action | state) is stored for every step. ``free``: the
+  model writes the whole step; a missing or unknown action is ``invalid`` (never a made-up ``cot``),
+  and the state keeps the model's own text.
 - Letters come only from the model's own text, through MMLU-Pro's cascade. A question with
   no readable answer gets a guess that depends only on (evaluation.seed, question), so every
   policy guesses the same letter for the same question.
@@ -27,23 +27,24 @@ import pyarrow as pa
 from spark_core.config import RunConfig
 from spark_core.data.answers import LETTERS, read_letter
 from spark_core.evaluation.policies import evaluated_policy
-from spark_core.models.action_scoring import action_names, tempered
-from spark_core.models.calls import Generator
-from spark_core.models.policy_step import PolicyStep, StepRequest
-from spark_core.models.requests import ChatRequest
+from spark_core.models.constrained_actions.scoring import action_names, tempered
+from spark_core.models.generator import Generator
+from spark_core.models.requests import ChatRequest, PolicyStep, StepRequest
 from spark_core.progress import publish
-from spark_core.synthesis.action_format import (
+from spark_core.protocol import (
     ANSWER,
     COT,
     INVALID,
+    Question,
     final_answer,
     parse_step,
+    policy_messages,
     render_step,
     trajectory_entry,
 )
 from spark_core.synthesis.barrier import observation_text
 from spark_core.synthesis.repair import RepairContext, repair_calls
-from spark_core.synthesis.rollout import Question, answer_request, policy_messages
+from spark_core.synthesis.rollout import answer_request
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 

@@ -30,7 +30,7 @@ from spark_core.evaluation.stats import (
     state_entropies,
     tool_state_entropies,
 )
-from spark_core.synthesis.action_format import ANSWER, INVALID
+from spark_core.protocol import ANSWER, INVALID
 
 OVERALL = "overall"
 _F = pa.float64()

@@ -12,7 +12,7 @@ from statistics import NormalDist
 from typing import TypeVar
 
 from spark_core.metrics import entropy_bits
-from spark_core.synthesis.action_format import ANSWER
+from spark_core.protocol import ANSWER
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from spark_core.evaluation.report import OVERALL
 from spark_core.evaluation.seeds import flatten, hierarchical_bootstrap, seed_groups
 from spark_core.evaluation.stats import miller_madow_bits, pooled_entropy
 from spark_core.metrics import entropy_bits
-from spark_core.synthesis.action_format import ANSWER, INVALID
+from spark_core.protocol import ANSWER, INVALID
 
 _F = pa.float64()
 TOOL_MAP_SCHEMA = pa.schema(

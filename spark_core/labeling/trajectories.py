@@ -22,8 +22,7 @@ from spark_core.labeling.rewards import (
     step_rewards,
     trajectory_returns,
 )
-from spark_core.synthesis.action_format import render_step, state_message, system_prompt
-from spark_core.synthesis.rollout import tool_lines
+from spark_core.protocol import render_step, state_message, system_prompt, tool_lines
 
 CODE_VERSION = "4"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 # 3: candidate_pool carries the candidates' tool-call repairs

@@ -1,5 +1,5 @@
 """Guards that stop a stage early, on purpose and resumably: a cost limit and a judge that
-keeps failing.
+keeps failing; ``Guards`` holds a model's guards in one stage.
 
 Both act through the backends' gate (asked just before each request is sent), so a stage
 stops without sending another request, while every call that finished is already in the
@@ -9,12 +9,12 @@ response cache: rerunning the same command resumes where the stage stopped.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spark_core.models.prices import model_rates, prices_for
 from spark_core.models.response_cache import ResponseCache
-from spark_core.models.usage import prices_for
 
 CHARS_PER_TOKEN = 3.0
 """Prompt-size estimate when no tokenizer is at hand: English runs ~4 characters per token
@@ -72,8 +72,6 @@ class Budget:
                 f"{role}.max_cost_usd needs a price for {model.name}: set "
                 f"{role}.price_per_1k_prompt and {role}.price_per_1k_completion"
             )
-        from spark_core.models.judge_prices import model_rates
-
         budget = cls(role, model.name, model.max_cost_usd, prices, scope, ledger)
         budget.rates = model_rates(model)
         return budget
@@ -163,3 +161,48 @@ class FailureWatch:
             "Nothing judged so far is lost: rerun the same command to resume from the "
             "response cache."
         )
+
+
+@dataclass
+class Guards:
+    """A stage's stop rules for one model: its budget, and (judge) its failure watch.
+    ``estimate(item)`` gives a request's worst-case (prompt, completion) tokens."""
+
+    budget: Budget | None = None
+    watch: FailureWatch | None = None
+    estimate: Callable[[Any], tuple[int, int]] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.budget is not None or self.watch is not None
+
+    def admit(self, item: Any, batch: bool = False) -> tuple[bool, float]:
+        """(let through, USD reserved for its worst case; at batch prices for a batch job)."""
+        if self.watch is not None and self.watch.tripped:
+            return False, 0.0
+        if self.budget is None or self.estimate is None:
+            return True, 0.0
+        usd = self.budget.cost(*self.estimate(item), 0, batch)
+        return self.budget.reserve(usd), usd
+
+    def settle(self, reserved: float, result: Any) -> None:
+        if self.budget is not None:
+            prompt = getattr(result, "prompt_tokens", 0)
+            cost = self.budget.cost(
+                prompt,
+                result.completion_tokens,
+                getattr(result, "cached_prompt_tokens", 0),
+                getattr(result, "batch", False),
+            )
+            self.budget.settle(reserved, cost)
+
+    def observe(self, result: Any, ok: bool) -> None:
+        if self.watch is not None:
+            self.watch.observe(ok, getattr(result, "raw", ""), getattr(result, "error", ""))
+
+    def stop_error(self) -> StageStopped:
+        if self.watch is not None and self.watch.tripped:
+            return self.watch.error()
+        if self.budget is not None:
+            return self.budget.error()
+        return StageStopped("a request was skipped without a reason")

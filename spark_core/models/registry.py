@@ -2,13 +2,14 @@
 generators, judges and policies that stages ask for.
 
 It owns every model cache there is: base weights (shared by every backend on the same model,
-device and dtype), response caches (one SQLite file each), the synthesis models of a run
-config, and the evaluation policies — the run's generator with a LoRA adapter attached to
-the shared base and switched to, or merged into a copy of the weights. Evaluation memory is
-bounded: at most one merged copy is alive (asking for another policy frees the previous one)
-and ``release_policies`` frees it and detaches every adapter once a policy is done, so a run
-holds the base plus at most one extra copy of the weights whatever its number of policies and
-seeds. Callers ask it for a model and do no caching of their own.
+device and dtype; kept in ``hf/weights.py``), response caches (one SQLite file each), the
+synthesis models of a run config, and the evaluation policies — the run's generator with a
+LoRA adapter attached to the shared base and switched to, or merged into a copy of the
+weights. Evaluation memory is bounded: at most one merged copy is alive (asking for another
+policy frees the previous one) and ``release_policies`` frees it and detaches every adapter
+once a policy is done, so a run holds the base plus at most one extra copy of the weights
+whatever its number of policies and seeds. Callers ask it for a model and do no caching of
+their own.
 """
 
 from __future__ import annotations
@@ -20,31 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 from spark_core.artifacts import canonical_hash
 from spark_core.config import ModelConfig, RunConfig
+from spark_core.models.hf.weights import WEIGHTS
 from spark_core.models.response_cache import ResponseCache
 
-if TYPE_CHECKING:  # calls -> judge -> hf_backend -> this module: import them when used
-    from spark_core.models.calls import Generator, Judge
-    from spark_core.models.hf_backend import HFBackend
-
-
-def load_weights(path: str, device: str, dtype: Any) -> Any:
-    """A causal LM from a local folder, in eval mode on ``device`` (not shared)."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+if TYPE_CHECKING:  # the models themselves are imported when first asked for
+    from spark_core.models.generator import Generator
+    from spark_core.models.hf.backend import HFBackend
+    from spark_core.models.judge.judge import Judge
 
 
 class ModelRegistry:
     """Models loaded once per process. Thread-safe: parallel shards ask for the same models."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()  # re-entered: a backend built here loads shared weights
-        self._weights: dict[tuple[str, str, str], Any] = {}
+        self._lock = threading.RLock()  # re-entered: release_models releases the policies
         self._caches: dict[str, ResponseCache] = {}
         self._stage: dict[str, tuple[Generator, Judge]] = {}
         self._backends: dict[str, HFBackend] = {}  # the policies' backend per generator
         self._merged: tuple[str, HFBackend] | None = None  # the one merged policy alive
-        self._hosts: dict[int, Any] = {}  # id(shared weights) -> the PeftModel wrapping them
 
     def __reduce__(self) -> tuple:
         # a task body that names the registry is pickled for another process (Dask workers):
@@ -53,11 +47,7 @@ class ModelRegistry:
 
     def weights(self, path: str, device: str, dtype: Any) -> Any:
         """The shared base weights of a model (backends without an adapter use these)."""
-        key = (path, device, str(dtype))
-        with self._lock:
-            if key not in self._weights:
-                self._weights[key] = load_weights(path, device, dtype)
-            return self._weights[key]
+        return WEIGHTS.get(path, device, dtype)
 
     def response_cache(self, cfg: RunConfig) -> ResponseCache:
         """The run's response cache (every model call, checkpointed), opened once."""
@@ -69,7 +59,8 @@ class ModelRegistry:
 
     def stage_models(self, cfg: RunConfig) -> tuple[Generator, Judge]:
         """The generator and judge of a run config (synthesis, preflight, behaviour log-probs)."""
-        from spark_core.models.calls import make_generator, make_judge
+        from spark_core.models.generator import make_generator
+        from spark_core.models.judge.judge import make_judge
 
         key = canonical_hash(
             [cfg.section("generator"), cfg.section("judge"), cfg.runtime.response_cache_path()]
@@ -97,8 +88,8 @@ class ModelRegistry:
         weights when ``evaluation.merge_adapters`` is set — or with no adapter (the base).
         Switching is shared state: evaluate one adapter policy at a time per process, and
         call ``release_policies`` when it is done."""
-        from spark_core.models.calls import Generator, make_generator
-        from spark_core.models.hf_backend import HFBackend, directory_hash
+        from spark_core.models.generator import Generator, make_generator
+        from spark_core.models.hf.backend import HFBackend, directory_hash
         from spark_core.models.usage import Usage
 
         cache = self.response_cache(cfg)
@@ -149,23 +140,8 @@ class ModelRegistry:
             self.release_policies()
             self._stage.clear()
             self._backends.clear()
-            self._weights.clear()
+            WEIGHTS.clear()
             _collect()
-
-    # -- adapters attached to shared weights -------------------------------------------------
-    def attach_host(self, peft_model: Any) -> None:
-        """Record that ``peft_model`` injected adapters into shared weights (see
-        ``HFBackend._adapter_context``: other backends on them run with adapters off)."""
-        with self._lock:
-            self._hosts[id(peft_model.get_base_model())] = peft_model
-
-    def detach_host(self, peft_model: Any) -> None:
-        with self._lock:
-            self._hosts.pop(id(peft_model.get_base_model()), None)
-
-    def adapter_host(self, model: Any) -> Any | None:
-        """The PeftModel that attached adapters to ``model``'s weights, if any."""
-        return self._hosts.get(id(model))
 
 
 def _collect() -> None:

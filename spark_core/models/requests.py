@@ -1,4 +1,6 @@
-"""What is asked of a model and what comes back — backend-neutral and hashable."""
+"""What is asked of a model and what comes back — backend-neutral and hashable: a chat request
+and its completion; a policy step with a constrained action (``constrained_actions``) and the
+step written."""
 
 from __future__ import annotations
 
@@ -57,3 +59,35 @@ class Metered:
 @dataclass
 class Completion(Metered):
     text: str
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """What a constrained step needs: the state, the action names and the token budgets."""
+
+    messages: tuple[Message, ...]
+    names: tuple[str, ...]
+    thought_tokens: int = 48
+    input_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["messages"] = [list(m) for m in self.messages]
+        data["names"] = list(self.names)
+        return data
+
+    def chat(self, max_new_tokens: int, prefill: str = "") -> ChatRequest:
+        return ChatRequest(
+            self.messages, max_new_tokens, self.temperature, self.top_p, self.seed, (), prefill
+        )
+
+
+@dataclass
+class PolicyStep(Metered):
+    thought: str
+    action: str  # one of the names, or "invalid" (free-text fallback that did not parse)
+    action_input: str
+    distribution: dict[str, float] = field(default_factory=dict)  # {} where not available

@@ -4,31 +4,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from spark_core.models.judge_prices import JudgeRates
-
-# USD per 1,000 tokens (prompt, completion) for known OpenAI models; a config's own
-# price_per_1k_* fields override these.
-KNOWN_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (0.0025, 0.01),
-    "gpt-4o-2024-08-06": (0.0025, 0.01),
-    "gpt-4o-mini": (0.00015, 0.0006),
-    "gpt-4.1": (0.002, 0.008),
-    "gpt-4.1-mini": (0.0004, 0.0016),
-    "gpt-4.1-nano": (0.0001, 0.0004),
-}
-
-
-def prices_for(model: str, prompt: float | None = None, completion: float | None = None):
-    known = KNOWN_PRICES.get(model)
-    if prompt is None and completion is None and known is None:
-        return None
-    return (
-        prompt if prompt is not None else (known or (0.0, 0.0))[0],
-        completion if completion is not None else (known or (0.0, 0.0))[1],
-    )
+from spark_core.models.prices import JudgeRates, model_rates, prices_for
 
 
 @dataclass
@@ -55,8 +33,6 @@ class Usage:
         """One model's calls read back from an artifact's token columns
         (``<prefix>_prompt_tokens``, ``_completion_tokens``, ``_cached``); ``model`` is its
         ModelConfig (name and prices)."""
-        from spark_core.models.judge_prices import model_rates
-
         usage = cls(
             model.name,
             prices_for(model.name, model.price_per_1k_prompt, model.price_per_1k_completion),
@@ -151,3 +127,12 @@ class Usage:
             "batch_completion_tokens": self.batch_completion_tokens,
             "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
         }
+
+
+def usage_for(cfg: Any) -> Usage:
+    """A fresh account for a model config: its name, prices and (a judge's) billing rates."""
+    return Usage(
+        cfg.name,
+        prices_for(cfg.name, cfg.price_per_1k_prompt, cfg.price_per_1k_completion),
+        rates=model_rates(cfg),
+    )

@@ -28,9 +28,8 @@ import pyarrow as pa
 import torch
 
 from spark_core.config import RunConfig
+from spark_core.protocol import Question, render_step, state_message, system_prompt, tool_lines
 from spark_core.rl.data import chat_ids
-from spark_core.synthesis.action_format import render_step, state_message, system_prompt
-from spark_core.synthesis.rollout import Question, tool_lines
 
 
 @torch.inference_mode()
@@ -152,8 +151,8 @@ def _from_server(
 ) -> list[list[float] | None]:
     """The openai generator's own log-probs, aligned with the training tokenizer (the
     trained base model's, ``generator.name``)."""
-    from spark_core.models.default_model import resolve_model
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
+    from spark_core.models.hf.default_model import resolve_model
 
     found = {
         (c["question_id"], c["action"]): c for c in candidates.to_pylist() if c.get("gen_logprobs")

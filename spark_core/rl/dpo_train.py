@@ -20,7 +20,7 @@ def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_di
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     t = cfg.training
     pairs = preference_pairs(

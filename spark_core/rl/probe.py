@@ -14,11 +14,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from spark_core.models.action_scoring import action_names, score_actions
+from spark_core.models.constrained_actions.scoring import action_names, score_actions
 from spark_core.models.requests import ChatRequest
+from spark_core.protocol import render_step, state_message, system_prompt, tool_lines
 from spark_core.rl.behaviour import completion_logprobs
-from spark_core.synthesis.action_format import render_step, state_message, system_prompt
-from spark_core.synthesis.rollout import tool_lines
 
 THOUGHT = "I should choose the action that fits this question best."
 

@@ -193,7 +193,7 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     tokenizer = load_tokenizer(base_path)
     tokenizer.padding_side = "right"
@@ -269,7 +269,7 @@ def train_ppo(
     the ratio range over all the data before the first step (one more pass; bench/learn.py)."""
     from peft import get_peft_model
 
-    from spark_core.models.hf_backend import load_tokenizer
+    from spark_core.models.hf.backend import load_tokenizer
 
     t = cfg.training
     tokenizer = load_tokenizer(base_path)

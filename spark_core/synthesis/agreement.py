@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from spark_core.synthesis.action_format import COT
+from spark_core.protocol import COT
 
 
 def _pattern(tool: str) -> re.Pattern[str]:

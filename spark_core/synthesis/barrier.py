@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.synthesis.action_format import COT, final_answer, render_step, trajectory_entry
+from spark_core.protocol import COT, final_answer, render_step, trajectory_entry
 from spark_core.synthesis.selection import pick_in_order
 
 STATE_SCHEMA = pa.schema(

@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.models.calls import Generator
+from spark_core.models.generator import Generator
 from spark_core.models.requests import ChatRequest, Message
-from spark_core.synthesis.action_format import COT, render_step
+from spark_core.protocol import COT, render_step
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox

@@ -13,18 +13,24 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from spark_core.config import RunConfig
 from spark_core.data.answers import LETTERS, read_letter
-from spark_core.models.calls import Generator, Judge
-from spark_core.models.judge import Judgement
-from spark_core.models.judge_prompt import JudgeItem
+from spark_core.models.generator import Generator
+from spark_core.models.judge.judge import Judge
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import Judgement
 from spark_core.models.requests import ChatRequest, Completion
-from spark_core.synthesis.action_format import COT, state_message, system_prompt
+from spark_core.protocol import (
+    COT,
+    INPUT_STOP,
+    THOUGHT_STOP,
+    Question,
+    policy_messages,
+)
 from spark_core.synthesis.repair import REPAIR_FIELDS, RepairContext, repair_calls
 from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
@@ -36,8 +42,6 @@ CODE_VERSION = "6"  # 2: behaviour log-probs, seeded selection order, judge sees
 # 5: viability strictly above the threshold, judge.grade (both readings stored), within-state
 #    usage of the viable candidates in `selected`
 # 6: judge_cached_prompt_tokens and judge_batch columns (judge.mode, judge.batch)
-THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
-INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
 
 CANDIDATES_SCHEMA = pa.schema(
     [
@@ -80,30 +84,6 @@ FINAL_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class Question:
-    question_id: int
-    question: str
-    options: tuple[str, ...]
-    category: str
-    answer: str
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Question:
-        return cls(
-            row["question_id"],
-            row["question"],
-            tuple(row["options"]),
-            row["category"],
-            row["answer"],
-        )
-
-
-def tool_lines(actions: list[str]) -> list[str]:
-    tools = discover()
-    return [f"{a}: {tools[a].description}" for a in actions if a != COT]
-
-
 def check_actions(actions: list[str]) -> None:
     unknown = [a for a in actions if a != COT and a not in discover()]
     if unknown:
@@ -111,14 +91,6 @@ def check_actions(actions: list[str]) -> None:
             f"rollout.actions names unknown tools {unknown}; "
             f"registered: {sorted(discover())} and {COT!r}"
         )
-
-
-def policy_messages(q: Question, trajectory: str, actions: list[str]) -> tuple:
-    """The policy's prompt (state): shared by synthesis, training and evaluation."""
-    return (
-        ("system", system_prompt(tool_lines(actions))),
-        ("user", state_message(q.question, q.options, trajectory)),
-    )
 
 
 def answer_request(cfg: RunConfig, q: Question, trajectory: str) -> ChatRequest:

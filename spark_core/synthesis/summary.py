@@ -15,8 +15,8 @@ from spark_core.config import RunConfig
 from spark_core.labeling.rewards import spread, variance_shares
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
-from spark_core.models.judge_prices import JudgeRates, model_rates, rates_for
-from spark_core.synthesis.action_format import parse_step
+from spark_core.models.prices import JudgeRates, model_rates, rates_for
+from spark_core.protocol import parse_step
 from spark_core.synthesis.agreement import agreement
 from spark_core.synthesis.selection import is_viable
 

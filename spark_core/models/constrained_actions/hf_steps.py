@@ -1,73 +1,29 @@
-"""One policy step with a constrained action: thought (free text) -> action (scored over the
-action names) -> action input (free text).
+"""A policy step with a constrained action on the local backend: thought (free text) ->
+action (scored over the action names) -> action input (free text).
 
-``hf``: the whole step runs in one ``KVSession``: the prompt is read once, the thought is
-decoded, ``Action:`` is appended, every action name is scored on a fork of that cache
-(``action_scoring``), the chosen name and ``Action Input:`` are appended and the input is
-decoded. Compared with writing the step as free text, the only extra work is one small forward
-pass over the names' few tokens — the prompt is never read twice.
-
-``openai``: see ``openai_actions`` (structured output where the server has it).
+The whole step runs in one ``KVSession``: the prompt is read once, the thought is decoded,
+``Action:`` is appended, every action name is scored on a fork of that cache (``scoring``),
+the chosen name and ``Action Input:`` are appended and the input is decoded. Compared with
+writing the step as free text, the only extra work is one small forward pass over the names'
+few tokens — the prompt is never read twice.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from spark_core.artifacts import canonical_hash
-from spark_core.models.action_scoring import name_suffixes, name_tokens, score_session
-from spark_core.models.kv_session import KVSession
-from spark_core.models.requests import ChatRequest, Gate, Message, Metered, OnDone
-
-THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
-INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
-
-
-@dataclass(frozen=True)
-class StepRequest:
-    """What a constrained step needs: the state, the action names and the token budgets."""
-
-    messages: tuple[Message, ...]
-    names: tuple[str, ...]
-    thought_tokens: int = 48
-    input_tokens: int = 32
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["messages"] = [list(m) for m in self.messages]
-        data["names"] = list(self.names)
-        return data
-
-    def chat(self, max_new_tokens: int, prefill: str = "") -> ChatRequest:
-        return ChatRequest(
-            self.messages, max_new_tokens, self.temperature, self.top_p, self.seed, (), prefill
-        )
-
-
-STEP_CALLS = 3
-"""Requests one constrained step sends to an OpenAI-compatible server: the thought, the action
-(structured output or free text), the input — what a cost limit reserves for."""
-
-
-@dataclass
-class PolicyStep(Metered):
-    thought: str
-    action: str  # one of the names, or "invalid" (free-text fallback that did not parse)
-    action_input: str
-    distribution: dict[str, float] = field(default_factory=dict)  # {} where not available
-
-
-def cut_at(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """The text before the earliest stop string, and whether one occurred."""
-    ends = [text.index(s) for s in stops if s in text]
-    return (text[: min(ends)], True) if ends else (text, False)
+from spark_core.models.constrained_actions.scoring import (
+    name_suffixes,
+    name_tokens,
+    score_session,
+)
+from spark_core.models.hf.kv_session import KVSession
+from spark_core.models.requests import OnDone, PolicyStep, StepRequest
+from spark_core.protocol import INPUT_STOP, THOUGHT_STOP, cut_at
 
 
 class _Decoder:
@@ -187,15 +143,3 @@ def hf_policy_steps(
                     if on_done is not None:
                         on_done(i, step)
     return [r for r in results if r is not None]
-
-
-def policy_steps(
-    backend: Any, requests: list[StepRequest], on_done: OnDone = None, gate: Gate = None
-) -> list[PolicyStep]:
-    """Constrained steps on either backend; ``gate`` (a cost limit) applies to paid calls,
-    so a local batch ignores it."""
-    if backend.backend == "hf":
-        return hf_policy_steps(backend, requests, on_done)
-    from spark_core.models.openai_actions import openai_policy_steps
-
-    return openai_policy_steps(backend, requests, on_done, gate)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from spark_core.models.prefix_cache import cache_arg, common_prefix_len
+from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len
 
 SHARED_PREFIX_MIN = 32  # shorter shared prefixes are read with the rows (one pass is cheaper)
 

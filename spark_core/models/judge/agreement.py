@@ -14,9 +14,9 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
-from spark_core.models.judge import HFJudge, Judgement, OpenAIJudge
-from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.judge_state import state_scorer
+from spark_core.models.judge.per_state import state_scorer
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import HFJudge, Judgement, OpenAIJudge
 
 
 @dataclass

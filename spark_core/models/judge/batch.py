@@ -20,19 +20,37 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from spark_core.models.capabilities import STRUCTURED_STYLES, capabilities_for, score_from_json
-from spark_core.models.judge import Judgement, OpenAIJudge, expected_score, parse_score
-from spark_core.models.judge_prices import cached_tokens
-from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.judge_state import group_states
-from spark_core.models.openai_backend import BackendError, backoff_seconds
+from spark_core.models.guards import Guards
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import Judgement, OpenAIJudge, expected_score, parse_score
+from spark_core.models.judge.state_prompt import group_states
+from spark_core.models.openai.backend import BackendError, backoff_seconds
+from spark_core.models.openai.capabilities import (
+    STRUCTURED_STYLES,
+    capabilities_for,
+    score_from_json,
+)
+from spark_core.models.prices import cached_tokens
 from spark_core.models.requests import ChatRequest, Gate, OnDone
-from spark_core.models.response_cache import request_key
+from spark_core.models.response_cache import ResponseCache, request_key
 
-if TYPE_CHECKING:
-    from spark_core.models.calls import Judge
+
+class BatchedJudge(Protocol):
+    """What a batch job uses of the judge it scores for (``judge.Judge``)."""
+
+    scorer: Any
+    mode: str
+    cache: ResponseCache | None
+    guards: Guards | None
+
+    def keys(self, items: list[JudgeItem]) -> list[str]: ...
+
+    def direct(self, items: list[JudgeItem], on_done: OnDone, gate: Gate) -> list[Any]: ...
+
+    def _state_scorer(self) -> Any: ...
+
 
 log = logging.getLogger(__name__)
 DONE = {"completed"}
@@ -104,7 +122,7 @@ class BatchJudging:
         self.submitted: list[str] = []  # batch ids this process created (for the log)
 
     # -- requests -------------------------------------------------------------------------
-    def units(self, judge: Judge, items: list[JudgeItem], keys: list[str]) -> list[Unit]:
+    def units(self, judge: BatchedJudge, items: list[JudgeItem], keys: list[str]) -> list[Unit]:
         scorer: OpenAIJudge = judge.scorer  # type: ignore[assignment]
         if judge.mode == "per_state":
             state = judge._state_scorer()
@@ -120,7 +138,7 @@ class BatchJudging:
             for i, item in enumerate(items)
         ]
 
-    def judgements(self, judge: Judge, unit: Unit, items: list[JudgeItem], body: dict):
+    def judgements(self, judge: BatchedJudge, unit: Unit, items: list[JudgeItem], body: dict):
         """The judgements of one unit from its result's response body."""
         from openai.types.chat import ChatCompletion
 
@@ -148,7 +166,7 @@ class BatchJudging:
         ]
 
     # -- the job --------------------------------------------------------------------------
-    def _api(self, judge: Judge, fn: Callable[[], Any]) -> Any:
+    def _api(self, judge: BatchedJudge, fn: Callable[[], Any]) -> Any:
         """One Batch API call, retried like a chat call on 429/5xx and dropped connections."""
         backend = judge.scorer.backend  # type: ignore[union-attr]
         for attempt in range(backend.max_retries + 1):
@@ -160,11 +178,11 @@ class BatchJudging:
                 time.sleep(backoff_seconds(attempt, backend._rng))
         raise AssertionError("unreachable")
 
-    def _job_key(self, judge: Judge, units: list[Unit]) -> str:
+    def _job_key(self, judge: BatchedJudge, units: list[Unit]) -> str:
         ids = sorted(u.custom_id for u in units)
         return request_key("openai", judge.scorer.model_id, {"units": ids}, kind="batch_job")
 
-    def _submit(self, judge: Judge, units: list[Unit]) -> str:
+    def _submit(self, judge: BatchedJudge, units: list[Unit]) -> str:
         client = judge.scorer.backend.client  # type: ignore[union-attr]
         lines = [
             json.dumps(
@@ -195,7 +213,7 @@ class BatchJudging:
         log.info("judge batch %s submitted: %d requests", batch.id, len(units))
         return batch.id
 
-    def _wait(self, judge: Judge, batch_id: str, since: float) -> Any:
+    def _wait(self, judge: BatchedJudge, batch_id: str, since: float) -> Any:
         """Poll until the batch is done or given up (or has run past the timeout)."""
         client = judge.scorer.backend.client  # type: ignore[union-attr]
         polls = 0
@@ -212,7 +230,7 @@ class BatchJudging:
             self.sleep(min(self.poll_max_s, self.poll_min_s * 2**polls))
             polls += 1
 
-    def _results(self, judge: Judge, batch: Any) -> dict[str, dict]:
+    def _results(self, judge: BatchedJudge, batch: Any) -> dict[str, dict]:
         """custom_id -> response body of every request the batch finished (a failed, expired
         or cancelled batch may still have finished some)."""
         file_id = getattr(batch, "output_file_id", None)
@@ -231,7 +249,7 @@ class BatchJudging:
         return out
 
     def score(
-        self, judge: Judge, items: list[JudgeItem], on_done: OnDone, gate: Gate
+        self, judge: BatchedJudge, items: list[JudgeItem], on_done: OnDone, gate: Gate
     ) -> list[Judgement | None]:
         """Judge ``items`` (those the response cache lacks) as one batch job, resuming the job
         of an earlier run of the same requests; what the job does not return is judged by
@@ -306,7 +324,7 @@ class BatchJudging:
         return results
 
     @staticmethod
-    def _release(judge: Judge, held: dict[int, float]) -> None:
+    def _release(judge: BatchedJudge, held: dict[int, float]) -> None:
         budget = judge.guards.budget if judge.guards is not None else None
         if budget is not None:
             for usd in held.values():

@@ -1,4 +1,5 @@
-"""``judge.mode: per_state``: one judge call per state, for all of its candidates.
+"""``judge.mode: per_state``: one judge call per state, for all of its candidates — its prompt,
+its reply's schema and how a reply is read (the judges themselves: ``per_state.py``).
 
 The candidates of one state (a question's step) share the question, the options, the steps so
 far and the step's thought — about 2,000 tokens on the paper's setting — and differ only in
@@ -18,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from spark_core.data.answers import LETTERS
-from spark_core.models.judge_prompt import JudgeItem
+from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.requests import ChatRequest
 
 STATE_SYSTEM = (
@@ -148,17 +149,3 @@ def split_tokens(total: int, n: int) -> list[int]:
 
 def wider(request: ChatRequest, n: int) -> ChatRequest:
     return replace(request, max_new_tokens=max(request.max_new_tokens, TOKENS_PER_SCORE * n + 8))
-
-
-def state_scorer(scorer: Any) -> Any:
-    """The per_state judge over a per-candidate judge's model (``OpenAIJudge`` or ``HFJudge``):
-    its ``score(items)`` judges every state among the items, straight from the model."""
-    from spark_core.models.judge import OpenAIJudge
-
-    if isinstance(scorer, OpenAIJudge):
-        from spark_core.models.judge_state_openai import OpenAIStateJudge
-
-        return OpenAIStateJudge(scorer)
-    from spark_core.models.judge_state_local import HFStateJudge
-
-    return HFStateJudge(scorer)

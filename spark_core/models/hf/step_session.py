@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from spark_core.models.hf_backend import cut_at_stop
-from spark_core.models.kv_session import KVSession
+from spark_core.models.hf.backend import cut_at_stop
+from spark_core.models.hf.kv_session import KVSession
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
 

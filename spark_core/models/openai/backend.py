@@ -68,7 +68,8 @@ class OpenAIBackend:
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.retries = 0
-        self.action_mode = 0  # the first policy-step mode this server accepts (openai_actions)
+        # the first policy-step mode this server accepts (constrained_actions/openai_steps.py)
+        self.action_mode = 0
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key_from_env(api_key_env, base_url),

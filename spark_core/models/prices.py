@@ -1,5 +1,6 @@
-"""What a judge's tokens cost, by how they were billed: fresh prompt tokens, prompt tokens the
-provider served from its prompt cache, and tokens of a Batch API job.
+"""What a model's tokens cost: the known prices per model (a config's own prices override them)
+and, for a judge, by how they were billed: fresh prompt tokens, prompt tokens the provider
+served from its prompt cache, and tokens of a Batch API job.
 
 Providers bill cached prompt tokens and batch jobs at a discount (OpenAI: cached input at
 50% on GPT-4o, 25% on GPT-4.1; batch jobs at 50% of both prompt and completion). A model
@@ -12,7 +13,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spark_core.models.usage import prices_for
+# USD per 1,000 tokens (prompt, completion) for known OpenAI models; a config's own
+# price_per_1k_* fields override these.
+KNOWN_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (0.0025, 0.01),
+    "gpt-4o-2024-08-06": (0.0025, 0.01),
+    "gpt-4o-mini": (0.00015, 0.0006),
+    "gpt-4.1": (0.002, 0.008),
+    "gpt-4.1-mini": (0.0004, 0.0016),
+    "gpt-4.1-nano": (0.0001, 0.0004),
+}
+
+
+def prices_for(model: str, prompt: float | None = None, completion: float | None = None):
+    known = KNOWN_PRICES.get(model)
+    if prompt is None and completion is None and known is None:
+        return None
+    return (
+        prompt if prompt is not None else (known or (0.0, 0.0))[0],
+        completion if completion is not None else (known or (0.0, 0.0))[1],
+    )
+
 
 # model -> (cached prompt price / prompt price, batch price / direct price)
 KNOWN_DISCOUNTS: dict[str, tuple[float, float]] = {

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from spark_core.models.default_model import resolve_model
-from spark_core.models.prefix_cache import cache_arg, common_prefix_len, shared_forward
-from spark_core.models.registry import REGISTRY, load_weights
+from spark_core.models.hf.default_model import resolve_model
+from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len, shared_forward
+from spark_core.models.hf.weights import WEIGHTS, load_weights
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
 _COMPUTE_LOCKS: dict[str, threading.RLock] = {}
@@ -88,7 +88,7 @@ class HFBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(self.path)
-        self.model = REGISTRY.weights(self.path, self.device, self.dtype)
+        self.model = WEIGHTS.get(self.path, self.device, self.dtype)
         self.adapter: str | None = None
         self._adapters: dict[str, str] = {}
         self._lock = compute_lock(self.device)
@@ -103,11 +103,11 @@ class HFBackend:
 
         if not isinstance(self.model, PeftModel):
             base = self.model
-            if REGISTRY.adapter_host(base) is not None:  # another backend's adapters are there
+            if WEIGHTS.adapter_host(base) is not None:  # another backend's adapters are there
                 base = load_weights(self.path, self.device, self.dtype)  # a private copy
             self.model = PeftModel.from_pretrained(base, str(path), adapter_name=adapter_name)
             self.model.eval()
-            REGISTRY.attach_host(self.model)
+            WEIGHTS.attach_host(self.model)
         else:
             self.model.load_adapter(str(path), adapter_name=adapter_name)
         self._adapters[adapter_name] = directory_hash(path)
@@ -118,9 +118,9 @@ class HFBackend:
         from peft import PeftModel
 
         if isinstance(self.model, PeftModel):
-            REGISTRY.detach_host(self.model)
+            WEIGHTS.detach_host(self.model)
             self.model.unload()  # in place: the base's own layers are back
-            self.model = REGISTRY.weights(self.path, self.device, self.dtype)
+            self.model = WEIGHTS.get(self.path, self.device, self.dtype)
         self._adapters, self.adapter = {}, None
 
     def adapter_hash(self, adapter_name: str) -> str | None:
@@ -156,7 +156,7 @@ class HFBackend:
     def _adapter_context(self):
         if self.adapter is None and self._adapters:
             return self.model.disable_adapter()
-        host = REGISTRY.adapter_host(self.model)  # another backend attached adapters here
+        host = WEIGHTS.adapter_host(self.model)  # another backend attached adapters here
         if host is not None and host is not self.model:
             return host.disable_adapter()
         return contextlib.nullcontext()

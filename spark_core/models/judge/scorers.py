@@ -1,11 +1,11 @@
 """Judges score a candidate action 0-10.
 
-- ``OpenAIJudge``: the endpoint's capabilities are probed once (``capabilities.py``); the score
-  is the logprob-weighted expectation where logprobs exist, else a structured ``{"score": n}``
-  (JSON schema through ``response_format`` or vLLM's guided decoding), else the number parsed
-  from the reply. A reply with no score is retried, then recorded as a failed judgement —
-  never silently 0. ``grade`` keeps the judge's stated integer (the reply's number) beside the
-  expectation, so ``judge.grade`` can pick either reading without a new call.
+- ``OpenAIJudge``: the endpoint's capabilities are probed once (``openai/capabilities.py``); the
+  score is the logprob-weighted expectation where logprobs exist, else a structured ``{"score": n}``
+  (JSON schema through ``response_format`` or vLLM's guided decoding), else the number parsed from
+  the reply. A reply with no score is retried, then recorded as a failed judgement — never silently
+  0. ``grade`` keeps the judge's stated integer (the reply's number) beside the expectation, so
+  ``judge.grade`` can pick either reading without a new call.
 - ``HFJudge``: reads the score from the next-token distribution over the digit tokens in
   batched forward passes (no sampling): deterministic and cheap. The candidates of a step share
   their prompt's prefix, whose KV cache is computed once and reused for every candidate. Its
@@ -21,17 +21,17 @@ from typing import Any, Literal
 
 import torch
 
-from spark_core.models.capabilities import (
+from spark_core.models.hf.backend import HFBackend
+from spark_core.models.hf.prefix_cache import common_prefix_len, shared_forward
+from spark_core.models.judge.prompt import SCORE_PREFILL, JudgeItem, judge_messages
+from spark_core.models.openai.backend import BackendError, OpenAIBackend
+from spark_core.models.openai.capabilities import (
     STRUCTURED_STYLES,
     Capabilities,
     capabilities_for,
     score_from_json,
 )
-from spark_core.models.hf_backend import HFBackend
-from spark_core.models.judge_prices import cached_tokens
-from spark_core.models.judge_prompt import SCORE_PREFILL, JudgeItem, judge_messages
-from spark_core.models.openai_backend import BackendError, OpenAIBackend
-from spark_core.models.prefix_cache import common_prefix_len, shared_forward
+from spark_core.models.prices import cached_tokens
 from spark_core.models.requests import ChatRequest, Gate, OnDone
 
 

@@ -51,9 +51,9 @@ from typing import Any
 
 import torch
 
-from spark_core.models.hf_backend import compute_lock
-from spark_core.models.kv_session import KVSession
-from spark_core.synthesis.action_format import ANSWER
+from spark_core.models.hf.backend import compute_lock
+from spark_core.models.hf.kv_session import KVSession
+from spark_core.protocol import ANSWER
 
 ACTIVE: Any = object()
 """Sentinel for ``adapter``: score with whatever adapter the backend has active."""

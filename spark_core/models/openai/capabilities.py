@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spark_core.models.openai_backend import BackendError, OpenAIBackend
+from spark_core.models.openai.backend import BackendError, OpenAIBackend
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache, request_key
 

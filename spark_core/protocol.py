@@ -1,5 +1,6 @@
-"""The action text protocol: one renderer and one parser, used by synthesis, training and
-evaluation alike.
+"""The action text protocol: the action names, the stop strings, one renderer and one parser,
+the policy's prompt and the question it is about — used by synthesis, training, evaluation and
+the models alike (a leaf: it imports only the data and the tool registry).
 
 A step is ReAct-style text::
 
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from spark_core.data.prompts import question_block
+from spark_core.tools.registry import discover
 
 ANSWER = "answer"
 COT = "cot"
@@ -61,6 +64,27 @@ _INPUT = re.compile(
 )
 _OBSERVATION = re.compile(rf"^{_LABEL}observation{_LABEL}:", re.IGNORECASE | re.MULTILINE)
 _FINAL = re.compile(r"answer is \(?([A-J])\)?")
+THOUGHT_STOP = ("\nAction", "\nObservation", "\nThought")
+INPUT_STOP = ("\nObservation", "\nThought", "\nAction")
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: int
+    question: str
+    options: tuple[str, ...]
+    category: str
+    answer: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Question:
+        return cls(
+            row["question_id"],
+            row["question"],
+            tuple(row["options"]),
+            row["category"],
+            row["answer"],
+        )
 
 
 @dataclass
@@ -139,6 +163,12 @@ def parse_step(text: str, actions: list[str] | tuple[str, ...], strict: bool = F
     return Step(thought.strip(), action, action_input.strip(), problems)
 
 
+def cut_at(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """The text before the earliest stop string, and whether one occurred."""
+    ends = [text.index(s) for s in stops if s in text]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 def final_answer(text: str) -> str | None:
     """A final answer stated in a step ('the answer is (C)'), or None — only the explicit
     first stage of MMLU-Pro's cascade counts here, so a stray letter does not end a rollout."""
@@ -147,6 +177,11 @@ def final_answer(text: str) -> str | None:
 
 
 # --- prompts ---------------------------------------------------------------------------------
+
+
+def tool_lines(actions: list[str]) -> list[str]:
+    tools = discover()
+    return [f"{a}: {tools[a].description}" for a in actions if a != COT]
 
 
 def system_prompt(tool_lines: list[str]) -> str:
@@ -170,3 +205,11 @@ def state_message(question: str, options: list[str] | tuple[str, ...], trajector
 
 def trajectory_entry(step_text: str, observation: str) -> str:
     return f"{step_text}\n{render_observation(observation)}"
+
+
+def policy_messages(q: Question, trajectory: str, actions: list[str]) -> tuple:
+    """The policy's prompt (state): shared by synthesis, training and evaluation."""
+    return (
+        ("system", system_prompt(tool_lines(actions))),
+        ("user", state_message(q.question, q.options, trajectory)),
+    )

@@ -22,17 +22,13 @@ import math
 import re
 from typing import Any
 
-from spark_core.models.openai_backend import BackendError
-from spark_core.models.policy_step import (
-    INPUT_STOP,
-    THOUGHT_STOP,
-    PolicyStep,
-    StepRequest,
-    cut_at,
-)
-from spark_core.models.requests import ChatRequest, Gate, OnDone
-from spark_core.synthesis.action_format import INVALID, canonical_action
+from spark_core.models.openai.backend import BackendError
+from spark_core.models.requests import ChatRequest, Gate, OnDone, PolicyStep, StepRequest
+from spark_core.protocol import INPUT_STOP, INVALID, THOUGHT_STOP, canonical_action, cut_at
 
+STEP_CALLS = 3
+"""Requests one constrained step sends to an OpenAI-compatible server: the thought, the action
+(structured output or free text), the input — what a cost limit reserves for."""
 MODES = ("guided_choice", "json_schema", "text")
 ACTION_QUESTION = "Which action is next? Reply with its name only, one of: {names}."
 INPUT_QUESTION = "Write the Action Input for {action} only."

@@ -17,17 +17,19 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from spark_core.config import RunConfig
-from spark_core.models.calls import make_backend, make_judge
-from spark_core.models.capabilities import capabilities_for, endpoint_of
-from spark_core.models.judge import HFJudge
-from spark_core.models.judge_agreement import Agreement, score_plainly
-from spark_core.models.judge_agreement import agreement as measure_agreement
-from spark_core.models.judge_prompt import JudgeItem
-from spark_core.models.judge_state import state_scorer
-from spark_core.models.openai_backend import BackendError
+from spark_core.models.backends import make_backend
+from spark_core.models.judge.agreement import Agreement, score_plainly
+from spark_core.models.judge.agreement import agreement as measure_agreement
+from spark_core.models.judge.judge import make_judge
+from spark_core.models.judge.per_state import state_scorer
+from spark_core.models.judge.prompt import JudgeItem
+from spark_core.models.judge.scorers import HFJudge
+from spark_core.models.openai.backend import BackendError
+from spark_core.models.openai.capabilities import capabilities_for, endpoint_of
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache, request_key
-from spark_core.synthesis.rollout import Question, answer_request, policy_messages
+from spark_core.protocol import Question, policy_messages
+from spark_core.synthesis.rollout import answer_request
 
 CHECK_VERSION = 1
 
@@ -84,7 +86,7 @@ class CheckReport:
     ranked: int = 0  # calibration pairs where good scored above bad
     pairs: int = 0
     replies: list[str] = field(default_factory=list)
-    # per_candidate vs per_state on the calibration items (judge_agreement.py)
+    # per_candidate vs per_state on the calibration items (models/judge/agreement.py)
     agreement: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)  # each makes the endpoint unusable
     warnings: list[str] = field(default_factory=list)
