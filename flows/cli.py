@@ -11,13 +11,12 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from flows import cli_check, cli_deploy
-from spark_core.config import ConfigError, RunConfig, load_config
+from flows.cli_options import ConfigOpt, SetOpt, console, err_console, fail, load_run_config
+from spark_core.config import ConfigError, RunConfig
 from spark_core.data.sources import SourceError
-from spark_core.runtime import configure_prefect_env
 
 app = typer.Typer(help="SPaRK: step-wise offline RL for diverse tool use.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
@@ -25,28 +24,6 @@ app.add_typer(config_app, name="config")
 tools_app = typer.Typer(help="List and run the tools (in the sandbox).", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 app.add_typer(cli_check.check_app, name="check")
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config preset (YAML).")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a field: section.key=value (repeatable)."),
-]
-
-
-def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
-
-
-def load_run_config(config: str | None, overrides: list[str] | None) -> RunConfig:
-    try:
-        cfg = load_config(config, overrides or [])
-    except ConfigError as exc:
-        fail(str(exc))
-    configure_prefect_env(cfg.runtime.runs_dir)
-    return cfg
 
 
 def _run_flow(fn, cfg: RunConfig) -> Any:
