@@ -86,23 +86,6 @@ def loopback_openai():
         yield server
 
 
-def random_adapter(model_dir: str, seed: int):
-    """A PEFT model whose LoRA weights are random (not the identity), as if trained."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=4,
-        lora_alpha=64,
-        init_lora_weights=False,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
-
-
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot run the sandbox here, or None when it can."""
     import shutil

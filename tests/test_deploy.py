@@ -14,7 +14,7 @@ import yaml
 
 from flows.cli_deploy import PREFECT_FILE, ZOMBIE_AUTOMATION, server_env
 from spark_core.config import RunConfig, load_config
-from tests.deploy_fixtures import _tree
+from tests.helpers import ROOT, run_tree
 
 OUTCOMES = {"ran", "cached", "partly cached", "reused"}
 
@@ -174,7 +174,7 @@ def test_the_crashed_run_says_in_its_own_log_what_crashed(pipeline_run):
 def test_units_are_named_for_what_they_do(pipeline_run):
     names = set()
     for run_id in (pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]):
-        subflows, tasks = _tree(pipeline_run["api"], run_id)
+        subflows, tasks = run_tree(pipeline_run["api"], run_id)
         names |= {t["name"] for t in tasks}
     expected = {"ingest-questions", "rollout-step1-shard0", "rollout-step1-shard1"}
     expected |= {"select-step1", "label-trajectories", "train-sft", "train-ppo"}
@@ -199,7 +199,6 @@ def test_a_second_run_of_the_same_name_keeps_its_own_report(pipeline_run):
 
 
 def test_deploy_says_where_the_flows_run(pipeline_run):
-    from tests.deploy_fixtures import ROOT
 
     out = pipeline_run["deploy"].stdout
     assert f"Flows will run in {ROOT} (change with --workdir)" in out, out[:2000]

@@ -15,7 +15,7 @@ from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge import HFJudge
 from spark_core.models.judge_agreement import agreement, measure
 from spark_core.models.preflight import CALIBRATION, STATE_THOUGHT
-from tests.test_judge_check import GOOD, cli_cfg, rubric
+from tests.helpers import GOOD, cli_cfg, rubric
 
 runner = CliRunner()
 

@@ -24,14 +24,9 @@ from spark_core.models.response_cache import ResponseCache
 from spark_core.synthesis.barrier import advance_trajectories, initial_states, judge_stops
 from spark_core.synthesis.rollout import SCORES_SCHEMA
 from spark_core.synthesis.summary import summarize
+from tests.helpers import cli_cfg, rubric
 
 runner = CliRunner()
-GOOD = ("Action: calculator", "Action: chemistry", "Action: unit_converter")
-
-
-def rubric(messages: list[dict]) -> str:
-    """A judge that knows the calibration answers: 9 for a good step, 2 for a bad one."""
-    return "9" if any(g in messages[-1]["content"] for g in GOOD) else "2"
 
 
 @pytest.fixture
@@ -179,19 +174,6 @@ def test_a_question_whose_judgements_all_failed_stops_and_the_run_goes_on():
     _, run = summarize(cfg.rollout.actions, selected.to_pylist(), [], scores.to_pylist(), 5, "m")
     row = run.to_pylist()[0]
     assert row["judge_failure_rate"] == 0.75 and row["stopped_questions"] == 1
-
-
-def cli_cfg(tmp_path, server, *extra: str) -> list[str]:
-    sets = [
-        f"runtime.runs_dir={tmp_path / 'runs'}",
-        "judge.backend=openai",
-        "judge.name=loopback-judge",
-        f"judge.base_url={server.base_url}",
-        "judge.price_per_1k_prompt=0.0025",
-        "judge.price_per_1k_completion=0.01",
-        *extra,
-    ]
-    return ["-c", "configs/demo.yaml", *[a for s in sets for a in ("--set", s)]]
 
 
 def test_spark_check_judge_against_the_loopback_server(server, tmp_path, capsys):

@@ -9,7 +9,7 @@ from spark_core.models.hf_backend import HFBackend
 from spark_core.models.judge import HFJudge
 from spark_core.models.judge_prompt import JudgeItem
 from spark_core.models.requests import ChatRequest
-from tests.conftest import random_adapter
+from tests.helpers import random_adapter
 
 
 @pytest.fixture(scope="module")
