@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 runner = CliRunner()
 
 
