@@ -176,10 +176,15 @@ def test_a_question_whose_judgements_all_failed_stops_and_the_run_goes_on():
     assert row["judge_failure_rate"] == 0.75 and row["stopped_questions"] == 1
 
 
-def test_spark_check_judge_against_the_loopback_server(server, tmp_path, capsys):
+def test_spark_check_judge_against_the_loopback_server(server, tmp_path, tiny_model_dir, capsys):
     server.state.reply_fn = rubric
     server.state.logprobs_fn = lambda messages: {rubric(messages): 0.9, "5": 0.1}
-    result = runner.invoke(app, ["check", "judge", *cli_cfg(tmp_path, server)], terminal_width=120)
+    # the calibration after a usable judge runs on the tiny model (the demo model's takes
+    # minutes on 2 cores; what it measures is test_dry_run_calibrates_...'s)
+    gen = [f"generator.name={tiny_model_dir}", "generator.device=cpu", "training.quantization=none"]
+    result = runner.invoke(
+        app, ["check", "judge", *cli_cfg(tmp_path, server, *gen)], terminal_width=120
+    )
     with capsys.disabled():
         print("\n$ spark check judge (loopback, logprobs on)\n" + result.output)
     assert result.exit_code == 0, result.output
@@ -188,6 +193,7 @@ def test_spark_check_judge_against_the_loopback_server(server, tmp_path, capsys)
         "good above bad:     3/3" in result.output and "verdict:            usable" in result.output
     )
     assert "synthesize" in result.output and "judge: openai:loopback-judge" in result.output
+    assert "estimated wall time" in result.output  # calibrated with the judge's latency
 
     server.reset()
     server.state.default_reply = "C. 99.09"  # no logprobs, no structured output, no score
