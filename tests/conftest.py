@@ -1,4 +1,5 @@
-"""Shared fixtures: Prefect's test harness, the shared MMLU-Pro data, small helpers."""
+"""Shared fixtures: Prefect's test harness, the shared MMLU-Pro data, the tiny model, the loopback
+OpenAI server, the bwrap check (the helpers test modules share are in tests/helpers.py)."""
 
 from __future__ import annotations
 
