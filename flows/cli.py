@@ -11,13 +11,12 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from flows import cli_check, cli_deploy
-from spark_core.config import ConfigError, RunConfig, load_config
+from flows.cli_options import ConfigOpt, SetOpt, console, err_console, fail, load_run_config
+from spark_core.config import ConfigError, RunConfig
 from spark_core.data.sources import SourceError
-from spark_core.runtime import configure_prefect_env
 
 app = typer.Typer(help="SPaRK: step-wise offline RL for diverse tool use.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
@@ -25,28 +24,6 @@ app.add_typer(config_app, name="config")
 tools_app = typer.Typer(help="List and run the tools (in the sandbox).", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 app.add_typer(cli_check.check_app, name="check")
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config preset (YAML).")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a field: section.key=value (repeatable)."),
-]
-
-
-def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
-
-
-def load_run_config(config: str | None, overrides: list[str] | None) -> RunConfig:
-    try:
-        cfg = load_config(config, overrides or [])
-    except ConfigError as exc:
-        fail(str(exc))
-    configure_prefect_env(cfg.runtime.runs_dir)
-    return cfg
 
 
 def _run_flow(fn, cfg: RunConfig) -> Any:
@@ -93,20 +70,17 @@ def ingest(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_ingest(cfg, _run_flow(ingest_flow, cfg))
 
 
-def _print_synthesis(cfg: RunConfig, result: Any) -> None:
-    from spark_core.synthesis.summary import ACTIONS_SCHEMA, RUN_SCHEMA
-
-    store = _store(cfg)
-    run = store.read(result.summary.run.name, RUN_SCHEMA).to_pylist()[0]
+def synthesis_table(run: dict[str, Any], actions: list[dict[str, Any]]) -> Table:
+    """The synthesis summary: one row per action (fits 80 columns, no word cut)."""
     view = Table(
         title=f"synthesis: {run['questions']} questions, {run['steps']} steps, "
         f"entropy {run['entropy_bits']:.2f} bits, "
         f"fallback {run['fallback_rate']:.0%}, judge failures {run['judge_failure_rate']:.0%} "
         f"({run['stopped_questions']} questions stopped)"
     )
-    for column in ("action", "chosen", "viable rate", "score mean", "tool errors", "repaired"):
-        view.add_column(column, justify="left" if column == "action" else "right")
-    for a in store.read(result.summary.actions.name, ACTIONS_SCHEMA).to_pylist():
+    for column in ("action", "chosen", "viable\nrate", "score\nmean", "tool\nerrors", "repaired"):
+        view.add_column(column, justify="left" if column == "action" else "right", overflow="fold")
+    for a in actions:
         mean = "–" if a["score_mean"] is None else f"{a['score_mean']:.2f}"
         view.add_row(
             a["action"],
@@ -116,7 +90,17 @@ def _print_synthesis(cfg: RunConfig, result: Any) -> None:
             f"{a['tool_error_rate']:.0%}",
             f"{a['repairs_succeeded']}/{a['repairs_attempted']}" if a["repairs_attempted"] else "–",
         )
-    console.print(view)
+    return view
+
+
+def _print_synthesis(cfg: RunConfig, result: Any) -> None:
+    from spark_core.synthesis.summary import ACTIONS_SCHEMA, RUN_SCHEMA
+
+    store = _store(cfg)
+    run = store.read(result.summary.run.name, RUN_SCHEMA).to_pylist()[0]
+    console.print(
+        synthesis_table(run, store.read(result.summary.actions.name, ACTIONS_SCHEMA).to_pylist())
+    )
 
 
 @app.command()
@@ -153,41 +137,59 @@ def train(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_train(_run_flow(train_flow, cfg))
 
 
-def _print_report(cfg: RunConfig, result: Any) -> None:
-    from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA
+# headers stacked one word a line: six columns then fit 80 with the widest values, no column
+# squeezed (a squeezed one cuts its words: "pol…", "acc…")
+ACCURACY_COLUMNS = ("policy", "accuracy", "95% CI", "answered\naccuracy", "no\nanswer", "invalid")
+TOOL_COLUMNS = (
+    "policy",
+    "per-state\nentropy",
+    "pooled\nentropy",
+    "normalised",
+    "mean\nsteps",
+    "tool\nerrors",
+)
 
-    rows = _store(cfg).read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
-    view = Table(title="evaluation (eval split)")
-    for column in (
-        "policy",
-        "accuracy",
-        "95% CI",
-        "answered acc.",
-        "per-state H",
-        "pooled H",
-        "normalised",
-        "no answer",
-        "invalid",
-        "steps",
-        "tool errors",
+
+def evaluation_tables(rows: list[dict[str, Any]]) -> list[Table]:
+    """The evaluation summary of the overall rows pooled over seeds, as two tables of six
+    columns (accuracy; tool selection): each fits 80 columns — a log's or a narrow terminal's
+    width — without cutting a word."""
+    from spark_core.evaluation.report import OVERALL
+
+    pooled = [r for r in rows if r["category"] == OVERALL and r["seed"] == -1]
+    accuracy = Table(title="evaluation (eval split): accuracy")
+    tools = Table(title="evaluation (eval split): tool selection, entropy in bits")
+    for view, columns in ((accuracy, ACCURACY_COLUMNS), (tools, TOOL_COLUMNS)):
+        for column in columns:
+            left = column == "policy"
+            view.add_column(column, justify="left" if left else "right", overflow="fold")
+    for r in pooled:
+        accuracy.add_row(
+            r["policy"],
+            f"{r['accuracy']:.1%}",
+            f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
+            f"{r['answered_accuracy']:.1%}",
+            f"{r['no_answer_rate']:.0%}",
+            f"{r['invalid_rate']:.0%}",
+        )
+        tools.add_row(
+            r["policy"],
+            f"{r['state_entropy_bits']:.2f}",
+            f"{r['entropy_bits']:.2f}",
+            f"{r['normalized_entropy']:.2f}",
+            f"{r['mean_steps']:.2f}",
+            f"{r['tool_error_rate']:.0%}",
+        )
+    return [accuracy, tools]
+
+
+def _print_report(cfg: RunConfig, result: Any) -> None:
+    from spark_core.evaluation.report import SUMMARY_SCHEMA
+
+    for view in evaluation_tables(
+        _store(cfg).read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
     ):
-        view.add_column(column, justify="left" if column == "policy" else "right")
-    for r in rows:
-        if r["category"] == OVERALL and r["seed"] == -1:  # pooled over seeds
-            view.add_row(
-                r["policy"],
-                f"{r['accuracy']:.1%}",
-                f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
-                f"{r['answered_accuracy']:.1%}",
-                f"{r['state_entropy_bits']:.2f}",
-                f"{r['entropy_bits']:.2f}",
-                f"{r['normalized_entropy']:.2f}",
-                f"{r['no_answer_rate']:.0%}",
-                f"{r['invalid_rate']:.0%}",
-                f"{r['mean_steps']:.2f}",
-                f"{r['tool_error_rate']:.0%}",
-            )
-    console.print(view)
+        console.print(view)
     console.print(f"report: {result.report}")
 
 

@@ -3,71 +3,18 @@ cost before it spends anything."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from flows.cli_options import ConfigOpt, SetOpt, console, fail, load_run_config
+from flows.cli_questions import planned_questions
 from spark_core.config import RunConfig
 
 check_app = typer.Typer(
     help="Preflight checks: can the configured endpoint do its job?", no_args_is_help=True
 )
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config preset (YAML).")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a field: section.key=value (repeatable)."),
-]
-
-
-def planned_questions(cfg: RunConfig):
-    """(train, eval, note): the run's questions — its ingest artifact when it exists, else the
-    source sampled here when it is local; a hub source without one is sized from the config
-    with the bundled questions standing in for their length."""
-    from spark_core import CATEGORIES
-    from spark_core.data.questions import ingest_records
-    from spark_core.data.sources import bundled_path, read_file, read_source, source_kind
-    from spark_core.protocol import Question
-    from tasks.caching import store_for
-    from tasks.ingest import ingest_unit
-
-    store = store_for(cfg)
-    name = list(ingest_unit(cfg).outputs)[-1]  # the questions
-    note = "questions from the ingest artifact"
-    data = cfg.data
-    if store.exists(name):
-        rows = store.read(name).to_pylist()
-    elif source_kind(data.source) != "hub":
-        rows = ingest_records(read_source(data.source), data).questions.to_pylist()
-        note = f"questions sampled from {data.source}"
-    else:
-        n = data.total or (data.per_category or 0) * len(data.categories or CATEGORIES)
-        if not n:
-            raise ValueError(
-                "a hub source with neither data.total nor data.per_category: run `spark "
-                "ingest` first, or set one of them, to size the run"
-            )
-        sample = ingest_records(
-            read_file(bundled_path()),
-            data.model_copy(
-                update={
-                    "per_category": None,
-                    "total": None,
-                    "eval_fraction": 0.0,
-                    "eval_total": None,
-                }
-            ),
-        )
-        pool = itertools.cycle(sample.questions.to_pylist())
-        n_eval = round(n * data.eval_fraction)
-        if data.eval_total is not None:  # a separate held-out pool beside the n sampled
-            n, n_eval = n + data.eval_total, data.eval_total
-        rows = [{**next(pool), "split": "eval" if i < n_eval else "train"} for i in range(n)]
-        note = f"{n} questions from data.total/per_category; lengths from the bundled sample"
-    train = [Question.from_row(r) for r in rows if r["split"] == "train"]
-    evaluate = [Question.from_row(r) for r in rows if r["split"] == "eval"]
-    return train, evaluate, note
 
 
 def _money(value: float | None) -> str:
@@ -102,7 +49,6 @@ def plan_table(cfg: RunConfig, title: str) -> tuple[Table, str]:
 
 def _print_time(cfg: RunConfig, judge_latency_s: float | None = None) -> None:
     """The calibrated time estimate (flows/cli_estimate.py) below the plan."""
-    from flows.cli import console
     from flows.cli_estimate import time_table
 
     try:
@@ -123,7 +69,6 @@ def _print_time(cfg: RunConfig, judge_latency_s: float | None = None) -> None:
 def _check(role: str, config: str | None, set_: list[str] | None, calibrate: bool = True) -> None:
     from transformers.utils import logging as hf_logging
 
-    from flows.cli import console, fail, load_run_config
     from spark_core.models.registry import REGISTRY
     from spark_core.preflight import check_generator, check_judge
 
@@ -181,7 +126,6 @@ def check_generator_cmd(
 def dry_run(cfg: RunConfig, calibrate: bool = True) -> None:
     """``spark run --dry-run``: the plan, then (``calibrate``) a short calibration on this
     machine and the estimated wall time per stage; without it, no model is loaded or called."""
-    from flows.cli import console, fail
 
     try:
         view, note = plan_table(cfg, "dry run: planned model calls")
@@ -200,7 +144,6 @@ def dry_run(cfg: RunConfig, calibrate: bool = True) -> None:
 
 def _print_judge_options(cfg: RunConfig) -> None:
     """The synthesis judge priced under each option (per state, provider cache, batch)."""
-    from flows.cli import console
     from flows.cli_judge_costs import judge_options_table
 
     train, _, _ = planned_questions(cfg)

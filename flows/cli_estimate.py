@@ -23,7 +23,7 @@ def calibrated_estimate(cfg: RunConfig, judge_latency_s: float | None = None):
     judge's preflight is run (or read back when it passed before)."""
     import torch
 
-    from flows.cli_check import planned_questions
+    from flows.cli_questions import planned_questions
     from spark_core.models.registry import REGISTRY
     from spark_core.preflight import judge_preflight
     from spark_core.time_estimate import calibrate, estimate

@@ -17,9 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.task_names import task_name
+from tests.helpers import ROOT, run_tree, task_name
 
-ROOT = Path(__file__).resolve().parents[1]  # this checkout: the flows run from it
 SPARK = str(Path(sys.executable).parent / "spark")
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -59,24 +58,8 @@ def _flow_run_states(api: str, since: datetime) -> dict[str, list[str]]:
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _tree(api: str, root: str) -> tuple[list[dict], list[dict]]:
-    """(subflow runs, task runs) of a flow run and of its subflows, from the REST API."""
-    subflows = httpx.post(
-        f"{api}/flow_runs/filter",
-        json={"flow_runs": {"parent_flow_run_id": {"any_": [root]}}, "limit": 200},
-        timeout=30,
-    ).json()
-    ids = [root, *(f["id"] for f in subflows)]
-    tasks = httpx.post(
-        f"{api}/task_runs/filter",
-        json={"flow_runs": {"id": {"any_": ids}}, "limit": 200},
-        timeout=30,
-    ).json()
-    return subflows, tasks
-
-
 def _unfinished(api: str, root: str) -> list[str]:
-    subflows, tasks = _tree(api, root)
+    subflows, tasks = run_tree(api, root)
     return [
         f"{r['name']}: {r['state']['name']}"
         for r in (*subflows, *tasks)
@@ -154,7 +137,7 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
     """Deploy, start a worker, submit the pipeline (with an extra adapter policy), SIGKILL its
     process in the train or evaluate stage, retry. Returns what each step saw, for
     tests/test_deploy.py and the browser test."""
-    from tests.conftest import random_adapter
+    from tests.helpers import random_adapter
 
     api, env = prefect_server
     tmp_path = tmp_path_factory.mktemp("pipeline-run")
@@ -208,7 +191,7 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
         # are Running)
         deadline, killed = time.monotonic() + 300, None
         while time.monotonic() < deadline and killed is None:
-            subflows, tasks = _tree(api, flow_run_id)
+            subflows, tasks = run_tree(api, flow_run_id)
             states = {t["name"]: (t["state"] or {}).get("type") for t in tasks}
             running = [n for n, s in states.items() if s == "RUNNING"]
             seen["units_at_kill"] = {t["name"]: task_name(t) for t in tasks}
@@ -235,7 +218,7 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
             if state["type"] == "CRASHED" and not _unfinished(api, flow_run_id):
                 break
             time.sleep(1)
-        seen["after_kill"] = (state, _unfinished(api, flow_run_id), _tree(api, flow_run_id))
+        seen["after_kill"] = (state, _unfinished(api, flow_run_id), run_tree(api, flow_run_id))
 
         # 2. retry: the run resumes and completes
         since = seen["since"] = datetime.now(timezone.utc)

@@ -66,6 +66,7 @@ class ServerState:
     batch_polls_to_finish: int = 1
     batch_outcome: str = "completed"  # completed | expired | failed | hold
     batch_partial: int = 0  # requests an expired batch answered before it expired
+    resets: int = 0  # LoopbackOpenAI.reset() calls: which test a request came from
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -79,8 +80,12 @@ def build_app(state: ServerState) -> FastAPI:
             state.requests += 1
             auth = request.headers.get("authorization", "")
             state.keys_seen.add(auth.removeprefix("Bearer "))
+            sent_in = state.resets
         if state.latency_s:
             await asyncio.sleep(state.latency_s)
+            if state.resets != sent_in:  # its client gave up and its test is over: it must
+                # not consume the replies the next test scripted
+                return JSONResponse({"error": {"message": "server reset"}}, status_code=503)
         status, payload = complete(state, body)
         return JSONResponse(payload, status_code=status)
 
@@ -309,6 +314,7 @@ class LoopbackOpenAI:
 
     def reset(self) -> None:
         with self.state.lock:
+            self.state.resets += 1
             fresh = ServerState()
             for name in (
                 "latency_s",

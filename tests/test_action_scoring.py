@@ -19,7 +19,7 @@ from spark_core.models.constrained_actions.scoring import (
 )
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.requests import ChatRequest
-from tests.conftest import random_adapter
+from tests.helpers import random_adapter
 
 NAMES = action_names(list(ACTIONS))
 

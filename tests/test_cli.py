@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 import textwrap
 
@@ -74,3 +75,67 @@ def test_third_party_tool_registers_through_an_entry_point(tmp_path, monkeypatch
         monkeypatch.undo()
         discover.cache_clear()
     assert "reverse" not in discover()
+
+
+def _rendered(tables) -> str:
+    """What a log or an 80-column terminal shows of ``tables``."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    out = Console(width=80, file=StringIO(), color_system=None)
+    for table in tables:
+        out.print(table)
+    return out.file.getvalue()
+
+
+def _words(text: str) -> set[str]:
+    return {word for line in text.splitlines() for word in re.split(r"[\s│┃┏┓┗┛━─]+", line)}
+
+
+def _fits_80_columns_without_cutting_a_word(text: str, tables, cells: list[str]) -> None:
+    assert "…" not in text, text
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    for line in lines:  # no table wider than the console, cropped at its right edge
+        if line.strip()[:1] in set("┏┃┡│└"):
+            assert line.rstrip()[-1] in set("┓┃┩│┘"), f"cropped:\n{text}"
+    words = _words(text)
+    headers = [str(c.header) for t in tables for c in t.columns]
+    for word in {w for phrase in [*headers, *cells] for w in phrase.split()}:
+        assert word in words, f"{word!r} is cut in:\n{text}"
+
+
+def test_the_runs_summary_tables_fit_80_columns_without_cutting_a_word():
+    """`spark run`'s last tables (synthesis, evaluation) in a log or a narrow terminal: every
+    header word, policy and action whole, no ellipsis, at the widest values they can hold."""
+    import pyarrow as pa
+
+    from flows.cli import evaluation_tables, synthesis_table
+    from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA
+    from spark_core.synthesis.summary import ACTIONS_SCHEMA, RUN_SCHEMA
+
+    policies = ["base", "base@0.7", "base@1.0", "sft", "spark", "dpo", "gpt-4o-mini"]
+    numbers = {f.name: 1.0 for f in SUMMARY_SCHEMA if pa.types.is_floating(f.type)}
+    rows = [  # widest values: 100.0%, 100%–100%, entropies above 1 bit, 10.00 steps
+        {**numbers, "policy": p, "seed": -1, "category": OVERALL, "n": 12032, "mean_steps": 10.0}
+        for p in policies
+    ]
+    rows.append({**rows[0], "category": "law"})  # only the overall rows are shown
+    rows = pa.Table.from_pylist(rows, SUMMARY_SCHEMA).to_pylist()  # every column of the table
+    tables = evaluation_tables(rows)
+    text = _rendered(tables)
+    _fits_80_columns_without_cutting_a_word(text, tables, policies)
+    assert [len(t.rows) for t in tables] == [len(policies)] * 2
+
+    run = {f.name: 1 for f in RUN_SCHEMA} | {"questions": 12032, "steps": 120320}
+    actions = [
+        {f.name: 1.0 for f in ACTIONS_SCHEMA}
+        | {"action": a, "chosen": 120320, "repairs_attempted": 9999, "repairs_succeeded": 9999}
+        for a in ACTIONS
+    ]
+    run = pa.Table.from_pylist([run], RUN_SCHEMA).to_pylist()[0]
+    actions = pa.Table.from_pylist(actions, ACTIONS_SCHEMA).to_pylist()
+    table = synthesis_table(run, actions)
+    text = _rendered([table])
+    _fits_80_columns_without_cutting_a_word(text, [table], list(ACTIONS))

@@ -8,6 +8,8 @@ from spark_core.artifacts import ArtifactStore
 from spark_core.synthesis.barrier import SELECTED_SCHEMA
 from spark_core.synthesis.rollout import CANDIDATES_SCHEMA
 
+pytestmark = pytest.mark.e2e  # a local Dask cluster
+
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_synthesis_shards_run_in_dask_worker_processes(tiny_model_dir, tmp_path):

@@ -10,11 +10,12 @@ import re
 import time
 
 import httpx
+import pytest
 import yaml
 
 from flows.cli_deploy import PREFECT_FILE, ZOMBIE_AUTOMATION, server_env
 from spark_core.config import RunConfig, load_config
-from tests.deploy_fixtures import _tree
+from tests.helpers import ROOT, run_tree
 
 OUTCOMES = {"ran", "cached", "partly cached", "reused"}
 
@@ -47,6 +48,7 @@ def test_server_settings_point_the_ui_at_a_non_default_port(tmp_path):
     assert env["PREFECT_SERVER_UI_V2_ENABLED"] == "true"  # the UI the README walks through
 
 
+@pytest.mark.e2e
 def test_deploy_registers_the_zombie_automation_and_names_spark_worker(pipeline_run):
     out = pipeline_run["deploy"].stdout
     assert "spark worker" in out and "prefect worker start" not in out, out[-2000:]
@@ -62,6 +64,7 @@ def test_deploy_registers_the_zombie_automation_and_names_spark_worker(pipeline_
     assert automation["actions"][0]["state"] == "CRASHED"
 
 
+@pytest.mark.e2e
 def test_a_killed_run_leaves_no_zombies(pipeline_run):
     """SIGKILL of the flow run's process: the run, its subflows and tasks end Crashed."""
     state, unfinished, (subflows, tasks) = pipeline_run["after_kill"]
@@ -74,6 +77,7 @@ def test_a_killed_run_leaves_no_zombies(pipeline_run):
     assert any(f["state"]["type"] == "CRASHED" for f in subflows), subflows
 
 
+@pytest.mark.e2e
 def test_deploy_trigger_kill_and_retry(pipeline_run):
     """After the kill, `prefect flow-run retry` finishes the run: the finished stages and every
     finished unit of the interrupted stage are skipped, and no task or subflow is left
@@ -109,6 +113,7 @@ def test_deploy_trigger_kill_and_retry(pipeline_run):
     assert len(states["evaluate-policy"]) == 5
 
 
+@pytest.mark.e2e
 def test_the_pipeline_run_page_tells_the_story(pipeline_run):
     """The parent run holds the summary artifact (a row per stage, the evaluation headline,
     the plots inline) and one log line per stage."""
@@ -155,6 +160,7 @@ def _logs(api: str, flow_run_id: str) -> list[str]:
     return [log["message"] for log in logs]
 
 
+@pytest.mark.e2e
 def test_the_crashed_run_says_in_its_own_log_what_crashed(pipeline_run):
     """The crash hook runs in the worker; its line goes to the crashed run's own log."""
     api, flow_run_id = pipeline_run["api"], pipeline_run["flow_run_id"]
@@ -171,10 +177,11 @@ def test_the_crashed_run_says_in_its_own_log_what_crashed(pipeline_run):
     assert any(name in lines[0] for name in killed), (killed, lines)
 
 
+@pytest.mark.e2e
 def test_units_are_named_for_what_they_do(pipeline_run):
     names = set()
     for run_id in (pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]):
-        subflows, tasks = _tree(pipeline_run["api"], run_id)
+        subflows, tasks = run_tree(pipeline_run["api"], run_id)
         names |= {t["name"] for t in tasks}
     expected = {"ingest-questions", "rollout-step1-shard0", "rollout-step1-shard1"}
     expected |= {"select-step1", "label-trajectories", "train-sft", "train-ppo"}
@@ -182,6 +189,7 @@ def test_units_are_named_for_what_they_do(pipeline_run):
     assert expected <= names, sorted(names)
 
 
+@pytest.mark.e2e
 def test_progress_is_shown_in_words_and_numbers_during_synthesis(pipeline_run):
     seen = pipeline_run.get("progress_during_synthesis", [])
     stage = [d for d in seen if re.fullmatch(r"\d+% — synthesize: step 1/1, .+", d)]
@@ -189,6 +197,7 @@ def test_progress_is_shown_in_words_and_numbers_during_synthesis(pipeline_run):
     assert stage and whole, seen
 
 
+@pytest.mark.e2e
 def test_a_second_run_of_the_same_name_keeps_its_own_report(pipeline_run):
     first, second = pipeline_run["flow_run_id"], pipeline_run["second_flow_run_id"]
     assert pipeline_run["second_final"]["type"] == "COMPLETED", pipeline_run["worker_log"]()
@@ -198,8 +207,8 @@ def test_a_second_run_of_the_same_name_keeps_its_own_report(pipeline_run):
     assert (reports / "latest").resolve() == (reports / second).resolve()
 
 
+@pytest.mark.e2e
 def test_deploy_says_where_the_flows_run(pipeline_run):
-    from tests.deploy_fixtures import ROOT
 
     out = pipeline_run["deploy"].stdout
     assert f"Flows will run in {ROOT} (change with --workdir)" in out, out[:2000]

@@ -8,7 +8,9 @@ import pytest
 from spark_core.protocol import render_step, state_message
 from spark_core.rl.data import fit
 from spark_core.rl.dpo_pairs import dpo_records, preference_pairs
-from tests.test_training_data import OPTIONS, QUESTION, SYSTEM, long_row
+from tests.helpers import OPTIONS, QUESTION, long_row, training_system
+
+SYSTEM = training_system()  # the real system prompt (calculator, chemistry, cot)
 
 # (question, step, action, judge score or None = failed judgement, selected?)
 POOL = [

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from spark_core.evaluation.assemble import build_report
+from spark_core.evaluation.plots import grid
 from spark_core.evaluation.productivity import overall_records, productivity, productivity_lines
 from spark_core.evaluation.report import embed_images, summarize
-from spark_core.evaluation.tool_map import conditional_entropy, grid, tool_map, tool_report
+from spark_core.evaluation.tool_map import conditional_entropy, tool_map, tool_report
 
 ACTIONS = ["calculator", "python", "knowledge_search", "cot"]
 H_THIRDS = -(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3)  # 0.918 bits

@@ -15,8 +15,7 @@ from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA
 from spark_core.evaluation.report import ENTROPY_TESTS_SCHEMA, PAIRS_SCHEMA, SUMMARY_SCHEMA
 from spark_core.evaluation.score_outputs import score_file
 from tasks.results import Adapters
-from tests.conftest import random_adapter
-from tests.test_flow_synthesis import task_states
+from tests.helpers import random_adapter, task_states
 
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 

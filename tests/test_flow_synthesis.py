@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.label import label
 from flows.synthesize import synthesize
@@ -13,7 +12,7 @@ from spark_core.artifacts import ArtifactStore
 from spark_core.labeling.trajectories import TRAJECTORIES_SCHEMA
 from spark_core.protocol import parse_step
 from spark_core.synthesis.barrier import SELECTED_SCHEMA
-from tests.task_names import task_name
+from tests.helpers import task_states
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -40,19 +39,6 @@ def tiny_cfg(tiny_model_dir, tmp_path_factory):
         )
 
     return make
-
-
-def task_states(flow_state) -> dict[str, list[str]]:
-    """Task name -> final state names of its runs, for one flow run (and its subflows)."""
-    flow_run_id = flow_state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(task_name(run), []).append(run.state.name)
-    return states
 
 
 def test_synthesize_and_label_cover_every_category_and_rerun_from_cache(tiny_cfg):

@@ -15,7 +15,7 @@ from spark_core.models.hf.backend import HFBackend
 from spark_core.models.judge.agreement import agreement, measure
 from spark_core.models.judge.scorers import HFJudge
 from spark_core.preflight import CALIBRATION, STATE_THOUGHT
-from tests.test_judge_check import GOOD, cli_cfg, rubric
+from tests.helpers import GOOD, cli_cfg, rubric
 
 runner = CliRunner()
 
@@ -64,7 +64,8 @@ def test_spark_check_judge_prints_the_agreement_of_the_two_modes(
     server, tmp_path, capsys, good, bad, expected
 ):
     server.state.reply_fn = state_rubric(good, bad)
-    args = ["check", "judge", *cli_cfg(tmp_path, server, "judge.scoring=text")]
+    # the agreement only: the calibrated time estimate is test_judge_check's
+    args = ["check", "judge", "--no-calibration", *cli_cfg(tmp_path, server, "judge.scoring=text")]
     result = runner.invoke(app, args, terminal_width=200)
     with capsys.disabled():
         print(f"\n$ spark check judge (loopback, text, per_state {good}/{bad})\n" + result.output)

@@ -25,14 +25,9 @@ from spark_core.models.response_cache import ResponseCache
 from spark_core.synthesis.barrier import advance_trajectories, initial_states, judge_stops
 from spark_core.synthesis.rollout import SCORES_SCHEMA
 from spark_core.synthesis.summary import summarize
+from tests.helpers import cli_cfg, rubric
 
 runner = CliRunner()
-GOOD = ("Action: calculator", "Action: chemistry", "Action: unit_converter")
-
-
-def rubric(messages: list[dict]) -> str:
-    """A judge that knows the calibration answers: 9 for a good step, 2 for a bad one."""
-    return "9" if any(g in messages[-1]["content"] for g in GOOD) else "2"
 
 
 @pytest.fixture
@@ -182,23 +177,15 @@ def test_a_question_whose_judgements_all_failed_stops_and_the_run_goes_on():
     assert row["judge_failure_rate"] == 0.75 and row["stopped_questions"] == 1
 
 
-def cli_cfg(tmp_path, server, *extra: str) -> list[str]:
-    sets = [
-        f"runtime.runs_dir={tmp_path / 'runs'}",
-        "judge.backend=openai",
-        "judge.name=loopback-judge",
-        f"judge.base_url={server.base_url}",
-        "judge.price_per_1k_prompt=0.0025",
-        "judge.price_per_1k_completion=0.01",
-        *extra,
-    ]
-    return ["-c", "configs/demo.yaml", *[a for s in sets for a in ("--set", s)]]
-
-
-def test_spark_check_judge_against_the_loopback_server(server, tmp_path, capsys):
+def test_spark_check_judge_against_the_loopback_server(server, tmp_path, tiny_model_dir, capsys):
     server.state.reply_fn = rubric
     server.state.logprobs_fn = lambda messages: {rubric(messages): 0.9, "5": 0.1}
-    result = runner.invoke(app, ["check", "judge", *cli_cfg(tmp_path, server)], terminal_width=120)
+    # the calibration after a usable judge runs on the tiny model (the demo model's takes
+    # minutes on 2 cores; what it measures is test_dry_run_calibrates_...'s)
+    gen = [f"generator.name={tiny_model_dir}", "generator.device=cpu", "training.quantization=none"]
+    result = runner.invoke(
+        app, ["check", "judge", *cli_cfg(tmp_path, server, *gen)], terminal_width=120
+    )
     with capsys.disabled():
         print("\n$ spark check judge (loopback, logprobs on)\n" + result.output)
     assert result.exit_code == 0, result.output
@@ -207,6 +194,7 @@ def test_spark_check_judge_against_the_loopback_server(server, tmp_path, capsys)
         "good above bad:     3/3" in result.output and "verdict:            usable" in result.output
     )
     assert "synthesize" in result.output and "judge: openai:loopback-judge" in result.output
+    assert "estimated wall time" in result.output  # calibrated with the judge's latency
 
     server.reset()
     server.state.default_reply = "C. 99.09"  # no logprobs, no structured output, no score

@@ -230,8 +230,8 @@ def test_dry_run_prices_every_judge_option_and_the_recommended_one_is_within_bud
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from flows.cli_check import planned_questions
     from flows.cli_judge_costs import judge_options_table
+    from flows.cli_questions import planned_questions
     from spark_core.config import load_config
     from spark_core.run_plan import plan_synthesis
 
@@ -279,8 +279,8 @@ def _pilot_summary(cfg, questions: int, steps: int, calls: int, prompt: int, com
 def test_the_dry_run_estimates_the_judge_cost_from_a_pilot_of_the_same_run(tmp_path):
     from rich.console import Console
 
-    from flows.cli_check import planned_questions
     from flows.cli_judge_costs import judge_options_table
+    from flows.cli_questions import planned_questions
     from spark_core.config import load_config
     from spark_core.judge_costs import judge_costs
     from spark_core.judge_estimate import estimated_costs, find_pilot

@@ -8,7 +8,7 @@ import torch
 from spark_core.config import load_config
 from spark_core.models.registry import REGISTRY
 from spark_core.models.requests import ChatRequest
-from tests.conftest import random_adapter
+from tests.helpers import random_adapter
 
 
 def _cfg(tiny_model_dir, tmp_path, *overrides):

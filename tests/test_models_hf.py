@@ -9,7 +9,7 @@ from spark_core.models.hf.backend import HFBackend
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import HFJudge
 from spark_core.models.requests import ChatRequest
-from tests.conftest import random_adapter
+from tests.helpers import random_adapter
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ from spark_core.config import TrainingConfig
 from spark_core.rl.data import PPOCollator, encode, group_relative, ppo_examples
 from spark_core.rl.ppo_loss import kl_per_token, ppo_loss, token_logprobs
 from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
-from tests.conftest import random_adapter
-
-SYSTEM = "Solve the question."
+from tests.helpers import PPO_SYSTEM, make_policy, ppo_args, ppo_rows, random_adapter
 
 
 def k3_loss(logprobs, old, ref, advantages, mask, clip_eps=0.2, kl_coef=0.0):
@@ -75,54 +73,6 @@ def tokenizer(tiny_model_dir):
     return load_tokenizer(tiny_model_dir)
 
 
-def make_policy(tiny_model_dir, seed=0):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    return get_peft_model(
-        base,
-        LoraConfig(
-            r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-        ),
-    )
-
-
-def rows(n=4):
-    return [
-        {
-            "system": SYSTEM,
-            "prompt": f"Question {i}: what is {i} + {i}?",
-            "completion": f"Thought: add.\nAction: calculator\nAction Input: {i}+{i}",
-            "advantage": 1.0 if i % 2 == 0 else -1.0,
-        }
-        for i in range(n)
-    ]
-
-
-def ppo_args(tmp_path, **over) -> OfflinePPOConfig:
-    """Trainer arguments as a run builds them: PPO terms (``over``'s keys among
-    ``OfflinePPOConfig.PPO_TERMS``) through ``TrainingConfig``, the rest as TrainingArguments."""
-    terms = {k: over.pop(k) for k in OfflinePPOConfig.PPO_TERMS if k in over}
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=2,
-        num_train_epochs=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        lr_scheduler_type="constant",
-    )
-    base.update(over)
-    training = TrainingConfig(**{"old_logprobs": "refresh", **terms})
-    return OfflinePPOConfig.from_training(training, **base)
-
-
 def test_ppo_terms_come_from_the_training_config_only(tmp_path):
     training = TrainingConfig(clip_eps=0.3, kl_coef=0.1, kl_estimator="k1", entropy_coef=0.01)
     args = OfflinePPOConfig.from_training(training, output_dir=str(tmp_path), use_cpu=True)
@@ -144,7 +94,11 @@ def test_ppo_terms_come_from_the_training_config_only(tmp_path):
 
 def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
     ids, mask = encode(
-        tokenizer, SYSTEM, "What is 2+2?", "Thought: 4.\nAction: cot\nAction Input: 4", max_len=512
+        tokenizer,
+        PPO_SYSTEM,
+        "What is 2+2?",
+        "Thought: 4.\nAction: cot\nAction Input: 4",
+        max_len=512,
     )
     assert 0 < sum(mask) < len(mask) and mask[0] == 0 and mask[-1] == 1
     batch = PPOCollator(tokenizer.pad_token_id)(
@@ -165,7 +119,7 @@ def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
 def test_first_step_ratio_is_one_and_kl_zero_for_an_identity_adapter(
     tiny_model_dir, tokenizer, tmp_path
 ):
-    examples = ppo_examples(rows(), tokenizer, 256)[0]
+    examples = ppo_examples(ppo_rows(), tokenizer, 256)[0]
     trainer = OfflinePPOTrainer(
         model=make_policy(tiny_model_dir),
         args=ppo_args(tmp_path),
@@ -185,8 +139,8 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
     good = "Thought: use the tool.\nAction: calculator\nAction Input: 2+2"
     bad = "Thought: guess.\nAction: cot\nAction Input: maybe 5"
     data = [
-        {"system": SYSTEM, "prompt": "What is 2+2?", "completion": good, "advantage": 1.0},
-        {"system": SYSTEM, "prompt": "What is 2+2?", "completion": bad, "advantage": -1.0},
+        {"system": PPO_SYSTEM, "prompt": "What is 2+2?", "completion": good, "advantage": 1.0},
+        {"system": PPO_SYSTEM, "prompt": "What is 2+2?", "completion": bad, "advantage": -1.0},
     ]
     examples = ppo_examples(data, tokenizer, 256)[0]
     policy = make_policy(tiny_model_dir)
@@ -231,7 +185,7 @@ def test_loss_falls_and_the_positive_advantage_action_gains(tiny_model_dir, toke
 
 
 def test_resume_from_checkpoint_continues_the_step_count(tiny_model_dir, tokenizer, tmp_path):
-    examples = ppo_examples(rows(8), tokenizer, 256)[0]
+    examples = ppo_examples(ppo_rows(8), tokenizer, 256)[0]
     args = ppo_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     first = OfflinePPOTrainer(
         model=make_policy(tiny_model_dir),
@@ -279,7 +233,7 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
     from spark_core.models.hf.backend import HFBackend
     from spark_core.rl.behaviour import completion_logprobs
 
-    data = [{**r, "system": SYSTEM} for r in rows(4)]
+    data = [{**r, "system": PPO_SYSTEM} for r in ppo_rows(4)]
     behaviour = completion_logprobs(
         HFBackend(tiny_model_dir, "cpu"),
         [(r["system"], r["prompt"], r["completion"]) for r in data],
@@ -314,7 +268,7 @@ def test_activation_checkpointing_changes_memory_not_the_adapter(tiny_model_dir,
     from spark_core.config import load_config
     from spark_core.rl.train import train_ppo, train_sft
 
-    data = [{**r, "system": SYSTEM} for r in rows(4)]
+    data = [{**r, "system": PPO_SYSTEM} for r in ppo_rows(4)]
     weights = {}
     for on in (True, False):
         cfg = load_config(
@@ -344,7 +298,7 @@ def test_reference_logprobs_are_the_base_models(tiny_model_dir, tokenizer, tmp_p
     from transformers import AutoModelForCausalLM
 
     policy = random_adapter(tiny_model_dir, 3)
-    examples = ppo_examples(rows(5), tokenizer, 256)[0]
+    examples = ppo_examples(ppo_rows(5), tokenizer, 256)[0]
     trainer = OfflinePPOTrainer(
         model=policy, args=ppo_args(tmp_path), train_dataset=examples, processing_class=tokenizer
     )

@@ -12,8 +12,7 @@ from spark_core.config import ConfigError, load_config
 from spark_core.rl.data import chat_ids, drop_oldest_steps, fit, ppo_examples
 from spark_core.rl.ppo_loss import adaptive_kl_coef, exact_kl
 from spark_core.rl.ppo_trainer import OfflinePPOTrainer
-from tests.test_ppo import make_policy, ppo_args, rows
-from tests.test_training_data import long_row
+from tests.helpers import long_row, make_policy, ppo_args, ppo_rows
 
 TOLERANCE = 1e-4  # |ratio - 1| before the first step
 
@@ -195,7 +194,7 @@ def test_adaptive_kl_coefficient_follows_the_target(tiny_model_dir, tokenizer, t
     assert adaptive_kl_coef(0.1, kl=0.03, kl_target=0.03) == 0.1
     # in the trainer, after every optimizer step: the first step's KL is exactly 0 (identity
     # adapter: halve), every later one is above a tiny target (double)
-    examples = ppo_examples(rows(4), tokenizer, 256)[0]
+    examples = ppo_examples(ppo_rows(4), tokenizer, 256)[0]
     trainer = OfflinePPOTrainer(
         model=make_policy(tiny_model_dir),
         args=ppo_args(

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from spark_core.artifacts import ArtifactStore
@@ -21,6 +22,7 @@ from spark_core.models.response_cache import request_key
 from spark_core.synthesis.barrier import SELECTED_SCHEMA
 from spark_core.synthesis.rollout import FINAL_SCHEMA
 
+pytestmark = pytest.mark.e2e  # a spark process killed and rerun
 JUDGE_MODEL = "loopback-judge"
 QUESTIONS = 14  # bundled sample, one per category, all train
 EXPECTED_JUDGE_CALLS = QUESTIONS * 9  # one step, nine candidates each

@@ -8,6 +8,7 @@ import pytest
 from spark_core.artifacts import ArtifactError, ArtifactStore
 from spark_core.data.questions import QUESTIONS_SCHEMA
 
+pytestmark = pytest.mark.e2e  # moto's S3 server
 SCHEMA = pa.schema([pa.field("x", pa.int64(), nullable=False)])
 
 

@@ -399,6 +399,8 @@ def test_symbolic_math_input_never_reaches_eval(monkeypatch):
     no text of the input while the tool parses and solves."""
     import builtins
 
+    from sympy import parse_expr, sympify
+
     from spark_core.tools.symbolic_math import compute
 
     compute("simplify: sin(x)^2 + cos(x)^2")  # sympy's own lazy imports happen first
@@ -410,6 +412,12 @@ def test_symbolic_math_input_never_reaches_eval(monkeypatch):
         return real_eval(source, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "eval", recording_eval)
+    # positive control: the recording sees the text of sympy's own string parsing, the path a
+    # payload would take; were it not reached, the assertion below would prove nothing
+    parse_expr("qq**2 - 5*qq + 6")
+    sympify("len(chr(95)) + qq")
+    assert [s for s in seen if "qq" in s] and [s for s in seen if "chr" in s], seen
+    seen.clear()
     for text in (
         "solve: qq^2 - 5qq + 6 = 0",
         "integrate: 2qq, 0, 3",

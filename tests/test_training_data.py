@@ -8,13 +8,11 @@ import torch
 
 from spark_core.protocol import (
     render_step,
-    state_message,
-    system_prompt,
-    tool_lines,
-    trajectory_entry,
 )
 from spark_core.rl.data import fit, greedy_rows, ppo_examples, sft_records
-from tests.test_ppo import make_policy, ppo_args
+from tests.helpers import OPTIONS, QUESTION, long_row, make_policy, ppo_args, training_system
+
+SYSTEM = training_system()  # the real system prompt (calculator, chemistry, cot)
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +20,6 @@ def tokenizer(tiny_model_dir):
     from spark_core.models.hf.backend import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
-
-
-SYSTEM = system_prompt(tool_lines(["calculator", "chemistry", "cot"]))
-QUESTION = "How many moles of water are in 36 g of water?"
-OPTIONS = ["1", "2", "3", "4"]
-
-
-def long_row(steps: int) -> dict:
-    trajectory = "\n".join(
-        trajectory_entry(
-            render_step(f"step {i}: " + "weigh the sample again " * 12, "calculator", f"{i}*18"),
-            f"{i * 18} " + "grams measured " * 10,
-        )
-        for i in range(1, steps + 1)
-    )
-    return {
-        "system": SYSTEM,
-        "prompt": state_message(QUESTION, OPTIONS, trajectory),
-        "completion": render_step("Divide by the molar mass.", "chemistry", "36 / 18.015"),
-        "advantage": 1.0,
-    }
 
 
 def test_one_truncation_rule_keeps_system_question_and_action_line(tokenizer):

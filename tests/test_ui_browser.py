@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.e2e  # chromium on the real server's pipeline run
 SHOTS = Path(__file__).resolve().parents[1] / "runs" / "ui-screenshots"
 ARGS = [
     "--no-sandbox",
@@ -48,7 +49,7 @@ def browser():
     )
     executable = _chromium()
     if executable is None:
-        pytest.skip("no Chromium here: `apt-get install chromium` (make install does it as root)")
+        pytest.skip("no Chromium here: `apt-get install chromium` (make test does it as root)")
     with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             profile,

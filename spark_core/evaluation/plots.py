@@ -191,6 +191,15 @@ def _label(category: str, entropy: dict) -> str:
     return f"{category} ({entropy['choices']} steps, H {entropy['entropy_bits']:.2f})"
 
 
+def grid(tmap: pa.Table, policy: str) -> tuple[list[str], list[str], list[list[float]]]:
+    """(categories, actions, shares[category][action]) of one policy: its heat map's matrix."""
+    mine = [r for r in tmap.to_pylist() if r["policy"] == policy]
+    categories = list(dict.fromkeys(r["category"] for r in mine))
+    actions = list(dict.fromkeys(r["action"] for r in mine))
+    share = {(r["category"], r["action"]): r["share"] for r in mine}
+    return categories, actions, [[share[(c, a)] for a in actions] for c in categories]
+
+
 def plot_tool_maps(tool_map: pa.Table, entropy: pa.Table, out_dir: Path) -> dict[str, Path]:
     """One category x action heat map per policy (``evaluation/tool_map.py``): each row is the
     category's share of steps per action, on one colour scale (0–1) so that policies compare;
@@ -200,8 +209,6 @@ def plot_tool_maps(tool_map: pa.Table, entropy: pa.Table, out_dir: Path) -> dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from spark_core.evaluation.tool_map import grid
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ent = {(r["policy"], r["category"]): r for r in entropy.to_pylist()}

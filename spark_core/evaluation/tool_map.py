@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from spark_core.evaluation.plots import plot_tool_maps
 from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA, productivity, productivity_lines
 from spark_core.evaluation.report import OVERALL
 from spark_core.evaluation.seeds import flatten, hierarchical_bootstrap, seed_groups
@@ -139,15 +140,6 @@ def tool_map(
     )
 
 
-def grid(tmap: pa.Table, policy: str) -> tuple[list[str], list[str], list[list[float]]]:
-    """(categories, actions, shares[category][action]) of one policy: its heat map's matrix."""
-    mine = [r for r in tmap.to_pylist() if r["policy"] == policy]
-    categories = list(dict.fromkeys(r["category"] for r in mine))
-    actions = list(dict.fromkeys(r["action"] for r in mine))
-    share = {(r["category"], r["action"]): r["share"] for r in mine}
-    return categories, actions, [[share[(c, a)] for a in actions] for c in categories]
-
-
 def conditional_entropy(entropy: pa.Table, policy: str) -> float:
     """H(action | category) in bits: the per-category entropies weighted by their share of
     the policy's choices. Far below the overall entropy means tools matched to categories."""
@@ -261,8 +253,6 @@ def tool_report(
 ) -> ToolReport:
     """Tool productivity and the per-category tool map of the evaluation rows, with one
     heat map per policy written to ``out_dir``."""
-    from spark_core.evaluation.plots import plot_tool_maps
-
     prod = productivity(rows)
     tmap, entropy = tool_map(rows, actions, samples, seed)
     images = plot_tool_maps(tmap, entropy, out_dir)
