@@ -248,7 +248,8 @@ def _calibrate_sandbox(cfg: RunConfig, rates: Rates) -> None:
 
 def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) -> None:
     """Two forward+backward passes of a LoRA model (the second timed) on a batch of
-    ``training.batch_size`` sequences as long as a state plus one step."""
+    ``training.batch_size`` sequences as long as a state plus one step, with activation
+    checkpointing when training uses it."""
     import torch
     from peft import get_peft_model
 
@@ -261,6 +262,8 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
         load_base(resolve_model(cfg.generator.name), choose_precision(t)),
         lora_config(t),
     )
+    if t.activation_checkpointing:  # the recomputation is part of what a step costs
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     rates.train_load_s = time.perf_counter() - start
     chars = _policy_chars(cfg, questions[0], 1)
