@@ -18,7 +18,6 @@ from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.models.registry import REGISTRY
 from spark_core.models.usage import Usage
 from spark_core.protocol import Question
-from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.synthesis.barrier import (
     SELECTED_SCHEMA,
     STATE_SCHEMA,
@@ -48,6 +47,7 @@ from spark_core.synthesis.summary import (
     summarize_run,
     summary_lines,
 )
+from spark_core.training.behaviour import add_behaviour_logprobs
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Selection, Shard, SynthesisPlan, SynthesisSummary
 from tasks.stage_guards import guarded_models

@@ -16,7 +16,7 @@ from spark_core.evaluation.policies import seeded_name
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.registry import REGISTRY
-from spark_core.rl.trainers import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
+from spark_core.training.registry import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
 

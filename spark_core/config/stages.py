@@ -342,7 +342,7 @@ class TrainingConfig(Section):
         256,
         gt=0,
         description="Token limit of a training example; longer ones lose their earliest "
-        "steps first (rl/data.py fit).",
+        "steps first (training/data.py fit).",
     )
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range epsilon.")
     kl_coef: float = Field(

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from spark_core.config import TrainingConfig
-from spark_core.rl.data import PPOCollator
-from spark_core.rl.ppo_loss import (
+from spark_core.training.data import PPOCollator
+from spark_core.training.ppo_loss import (
     adaptive_kl_coef,
     exact_kl,
     masked_mean,
