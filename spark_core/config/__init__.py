@@ -13,21 +13,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from spark_core.config.evaluation import SAMPLED_POLICY, TRAINED_POLICY, EvaluationConfig
 from spark_core.config.section import ConfigError, Section
 from spark_core.config.stages import (
     ACTIONS,
-    SAMPLED_POLICY,
-    TRAINED_POLICY,
     DataConfig,
-    EvaluationConfig,
     JudgeConfig,
     ModelConfig,
     RewardsConfig,
     RolloutConfig,
     SelectionRule,
     ToolsConfig,
-    TrainingConfig,
 )
+from spark_core.config.training import TrainingConfig
 
 __all__ = [
     "ACTIONS",

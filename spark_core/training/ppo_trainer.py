@@ -55,7 +55,8 @@ def _term(name: str) -> Any:
 @dataclass(kw_only=True)
 class OfflinePPOConfig(TrainingArguments):
     """``TrainingArguments`` plus the PPO terms, built with ``from_training``: the terms
-    have no defaults here, ``training`` (config.py) is their one source.
+    have no defaults here, the ``training`` section (``TrainingConfig`` in
+    ``spark_core/config/training.py``) is their one source.
     ``num_train_epochs`` is the number of PPO epochs over the logged data.
     ``behaviour_source`` must be resolved ('reference' or 'stored': ``RunConfig.behaviour_source``)
     when ``old_logprobs`` is 'behaviour'."""
