@@ -52,8 +52,8 @@ def main() -> None:
     from spark_core.data.sources import read_source
     from spark_core.models.hf.backend import HFBackend
     from spark_core.models.hf.default_model import resolve_model
-    from spark_core.rl import probe
-    from spark_core.rl.train import train_ppo
+    from spark_core.training import probe
+    from spark_core.training.ppo import train_ppo
 
     overrides = [
         f"generator.name={args.model}",

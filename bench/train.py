@@ -39,11 +39,12 @@ from spark_core.protocol import (  # noqa: E402
     system_prompt,
     tool_lines,  # noqa: E402
 )
-from spark_core.rl.behaviour import completion_logprobs  # noqa: E402
-from spark_core.rl.data import ppo_examples  # noqa: E402
-from spark_core.rl.dpo_train import train_dpo  # noqa: E402
-from spark_core.rl.hardware import choose_precision  # noqa: E402
-from spark_core.rl.train import train_ppo, train_sft  # noqa: E402
+from spark_core.training.behaviour import completion_logprobs  # noqa: E402
+from spark_core.training.data import ppo_examples  # noqa: E402
+from spark_core.training.dpo import train_dpo  # noqa: E402
+from spark_core.training.hardware import choose_precision  # noqa: E402
+from spark_core.training.ppo import train_ppo  # noqa: E402
+from spark_core.training.sft import train_sft  # noqa: E402
 
 
 def rows(n: int, actions: list[str]) -> list[dict]:

@@ -191,13 +191,16 @@ class ArtifactStore:
         return ArtifactRef(name, self.uri(name), self.content_hash(name), rows)
 
 
-def stage_key(stage: str, code_version: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
-    """A stage's cache key: its inputs' content hashes, its config section and its code
-    version — never a file path, so moving a run folder or renaming a file changes nothing."""
+def stage_key(
+    stage: str, stage_version: str, config: dict[str, Any], inputs: dict[str, str]
+) -> str:
+    """A stage's cache key: its inputs' content hashes, its config section and its version
+    (the stage's ``STAGE_VERSION``, bumped when its logic changes what it writes, and the
+    package's) — never a file path, so moving a run folder or renaming a file changes nothing."""
     return canonical_hash(
         {
             "stage": stage,
-            "code": f"{code_version}/{__version__}",
+            "code": f"{stage_version}/{__version__}",
             "config": config,
             "inputs": inputs,
         }

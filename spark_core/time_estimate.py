@@ -254,7 +254,7 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
     from peft import get_peft_model
 
     from spark_core.models.hf.default_model import resolve_model
-    from spark_core.rl.hardware import choose_precision, load_base, lora_config
+    from spark_core.training.hardware import choose_precision, load_base, lora_config
 
     t, r = cfg.training, cfg.rollout
     start = time.perf_counter()

@@ -16,7 +16,7 @@ from spark_core.metrics import entropy_bits
 from spark_core.models.registry import REGISTRY
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 
-CODE_VERSION = "1"
+STAGE_VERSION = "1"
 
 
 def scored_here(cfg: RunConfig, source: dict) -> bool:
@@ -31,7 +31,7 @@ def common_unit(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dic
         "policy": {k: v for k, v in source.items() if k != "adapter"},
         "seed": evaluated_policy(cfg, policy).seed,
     }
-    key = stage_key("common-states", CODE_VERSION, sections, {"questions": questions.content_hash})
+    key = stage_key("common-states", STAGE_VERSION, sections, {"questions": questions.content_hash})
     return Unit(
         "evaluate",
         key,

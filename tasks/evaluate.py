@@ -17,7 +17,7 @@ from spark_core.evaluation.common_schema import COMMON_STATES_SCHEMA
 from spark_core.evaluation.common_states import stratified_subset
 from spark_core.evaluation.model_calls import CALLS_SCHEMA, calls_table
 from spark_core.evaluation.policies import evaluated_policy
-from spark_core.evaluation.policy_rollout import CODE_VERSION, EVAL_ROWS_SCHEMA, evaluate_policy
+from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA, STAGE_VERSION, evaluate_policy
 from spark_core.evaluation.productivity import overall_records
 from spark_core.evaluation.report import embed_images
 from spark_core.evaluation.report_folder import point_latest, report_folder
@@ -68,7 +68,7 @@ def eval_unit(cfg: RunConfig, policy: str, questions: ArtifactRef, source: dict)
         "tool_retries": cfg.rollout.tool_retries,
         "policy": {k: v for k, v in source.items() if k != "adapter"},
     }
-    key = stage_key("evaluate", CODE_VERSION, sections, {"questions": questions.content_hash})
+    key = stage_key("evaluate", STAGE_VERSION, sections, {"questions": questions.content_hash})
     return Unit(
         "evaluate",
         key,

@@ -9,7 +9,7 @@ from spark_core.config import RunConfig
 from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.labeling.trajectories import (
     CANDIDATE_POOL_SCHEMA,
-    CODE_VERSION,
+    STAGE_VERSION,
     TRAJECTORIES_SCHEMA,
     candidate_pool,
     label,
@@ -30,7 +30,7 @@ def label_unit(cfg: RunConfig, synthesis: Synthesis) -> Unit:
         "final_answers": synthesis.final_answers.content_hash,
     }
     sections = {"rewards": cfg.section("rewards"), "actions": cfg.rollout.actions}
-    key = stage_key("label", CODE_VERSION, sections, inputs)
+    key = stage_key("label", STAGE_VERSION, sections, inputs)
     outputs = {
         f"label/{key[:16]}/candidate_pool": CANDIDATE_POOL_SCHEMA,
         f"label/{key[:16]}/trajectories": TRAJECTORIES_SCHEMA,

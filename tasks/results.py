@@ -89,7 +89,7 @@ class Adapter:
 
 @dataclass(frozen=True)
 class Adapters:
-    """train: one adapter per trainer (``spark_core.rl.trainers.TRAINERS``)."""
+    """train: one adapter per trainer (``spark_core.training.registry.TRAINERS``)."""
 
     trained: dict[str, Adapter]
 

@@ -18,7 +18,6 @@ from spark_core.data.questions import QUESTIONS_SCHEMA
 from spark_core.models.registry import REGISTRY
 from spark_core.models.usage import Usage
 from spark_core.protocol import Question
-from spark_core.rl.behaviour import add_behaviour_logprobs
 from spark_core.synthesis.barrier import (
     SELECTED_SCHEMA,
     STATE_SCHEMA,
@@ -31,9 +30,9 @@ from spark_core.synthesis.barrier import (
 )
 from spark_core.synthesis.rollout import (
     CANDIDATES_SCHEMA,
-    CODE_VERSION,
     FINAL_SCHEMA,
     SCORES_SCHEMA,
+    STAGE_VERSION,
     check_actions,
     final_answers,
     rollout_step,
@@ -48,6 +47,7 @@ from spark_core.synthesis.summary import (
     summarize_run,
     summary_lines,
 )
+from spark_core.training.behaviour import add_behaviour_logprobs
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Selection, Shard, SynthesisPlan, SynthesisSummary
 from tasks.stage_guards import guarded_models
@@ -82,7 +82,7 @@ def plan_synthesis(cfg: RunConfig, questions: ArtifactRef) -> tuple[SynthesisPla
         raise ValueError(f"{questions.uri} has no train questions to synthesize")
     n = min(cfg.rollout.shards, len(ids))
     config, inputs = {s: cfg.section(s) for s in SECTIONS}, {"questions": questions.content_hash}
-    key = stage_key("synthesize", CODE_VERSION, config, inputs)
+    key = stage_key("synthesize", STAGE_VERSION, config, inputs)
     plan = SynthesisPlan(key, questions, tuple(tuple(ids[s::n]) for s in range(n)))
     unit = Unit("synthesize", key, {f"{plan.prefix}/step_0/state": STATE_SCHEMA}, config, inputs)
     state = cached_unit(store_for(cfg), unit, lambda: [initial_states(ids)], lambda r: r[0])

@@ -16,11 +16,11 @@ from spark_core.evaluation.policies import seeded_name
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.registry import REGISTRY
-from spark_core.rl.trainers import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
+from spark_core.training.registry import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
 
-CODE_VERSION = "4"  # 4: pi_old from the reference pass on the fitted row, kl_exact, kl_target
+STAGE_VERSION = "4"  # 4: pi_old from the reference pass on the fitted row, kl_exact, kl_target
 # 3: behaviour pi_old, one truncation rule, sft_data
 
 
@@ -43,7 +43,7 @@ def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
     }
     training = {k: v for k, v in cfg.section("training").items() if k not in ignored}
     sections = {"training": training, "policy": cfg.generator.name}
-    key = stage_key(f"train-{policy}", CODE_VERSION, sections, inputs)
+    key = stage_key(f"train-{policy}", STAGE_VERSION, sections, inputs)
     return Unit(
         "train",
         key,

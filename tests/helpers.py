@@ -68,7 +68,7 @@ def ppo_args(tmp_path, **over):
     """Trainer arguments as a run builds them: PPO terms (``over``'s keys among
     ``OfflinePPOConfig.PPO_TERMS``) through ``TrainingConfig``, the rest as TrainingArguments."""
     from spark_core.config import TrainingConfig
-    from spark_core.rl.ppo_trainer import OfflinePPOConfig
+    from spark_core.training.ppo_trainer import OfflinePPOConfig
 
     terms = {k: over.pop(k) for k in OfflinePPOConfig.PPO_TERMS if k in over}
     base = dict(

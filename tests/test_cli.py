@@ -39,6 +39,10 @@ def test_config_show_and_bad_override():
         app, ["config", "show", "--config", "configs/demo.yaml", "--set", "data.seed=7"]
     )
     assert result.exit_code == 0 and "seed: 7" in result.output
+    result = runner.invoke(app, ["config", "show", "--config", "configs/paper-no-diversity.yaml"])
+    assert result.exit_code == 0, result.output  # a preset that extends another
+    assert "w_diversity: 0.0" in result.output and "run_name: paper-no-diversity" in result.output
+    assert "generator:" in result.output and "extends" not in result.output
     result = runner.invoke(
         app, ["ingest", "--config", "configs/demo.yaml", "--set", "rollout.viable_threshold=11"]
     )

@@ -1,3 +1,4 @@
+import textwrap
 from pathlib import Path
 from typing import get_args
 
@@ -30,6 +31,9 @@ def test_paper_preset_is_the_published_setting():
 
 
 def test_no_diversity_ablation_is_the_paper_preset_without_the_term():
+    """paper-no-diversity.yaml extends paper.yaml: loaded, the two configs differ in the
+    diversity weight and the run name only (a field the ablation overrode by mistake, or a
+    merge that lost one of paper.yaml's sections, fails here)."""
     paper = load_config(CONFIGS / "paper.yaml").model_dump()
     ablation = load_config(CONFIGS / "paper-no-diversity.yaml").model_dump()
     assert ablation["rewards"]["w_diversity"] == 0.0 and paper["rewards"]["w_diversity"] > 0
@@ -37,6 +41,86 @@ def test_no_diversity_ablation_is_the_paper_preset_without_the_term():
     for cfg in (paper, ablation):
         del cfg["rewards"]["w_diversity"], cfg["runtime"]["run_name"]
     assert ablation == paper
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_extends_deep_merges_the_child_over_the_parent(tmp_path):
+    _write(
+        tmp_path / "base.yaml",
+        """
+        data: {total: 40, seed: 3}
+        rollout: {steps: 4, actions: [calculator, python, cot]}
+        rewards: {w_diversity: 0.7}
+        """,
+    )
+    child = _write(
+        tmp_path / "child.yaml",
+        """
+        extends: base.yaml
+        data: {seed: 5}                 # one field of a section: the others stay the parent's
+        rollout: {actions: [cot]}       # a list replaces the parent's, it is not appended to
+        training: {sft_epochs: 2}       # a section the parent does not set
+        """,
+    )
+    cfg = load_config(child, ["rewards.w_diversity=0.1"])
+    assert (cfg.data.total, cfg.data.seed) == (40, 5)
+    assert (cfg.rollout.steps, cfg.rollout.actions) == (4, ["cot"])
+    assert cfg.training.sft_epochs == 2
+    assert cfg.rewards.w_diversity == 0.1  # --set still applies last
+    assert "extends" not in cfg.model_dump()  # not a config field
+    assert load_config(tmp_path / "base.yaml").rollout.actions == ["calculator", "python", "cot"]
+
+
+def test_extends_is_relative_to_the_extending_file_and_chains(tmp_path, monkeypatch):
+    _write(tmp_path / "presets" / "root.yaml", "data: {total: 30}\nrollout: {steps: 3}\n")
+    _write(tmp_path / "presets" / "mid.yaml", "extends: root.yaml\nrollout: {steps: 2}\n")
+    leaf = _write(
+        tmp_path / "runs" / "mine" / "leaf.yaml",
+        "extends: ../../presets/mid.yaml\ndata: {seed: 9}\n",
+    )
+    monkeypatch.chdir(tmp_path / "runs")  # resolved against leaf.yaml's folder, not the cwd
+    cfg = load_config("mine/leaf.yaml")
+    assert (cfg.data.total, cfg.rollout.steps, cfg.data.seed) == (30, 2, 9)
+    assert load_config(leaf).model_dump() == cfg.model_dump()
+
+
+def test_an_extends_cycle_is_refused_naming_the_files(tmp_path):
+    a = _write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    _write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="circle") as err:
+        load_config(a)
+    assert f"{a} -> {tmp_path / 'b.yaml'} -> {a}" in str(err.value)
+    itself = _write(tmp_path / "self.yaml", "extends: ./self.yaml\n")
+    with pytest.raises(ConfigError, match="circle"):
+        load_config(itself)
+
+
+def test_a_bad_field_in_the_child_names_the_childs_file(tmp_path):
+    _write(tmp_path / "base.yaml", "rewards: {w_diversity: 0.7}\n")
+    child = _write(tmp_path / "child.yaml", "extends: base.yaml\nrewards: {w_diversty: 0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(child)
+    first, *fields = str(err.value).splitlines()
+    assert first.startswith(f"{child} (extends {tmp_path / 'base.yaml'})")
+    assert any("rewards.w_diversty" in line for line in fields)
+
+
+def test_a_bad_extends_names_both_files(tmp_path):
+    child = _write(tmp_path / "child.yaml", "extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found") as err:
+        load_config(child)
+    assert str(tmp_path / "missing.yaml") in str(err.value) and str(child) in str(err.value)
+    for value in ("[a.yaml, b.yaml]", "''"):
+        _write(child, f"extends: {value}\n")
+        with pytest.raises(ConfigError, match="extends: expected the path of a preset"):
+            load_config(child)
+    with pytest.raises(ConfigError, match="extends"):  # not a field: --set cannot extend
+        load_config(None, ["extends=paper.yaml"])
 
 
 def test_set_overrides_are_typed():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from spark_core.protocol import render_step, state_message
-from spark_core.rl.data import fit
-from spark_core.rl.dpo_pairs import dpo_records, preference_pairs
+from spark_core.training.data import fit
+from spark_core.training.dpo_pairs import dpo_records, preference_pairs
 from tests.helpers import OPTIONS, QUESTION, long_row, training_system
 
 SYSTEM = training_system()  # the real system prompt (calculator, chemistry, cot)
@@ -127,7 +127,7 @@ def test_dpo_trainer_writes_a_loadable_peft_adapter(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from spark_core.config import load_config
-    from spark_core.rl.dpo_train import train_dpo
+    from spark_core.training.dpo import train_dpo
 
     cfg = load_config(
         "configs/demo.yaml",

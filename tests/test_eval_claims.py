@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from spark_core.config.stages import EvaluationConfig
+from spark_core.config import EvaluationConfig
 from spark_core.evaluation.claims import (
     INCONCLUSIVE,
     NOT_RUN,

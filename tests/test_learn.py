@@ -8,8 +8,8 @@ from spark_core.config import load_config
 from spark_core.data.questions import validate
 from spark_core.data.sources import read_source
 from spark_core.models.hf.backend import HFBackend
-from spark_core.rl import probe
-from spark_core.rl.train import train_ppo
+from spark_core.training import probe
+from spark_core.training.ppo import train_ppo
 
 
 def test_ppo_raises_the_target_actions_probability_on_held_out_states(tiny_model_dir, tmp_path):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from spark_core.config import TrainingConfig
-from spark_core.rl.data import PPOCollator, encode, group_relative, ppo_examples
-from spark_core.rl.ppo_loss import kl_per_token, ppo_loss, token_logprobs
-from spark_core.rl.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
+from spark_core.training.data import PPOCollator, encode, group_relative, ppo_examples
+from spark_core.training.ppo_loss import kl_per_token, ppo_loss, token_logprobs
+from spark_core.training.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
 from tests.helpers import PPO_SYSTEM, make_policy, ppo_args, ppo_rows, random_adapter
 
 
@@ -219,7 +219,8 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from spark_core.config import load_config
-    from spark_core.rl.train import train_ppo, train_sft
+    from spark_core.training.ppo import train_ppo
+    from spark_core.training.sft import train_sft
 
     cfg = load_config(
         "configs/demo.yaml",
@@ -231,7 +232,7 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
         ],
     )
     from spark_core.models.hf.backend import HFBackend
-    from spark_core.rl.behaviour import completion_logprobs
+    from spark_core.training.behaviour import completion_logprobs
 
     data = [{**r, "system": PPO_SYSTEM} for r in ppo_rows(4)]
     behaviour = completion_logprobs(
@@ -266,7 +267,8 @@ def test_activation_checkpointing_changes_memory_not_the_adapter(tiny_model_dir,
     from safetensors.torch import load_file
 
     from spark_core.config import load_config
-    from spark_core.rl.train import train_ppo, train_sft
+    from spark_core.training.ppo import train_ppo
+    from spark_core.training.sft import train_sft
 
     data = [{**r, "system": PPO_SYSTEM} for r in ppo_rows(4)]
     weights = {}

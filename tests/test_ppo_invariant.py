@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from spark_core.config import ConfigError, load_config
-from spark_core.rl.data import chat_ids, drop_oldest_steps, fit, ppo_examples
-from spark_core.rl.ppo_loss import adaptive_kl_coef, exact_kl
-from spark_core.rl.ppo_trainer import OfflinePPOTrainer
+from spark_core.training.data import chat_ids, drop_oldest_steps, fit, ppo_examples
+from spark_core.training.ppo_loss import adaptive_kl_coef, exact_kl
+from spark_core.training.ppo_trainer import OfflinePPOTrainer
 from tests.helpers import long_row, make_policy, ppo_args, ppo_rows
 
 TOLERANCE = 1e-4  # |ratio - 1| before the first step
@@ -35,7 +35,7 @@ def budget_that_drops_two_steps(tokenizer, row) -> int:
 def stored_fp32(tiny_model_dir, data, device="cpu"):
     """The behaviour log-probs synthesis stores: the generator's pass on the full state."""
     from spark_core.models.hf.backend import HFBackend
-    from spark_core.rl.behaviour import completion_logprobs
+    from spark_core.training.behaviour import completion_logprobs
 
     lps = completion_logprobs(
         HFBackend(tiny_model_dir, device),
@@ -139,7 +139,7 @@ def test_ratio_is_one_on_a_row_that_lost_two_steps(tiny_model_dir, tokenizer, tm
 def _qlora_ready() -> str:
     if not torch.cuda.is_available():
         return "QLoRA needs a CUDA GPU (none here)"
-    from spark_core.rl.hardware import bitsandbytes_available
+    from spark_core.training.hardware import bitsandbytes_available
 
     return "" if bitsandbytes_available() else "QLoRA needs bitsandbytes (pip install '.[gpu]')"
 
@@ -151,7 +151,7 @@ def test_ratio_is_one_under_qlora_against_bf16_stored_log_probs(
     from peft import get_peft_model
 
     from spark_core.config import TrainingConfig
-    from spark_core.rl.hardware import Precision, load_base, lora_config
+    from spark_core.training.hardware import Precision, load_base, lora_config
 
     data, budget = multi_step_data(tiny_model_dir, tokenizer)
     data = stored_fp32(tiny_model_dir, data, device="cuda")  # the bf16 generator's, on CUDA

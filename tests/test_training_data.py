@@ -9,7 +9,7 @@ import torch
 from spark_core.protocol import (
     render_step,
 )
-from spark_core.rl.data import fit, greedy_rows, ppo_examples, sft_records
+from spark_core.training.data import fit, greedy_rows, ppo_examples, sft_records
 from tests.helpers import OPTIONS, QUESTION, long_row, make_policy, ppo_args, training_system
 
 SYSTEM = training_system()  # the real system prompt (calculator, chemistry, cot)
@@ -68,8 +68,8 @@ def test_greedy_sft_data_is_the_judges_top_candidate():
 
 def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tmp_path):
     from spark_core.models.hf.backend import HFBackend
-    from spark_core.rl.behaviour import completion_logprobs
-    from spark_core.rl.ppo_trainer import OfflinePPOTrainer
+    from spark_core.training.behaviour import completion_logprobs
+    from spark_core.training.ppo_trainer import OfflinePPOTrainer
 
     rows = [long_row(1), long_row(0)]
     rows[1]["advantage"] = -1.0
@@ -156,7 +156,7 @@ def test_the_judge_sees_the_thought():
 def test_openai_logprobs_are_laid_onto_the_training_tokens(tokenizer):
     import math
 
-    from spark_core.rl.behaviour import aligned_logprobs
+    from spark_core.training.behaviour import aligned_logprobs
 
     thought, action, tool_input = "Divide the mass by the molar mass.", "chemistry", "36 / 18.015"
 

@@ -126,7 +126,7 @@ def test_a_cached_unit_says_what_it_skipped_in_its_own_terms(tmp_path):
 
     from spark_core.artifacts import ArtifactStore
     from spark_core.evaluation.model_calls import CALLS_SCHEMA
-    from spark_core.rl.trainers import TRAIN_METRICS_SCHEMA, metrics_table
+    from spark_core.training.registry import TRAIN_METRICS_SCHEMA, metrics_table
     from tasks.caching import Unit, cached_unit, served
 
     store = ArtifactStore(str(tmp_path))

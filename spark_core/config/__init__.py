@@ -13,21 +13,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from spark_core.config.evaluation import SAMPLED_POLICY, TRAINED_POLICY, EvaluationConfig
 from spark_core.config.section import ConfigError, Section
 from spark_core.config.stages import (
     ACTIONS,
-    SAMPLED_POLICY,
-    TRAINED_POLICY,
     DataConfig,
-    EvaluationConfig,
     JudgeConfig,
     ModelConfig,
     RewardsConfig,
     RolloutConfig,
     SelectionRule,
     ToolsConfig,
-    TrainingConfig,
 )
+from spark_core.config.training import TrainingConfig
 
 __all__ = [
     "ACTIONS",
@@ -261,27 +259,58 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def merged(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` deep-merged over ``parent``: a section (a mapping) merges key by key, any other
+    value (a number, a list, null) of the child replaces the parent's."""
+    out = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_preset(path: Path, extended_by: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+    """A preset's mapping with its ``extends:`` chain resolved, and the files it was read from
+    (this one first). ``extends: paper.yaml`` names the parent preset, relative to this
+    file's folder; this file's mapping is deep-merged over the parent's. ``extends`` is not a
+    config field: it is gone from the mapping returned."""
+    name = str(path)
+    if extended_by:
+        name += f" (extended by {extended_by[-1]})"
+    if not path.is_file():
+        raise ConfigError(f"{name}: config file not found")
+    if path.resolve() in {p.resolve() for p in extended_by}:
+        chain = " -> ".join(str(p) for p in (*extended_by, path))
+        raise ConfigError(f"{extended_by[0]}: `extends` goes round in a circle: {chain}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{name}: expected a mapping of sections, got {type(loaded).__name__}")
+    if "extends" not in loaded:
+        return loaded, [str(path)]
+    parent = loaded.pop("extends")
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{name}: extends: expected the path of a preset, got {parent!r}")
+    base, files = read_preset(path.parent / parent, (*extended_by, path))
+    return merged(base, loaded), [str(path), *files]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a preset (or the defaults) and apply ``--set`` overrides, failing with a clear
-    message that names the file and the field path."""
+    """Load a preset (or the defaults), with the presets it ``extends``, and apply ``--set``
+    overrides, failing with a clear message that names the file and the field path."""
     tree: dict[str, Any] = {}
     origin = "<defaults>"
     if path is not None:
-        origin = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{origin}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{origin}: expected a mapping of sections, got {type(loaded).__name__}"
-            )
-        tree = loaded
+        tree, files = read_preset(Path(path))
+        origin = files[0]
+        if len(files) > 1:  # a.yaml (extends b.yaml, which extends c.yaml)
+            origin += f" (extends {', which extends '.join(files[1:])})"
     for assignment in overrides or []:
         apply_override(tree, assignment)
     if overrides:

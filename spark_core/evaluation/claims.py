@@ -39,7 +39,7 @@ from spark_core.evaluation.seeds import Groups, paired_differences, seed_groups
 from spark_core.evaluation.stats import accuracy, holm, questions_needed
 
 if TYPE_CHECKING:
-    from spark_core.config.stages import EvaluationConfig
+    from spark_core.config import EvaluationConfig
 
 TESTED = "spark"
 SAMPLED_PREFIX = "base@"  # base@0.7, base@1, ...: the base model sampled at a temperature

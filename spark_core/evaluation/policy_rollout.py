@@ -48,7 +48,7 @@ from spark_core.synthesis.rollout import answer_request
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "5"  # 5: tempered distributions stored, the seed column, one base@T per T
+STAGE_VERSION = "5"  # 5: tempered distributions stored, the seed column, one base@T per T
 # 3: failed tool calls repaired at the step (rollout.tool_retries)
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
 EVAL_ROWS_SCHEMA = pa.schema(

@@ -24,7 +24,7 @@ from spark_core.labeling.rewards import (
 )
 from spark_core.protocol import render_step, state_message, system_prompt, tool_lines
 
-CODE_VERSION = "4"  # 2: length-neutral returns, bonus at selection, no reward for guesses
+STAGE_VERSION = "4"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 # 3: candidate_pool carries the candidates' tool-call repairs
 # 4: rewards.diversity (within-state contrast by default)
 TRAJECTORIES_SCHEMA = pa.schema(

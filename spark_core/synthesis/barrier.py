@@ -42,7 +42,7 @@ SELECTED_SCHEMA = pa.schema(
         pa.field("completion", pa.string(), nullable=False),
         pa.field("observation", pa.string(), nullable=False),
         pa.field("final_answer", pa.string()),
-        pa.field("behaviour_logprobs", pa.list_(pa.float32())),  # rl/behaviour.py
+        pa.field("behaviour_logprobs", pa.list_(pa.float32())),  # training/behaviour.py
     ]
 )
 USAGE_SCHEMA = pa.schema(
@@ -154,7 +154,7 @@ def advance_trajectories(
                 "completion": completion,
                 "observation": observation,
                 "final_answer": stated,
-                "behaviour_logprobs": None,  # filled after the barrier (rl/behaviour.py)
+                "behaviour_logprobs": None,  # filled after the barrier (training/behaviour.py)
             }
         )
         next_states.append(

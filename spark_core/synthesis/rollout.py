@@ -36,7 +36,7 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-CODE_VERSION = "6"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+STAGE_VERSION = "6"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 # 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
 # 5: viability strictly above the threshold, judge.grade (both readings stored), within-state

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from spark_core.config import TrainingConfig
-from spark_core.rl.data import PPOCollator
-from spark_core.rl.ppo_loss import (
+from spark_core.training.data import PPOCollator
+from spark_core.training.ppo_loss import (
     adaptive_kl_coef,
     exact_kl,
     masked_mean,
@@ -55,7 +55,8 @@ def _term(name: str) -> Any:
 @dataclass(kw_only=True)
 class OfflinePPOConfig(TrainingArguments):
     """``TrainingArguments`` plus the PPO terms, built with ``from_training``: the terms
-    have no defaults here, ``training`` (config.py) is their one source.
+    have no defaults here, the ``training`` section (``TrainingConfig`` in
+    ``spark_core/config/training.py``) is their one source.
     ``num_train_epochs`` is the number of PPO epochs over the logged data.
     ``behaviour_source`` must be resolved ('reference' or 'stored': ``RunConfig.behaviour_source``)
     when ``old_logprobs`` is 'behaviour'."""

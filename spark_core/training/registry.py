@@ -10,8 +10,10 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.rl.dpo_train import train_dpo
-from spark_core.rl.train import METRIC_KEYS, train_ppo, train_sft
+from spark_core.training.adapter_run import METRIC_KEYS
+from spark_core.training.dpo import train_dpo
+from spark_core.training.ppo import train_ppo
+from spark_core.training.sft import train_sft
 
 TRAIN_METRICS_SCHEMA = pa.schema(
     [pa.field("trainer", pa.string(), nullable=False), pa.field("step", pa.int64(), nullable=False)]

@@ -17,7 +17,7 @@ from typing import Any
 from spark_core.models.constrained_actions.scoring import action_names, score_actions
 from spark_core.models.requests import ChatRequest
 from spark_core.protocol import render_step, state_message, system_prompt, tool_lines
-from spark_core.rl.behaviour import completion_logprobs
+from spark_core.training.behaviour import completion_logprobs
 
 THOUGHT = "I should choose the action that fits this question best."
 

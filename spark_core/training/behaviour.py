@@ -4,18 +4,18 @@ wrote the data (``training.behaviour_source: stored``); when the trained base we
 (an hf generator), pi_beta is re-scored by the trainer's reference pass on the training row under
 the training precision, and these are the check (``behaviour_gap_mean/max``).
 
-The tokens are exactly the ones training scores (``rl.data.chat_ids``: the chat prompt, then the
-completion and its turn's end token), so the stored list lines up with the trained tokens one to
-one. For the hf backend they come from one teacher-forced forward pass of the generator (same
-weights, dtype and device as generation); the distribution is the model's own softmax at
-temperature 1 — greedy decoding has no density of its own, and which candidate became the step
-was decided by the selection rule, not sampled. For the openai backend they come from the
-``logprobs`` the server returned with the thought and the input: each training token whose
+The tokens are exactly the ones training scores (``training.data.chat_ids``: the chat prompt,
+then the completion and its turn's end token), so the stored list lines up with the trained
+tokens one to one. For the hf backend they come from one teacher-forced forward pass of the
+generator (same weights, dtype and device as generation); the distribution is the model's own
+softmax at temperature 1 — greedy decoding has no density of its own, and which candidate became
+the step was decided by the selection rule, not sampled. For the openai backend they come from
+the ``logprobs`` the server returned with the thought and the input: each training token whose
 character span matches one generated token gets its log-prob; the others (the labels, the action
-name: text the server did not write, or a token split differently) are NaN, and the trainer
-uses the reference log-prob there. A server that returns no log-probs leaves the row's list
-null, and training then needs ``training.behaviour_source: reference`` (the server ran the
-trained base weights) or ``training.old_logprobs: refresh``.
+name: text the server did not write, or a token split differently) are NaN, and the trainer uses
+the reference log-prob there. A server that returns no log-probs leaves the row's list null, and
+training then needs ``training.behaviour_source: reference`` (the server ran the trained base
+weights) or ``training.old_logprobs: refresh``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 from spark_core.config import RunConfig
 from spark_core.protocol import Question, render_step, state_message, system_prompt, tool_lines
-from spark_core.rl.data import chat_ids
+from spark_core.training.data import chat_ids
 
 
 @torch.inference_mode()

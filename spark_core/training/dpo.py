@@ -1,5 +1,5 @@
 """The step-level DPO adapter: TRL's DPOTrainer on the candidate pool's judged pairs
-(``rl.dpo_pairs``), on the same LoRA/QLoRA base, training arguments, adapter folder and model
+(``training.dpo_pairs``), on the same LoRA/QLoRA base, training arguments, adapter folder and model
 card as the SFT and PPO adapters. With a PEFT model and no ``ref_model``, TRL's reference is
 the same network with the adapter disabled: no second copy of the weights."""
 
@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from spark_core.config import RunConfig
-from spark_core.rl.dpo_pairs import dpo_records, preference_pairs
-from spark_core.rl.hardware import choose_precision, load_base, lora_config
-from spark_core.rl.train import StepProgress, common_args, finish_adapter, last_checkpoint
+from spark_core.training.adapter_run import (
+    StepProgress,
+    common_args,
+    finish_adapter,
+    last_checkpoint,
+)
+from spark_core.training.dpo_pairs import dpo_records, preference_pairs
+from spark_core.training.hardware import choose_precision, load_base, lora_config
 
 
 def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_dir: Path):

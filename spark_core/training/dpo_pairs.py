@@ -19,7 +19,7 @@ A candidate whose judgement failed (score None) has no score to compare: it is n
 never rejected, and not viable. (Today's pool leaves such candidates out altogether.)
 
 Prompts and completions are fitted to ``training.max_seq_len`` by the truncation rule that SFT
-and PPO use (``rl.data.fit``): the three trainers see identical states.
+and PPO use (``training.data.fit``): the three trainers see identical states.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from spark_core.rl.data import Truncation, chat_ids, drop_oldest_steps, messages, step_count
 from spark_core.synthesis.selection import is_viable
+from spark_core.training.data import Truncation, chat_ids, drop_oldest_steps, messages, step_count
 
 
 def preference_pairs(
@@ -95,7 +95,7 @@ def _pair(chosen: dict[str, Any], rejected: dict[str, Any], kind: str) -> dict[s
 def fit_pair(
     tokenizer: Any, system: str, prompt: str, chosen: str, rejected: str, max_len: int
 ) -> tuple[str, int] | None:
-    """The state fitted so that it plus either completion fits ``max_len`` (``rl.data.fit``'s
+    """The state fitted so that it plus either completion fits ``max_len`` (``training.data.fit``'s
     rule: drop the oldest steps first), with the number of steps dropped; None if even the bare
     state does not fit."""
     for n in range(step_count(prompt) + 1):

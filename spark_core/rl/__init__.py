@@ -1,1 +1,0 @@
-"""Training: the SFT baseline (TRL) and offline PPO (the SPaRK objective) on LoRA / QLoRA."""
