@@ -103,46 +103,62 @@ def test_pipeline_summary_shows_each_stage_and_the_run_peak():
     assert rows[1].line() == "train: ran in 0.0s — ; peak RSS 1.50 GB"
 
 
-FRAGMENT = """
-from spark_core.memory import return_large_frees
-import gc
-def churn():
-    # glibc maps the first big block; freeing it raises its threshold, so the next ones come
-    # from the heap, each pinned in place by a small block allocated after it
-    first = touch(8)
+MALLOC_STATE = """
+import ctypes
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")
+    ]
+
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+
+def mapped_mb():
+    return libc.mallinfo2().hblkhd / MB  # bytes in blocks glibc mapped (returned on free)
+
+
+def block_after_a_freed_big_one():
+    # glibc's default: freeing a mapped 8 MB block raises the mmap threshold to 8 MB, so a
+    # 5 MB block then comes from the heap (kept on free) unless the threshold is fixed
+    first = bytearray(8 * MB)
     del first
-    blocks, pins = [], []
-    for _ in range(40):
-        blocks.append(touch(5))
-        pins.append(bytearray(1000))
-    before = current_rss_mb()
-    del blocks
-    gc.collect()
-    return before - current_rss_mb()  # MB handed back when the big blocks were freed
+    before = mapped_mb()
+    block = bytearray(5 * MB)
+    mapped = mapped_mb() - before
+    del block
+    return mapped, mapped_mb() - before
 """
 
 
 def test_large_frees_go_back_to_the_system_once_the_threshold_is_fixed():
     _fresh(
-        FRAGMENT
+        MALLOC_STATE
         + textwrap.dedent(
             """
-        assert return_large_frees()
-        returned = churn()
-        assert returned > 150, returned  # 200 MB of 5 MB blocks freed: nearly all handed back
-        """
+            from spark_core.memory import return_large_frees
+            assert return_large_frees()
+            mapped, left = block_after_a_freed_big_one()
+            assert mapped >= 5, mapped  # the 5 MB block was mapped ...
+            assert left < 1, left  # ... and unmapped when freed: back to the system
+            """
         )
     )
 
 
 def test_without_a_fixed_threshold_the_heap_keeps_the_freed_blocks():
-    """The positive control of the test above: the same churn, glibc's default."""
+    """The positive control of the test above: the same allocations, glibc's default."""
     _fresh(
-        FRAGMENT
+        MALLOC_STATE
         + textwrap.dedent(
             """
-        returned = churn()
-        assert returned < 50, returned
-        """
+            mapped, _ = block_after_a_freed_big_one()
+            assert mapped < 1, mapped  # from the heap, which keeps it when freed
+            """
         )
     )
