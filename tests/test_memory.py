@@ -3,6 +3,7 @@ measurements see each other's peaks, and the stage table carries the figure."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,12 +35,16 @@ def touch(n_mb):
 
 def _fresh(body: str) -> None:
     """Run ``body`` (after TOUCH) in a new interpreter; its asserts are the test's."""
+    # without glibc's MALLOC_* variables: setting any of them (Dask's nanny sets
+    # MALLOC_TRIM_THRESHOLD_ in this process's environment) turns off glibc's dynamic threshold
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     done = subprocess.run(
         [sys.executable, "-c", TOUCH + textwrap.dedent(body)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=Path(__file__).resolve().parents[1],
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
