@@ -77,10 +77,11 @@ def return_large_frees(threshold: int = MMAP_THRESHOLD) -> bool:
 
     glibc raises its mmap threshold to the size of each mapped block freed (up to 32 MB), so
     after the first layer of a forward pass the multi-MB activations of later ones come from
-    the heap, which fragments and never shrinks: a 135M-parameter LoRA step on 4 x 400 tokens
-    peaked at 2.7 GB resident against 1.3 GB with a fixed 1 MB threshold (same arithmetic,
-    same results). A fixed threshold is set once per process; ``MALLOC_MMAP_THRESHOLD_`` in
-    the environment (glibc's own variable) wins. False where this is not glibc."""
+    the heap, which fragments and never shrinks: a 135M-parameter LoRA step on 4 x 300 tokens
+    (checkpointed) peaked at 2.67 GB resident against 1.41 GB with a fixed 1 MB threshold
+    (same arithmetic, same results; docs/benchmarks.md, bench/train_memory.py). A fixed
+    threshold is set once per process; ``MALLOC_MMAP_THRESHOLD_`` in the environment
+    (glibc's own variable) wins. False where this is not glibc."""
     global _threshold_set
     if _threshold_set or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return _threshold_set
