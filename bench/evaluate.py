@@ -5,9 +5,9 @@ generation is real):
    decoding (the model writes the whole step), both greedy on the base model — the ratio must
    stay at most 1.3x;
 2. the base@T sampling baseline (constrained, sampled), the cost it adds to the demo;
-3. with ``--adapters`` (after ``spark train --config configs/demo.yaml``): SFT and SPaRK with
-   LoRA kept separate (switched on the shared base) versus merged into a copy of the base
-   weights (``evaluation.merge_adapters``, the default).
+3. with ``--adapters`` (after ``spark train --config configs/demo.yaml``): the sft and ppo
+   adapters with LoRA kept separate (switched on the shared base) versus merged into a copy of
+   the base weights (``evaluation.merge_adapters``, the default).
 
     python bench/evaluate.py [--config configs/demo.yaml] [--repeats 2] [--adapters]
 """
@@ -104,11 +104,11 @@ def _adapters(cfg, run) -> None:
     from flows.train import train
 
     adapters = train(cfg)  # cached when the demo run has trained already
-    paths = {p: adapters[p]["adapter"] for p in ("sft", "spark")}
+    paths = {p: adapters[p]["adapter"] for p in ("sft", "ppo")}
     separate = cfg.model_copy(
         update={"evaluation": cfg.evaluation.model_copy(update={"merge_adapters": False})}
     )
-    for policy in ("sft", "spark"):
+    for policy in ("sft", "ppo"):
         lora, _, _ = run(separate, policy, paths)
         merged, result, _ = run(cfg, policy, paths)
         acc = sum(result.column("correct").to_pylist()) / result.num_rows

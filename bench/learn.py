@@ -79,8 +79,8 @@ def main() -> None:
         start = time.perf_counter()
         history = train_ppo(cfg, data, base, Path(out), check_start=True)
         wall = time.perf_counter() - start
-        backend.add_adapter("spark", Path(out) / "adapter")
-        after = probe.action_probs(backend, held_out, actions, adapter="spark")
+        backend.add_adapter("ppo", Path(out) / "adapter")
+        after = probe.action_probs(backend, held_out, actions, adapter="ppo")
 
     p0 = [b[args.target] for b in before]
     p1 = [a[args.target] for a in after]

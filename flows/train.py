@@ -18,8 +18,8 @@ from tasks.train import train_adapter, training_runs
 @measured("train")
 def train(config: RunConfig, labels: Labels | None = None) -> Adapters:
     """Train the configured adapters on the labels (labels first when not given), each
-    trainer once per training seed, named by the rollout each is evaluated as (PPO's:
-    "spark", or "spark-seed1", ... with several seeds)."""
+    trainer once per training seed, named by the rollout each is evaluated as (its trainer's
+    name: "ppo", or "ppo-seed1", ... with several seeds)."""
     config, refused = checked(config)
     if refused:
         return refused

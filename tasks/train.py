@@ -1,7 +1,7 @@
 """Train tasks: one cached task per trainer of ``training.trainers`` (the SFT baseline, SPaRK's
 offline PPO, step-level DPO). Adapters are PEFT folders under ``train/<key16>/<policy>/adapter``,
-named by the policy they are evaluated as (``TRAINED_POLICY``: PPO's is "spark"); a killed task
-resumes from its last checkpoint when rerun."""
+named by their trainer, the policy they are evaluated as (``sft``, ``ppo``, ``dpo``); a killed
+task resumes from its last checkpoint when rerun."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
-from spark_core.config import TRAINED_POLICY, RunConfig
+from spark_core.config import RunConfig
 from spark_core.evaluation.policies import seeded_name
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.hf.default_model import resolve_model
@@ -29,7 +29,7 @@ def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
     only matter to DPO: adding ``dpo`` keeps the SFT and PPO adapters' keys."""
     if trainer not in TRAINERS:
         raise ValueError(f"unknown trainer {trainer!r}; known: {', '.join(TRAINERS)}")
-    policy = TRAINED_POLICY[trainer]
+    policy = trainer  # the policy its adapter is evaluated as
     inputs = {"trajectories": labels.trajectories.content_hash}
     if TRAINERS[trainer].uses_pool(cfg):
         inputs["candidate_pool"] = labels.candidate_pool.content_hash
@@ -75,10 +75,10 @@ def work_dir(cfg: RunConfig, key: str, policy: str) -> Path:
 
 def training_runs(cfg: RunConfig) -> list[tuple[str, str, RunConfig]]:
     """(rollout name, trainer, config) of every adapter to train: each trainer once per
-    training seed, named as evaluation names its rollout (``spark``, or ``spark-seed1``...)."""
+    training seed, named as evaluation names its rollout (``ppo``, or ``ppo-seed1``...)."""
     seeds = cfg.training.seed_list()
     return [
-        (seeded_name(TRAINED_POLICY[trainer], seed, seeds), trainer, cfg.for_seed(seed))
+        (seeded_name(trainer, seed, seeds), trainer, cfg.for_seed(seed))
         for trainer in cfg.training.trainers
         for seed in seeds
     ]
@@ -108,7 +108,7 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
     """Train one adapter (an entry of TRAINERS) and record its metrics."""
     store = store_for(cfg)
     unit = train_unit(cfg, trainer, labels)
-    policy = unit.what  # names its folders and metric rows ("spark" for PPO)
+    policy = unit.what  # names its folders and metric rows (the trainer's name)
 
     def compute():
         out = work_dir(cfg, unit.key, policy)

@@ -131,7 +131,7 @@ def task_names() -> dict[str, str]:
     """Task key -> task name, for every task of the stages' task modules.
 
     Task runs are named for what they do ("rollout-step1-shard0", "train-sft",
-    "evaluate-spark"); tests group them by the task they ran ("rollout-shard",
+    "evaluate-ppo"); tests group them by the task they ran ("rollout-shard",
     "train-adapter", "evaluate-policy"), found through the task key every task run carries."""
     from prefect import Task
 

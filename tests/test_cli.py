@@ -119,7 +119,7 @@ def test_the_runs_summary_tables_fit_80_columns_without_cutting_a_word():
     from spark_core.evaluation.report import OVERALL, SUMMARY_SCHEMA
     from spark_core.synthesis.summary import ACTIONS_SCHEMA, RUN_SCHEMA
 
-    policies = ["base", "base@0.7", "base@1.0", "sft", "spark", "dpo", "gpt-4o-mini"]
+    policies = ["base", "base@0.7", "base@1.0", "sft", "ppo", "dpo", "gpt-4o-mini"]
     numbers = {f.name: 1.0 for f in SUMMARY_SCHEMA if pa.types.is_floating(f.type)}
     rows = [  # widest values: 100.0%, 100%–100%, entropies above 1 bit, 10.00 steps
         {**numbers, "policy": p, "seed": -1, "category": OVERALL, "n": 12032, "mean_steps": 10.0}

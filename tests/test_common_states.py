@@ -51,14 +51,14 @@ def test_base_at_t_expands_per_temperature_and_trained_policies_per_seed(run_con
         "base",
         "base@0.7",
         "base@1.3",
-        *(f"{p}-seed{s}" for p in ("sft", "spark") for s in (0, 1, 2)),
+        *(f"{p}-seed{s}" for p in ("sft", "ppo") for s in (0, 1, 2)),
         "mine",
     ]
-    assert evaluated_policy(cfg, "spark-seed2") == EvaluatedPolicy("spark-seed2", "spark", 2)
+    assert evaluated_policy(cfg, "ppo-seed2") == EvaluatedPolicy("ppo-seed2", "ppo", 2)
     assert evaluated_policy(cfg, "base@1.3").temperature == 1.3
     assert evaluated_policy(cfg, "mine") == EvaluatedPolicy("mine", "mine", UNTRAINED)
     one = run_config("training.seed=4")  # no seeds list: the one seed keeps the plain name
-    assert [t.name for t in evaluated_policies(one) if t.trained] == ["sft", "spark"]
+    assert [t.name for t in evaluated_policies(one) if t.trained] == ["sft", "ppo"]
     assert {t.seed for t in evaluated_policies(one) if t.trained} == {4}
 
 
@@ -83,13 +83,13 @@ def test_each_seed_trains_its_own_adapter_and_seed_0_keeps_its_key(run_config):
     assert [(n, t, c.training.seed) for n, t, c in runs] == [
         ("sft-seed0", "sft", 0),
         ("sft-seed1", "sft", 1),
-        ("spark-seed0", "ppo", 0),
-        ("spark-seed1", "ppo", 1),
+        ("ppo-seed0", "ppo", 0),
+        ("ppo-seed1", "ppo", 1),
     ]
     keys = {n: train_unit(c, t, labels).key for n, t, c in runs}
     assert len(set(keys.values())) == 4
     # seed 0 of a multi-seed run is the adapter a one-seed run trains: not trained twice
-    assert keys["spark-seed0"] == train_unit(run_config(), "ppo", labels).key
+    assert keys["ppo-seed0"] == train_unit(run_config(), "ppo", labels).key
 
 
 def test_stratified_subset_takes_as_many_from_each_category():
@@ -108,11 +108,11 @@ def test_common_states_score_one_shared_state_per_question(tiny_model_dir):
 
     backend = HFBackend(tiny_model_dir, device="cpu", batch_size=4)
     actions = list(ACTIONS)
-    target = EvaluatedPolicy("spark-seed1", "spark", 1)
+    target = EvaluatedPolicy("ppo-seed1", "ppo", 1)
     table = score_common_states(backend, target, QUESTIONS, actions).to_pylist()
     assert [r["question_id"] for r in table] == [q.question_id for q in QUESTIONS]
     for row in table:
-        assert (row["policy"], row["seed"]) == ("spark", 1)
+        assert (row["policy"], row["seed"]) == ("ppo", 1)
         assert row["action_names"] == action_names(actions)
         assert math.isclose(sum(row["probs"]), 1.0, abs_tol=1e-9)
     # batched with a shared system prompt = each state scored alone

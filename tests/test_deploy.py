@@ -89,12 +89,12 @@ def test_deploy_trigger_kill_and_retry(pipeline_run):
     for stage in ("ingest", "synthesize", "label", "train"):
         assert list((artifacts / stage).rglob("*.parquet")), stage
     assert (
-        next((artifacts / "train").glob("*/spark/adapter")) / "adapter_model.safetensors"
+        next((artifacts / "train").glob("*/ppo/adapter")) / "adapter_model.safetensors"
     ).is_file()
     # the run's own report folder, by its flow run id; `latest` points at the newest
     own = runs / "demo" / "reports" / pipeline_run["flow_run_id"]
     report = (own / "report.md").read_text()
-    assert "| spark |" in report and "| extra |" in report
+    assert "| ppo |" in report and "| extra |" in report
     assert (own / "report.html").is_file()
     assert list((artifacts / "evaluate").rglob("eval_summary.parquet"))
     states = pipeline_run["states"]
@@ -185,7 +185,7 @@ def test_units_are_named_for_what_they_do(pipeline_run):
         names |= {t["name"] for t in tasks}
     expected = {"ingest-questions", "rollout-step1-shard0", "rollout-step1-shard1"}
     expected |= {"select-step1", "label-trajectories", "train-sft", "train-ppo"}
-    expected |= {f"evaluate-{p}" for p in ("base", "base@1", "sft", "spark", "extra")}
+    expected |= {f"evaluate-{p}" for p in ("base", "base@1", "sft", "ppo", "extra")}
     assert expected <= names, sorted(names)
 
 

@@ -169,21 +169,24 @@ def test_dpo_trainer_writes_a_loadable_peft_adapter(tiny_model_dir, tmp_path):
 
 
 def test_trained_policies_need_their_trainer(run_config):
-    from spark_core.config import TRAINED_POLICY, ConfigError, load_config
+    from spark_core.config import TRAINED_POLICIES, ConfigError, load_config
 
     assert run_config().training.trainers == ["sft", "ppo"]
-    assert TRAINED_POLICY["ppo"] == "spark"  # PPO's adapter keeps SPaRK's policy name
+    assert TRAINED_POLICIES == ("sft", "ppo", "dpo")  # each evaluated as its trainer's name
     cfg = run_config("training.trainers=[sft, ppo, dpo]", "evaluation.policies=[base, dpo]")
     assert cfg.evaluation.policies == ["base", "dpo"]
     with pytest.raises(ConfigError, match="'dpo' trainer writes.*add 'dpo'"):
         run_config("evaluation.policies=[base, sft, dpo]")
-    with pytest.raises(ConfigError, match="'spark'.*'ppo' trainer"):
+    with pytest.raises(ConfigError, match="'ppo'.*'ppo' trainer"):
         run_config("training.trainers=[sft]")
+    # the policy once called spark (the project's and the CLI's name) is refused by its new name
+    with pytest.raises(ConfigError, match="policy 'spark' was renamed to 'ppo'"):
+        run_config("evaluation.policies=[base, sft, spark]")
     with pytest.raises(ConfigError, match="training.trainers"):
         run_config("training.trainers=[grpo]")
     paper = load_config("configs/paper.yaml")
     assert paper.training.trainers == ["sft", "ppo", "dpo"]
-    assert {"sft", "spark", "dpo"} <= set(paper.evaluation.policies)
+    assert {"sft", "ppo", "dpo"} <= set(paper.evaluation.policies)
 
 
 def test_adding_dpo_keeps_the_sft_and_ppo_train_keys(run_config):
@@ -202,7 +205,7 @@ def test_adding_dpo_keeps_the_sft_and_ppo_train_keys(run_config):
     after = run_config("training.trainers=[sft, ppo, dpo]", "training.dpo_beta=0.3")
     for trainer in ("sft", "ppo"):
         assert key(before, trainer) == key(after, trainer)
-    assert train_unit(after, "ppo", labels).what == "spark"  # folders keep SPaRK's name
+    assert train_unit(after, "ppo", labels).what == "ppo"  # folders named by the trainer
     only_dpo = ("training.trainers=[dpo]", "evaluation.policies=[base]")
     assert key(after, "dpo") == key(run_config(*only_dpo, "training.dpo_beta=0.3"), "dpo")
     assert key(after, "dpo") != key(run_config(*only_dpo), "dpo")  # beta 0.1

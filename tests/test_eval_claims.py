@@ -51,17 +51,17 @@ def _row(policy, qid, correct, seed=-1, actions=("cot", "answer")):
     }
 
 
-def _pair(n, spark_loses, spark_wins):
-    """n questions: base right on the first half; spark the same except it loses
-    ``spark_loses`` questions base gets right and wins ``spark_wins`` base gets wrong."""
+def _pair(n, ppo_loses, ppo_wins):
+    """n questions: base right on the first half; ppo the same except it loses
+    ``ppo_loses`` questions base gets right and wins ``ppo_wins`` base gets wrong."""
     base = [q < n // 2 for q in range(n)]
-    spark = list(base)
-    for q in range(spark_loses):
-        spark[q] = False
-    for q in range(spark_wins):
-        spark[n // 2 + q] = True
+    ppo = list(base)
+    for q in range(ppo_loses):
+        ppo[q] = False
+    for q in range(ppo_wins):
+        ppo[n // 2 + q] = True
     return [_row("base", q, c) for q, c in enumerate(base)] + [
-        _row("spark", q, c) for q, c in enumerate(spark)
+        _row("ppo", q, c) for q, c in enumerate(ppo)
     ]
 
 
@@ -165,19 +165,19 @@ def test_common_state_entropy_claims_and_the_sampling_rows():
     assert state_entropy(_common("x", uniform)[0]) == pytest.approx(2.0)
     assert math.isnan(state_entropy(_common("x", [0, 0, 0, 0, 1.0])[0]))
     common = (
-        _common("spark", uniform, seed=0)
-        + _common("spark", uniform, seed=1)
+        _common("ppo", uniform, seed=0)
+        + _common("ppo", uniform, seed=1)
         + _common("base", peaked)
         + _common("base@1.3", uniform)
     )
     table = common_entropy(common, samples=200).to_pylist()
-    spark = [r for r in table if r["policy"] == "spark"]
-    assert [r["seed"] for r in spark] == [-1, 0, 1] and spark[0]["questions"] == 30
-    assert spark[0]["entropy_bits"] == pytest.approx(2.0)
-    assert spark[0]["normalized_entropy"] == pytest.approx(1.0)
-    rows = [_row(p, q, q < 15, s) for p, s in (("spark", 0), ("spark", 1)) for q in range(30)]
+    ppo = [r for r in table if r["policy"] == "ppo"]
+    assert [r["seed"] for r in ppo] == [-1, 0, 1] and ppo[0]["questions"] == 30
+    assert ppo[0]["entropy_bits"] == pytest.approx(2.0)
+    assert ppo[0]["normalized_entropy"] == pytest.approx(1.0)
+    rows = [_row(p, q, q < 15, s) for p, s in (("ppo", 0), ("ppo", 1)) for q in range(30)]
     rows += [_row("base", q, q < 15) for q in range(30)]
-    rows += [_row("base@1.3", q, q < 3) for q in range(30)]  # 10% vs spark's 50%
+    rows += [_row("base@1.3", q, q < 3) for q in range(30)]  # 10% vs ppo's 50%
     cfg = _cfg(["entropy_above_base", "entropy_above_sampling"], samples=300)
     claims = claims_table(cfg, rows, common).to_pylist()
     assert [(r["policy_b"], r["verdict"]) for r in claims] == [
@@ -186,25 +186,25 @@ def test_common_state_entropy_claims_and_the_sampling_rows():
     ]
     assert claims[0]["estimate"] == pytest.approx(2.0) and claims[0]["questions"] == 30
     assert claims[1]["questions_needed"] != claims[1]["questions_needed"]  # NaN: decided
-    assert claims[1]["note"].startswith("base@1.3 accuracy − spark's: -40.0 points")
+    assert claims[1]["note"].startswith("base@1.3 accuracy − ppo's: -40.0 points")
     assert claims[1]["note"].endswith("less accurate by more than the margin")
 
 
 def test_seed_pooling_and_the_hierarchical_interval():
-    # spark: seed 0 right on 40 of 50 questions, seed 1 on 20: pooled accuracy 0.6
-    rows = [_row("spark", q, q < 40, 0) for q in range(50)]
-    rows += [_row("spark", q, q < 20, 1) for q in range(50)]
+    # ppo: seed 0 right on 40 of 50 questions, seed 1 on 20: pooled accuracy 0.6
+    rows = [_row("ppo", q, q < 40, 0) for q in range(50)]
+    rows += [_row("ppo", q, q < 20, 1) for q in range(50)]
     rows += [_row("base", q, q < 30) for q in range(50)]
     summary, _, pairs, tests = summarize(rows, ACTIONS, samples=500, seed=3)
     overall = [r for r in summary.to_pylist() if r["category"] == "overall"]
     got = {(r["policy"], r["seed"]): (r["n"], r["accuracy"]) for r in overall}
     assert got == {
-        ("spark", -1): (50, pytest.approx(0.6)),
-        ("spark", 0): (50, pytest.approx(0.8)),
-        ("spark", 1): (50, pytest.approx(0.4)),
+        ("ppo", -1): (50, pytest.approx(0.6)),
+        ("ppo", 0): (50, pytest.approx(0.8)),
+        ("ppo", 1): (50, pytest.approx(0.4)),
         ("base", -1): (50, pytest.approx(0.6)),
     }
-    pooled = next(r for r in overall if r["policy"] == "spark" and r["seed"] == -1)
+    pooled = next(r for r in overall if r["policy"] == "ppo" and r["seed"] == -1)
     # the question-only bootstrap of the per-question seed means ignores the seeds' 0.8/0.4
     means = [1.0] * 20 + [0.5] * 20 + [0.0] * 10
     lo, hi = bootstrap_stat(means, lambda v: sum(v) / len(v), 500, 3)
@@ -225,9 +225,9 @@ def test_category_entropy_has_a_ci_and_the_miller_madow_value():
     from spark_core.evaluation.tool_map import CONDITIONAL, conditional_entropy, tool_map
 
     rows = [
-        _row("spark", 1, True, actions=("calculator", "calculator", "answer")),
-        _row("spark", 3, False, actions=("cot", "answer")),
-        _row("spark", 2, True, actions=("knowledge_search", "cot", "answer")),
+        _row("ppo", 1, True, actions=("calculator", "calculator", "answer")),
+        _row("ppo", 3, False, actions=("cot", "answer")),
+        _row("ppo", 2, True, actions=("knowledge_search", "cot", "answer")),
     ]
     _, entropy = tool_map(rows, ACTIONS, samples=200)
     cell = {r["category"]: r for r in entropy.to_pylist()}
@@ -241,7 +241,7 @@ def test_category_entropy_has_a_ci_and_the_miller_madow_value():
     assert law["entropy_mm_bits"] == pytest.approx(1.0 + 1 / (4 * math.log(2)))
     given = cell[CONDITIONAL]  # weighted by the categories' choices, 3 and 2 of 5
     assert given["entropy_bits"] == pytest.approx((3 * h_thirds + 2) / 5)
-    assert given["entropy_bits"] == pytest.approx(conditional_entropy(entropy, "spark"))
+    assert given["entropy_bits"] == pytest.approx(conditional_entropy(entropy, "ppo"))
     mm = (3 * math_row["entropy_mm_bits"] + 2 * law["entropy_mm_bits"]) / 5
     assert given["entropy_mm_bits"] == pytest.approx(mm)
     assert given["entropy_ci_low"] <= given["entropy_bits"] <= given["entropy_ci_high"]
@@ -253,14 +253,14 @@ def test_build_report_puts_the_claims_on_top(run_config, tmp_path):
     cfg = run_config(
         f"rollout.actions={ACTIONS}".replace("'", ""), "evaluation.bootstrap_samples=200"
     )
-    rows = [_row(p, q, q < 10, s) for p, s in (("spark", 0), ("spark", 1)) for q in range(20)]
+    rows = [_row(p, q, q < 10, s) for p, s in (("ppo", 0), ("ppo", 1)) for q in range(20)]
     rows += [_row("base", q, q < 12) for q in range(20)]
-    common = _common("spark", [0.2] * 5, 20, 0) + _common("spark", [0.2] * 5, 20, 1)
+    common = _common("ppo", [0.2] * 5, 20, 0) + _common("ppo", [0.2] * 5, 20, 1)
     common += _common("base", [0.9, 0, 0, 0, 0.1], 20)
     built = build_report(cfg, rows, tmp_path, common)
     text = built.text
     assert text.index("## Claims") < text.index("## Overall") < text.index("## Common-state")
-    assert "| spark (seed 1) |" in text and "| spark (seed 0) | base |" in text
+    assert "| ppo (seed 1) |" in text and "| ppo (seed 0) | base |" in text
     assert "![accuracy against entropy](accuracy_vs_entropy.png)" in text
     assert built.accuracy_entropy.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     claims = built.claims.to_pylist()
@@ -269,7 +269,7 @@ def test_build_report_puts_the_claims_on_top(run_config, tmp_path):
     assert ("entropy_above_base", SUPPORTED) in verdicts
     assert ("accuracy_noninferior_sft", NOT_RUN) in verdicts
     assert ("entropy_above_sampling", NOT_RUN) in verdicts  # no base@T policy
-    assert built.common_entropy.num_rows == 4  # spark pooled and per seed, base
+    assert built.common_entropy.num_rows == 4  # ppo pooled and per seed, base
 
 
 def test_too_few_states_are_shown_not_tested_and_nan_states_are_not_paired():
@@ -278,21 +278,21 @@ def test_too_few_states_are_shown_not_tested_and_nan_states_are_not_paired():
     cfg = _cfg(["entropy_above_base"], samples=300)
     # one state, two seeds: only the seed draw varies; the old normal test read its near-zero
     # spread as p ~ 1e-12 "supported"
-    one = _common("spark", uniform, n=1, seed=0) + _common("spark", peaked, n=1, seed=1)
+    one = _common("ppo", uniform, n=1, seed=0) + _common("ppo", peaked, n=1, seed=1)
     one += _common("base", peaked, n=1)
     row = claims_table(cfg, [], one).to_pylist()[0]
     assert row["verdict"] == INCONCLUSIVE and math.isnan(row["p_value"])
     assert row["questions"] == 1 and row["note"].startswith("fewer than 10 paired questions")
     # a state whose mass is all on `answer` has no entropy: left out of both sides' pairs
     answer_only = [0.0, 0.0, 0.0, 0.0, 1.0]
-    common = _common("spark", uniform, n=20) + _common("base", peaked, n=20)
-    common[0]["probs"] = answer_only  # spark's state 0
+    common = _common("ppo", uniform, n=20) + _common("base", peaked, n=20)
+    common[0]["probs"] = answer_only  # ppo's state 0
     common[20 + 1]["probs"] = answer_only  # base's state 1
     paired = claims_table(cfg, [], common).to_pylist()[0]
     assert paired["questions"] == 18 and paired["estimate"] == pytest.approx(2.0)
     # far in the tail the p-value is tiny, never a printed 0; alpha sets the interval's level
     spread = [[0.25 + 0.01 * (q % 5), 0.25, 0.25, 0.25 - 0.01 * (q % 5), 0.0] for q in range(40)]
-    noisy = [r | {"probs": spread[r["question_id"]]} for r in _common("spark", uniform, n=40)]
+    noisy = [r | {"probs": spread[r["question_id"]]} for r in _common("ppo", uniform, n=40)]
     far = claims_table(cfg, [], noisy + _common("base", peaked, n=40)).to_pylist()[0]
     assert far["verdict"] == SUPPORTED and 0.0 <= far["p_value"] < 1e-6
     wide = claims_table(

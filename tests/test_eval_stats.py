@@ -113,20 +113,20 @@ def test_summary_reports_answered_accuracy_invalid_rate_and_guessed_discordance(
     rows = [
         _row("base", 1, True, True, ["invalid"], [[]]),  # right by a guess
         _row("base", 2, False, False, ["cot", "answer"], [sure, sure]),
-        _row("spark", 1, False, False, ["calculator", "answer"], [flat, flat]),
-        _row("spark", 2, True, False, ["cot", "answer"], [flat, sure]),
+        _row("ppo", 1, False, False, ["calculator", "answer"], [flat, flat]),
+        _row("ppo", 2, True, False, ["cot", "answer"], [flat, sure]),
     ]
     summary, usage, pairs, tests = summarize(rows, ["calculator", "cot"], samples=200)
     overall = {r["policy"]: r for r in summary.to_pylist() if r["category"] == "overall"}
     assert overall["base"]["accuracy"] == 0.5 and overall["base"]["answered_accuracy"] == 0.0
     assert overall["base"]["invalid_rate"] == pytest.approx(1 / 3)
-    assert overall["spark"]["state_entropy_bits"] == pytest.approx(3 * math.log2(3) / 4)
-    assert overall["spark"]["state_normalized_entropy"] == pytest.approx(0.75)
+    assert overall["ppo"]["state_entropy_bits"] == pytest.approx(3 * math.log2(3) / 4)
+    assert overall["ppo"]["state_normalized_entropy"] == pytest.approx(0.75)
     # `answer` left out and renormalised: flat -> [1/2, 1/2] (1 bit), sure -> [0, 1] (0 bits)
-    assert overall["spark"]["tool_state_entropy_bits"] == pytest.approx(0.75)
-    assert overall["spark"]["tool_state_normalized_entropy"] == pytest.approx(0.75)  # m = 2
+    assert overall["ppo"]["tool_state_entropy_bits"] == pytest.approx(0.75)
+    assert overall["ppo"]["tool_state_normalized_entropy"] == pytest.approx(0.75)  # m = 2
     assert overall["base"]["tool_state_entropy_bits"] == 0.0
-    assert overall["spark"]["entropy_bits"] == pytest.approx(1.0)  # calculator, cot
+    assert overall["ppo"]["entropy_bits"] == pytest.approx(1.0)  # calculator, cot
     assert overall["base"]["entropy_bits"] == 0.0  # cot only; invalid is not a choice
     (pair,) = pairs.to_pylist()
     assert (pair["only_a_correct"], pair["only_b_correct"], pair["discordant_with_guess"]) == (
@@ -140,4 +140,4 @@ def test_summary_reports_answered_accuracy_invalid_rate_and_guessed_discordance(
         ("base", "per-state tools"),
         ("base", "pooled"),
     ]
-    assert entropy_tests(rows, ["base", "sft"]) == []  # nothing to test without spark
+    assert entropy_tests(rows, ["base", "sft"]) == []  # nothing to test without ppo

@@ -23,7 +23,7 @@ VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory):
     out = {}
-    for name, seed in (("sft", 1), ("spark", 2)):
+    for name, seed in (("sft", 1), ("ppo", 2)):
         path = tmp_path_factory.mktemp(name)
         random_adapter(tiny_model_dir, seed).save_pretrained(path)
         out[name] = str(path)
@@ -52,7 +52,7 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     result = state.result()
     store = ArtifactStore(cfg.runtime.artifacts_url())
     summary = store.read(result.summary.name, SUMMARY_SCHEMA).to_pylist()
-    policies = ("base", "base@1", "sft", "spark")
+    policies = ("base", "base@1", "sft", "ppo")
     assert {(r["policy"], r["category"]) for r in summary} == {
         (p, c) for p in policies for c in (*CATEGORIES, "overall")
     }
@@ -72,7 +72,7 @@ def test_evaluate_flow_writes_summary_report_and_plots(tiny_model_dir, adapters,
     assert all(0.0 < t["p_value"] <= 1.0 and t["n_questions"] == 14 for t in tests)
     report = open(result.report).read()
     assert "## Entropy tests" in report and "## Paired accuracy differences" in report
-    assert "| spark |" in report and "| base@1 |" in report
+    assert "| ppo |" in report and "| base@1 |" in report
     assert "## Tool productivity" in report and "## Tool map per category" in report
     assert len(result.images) == 3 and len(result.tool_maps) == 4  # one per policy
     assert all(f"![tool map {p}](" in report for p in policies)

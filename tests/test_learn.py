@@ -32,9 +32,9 @@ def test_ppo_raises_the_target_actions_probability_on_held_out_states(tiny_model
     backend = HFBackend(tiny_model_dir, "cpu", batch_size=4)
     data = probe.with_behaviour(backend, probe.rows(train, actions, "chemistry", negatives=2))
     before = probe.action_probs(backend, held_out, actions, adapter=None)
-    history = train_ppo(cfg, data, tiny_model_dir, tmp_path / "spark")
-    backend.add_adapter("spark", tmp_path / "spark" / "adapter")
-    after = probe.action_probs(backend, held_out, actions, adapter="spark")
+    history = train_ppo(cfg, data, tiny_model_dir, tmp_path / "ppo")
+    backend.add_adapter("ppo", tmp_path / "ppo" / "adapter")
+    after = probe.action_probs(backend, held_out, actions, adapter="ppo")
     gain = [a["chemistry"] - b["chemistry"] for a, b in zip(after, before, strict=True)]
     assert min(gain) > 0, gain  # every held-out state moved towards the target
     assert all(probe.kl(a, b) > 0 for a, b in zip(after, before, strict=True))

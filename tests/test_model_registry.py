@@ -38,7 +38,7 @@ def test_the_same_model_asked_twice_is_loaded_once(tiny_model_dir, tmp_path):
 
 
 def test_policies_attach_switch_and_merge_adapters(tiny_model_dir, tmp_path):
-    for name, seed in (("sft", 1), ("spark", 2), ("other", 3)):
+    for name, seed in (("sft", 1), ("ppo", 2), ("other", 3)):
         random_adapter(tiny_model_dir, seed).save_pretrained(tmp_path / name)
     cfg = _cfg(tiny_model_dir, tmp_path / "runs", "evaluation.merge_adapters=false")
     request = [ChatRequest.user("Say something.", max_new_tokens=8)]
@@ -51,11 +51,11 @@ def test_policies_attach_switch_and_merge_adapters(tiny_model_dir, tmp_path):
     assert sft.backend is base.backend and sft.backend.adapter == "sft"
     with_sft, sft_id = text(sft), sft.backend.model_id
     # one backend: asking for a policy switches its active adapter (one policy at a time)
-    spark = REGISTRY.policy(cfg, "spark", adapter=str(tmp_path / "spark"))
-    assert spark.backend.adapter == "spark" and spark.backend.model_id != sft_id
-    with_spark = text(spark)
+    ppo = REGISTRY.policy(cfg, "ppo", adapter=str(tmp_path / "ppo"))
+    assert ppo.backend.adapter == "ppo" and ppo.backend.model_id != sft_id
+    with_ppo = text(ppo)
     plain = text(REGISTRY.policy(cfg, "base"))
-    assert base.backend.adapter is None and len({plain, with_sft, with_spark}) == 3
+    assert base.backend.adapter is None and len({plain, with_sft, with_ppo}) == 3
     assert text(REGISTRY.policy(cfg, "sft", adapter=str(tmp_path / "sft"))) == with_sft
 
     # another adapter under a name already attached is loaded, not served as the old one

@@ -240,14 +240,14 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
         [(r["system"], r["prompt"], r["completion"]) for r in data],
     )
     data = [{**r, "behaviour_logprobs": b} for r, b in zip(data, behaviour, strict=True)]
-    for name, fn in (("sft", train_sft), ("spark", train_ppo)):
+    for name, fn in (("sft", train_sft), ("ppo", train_ppo)):
         history = fn(cfg, data, tiny_model_dir, tmp_path / name)
         adapter = tmp_path / name / "adapter"
         assert (adapter / "adapter_config.json").is_file()
         assert (adapter / "tokenizer_config.json").is_file()
         card = (adapter / "README.md").read_text()
         assert "library_name: peft" in card and "Training config" in card
-        if name == "spark":  # which pi_old, and the stored log-probs' check
+        if name == "ppo":  # which pi_old, and the stored log-probs' check
             assert "## pi_old" in card and "re-scored on every fitted training row" in card
             assert "Stored synthesis log-probs vs recomputed: mean |diff|" in card
         assert [h["step"] for h in history] == [1, 2] and all("loss" in h for h in history)
@@ -257,7 +257,7 @@ def test_both_trainers_write_loadable_peft_adapters(tiny_model_dir, tmp_path):
         )
         assert model.active_adapter == "default"
     # rerunning after a finished (or killed) run resumes from the last checkpoint
-    again = train_ppo(cfg, data, tiny_model_dir, tmp_path / "spark")
+    again = train_ppo(cfg, data, tiny_model_dir, tmp_path / "ppo")
     assert [h["step"] for h in again] == [1, 2]
 
 
@@ -283,11 +283,11 @@ def test_activation_checkpointing_changes_memory_not_the_adapter(tiny_model_dir,
                 f"training.activation_checkpointing={str(on).lower()}",
             ],
         )
-        for name, fn in (("sft", train_sft), ("spark", train_ppo)):
+        for name, fn in (("sft", train_sft), ("ppo", train_ppo)):
             out = tmp_path / f"{name}-{on}"
             fn(cfg, data, tiny_model_dir, out)
             weights[name, on] = load_file(out / "adapter" / "adapter_model.safetensors")
-    for name in ("sft", "spark"):
+    for name in ("sft", "ppo"):
         on, off = weights[name, True], weights[name, False]
         assert on.keys() == off.keys()
         assert any(bool(t.any()) for k, t in on.items() if "lora_B" in k)  # it trained

@@ -77,14 +77,12 @@ def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
     per_policy = (2 * 16 / 16 + 48 * 0.1) + 2 * 0.5 + (2 * 16 / 16 + 3 * 0.1)
     common = 2 * 16 / 16  # common states: each held-out prompt read once per greedy policy
     assert one == pytest.approx(10 + per_policy + common)
-    three = evaluation_time(
-        _cfg(tmp_path, "evaluation.policies=[base,sft,spark]"), RATES, QUESTIONS
-    )
+    three = evaluation_time(_cfg(tmp_path, "evaluation.policies=[base,sft,ppo]"), RATES, QUESTIONS)
     # 2 merged copies
     assert three.seconds == pytest.approx(10 + 2 * 10 / 2 + 3 * (per_policy + common))
     seeded = _cfg(
         tmp_path,
-        "evaluation.policies=[base,base@T,sft,spark]",
+        "evaluation.policies=[base,base@T,sft,ppo]",
         "evaluation.temperatures=[0.7,1.3]",
         "training.seeds=[0,1]",
     )

@@ -110,7 +110,7 @@ def test_custom_run_form_shows_the_defaults_in_words(pipeline_run, browser):
         actions = text.split("Actions (Optional)", 1)[1].split("Viable Threshold", 1)[0]
         assert "calculator" in actions and "symbolic_math" in actions, actions
         policies = text.split("Policies (Optional)", 1)[1].split("Extra Adapters", 1)[0]
-        assert all(p in policies for p in ("base", "sft", "spark")), policies
+        assert all(p in policies for p in ("base", "sft", "ppo")), policies
         # descriptions as written (V2 shows text: no HTML entities), no "X | None" switches
         assert "default <runs_dir>/<run_name>/artifacts" in text
         assert "&lt;" not in text and "-&gt;" not in text

@@ -64,7 +64,7 @@ def test_the_headline_shows_answered_accuracy_and_marks_all_guesses():
             "normalized_entropy": 0.47,
         },
         {  # every answer a seeded guess, two of them lucky
-            "policy": "spark",
+            "policy": "ppo",
             "n": 2,
             "accuracy": 1.0,
             "ci_low": 1.0,
@@ -80,7 +80,7 @@ def test_the_headline_shows_answered_accuracy_and_marks_all_guesses():
         "tool-selection entropy |",
         "|---|---|---|---|---|---|",
         "| base | 4 | 50.0% (25.0%–75.0%) | 66.7% | 25.0% | 1.50 bits (0.47) |",
-        "| spark | 2 | 100.0% (100.0%–100.0%) — all guesses | – | 100.0% | 0.00 bits (0.00) |",
+        "| ppo | 2 | 100.0% (100.0%–100.0%) — all guesses | – | 100.0% | 0.00 bits (0.00) |",
     ]
 
 
@@ -138,9 +138,9 @@ def test_a_cached_unit_says_what_it_skipped_in_its_own_terms(tmp_path):
         "sft adapter: 10 training steps (final loss 0.412) not rerun, no model calls; "
     )
     assert line.endswith(" s of work skipped (1 artifacts, 2 rows)")
-    calls = pa.table({"policy": ["spark"], "model": ["m"], "calls": [23]})
-    store.write("evaluate/k/calls_spark", calls, CALLS_SCHEMA, stage="evaluate")
-    assert served(store, ["evaluate/k/calls_spark"]) == (
+    calls = pa.table({"policy": ["ppo"], "model": ["m"], "calls": [23]})
+    store.write("evaluate/k/calls_ppo", calls, CALLS_SCHEMA, stage="evaluate")
+    assert served(store, ["evaluate/k/calls_ppo"]) == (
         "23 generator calls, 0 paid (1 artifacts, 1 rows)"
     )
 
@@ -164,7 +164,7 @@ def test_units_are_named_for_what_they_do():
     assert rollout_shard.task_run_name == "rollout-step{step}-shard{shard}"
     assert rollout_shard.task_run_name.format(step=2, shard=1) == "rollout-step2-shard1"
     assert select.task_run_name == "select-step{step}"
-    assert evaluate_one.task_run_name.format(policy="spark") == "evaluate-spark"
+    assert evaluate_one.task_run_name.format(policy="ppo") == "evaluate-ppo"
     assert train_adapter.task_run_name is train_run_name
 
 

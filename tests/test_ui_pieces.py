@@ -33,7 +33,7 @@ def test_choices_are_multi_selects_with_their_defaults(schema):
     assert actions["items"]["enum"] == list(ACTIONS) and actions["default"] == list(ACTIONS)
     assert actions["uniqueItems"] is True
     policies = _props(schema, "EvaluationConfig")["policies"]
-    assert policies["default"] == ["base", "base@T", "sft", "spark"]
+    assert policies["default"] == ["base", "base@T", "sft", "ppo"]
     categories = _props(schema, "DataConfig")["categories"]
     assert categories["type"] == "array" and categories["items"]["enum"] == list(CATEGORIES)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from spark_core.config.evaluation import SAMPLED_POLICY, TRAINED_POLICY, EvaluationConfig
+from spark_core.config.evaluation import SAMPLED_POLICY, TRAINED_POLICIES, EvaluationConfig
 from spark_core.config.section import ConfigError, Section
 from spark_core.config.stages import (
     ACTIONS,
@@ -31,7 +31,7 @@ __all__ = [
     "ACTIONS",
     "GUARD_FIELDS",
     "SAMPLED_POLICY",
-    "TRAINED_POLICY",
+    "TRAINED_POLICIES",
     "ConfigError",
     "DataConfig",
     "EvaluationConfig",
@@ -167,13 +167,12 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_trained_policies(self) -> RunConfig:
-        trained = {TRAINED_POLICY[t]: t for t in self.training.trainers}
-        for trainer, policy in TRAINED_POLICY.items():
-            if policy in self.evaluation.policies and policy not in trained:
+        for policy in TRAINED_POLICIES:  # each the adapter of the trainer of its name
+            if policy in self.evaluation.policies and policy not in self.training.trainers:
                 raise ValueError(
-                    f"evaluation.policies has {policy!r}, whose adapter the {trainer!r} trainer "
+                    f"evaluation.policies has {policy!r}, whose adapter the {policy!r} trainer "
                     f"writes, but training.trainers is {self.training.trainers}: add "
-                    f"{trainer!r} there or drop {policy!r}"
+                    f"{policy!r} there or drop it from evaluation.policies"
                 )
         return self
 

@@ -3,34 +3,35 @@ model and the policy each trainer's adapter is evaluated as."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from spark_core.config.section import Section
 from spark_core.config.stages import ModelConfig
 
 SAMPLED_POLICY = "base@T"  # the base model sampled at each of evaluation.temperatures
-# The one mapping from a trainer (training.trainers) to the policy its adapter is evaluated
-# as, which also names its artifact folder: PPO's adapter is SPaRK's policy, "spark".
-TRAINED_POLICY = {"sft": "sft", "ppo": "spark", "dpo": "dpo"}
+# A trainer's adapter (training.trainers) is evaluated as the policy of the trainer's name,
+# which also names its artifact folder: PPO's adapter (SPaRK's method) is the policy "ppo".
+TRAINED_POLICIES = ("sft", "ppo", "dpo")
+RENAMED_POLICIES = {"spark": "ppo"}  # old policy name -> new one: an old preset is told so
 
 
 class EvaluationConfig(Section):
-    """Held-out evaluation of base, SFT and SPaRK policies (plus any extra ones)."""
+    """Held-out evaluation of the base, SFT and PPO (SPaRK) policies (plus any extra ones)."""
 
     _renamed: ClassVar[dict[str, str]] = {
         "sampling_temperature": "evaluation.temperatures (a list, e.g. [1.0])"
     }
 
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
-    policies: list[Literal["base", "base@T", "sft", "spark", "dpo"]] = Field(
-        default_factory=lambda: ["base", SAMPLED_POLICY, "sft", "spark"],
+    policies: list[Literal["base", "base@T", "sft", "ppo", "dpo"]] = Field(
+        default_factory=lambda: ["base", SAMPLED_POLICY, "sft", "ppo"],
         description="Built-in policies: the untrained generator (greedy), the untrained "
         "generator sampled at each of temperatures (base@T, the high-temperature baselines), "
         "and the trained adapters (each needs its trainer in training.trainers).",
         json_schema_extra={
-            "default": ["base", SAMPLED_POLICY, "sft", "spark"],
+            "default": ["base", SAMPLED_POLICY, "sft", "ppo"],
             "uniqueItems": True,
         },
     )
@@ -93,14 +94,14 @@ class EvaluationConfig(Section):
             "entropy_above_sampling",
         ],
         description="The pre-declared family of claims the report tests (Holm-adjusted "
-        "together): SPaRK's accuracy non-inferior to base / SFT, its common-state "
+        "together): ppo's (SPaRK's) accuracy non-inferior to base / SFT, its common-state "
         "tool-selection entropy above base / SFT / each base@T sampling baseline.",
     )
     noninferiority_margin: float = Field(
         0.02,
         ge=0,
         lt=1,
-        description="Non-inferiority margin of the accuracy claims (0.02 = 2 points): SPaRK "
+        description="Non-inferiority margin of the accuracy claims (0.02 = 2 points): ppo "
         "is non-inferior when the 95% CI of its accuracy minus the other's lies above -margin.",
     )
     alpha: float = Field(
@@ -112,6 +113,17 @@ class EvaluationConfig(Section):
         lt=1,
         description="Power at which an inconclusive claim's needed sample size is computed.",
     )
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _check_renamed_policies(cls, value: Any) -> Any:
+        for old, new in RENAMED_POLICIES.items():
+            if isinstance(value, list) and old in value:
+                raise ValueError(
+                    f"policy {old!r} was renamed to {new!r} (a trained policy is named by its "
+                    "trainer: sft, ppo, dpo)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _check_temperatures(self) -> EvaluationConfig:

@@ -1,7 +1,8 @@
 """The paper's claims, each a pre-declared test with a verdict (``evaluation.claims``).
 
-Every claim compares SPaRK with another policy on the same questions by a paired hierarchical
-bootstrap (seeds, then questions: seeds.py) of a difference d = figure(spark) - figure(other):
+Every claim compares SPaRK's policy (``ppo``, PPO's adapter) with another policy on the same
+questions by a paired hierarchical bootstrap (seeds, then questions: seeds.py) of a difference
+d = figure(ppo) - figure(other):
 
 - accuracy non-inferiority against base and SFT: d = accuracy difference, null bound
   -``noninferiority_margin`` (TOST-style: non-inferior when d's CI lies above -margin);
@@ -35,13 +36,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from spark_core.evaluation.common_entropy import common_groups, mean_entropy
+from spark_core.evaluation.policies import TESTED
 from spark_core.evaluation.seeds import Groups, paired_differences, seed_groups
 from spark_core.evaluation.stats import accuracy, holm, questions_needed
 
 if TYPE_CHECKING:
     from spark_core.config import EvaluationConfig
 
-TESTED = "spark"
 SAMPLED_PREFIX = "base@"  # base@0.7, base@1, ...: the base model sampled at a temperature
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = (
     "supported",
@@ -79,7 +80,7 @@ CLAIMS_SCHEMA = pa.schema(
         pa.field("claim_id", pa.string(), nullable=False),  # evaluation.claims entry
         pa.field("claim", pa.string(), nullable=False),  # in the paper's words
         pa.field("test", pa.string(), nullable=False),
-        pa.field("policy_a", pa.string(), nullable=False),  # spark
+        pa.field("policy_a", pa.string(), nullable=False),  # ppo (TESTED)
         pa.field("policy_b", pa.string(), nullable=False),
         pa.field("bound", _F, nullable=False),  # the null's bound on d: -margin or 0
         pa.field("questions", pa.int64(), nullable=False),  # paired questions; 0: not run
@@ -231,7 +232,7 @@ def _finite_pairs(a: Groups, b: Groups) -> tuple[Groups, Groups]:
 def _accuracy_note(correct: dict[str, Groups], sampled: str, ev: EvaluationConfig) -> str:
     """Where a base@T stood in accuracy, and whether it counts as *at the same accuracy*: not
     below SPaRK's by more than the margin as far as the data show (the 95% CI of
-    acc(base@T) - acc(spark) reaches -margin or above)."""
+    acc(base@T) - acc(ppo) reaches -margin or above)."""
     if TESTED not in correct or sampled not in correct:
         return f"no accuracy of `{sampled}` or `{TESTED}` to compare"
     c = compare(
@@ -245,7 +246,7 @@ def _accuracy_note(correct: dict[str, Groups], sampled: str, ev: EvaluationConfi
     )
     same = c.ci_high >= -ev.noninferiority_margin
     return (
-        f"{sampled} accuracy − spark's: {100 * c.estimate:+.1f} points (95% CI "
+        f"{sampled} accuracy − {TESTED}'s: {100 * c.estimate:+.1f} points (95% CI "
         f"{100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f}): "
         + ("at the same accuracy" if same else "less accurate by more than the margin")
     )

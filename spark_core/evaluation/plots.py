@@ -149,7 +149,7 @@ def entropy_points(summary: pa.Table, common: pa.Table | None) -> list[dict]:
 
 def plot_accuracy_entropy(summary: pa.Table, common: pa.Table | None, out_dir: Path) -> Path:
     """Accuracy against tool-selection entropy, 95% CIs on both axes: "more diverse at the
-    same accuracy than sampling" reads as SPaRK right of the base@T curve at its height."""
+    same accuracy than sampling" reads as ppo (SPaRK) right of the base@T curve at its height."""
     import matplotlib
 
     matplotlib.use("Agg")

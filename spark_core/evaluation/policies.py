@@ -1,19 +1,21 @@
 """Which policies an evaluation runs: ``evaluation.policies`` expanded into one rollout each.
 
 ``base@T`` becomes one sampled baseline per ``evaluation.temperatures`` (``base@0.7``,
-``base@1``, ...), each a policy of its own in the report. A trained policy (``sft``, ``spark``,
-``dpo``) becomes one rollout per training seed (``training.seeds``): named ``spark`` when there
-is one seed, ``spark-seed0``, ``spark-seed1``, ... otherwise; its rows keep the policy name
-``spark`` and carry the seed, so the report pools seeds. Extra adapters and models follow.
+``base@1``, ...), each a policy of its own in the report. A trained policy (``sft``, ``ppo``,
+``dpo``: named by its trainer) becomes one rollout per training seed (``training.seeds``): named
+``ppo`` when there is one seed, ``ppo-seed0``, ``ppo-seed1``, ... otherwise; its rows keep the
+policy name ``ppo`` and carry the seed, so the report pools seeds. Extra adapters and models
+follow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spark_core.config import SAMPLED_POLICY, TRAINED_POLICY, RunConfig
+from spark_core.config import SAMPLED_POLICY, TRAINED_POLICIES, RunConfig
 
 UNTRAINED = -1  # the seed column of a policy without a training seed (base, base@T, extras)
+TESTED = "ppo"  # SPaRK's policy: the claims and the entropy tests compare it with every other
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,13 @@ class EvaluatedPolicy:
     """One rollout of the evaluation."""
 
     name: str  # the rollout's own name: its task run, artifact and cache unit
-    policy: str  # what the report groups by ("spark" for every seed of it)
+    policy: str  # what the report groups by ("ppo" for every seed of it)
     seed: int = UNTRAINED  # the adapter's training seed
     temperature: float = 0.0  # 0: greedy
 
     @property
     def trained(self) -> bool:
-        return self.policy in TRAINED_POLICY.values()
+        return self.policy in TRAINED_POLICIES
 
 
 def sampled_name(temperature: float) -> str:
@@ -51,7 +53,7 @@ def evaluated_policies(cfg: RunConfig) -> list[EvaluatedPolicy]:
                 EvaluatedPolicy(sampled_name(t), sampled_name(t), UNTRAINED, t)
                 for t in cfg.evaluation.temperatures
             ]
-        elif policy in TRAINED_POLICY.values():
+        elif policy in TRAINED_POLICIES:
             out += [EvaluatedPolicy(seeded_name(policy, s, seeds), policy, s) for s in seeds]
         else:
             out.append(EvaluatedPolicy(policy, policy))

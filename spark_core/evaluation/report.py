@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from spark_core.evaluation.policies import TESTED
 from spark_core.evaluation.seeds import (
     UNTRAINED,
     flatten,
@@ -99,7 +100,6 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
         pa.field("p_value", _F, nullable=False),
     ]
 )
-TESTED = "spark"  # the entropy tests compare this policy with every other one
 FIGURES = {"per-state": pooled_mean, "per-state tools": pooled_mean, "pooled": pooled_entropy}
 
 
@@ -215,8 +215,8 @@ def _paired(rows: list[dict[str, Any]], a: Side, b: Side) -> tuple[list[dict], l
 def entropy_tests(
     rows: list[dict[str, Any]], policies: list[str], samples: int = 10_000, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """SPaRK against every other policy, seed by seed (seed_pairs): paired permutation tests
-    over questions of the per-state and the pooled entropy differences."""
+    """ppo (SPaRK's policy) against every other policy, seed by seed (seed_pairs): paired
+    permutation tests over questions of the per-state and the pooled entropy differences."""
     out = []
     for other in [p for p in policies if p != TESTED] if TESTED in policies else []:
         for side_a, side_b in seed_pairs(rows, TESTED, other):

@@ -102,5 +102,5 @@ def paired_differences(
 
 
 def seed_label(policy: str, seed: int) -> str:
-    """How the report names a row: the policy, or "spark (seed 1)" for one seed of several."""
+    """How the report names a row: the policy, or "ppo (seed 1)" for one seed of several."""
     return policy if seed == UNTRAINED else f"{policy} (seed {seed})"

@@ -81,7 +81,7 @@ def train_ppo(
         args=args,
         train_dataset=examples,
         processing_class=tokenizer,
-        callbacks=[StepProgress("train spark (steps)")],
+        callbacks=[StepProgress("train ppo (steps)")],
     )
     resume = last_checkpoint(out_dir)
     run_metrics: dict[str, float] = {}

@@ -31,8 +31,9 @@ class Trainer:
     uses_pool: Callable[[RunConfig], bool]
 
 
-# every trainer of training.trainers (its config name): a new trainer is one entry here, and
-# one in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders)
+# every trainer of training.trainers (its config name, which is also the policy its adapter
+# is evaluated as and names its folders): a new trainer is one entry here, and one in
+# spark_core.config.TRAINED_POLICIES
 TRAINERS: dict[str, Trainer] = {
     "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
     "ppo": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # SPaRK
