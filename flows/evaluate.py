@@ -16,7 +16,7 @@ from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Adapters, Report
 from tasks.runners import task_runner_for
-from tasks.stage_guards import first_stop
+from tasks.stage_stops import first_stop
 
 
 @flow(name="evaluate", on_crashed=[on_crashed], validate_parameters=False)

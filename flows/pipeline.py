@@ -29,7 +29,7 @@ from spark_core.config import RunConfig
 from tasks.memory import LAST
 from tasks.progress import PIPELINE, PipelineProgress
 from tasks.results import Adapters, Labels, PipelineResult
-from tasks.stage_guards import first_stop
+from tasks.stage_stops import first_stop
 from tasks.train import trained_adapters
 
 STAGES = ["ingest", "synthesize", "label", "train", "evaluate"]

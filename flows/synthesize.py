@@ -15,7 +15,7 @@ from tasks.memory import measured
 from tasks.progress import StageProgress
 from tasks.results import Synthesis
 from tasks.runners import task_runner_for
-from tasks.stage_guards import first_stop, preflight_judge
+from tasks.stage_stops import first_stop, preflight_judge
 from tasks.synthesize import (
     active_count,
     finalize,

@@ -25,7 +25,7 @@ from prefect.states import Failed, State
 
 from spark_core.artifacts import ArtifactRef, ArtifactStore
 from spark_core.config import RunConfig
-from spark_core.models.guards import StageStopped
+from spark_core.models.stop_rules import StageStopped
 from tasks.results import RESULTS_SHAPE
 
 T = TypeVar("T")

@@ -22,9 +22,9 @@ from spark_core.evaluation.productivity import overall_records
 from spark_core.evaluation.report import embed_images
 from spark_core.evaluation.report_folder import point_latest, report_folder
 from spark_core.models.generator import Generator
-from spark_core.models.guards import Budget
 from spark_core.models.hf.backend import directory_hash
 from spark_core.models.registry import REGISTRY
+from spark_core.models.stop_rules import Budget
 from spark_core.protocol import Question
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Report
@@ -120,7 +120,9 @@ def evaluate_one(cfg: RunConfig, policy: str, questions: ArtifactRef, source: di
         name = list(unit.outputs)[-1]
         scope = f"evaluate/{name}"
         budget = Budget.for_model(*_paid_model(cfg, policy), scope, REGISTRY.response_cache(cfg))
-        table = evaluate_policy(cfg, policy, split, generator.guarded(budget), sandbox_for(cfg))
+        table = evaluate_policy(
+            cfg, policy, split, generator.with_stop_rules(budget), sandbox_for(cfg)
+        )
         get_run_logger().info(
             "%s: accuracy %.1f%% on %d eval questions, %d without an answer, %d invalid actions "
             "(%s decoding); generator %s",

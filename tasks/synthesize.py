@@ -50,7 +50,7 @@ from spark_core.synthesis.summary import (
 from spark_core.training.behaviour import add_behaviour_logprobs
 from tasks.caching import Unit, cached_unit, rows, store_for, ui_key, unit_task
 from tasks.results import Selection, Shard, SynthesisPlan, SynthesisSummary
-from tasks.stage_guards import guarded_models
+from tasks.stage_stops import models_with_stop_rules
 from tasks.tools import sandbox_for
 
 SECTIONS = ("rollout", "tools", "generator", "judge")
@@ -118,7 +118,7 @@ def rollout_shard(
         states = {r["question_id"]: r for r in _state(cfg, state).to_pylist()}
         questions = _train_questions(cfg, plan.questions)
         active = [questions[q] for q in plan.shards[shard] if not states[q]["done"]]
-        generator, judge = guarded_models(cfg, plan)
+        generator, judge = models_with_stop_rules(cfg, plan)
         trajectories = {q: s["trajectory"] for q, s in states.items()}
         timings: dict[str, float] = {}
         candidates, scores = rollout_step(
@@ -212,7 +212,7 @@ def finalize(cfg: RunConfig, plan: SynthesisPlan, state: ArtifactRef) -> Artifac
     """Every question's final answer (stated, asked for, or MMLU-Pro's seeded guess)."""
 
     def compute():
-        generator, _ = guarded_models(cfg, plan)
+        generator, _ = models_with_stop_rules(cfg, plan)
         questions = _train_questions(cfg, plan.questions)
         return [final_answers(cfg, questions, _state(cfg, state), generator)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from spark_core.artifacts import ArtifactStore
-from spark_core.models.guards import StageStopped
+from spark_core.models.stop_rules import StageStopped
 from tasks.caching import STOPPED, Unit, cached_unit
 
 SCHEMA = pa.schema([pa.field("x", pa.int64(), nullable=False)])

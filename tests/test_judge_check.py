@@ -1,5 +1,5 @@
 """A judge you can trust on any server: capability probes, structured scores, the failure
-policy, the cost guard, `spark check` and `spark run --dry-run` — against a real HTTP server
+policy, the cost limit, `spark check` and `spark run --dry-run` — against a real HTTP server
 on loopback."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from flows.cli import app
 from spark_core.config import JudgeConfig, ModelConfig, load_config
 from spark_core.models.generator import make_generator
-from spark_core.models.guards import Budget, CostLimitReached, FailureWatch, JudgeFailing
 from spark_core.models.judge.judge import make_judge
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.openai.backend import OpenAIBackend
 from spark_core.models.openai.capabilities import capabilities_for
 from spark_core.models.requests import ChatRequest
 from spark_core.models.response_cache import ResponseCache
+from spark_core.models.stop_rules import Budget, CostLimitReached, FailureWatch, JudgeFailing
 from spark_core.synthesis.barrier import advance_trajectories, initial_states, judge_stops
 from spark_core.synthesis.rollout import SCORES_SCHEMA
 from spark_core.synthesis.summary import summarize
@@ -80,7 +80,7 @@ def test_failure_watch_stops_early_then_a_rerun_resumes_from_the_cache(server, t
     replies = iter(["7", "6", "C. 99.09", "The derivative of f(x) =", "nothing", "oops"])
     server.state.reply_fn = lambda messages: next(replies, "still nothing")
     watch = FailureWatch(6, 0.5, "m", server.base_url)
-    judge = make_judge(cfg, cache).guarded(None, watch)
+    judge = make_judge(cfg, cache).with_stop_rules(None, watch)
     with pytest.raises(JudgeFailing) as stop:
         judge.score(items(10))
     message = str(stop.value)
@@ -94,7 +94,7 @@ def test_failure_watch_stops_early_then_a_rerun_resumes_from_the_cache(server, t
     assert server.state.requests == 6 + 8  # the two good judgements came from the cache
 
 
-def test_cost_guard_stops_before_the_limit_and_resumes_when_raised(server, tmp_path):
+def test_cost_limit_stops_before_the_limit_and_resumes_when_raised(server, tmp_path):
     server.state.default_reply = "a b c d"  # 4 completion tokens
     model = ModelConfig(backend="openai", name="m", base_url=server.base_url, concurrency=1)
     cache = ResponseCache(tmp_path / "c.sqlite")
@@ -106,10 +106,10 @@ def test_cost_guard_stops_before_the_limit_and_resumes_when_raised(server, tmp_p
 
     first = budget(0.2)
     with pytest.raises(CostLimitReached, match="raise generator.max_cost_usd and rerun"):
-        make_generator(model, cache).guarded(first).generate(requests)
+        make_generator(model, cache).with_stop_rules(first).generate(requests)
     sent = server.state.requests
     assert 0 < sent < len(requests) and first.spent() <= 0.2
-    done = make_generator(model, cache).guarded(budget(10.0)).generate(requests)
+    done = make_generator(model, cache).with_stop_rules(budget(10.0)).generate(requests)
     assert len(done) == 8 and server.state.requests == 8  # the first ones came from the cache
     assert sum(c.cached for c in done) == sent
 

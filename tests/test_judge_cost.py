@@ -1,17 +1,17 @@
 """What the judge costs: cache-friendly per-candidate prompts and the cached prompt tokens a
 server reports, and batch jobs through the Batch API (resumed after a kill, an expired job
-falling back to direct calls under the cost guard) — against a real loopback HTTP server."""
+falling back to direct calls under the cost limit) — against a real loopback HTTP server."""
 
 from __future__ import annotations
 
 import pytest
 
 from spark_core.config import JudgeConfig
-from spark_core.models.guards import Budget, CostLimitReached, estimate_prompt_tokens
 from spark_core.models.judge.judge import make_judge
 from spark_core.models.judge.prompt import JudgeItem, judge_messages
 from spark_core.models.prices import model_rates, rates_for
 from spark_core.models.response_cache import ResponseCache
+from spark_core.models.stop_rules import Budget, CostLimitReached, estimate_prompt_tokens
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_per_state_batch_is_one_request_per_state(server, tmp_path):
     assert {j.method for j in judgements} == {"text_state"} and all(j.batch for j in judgements)
 
 
-def test_an_expired_batch_falls_back_to_direct_calls_under_the_cost_guard(server, tmp_path):
+def test_an_expired_batch_falls_back_to_direct_calls_under_the_cost_limit(server, tmp_path):
     items = step(4)
     worst = max(estimate_prompt_tokens(c for _, c in judge_messages(i)) for i in items)
     server.state.usage_tokens = (worst, 0)  # every call bills its worst case
@@ -168,9 +168,9 @@ def test_an_expired_batch_falls_back_to_direct_calls_under_the_cost_guard(server
     judge = make_judge(cfg, cache)
     judge.batch.poll_min_s = 0.0
     budget = Budget.for_model(cfg, "judge", "synthesize/judge", cache)
-    guarded = judge.guarded(budget, None)
+    limited = judge.with_stop_rules(budget, None)
     with pytest.raises(CostLimitReached, match="judge.max_cost_usd"):
-        guarded.score(items)
+        limited.score(items)
     assert server.state.batches_created == 1 and server.state.batch_requests == 1
     assert server.state.requests == 2  # direct: 0.5 + 1 + 1 spent; a third would pass 3.2
     assert budget.spent() == pytest.approx(2.5 * worst / 1000)

@@ -81,10 +81,10 @@ def test_without_structured_output_free_text_is_parsed_or_invalid(server):
 
 
 def test_a_cost_limit_stops_policy_steps_and_a_higher_one_resumes_from_the_cache(server, tmp_path):
-    """Evaluation's paid policy calls are guarded like synthesis: the limit stops the batch
-    before it is passed, and raising it resumes without paying again for finished steps."""
-    from spark_core.models.guards import Budget, CostLimitReached
+    """Evaluation's paid policy calls are under a cost limit like synthesis': it stops the
+    batch before it is passed, and raising it resumes without paying again for finished steps."""
     from spark_core.models.response_cache import ResponseCache
+    from spark_core.models.stop_rules import Budget, CostLimitReached
 
     server.state.default_reply = "cot"
     model = ModelConfig(backend="openai", name="m", base_url=server.base_url, concurrency=1)
@@ -98,10 +98,10 @@ def test_a_cost_limit_stops_policy_steps_and_a_higher_one_resumes_from_the_cache
 
     first = budget(0.5)
     with pytest.raises(CostLimitReached, match="raise generator.max_cost_usd and rerun"):
-        make_generator(model, cache).guarded(first).policy_steps(requests)
+        make_generator(model, cache).with_stop_rules(first).policy_steps(requests)
     sent = server.state.requests
     assert 0 < sent < 3 * len(requests) and first.spent() <= 0.5
-    steps = make_generator(model, cache).guarded(budget(100.0)).policy_steps(requests)
+    steps = make_generator(model, cache).with_stop_rules(budget(100.0)).policy_steps(requests)
     assert len(steps) == 6 and all(s.action in NAMES for s in steps)
     finished_before = sum(s.cached for s in steps)
     assert 0 < finished_before < 6  # the steps finished under the first limit came from the cache

@@ -11,8 +11,8 @@ import pytest
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA, evaluate_policy
 from spark_core.evaluation.repairs import repair_lines, repair_table
 from spark_core.models.generator import make_generator
-from spark_core.models.guards import Budget
 from spark_core.models.judge.judge import make_judge
+from spark_core.models.stop_rules import Budget
 from spark_core.protocol import Question
 from spark_core.synthesis.repair import REPAIR_QUESTION
 from spark_core.synthesis.rollout import CANDIDATES_SCHEMA, rollout_step
@@ -140,11 +140,11 @@ def test_no_retries_change_nothing_and_a_failed_repair_keeps_trying(run_config, 
     assert (row["repair_attempts"], row["repair_succeeded"], row["status"]) == (2, False, "error")
 
 
-def test_evaluation_repairs_at_the_step_under_the_cost_guard(run_config, server):
+def test_evaluation_repairs_at_the_step_under_the_cost_limit(run_config, server):
     cfg = _cfg(run_config, server, 1)
     script(server, True)
     budget = Budget("generator", "policy", 100.0, (1.0, 1.0), "test")
-    generator = make_generator(cfg.generator, None).guarded(budget)
+    generator = make_generator(cfg.generator, None).with_stop_rules(budget)
     table = evaluate_policy(cfg, "base", [QUESTION], generator, sandbox_for(cfg))
     assert table.schema.equals(EVAL_ROWS_SCHEMA)
     (row,) = table.to_pylist()
@@ -152,7 +152,7 @@ def test_evaluation_repairs_at_the_step_under_the_cost_guard(run_config, server)
     assert (row["repairs_attempted"], row["repairs_succeeded"]) == (1, 1)
     assert (row["step_repairs"], row["step_repaired"]) == ([1], [True])
     assert f"Action Input: {FIXED}\nObservation: 42" in row["transcript"]
-    # the repair went through the cost guard: its tokens are in the spend
+    # the repair went through the cost limit: its tokens are in the spend
     repair = next(b for b in server.state.bodies if REPAIR_MARK in json.dumps(b["messages"]))
     assert repair["max_tokens"] == cfg.rollout.input_tokens
     assert generator.usage.calls == 3  # the step, its repair, the final-answer prompt

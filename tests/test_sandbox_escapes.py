@@ -74,7 +74,7 @@ def test_disabling_the_audit_hook_reaches_no_host_unix_socket(sandbox, tmp_path)
     server.settimeout(0.1)
     code = (
         "import sys, socket\n"
-        "g = sys.modules['spark_core.tools.guard']\n"
+        "g = sys.modules['spark_core.tools.lockdown']\n"
         "g._refuse = lambda what: None\n"
         "g._BLOCKED_PREFIXES = ()\n"
         "g.violations = []\n"
@@ -91,7 +91,7 @@ def test_disabling_the_audit_hook_reaches_no_host_unix_socket(sandbox, tmp_path)
 
 # 2. paths checked against the scratch directory rather than the real cwd / dir_fd
 def test_chdir_and_dir_fd_cannot_write_on_the_host(sandbox, tmp_path):
-    os.chmod(tmp_path, 0o777)  # world-writable, like /dev/shm: only the sandbox stands guard
+    os.chmod(tmp_path, 0o777)  # world-writable, like /dev/shm: only the sandbox protects it
     name = f"spark-escape-{uuid.uuid4().hex}"
     attempts = [
         f"import os; os.chdir('/dev/shm'); open('{name}', 'w').write('x')",
@@ -450,7 +450,7 @@ def test_host_filesystem_view(sandbox):
     if mode(sandbox) == "bwrap":
         assert seen == "[False, False, False]"  # only the binds of bwrap.py are there
     else:
-        # process mode has the host's filesystem view (the audit hook guards writes)
+        # process mode has the host's filesystem view (the audit hook checks writes)
         assert seen == str([os.path.exists(p) for p in ("/etc/passwd", "/run", "/home")])
 
 

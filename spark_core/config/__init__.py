@@ -29,7 +29,7 @@ from spark_core.config.training import TrainingConfig
 
 __all__ = [
     "ACTIONS",
-    "GUARD_FIELDS",
+    "STOP_RULE_FIELDS",
     "SAMPLED_POLICY",
     "TRAINED_POLICIES",
     "ConfigError",
@@ -97,7 +97,9 @@ class RuntimeConfig(Section):
         return str(self.run_dir("artifacts"))
 
 
-GUARD_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}
+# the fields of a stage's stop rules (models/stop_rules.py, the judge preflight): whether a
+# stage goes on, never what it writes
+STOP_RULE_FIELDS = {"max_cost_usd", "max_failure_rate", "failure_window", "preflight"}
 
 
 class RunConfig(Section):
@@ -222,12 +224,12 @@ class RunConfig(Section):
         return self.model_copy(update={"training": training})
 
     def section(self, name: str) -> dict[str, Any]:
-        """A JSON-able dict of one section, the unit that stage cache keys hash. Guard fields
-        (cost limits, failure policy, preflight) are left out: they decide whether a stage
+        """A JSON-able dict of one section, the unit that stage cache keys hash. Stop-rule
+        fields (cost limits, failure policy, preflight) are left out: they decide whether a stage
         goes on, never what it writes, so raising a limit resumes the same stage."""
         section = getattr(self, name)
         return section.model_dump(
-            mode="json", exclude=GUARD_FIELDS & set(type(section).model_fields)
+            mode="json", exclude=STOP_RULE_FIELDS & set(type(section).model_fields)
         )
 
 

@@ -249,7 +249,7 @@ class JudgeConfig(ModelConfig):
         86400.0,
         gt=0,
         description="Give up waiting on a batch job after this long and judge its requests "
-        "directly (under the cost guard).",
+        "directly (under the cost limit).",
     )
     price_per_1k_cached_prompt: float | None = Field(
         None,

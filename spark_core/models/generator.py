@@ -14,7 +14,6 @@ from spark_core.config import ModelConfig
 from spark_core.models.backends import make_backend
 from spark_core.models.constrained_actions.hf_steps import hf_policy_steps
 from spark_core.models.constrained_actions.openai_steps import STEP_CALLS, openai_policy_steps
-from spark_core.models.guards import Budget, Guards, estimate_prompt_tokens
 from spark_core.models.requests import (
     ChatRequest,
     Completion,
@@ -24,6 +23,7 @@ from spark_core.models.requests import (
     StepRequest,
 )
 from spark_core.models.response_cache import ResponseCache, request_key
+from spark_core.models.stop_rules import Budget, StopRules, estimate_prompt_tokens
 from spark_core.models.through_cache import through_cache
 from spark_core.models.usage import Usage, usage_for
 
@@ -39,16 +39,16 @@ def policy_steps(
 
 
 class Generator:
-    def __init__(self, backend, cache: ResponseCache | None, usage: Usage, guards=None):
+    def __init__(self, backend, cache: ResponseCache | None, usage: Usage, stop_rules=None):
         self.backend = backend
         self.cache = cache
         self.usage = usage
-        self.guards: Guards | None = guards
+        self.stop_rules: StopRules | None = stop_rules
 
     def _key(self, request: ChatRequest) -> str:
         return request_key(self.backend.backend, self.backend.model_id, request.to_dict())
 
-    def guarded(self, budget: Budget | None) -> Generator:
+    def with_stop_rules(self, budget: Budget | None) -> Generator:
         """This generator (same backend, cache and usage) under a stage's cost limit."""
 
         def estimate(r: ChatRequest | StepRequest) -> tuple[int, int]:
@@ -59,7 +59,7 @@ class Generator:
             prompt = estimate_prompt_tokens([c for _, c in r.messages] + [r.prefill])
             return prompt, r.max_new_tokens
 
-        return Generator(self.backend, self.cache, self.usage, Guards(budget, None, estimate))
+        return Generator(self.backend, self.cache, self.usage, StopRules(budget, None, estimate))
 
     def _compute(self, items: list[ChatRequest], on_done: OnDone, gate: Gate) -> list[Any]:
         if gate is None or self.backend.backend != "openai":  # a local batch has no gate
@@ -77,7 +77,7 @@ class Generator:
             compute or self._compute,
             lambda d: Completion(**{**d, "cached": True}),
             lambda c: c.finish_reason != "error",
-            self.guards,
+            self.stop_rules,
         )
 
     def thoughts_and_inputs(
@@ -113,7 +113,7 @@ class Generator:
             lambda items, on_done, gate: policy_steps(self.backend, items, on_done, gate),
             lambda d: PolicyStep(**{**d, "cached": True}),
             lambda s: s.finish_reason != "error",
-            self.guards,
+            self.stop_rules,
         )
 
 

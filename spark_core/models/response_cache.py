@@ -29,7 +29,7 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)")
-        # money spent per scope (a stage and a model), read by the cost guard across reruns
+        # money spent per scope (a stage and a model), read by the cost limit across reruns
         self._db.execute("CREATE TABLE IF NOT EXISTS spend (scope TEXT, usd REAL)")
         self._db.commit()
 

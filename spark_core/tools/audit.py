@@ -200,7 +200,7 @@ def make_audit_hook(scratch: str, found: list[str], error: type[Exception]) -> C
         _write_flags=_WRITE_FLAGS,
         _resolve=resolve,
         _is_dir=is_dir,
-        _guarded=None,
+        _protected=None,
         _isinstance=isinstance,
         _str=str,
         _int=int,
@@ -216,7 +216,7 @@ def make_audit_hook(scratch: str, found: list[str], error: type[Exception]) -> C
         elif event == "object.__setattr__" and _len(args) > 1:
             if args[1] == "__code__":
                 what = "replacing a function's code"
-            elif _guarded is not None and _id(args[0]) in _guarded:
+            elif _protected is not None and _id(args[0]) in _protected:
                 what = "changing the audit hook"
         elif event in ("os.listdir", "os.scandir") and args:
             path = _resolve(args[0])
@@ -262,9 +262,9 @@ def make_audit_hook(scratch: str, found: list[str], error: type[Exception]) -> C
             _found.append(what)
             raise _error(f"sandbox: {what} is not allowed")
 
-    guarded = frozenset(id(f) for f in (hook, realpath, resolve, is_dir))
+    protected = frozenset(id(f) for f in (hook, realpath, resolve, is_dir))
     defaults = list(hook.__defaults__)
-    defaults[hook.__code__.co_varnames.index("_guarded") - 2] = guarded
+    defaults[hook.__code__.co_varnames.index("_protected") - 2] = protected
     hook.__defaults__ = tuple(defaults)
     return hook
 

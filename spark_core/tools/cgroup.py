@@ -6,7 +6,7 @@ counted against none. A memory cgroup charges every page — anonymous, tmpfs, m
 memory, page tables — to the worker, whatever the mechanism, and its ``pids`` limit caps the
 tasks. The worker's cgroup is capped at the worker's own footprint (measured when it is ready)
 plus ``tools.memory_mb``, so ``memory_mb`` is what one call can allocate in all; when the cap
-is reached the kernel kills the call (its ``oom_score_adj`` is 1000, see ``guard.py``).
+is reached the kernel kills the call (its ``oom_score_adj`` is 1000, see ``lockdown.py``).
 
 Where: a cgroup v2 subtree the process may write (delegated, or as root with the ``memory``
 controller enabled below its own cgroup), else the cgroup v1 ``memory`` (and ``pids``)

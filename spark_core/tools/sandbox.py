@@ -2,7 +2,8 @@
 thread-safe ``Sandbox.run``.
 
 Workers run inside bubblewrap (``isolation="bwrap"``, see ``bwrap.py``) or, when chosen
-explicitly, as plain processes (``"process"``, the weaker layered sandbox of ``guard.py``). They
+explicitly, as plain processes (``"process"``, the weaker layered sandbox of ``lockdown.py``).
+They
 start with a scrubbed environment — a short allow-list, never ``*_KEY``, ``*_TOKEN`` or other
 secrets. Every reply carries the request's id and is checked against the reply schema and a
 size cap; a worker that dies, hangs or answers out of turn is killed and replaced, and only the

@@ -9,8 +9,8 @@ FIFOs (``mknod``), namespaces and mounts, keyrings, ``bpf``, ``perf_event_open``
 limits, priority, affinity or memory placement; SysV IPC (shared memory, queues, semaphores:
 memory no rlimit counts, which outlives the call), file watches (``inotify``, ``fanotify``),
 ``modify_ldt``, ``personality``, ``kexec_*``, and the ``prctl`` options that would undo the
-guard (``PR_SET_PDEATHSIG``, ``PR_SET_DUMPABLE``). Supported on x86_64 and
-aarch64; elsewhere ``install`` returns False and the caller reports it.
+call's lockdown (``lockdown.py``: ``PR_SET_PDEATHSIG``, ``PR_SET_DUMPABLE``). Supported on
+x86_64 and aarch64; elsewhere ``install`` returns False and the caller reports it.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ _DENY = {
 # prlimit64 is allowed on the calling process only (pid 0): getrlimit/setrlimit use it, and on
 # another process of the same uid (the worker, under bwrap) it would change that one's limits
 _PRLIMIT64 = {"x86_64": 302, "aarch64": 261}
-# prctl is allowed except the options that undo the guard: clearing the parent-death signal
+# prctl is allowed except the options that undo the lockdown: clearing the parent-death signal
 # (outliving the worker) and making the process dumpable again
 _PRCTL = {"x86_64": 157, "aarch64": 167}
 _PRCTL_DENIED = (1, 4)  # PR_SET_PDEATHSIG, PR_SET_DUMPABLE

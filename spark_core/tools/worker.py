@@ -82,14 +82,14 @@ def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_
     _close_fds(keep=write_fd)
     status, output, error = "error", "", ""
     try:
-        from spark_core.tools import guard
+        from spark_core.tools import lockdown
         from spark_core.tools.base import Rejected, ToolError
         from spark_core.tools.registry import get_tool
 
         tool_name, text = request["tool"], request["input"]
         del request  # nothing of the protocol stays reachable from the tool's frames
         tool = get_tool(tool_name)
-        guard.enter(
+        lockdown.enter(
             scratch,
             limits["cpu_seconds"],
             limits["memory_mb"],
@@ -104,7 +104,7 @@ def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_
         try:
             output = str(tool.run(text))
             status = "ok"
-        except guard.SandboxViolation as exc:
+        except lockdown.SandboxViolation as exc:
             status, error = "rejected", str(exc)
         except Rejected as exc:
             status, error = "rejected", str(exc)
@@ -116,8 +116,8 @@ def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_
             error = "RecursionError: expression or program nested too deeply"
         except BaseException as exc:  # model-written code can raise anything
             error = f"{type(exc).__name__}: {exc}"
-        if guard.violations and status != "rejected":
-            status, error = "rejected", f"sandbox: {guard.violations[0]} is not allowed"
+        if lockdown.violations and status != "rejected":
+            status, error = "rejected", f"sandbox: {lockdown.violations[0]} is not allowed"
     except BaseException as exc:  # failure while entering the sandbox itself
         error = f"sandbox setup failed: {type(exc).__name__}: {exc}"
     cap = limits["max_output_chars"]
@@ -231,7 +231,7 @@ def main() -> None:
                 tool.run(tool.example)  # also warms the lazy imports of its code path
             except Exception as exc:
                 print(f"warm-up of {tool.name} failed: {exc}", file=sys.stderr)
-    from spark_core.tools import audit, guard  # noqa: F401 - imported once here, not per call
+    from spark_core.tools import audit, lockdown  # noqa: F401 - imported once here, not per call
 
     audit.find_references()  # where the blocked modules are held, found once
     hello = {"ready": True, "pid": os.getpid(), "tools": sorted(discover())}

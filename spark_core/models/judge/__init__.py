@@ -3,5 +3,5 @@
 ``prompt`` and ``state_prompt`` (what the judge reads, per candidate or per state), ``scorers``
 (``OpenAIJudge``, ``HFJudge``), ``per_state`` (one call per state), ``batch`` (a Batch API job),
 ``agreement`` (per_candidate vs per_state), and ``judge`` (``Judge``: a scorer behind the
-response cache and a stage's guards, what stages use).
+response cache and a stage's stop rules, what stages use).
 """

@@ -9,7 +9,7 @@ the same job instead of paying for it again. Polling backs off up to ``judge.bat
 Results are read like direct replies (the same score reading and failure policy) and go
 through the response cache. A batch that fails, expires, is cancelled or outlives
 ``judge.batch_timeout_s`` falls back to direct calls for what it did not return, each let
-through by the stage's cost guard as any direct call is.
+through by the stage's cost limit as any direct call is.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from spark_core.models.guards import Guards
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import Judgement, OpenAIJudge, expected_score, parse_score
 from spark_core.models.judge.state_prompt import group_states
@@ -35,6 +34,7 @@ from spark_core.models.openai.capabilities import (
 from spark_core.models.prices import cached_tokens
 from spark_core.models.requests import ChatRequest, Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
+from spark_core.models.stop_rules import StopRules
 
 
 class BatchedJudge(Protocol):
@@ -43,7 +43,7 @@ class BatchedJudge(Protocol):
     scorer: Any
     mode: str
     cache: ResponseCache | None
-    guards: Guards | None
+    stop_rules: StopRules | None
 
     def keys(self, items: list[JudgeItem]) -> list[str]: ...
 
@@ -265,13 +265,13 @@ class BatchJudging:
         stored = ledger.get(job_key) if ledger is not None else None
         held: dict[int, float] = {}
         if stored is None:
-            # the cost guard admits every request before the job is bought (its worst case at
+            # the cost limit admits every request before the job is bought (its worst case at
             # batch prices); if it refuses one, nothing is bought and the stage stops
-            guards = judge.guards
+            stop_rules = judge.stop_rules
             admitted = []
             for unit in units:
                 verdicts = [
-                    guards.admit(items[i], batch=True) if guards else (True, 0.0)
+                    stop_rules.admit(items[i], batch=True) if stop_rules else (True, 0.0)
                     for i in unit.indices
                 ]
                 held.update({i: usd for i, (_, usd) in zip(unit.indices, verdicts, strict=True)})
@@ -325,7 +325,7 @@ class BatchJudging:
 
     @staticmethod
     def _release(judge: BatchedJudge, held: dict[int, float]) -> None:
-        budget = judge.guards.budget if judge.guards is not None else None
+        budget = judge.stop_rules.budget if judge.stop_rules is not None else None
         if budget is not None:
             for usd in held.values():
                 budget.settle(usd, 0.0)

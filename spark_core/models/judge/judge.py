@@ -1,6 +1,6 @@
 """The judge a stage uses: a scorer (``OpenAIJudge`` or ``HFJudge``) behind the response
 cache, with token accounting, its mode (per candidate or per state), an optional Batch API job
-and, inside a stage, its guards (cost limit, failure watch).
+and, inside a stage, its stop rules (cost limit, failure watch).
 
 Only finished judgements are cached — a failed one is retried by the next run.
 """
@@ -12,7 +12,6 @@ from typing import Any
 
 from spark_core.config import JudgeConfig
 from spark_core.models.backends import make_backend
-from spark_core.models.guards import Budget, FailureWatch, Guards, estimate_prompt_tokens
 from spark_core.models.judge.batch import BatchJudging
 from spark_core.models.judge.per_state import state_scorer
 from spark_core.models.judge.prompt import JudgeItem, judge_messages
@@ -26,6 +25,7 @@ from spark_core.models.openai.capabilities import (
 )
 from spark_core.models.requests import Gate, OnDone
 from spark_core.models.response_cache import ResponseCache, request_key
+from spark_core.models.stop_rules import Budget, FailureWatch, StopRules, estimate_prompt_tokens
 from spark_core.models.through_cache import through_cache
 from spark_core.models.usage import Usage, usage_for
 
@@ -39,7 +39,7 @@ class Judge:
         backend_name: str,
         cache: ResponseCache | None,
         usage: Usage,
-        guards: Guards | None = None,
+        stop_rules: StopRules | None = None,
         mode: str = "per_candidate",
         batch: Any = None,
     ):
@@ -47,7 +47,7 @@ class Judge:
         self.backend_name = backend_name
         self.cache = cache
         self.usage = usage
-        self.guards = guards
+        self.stop_rules = stop_rules
         self.mode = mode  # per_candidate | per_state (per_state.py)
         self.batch = batch  # a BatchJudging (batch.py): judge.batch on an openai judge
 
@@ -79,7 +79,7 @@ class Judge:
     def _state_scorer(self):
         return state_scorer(self.scorer)
 
-    def guarded(self, budget: Budget | None, watch: FailureWatch | None) -> Judge:
+    def with_stop_rules(self, budget: Budget | None, watch: FailureWatch | None) -> Judge:
         """This judge under a stage's cost limit and failure watch."""
         scorer = self.scorer
 
@@ -93,7 +93,7 @@ class Judge:
             self.backend_name,
             self.cache,
             self.usage,
-            Guards(budget, watch, estimate),
+            StopRules(budget, watch, estimate),
             self.mode,
             self.batch,
         )
@@ -133,7 +133,7 @@ class Judge:
             self._compute,
             lambda d: Judgement(**{**d, "cached": True}),
             lambda j: j.status == "ok",
-            self.guards,
+            self.stop_rules,
         )
         for judgement in results:
             if judgement.grade is None and judgement.status == "ok":  # cached before grades

@@ -1,7 +1,7 @@
 """Planned, resumable stops of the synthesize stage as Prefect sees them: the judge preflight,
-the stage's guarded models (cost limits, judge failure watch), and the first stop among units'
-states (a stopped unit returns ``tasks.caching.stopped_state``: Failed, named "Stopped",
-whose message is the whole story, no traceback)."""
+the stage's models under its stop rules (cost limits, judge failure watch), and the first stop
+among units' states (a stopped unit returns ``tasks.caching.stopped_state``: Failed, named
+"Stopped", whose message is the whole story, no traceback)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from prefect.states import Failed, State
 from spark_core.artifacts import canonical_hash
 from spark_core.config import RunConfig
 from spark_core.models.generator import Generator
-from spark_core.models.guards import Budget, FailureWatch, StageStopped
 from spark_core.models.judge.judge import Judge
 from spark_core.models.registry import REGISTRY
+from spark_core.models.stop_rules import Budget, FailureWatch, StageStopped
 from spark_core.preflight import judge_preflight
 from tasks.caching import STOPPED, stopped_state
 
-_GUARDS: dict[str, tuple[Budget | None, Budget | None, FailureWatch]] = {}
+_STOP_RULES: dict[str, tuple[Budget | None, Budget | None, FailureWatch]] = {}
 _LOCK = threading.Lock()
 
 
@@ -35,8 +35,8 @@ def _budget(cfg: RunConfig, role: str, scope: str) -> Budget | None:
     return Budget.for_model(getattr(cfg, role), role, scope, REGISTRY.response_cache(cfg))
 
 
-def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
-    """This process's models under the stage's guards, shared by its units within one flow
+def models_with_stop_rules(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
+    """This process's models under the stage's stop rules, shared by its units within one flow
     run (a rerun starts a fresh failure window; spend is read from the cache's ledger)."""
     from prefect.runtime import flow_run
 
@@ -45,7 +45,7 @@ def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
         [plan.key, str(flow_run.id), cfg.judge.model_dump(mode="json"), cfg.generator.max_cost_usd]
     )
     with _LOCK:
-        if key not in _GUARDS:
+        if key not in _STOP_RULES:
             watch = FailureWatch(
                 cfg.judge.failure_window,
                 cfg.judge.max_failure_rate,
@@ -53,13 +53,13 @@ def guarded_models(cfg: RunConfig, plan: Any) -> tuple[Generator, Judge]:
                 judge.endpoint,
             )
             scope = f"synthesize/{plan.key[:16]}"
-            _GUARDS[key] = (
+            _STOP_RULES[key] = (
                 _budget(cfg, "generator", f"{scope}/generator"),
                 _budget(cfg, "judge", f"{scope}/judge"),
                 watch,
             )
-        gen_budget, judge_budget, watch = _GUARDS[key]
-    return generator.guarded(gen_budget), judge.guarded(judge_budget, watch)
+        gen_budget, judge_budget, watch = _STOP_RULES[key]
+    return generator.with_stop_rules(gen_budget), judge.with_stop_rules(judge_budget, watch)
 
 
 @task(name="preflight-judge")

@@ -1,5 +1,6 @@
-"""Guards that stop a stage early, on purpose and resumably: a cost limit and a judge that
-keeps failing; ``Guards`` holds a model's guards in one stage.
+"""A stage's stop rules: what stops it early, on purpose and resumably — a cost limit
+(``Budget``) and a judge that keeps failing (``FailureWatch``); ``StopRules`` holds a model's
+rules in one stage.
 
 Both act through the backends' gate (asked just before each request is sent), so a stage
 stops without sending another request, while every call that finished is already in the
@@ -164,7 +165,7 @@ class FailureWatch:
 
 
 @dataclass
-class Guards:
+class StopRules:
     """A stage's stop rules for one model: its budget, and (judge) its failure watch.
     ``estimate(item)`` gives a request's worst-case (prompt, completion) tokens."""
 

@@ -1,4 +1,5 @@
-"""Hardening applied inside each forked sandbox child, before any model-written text runs.
+"""The call's lockdown: hardening applied inside each forked sandbox child, before any
+model-written text runs.
 
 Under ``bwrap`` isolation the worker already lives in its own user, PID, network, IPC, UTS and
 mount namespaces (see ``bwrap.py``); these layers come on top, and in ``process`` mode they are
