@@ -2,17 +2,17 @@
 variance, for every selection rule and both diversity terms (``rewards.diversity``).
 
 Two sources of judge scores, both replayed through the project's own functions (the selection
-rule ``pick_in_order`` with its global usage counts and seeded order, ``diversity_bonuses``,
+rule ``select_in_order`` with its global usage counts and seeded order, ``diversity_bonuses``,
 ``step_rewards``, ``variance_shares``):
 
 - **simulated, paper scale** (the default): 2,500 questions x 5 steps x K = 9 candidates,
   threshold 6.0 (strictly above), integer grades 0-10 from a stated model of which tool suits
   which category (``MEANS`` below: an assumption, not a measurement), per-question and
-  per-candidate noise; correctness drawn once per question from the mean picked score (the
+  per-candidate noise; correctness drawn once per question from the mean selected score (the
   same dice under every rule). Every question runs all 5 steps.
 - **the demo's labels** (``--demo``): runs the synthesis flow on ``configs/demo.yaml`` (its
   135M local judge; a few minutes on 2 cores) and replays each rule on its real score tables;
-  correctness is the run's own (a different pick in another rule keeps the run's outcome).
+  correctness is the run's own (a different selection in another rule keeps the run's outcome).
 
 share = cov(component, reward) / var(reward) over all steps (the shares sum to 1); "d of q+d"
 is the diversity term's share of the process reward alone (terminal correctness left out).
@@ -41,7 +41,7 @@ from spark_core.labeling.rewards import (  # noqa: E402
     step_rewards,
     variance_shares,
 )
-from spark_core.synthesis.selection import pick_in_order  # noqa: E402
+from spark_core.synthesis.selection import select_in_order  # noqa: E402
 
 RULES = ("lowest_viable", "rarity_first", "greedy")
 THRESHOLD = 6.0
@@ -94,16 +94,18 @@ def simulated_tables(n: int, steps: int, seed: int) -> tuple[list[list], dict[in
 def replay(tables: list[list], rule: str, order_seed: int) -> dict[int, list[dict]]:
     """Each question's selected steps under ``rule``: the selection as synthesis runs it."""
     usage: Counter = Counter()
-    picked: dict[int, list[dict]] = defaultdict(list)
+    selected: dict[int, list[dict]] = defaultdict(list)
     for t, table in enumerate(tables, 1):
-        for q, pick in pick_in_order(table, usage, rule, THRESHOLD, f"order:{order_seed}:{t}"):
-            picked[q].append(asdict(pick))
-    return picked
+        for q, selection in select_in_order(
+            table, usage, rule, THRESHOLD, f"order:{order_seed}:{t}"
+        ):
+            selected[q].append(asdict(selection))
+    return selected
 
 
-def shares(picked: dict[int, list[dict]], outcome, cfg: RewardsConfig, k: int) -> dict:
+def shares(selected: dict[int, list[dict]], outcome, cfg: RewardsConfig, k: int) -> dict:
     parts = []
-    for q, steps in sorted(picked.items()):
+    for q, steps in sorted(selected.items()):
         parts += step_rewards(
             [s["score"] for s in steps],
             diversity_bonuses(steps, k, cfg),
@@ -117,10 +119,10 @@ def shares(picked: dict[int, list[dict]], outcome, cfg: RewardsConfig, k: int) -
     out["d_process"] = variance_shares(process)["r_diversity"]
     out["d_std"] = statistics.pstdev(p["r_diversity"] for p in parts) / (cfg.w_diversity or 1)
     out["q_std"] = statistics.pstdev(p["r_quality"] for p in parts)
-    chosen = Counter(s["action"] for steps in picked.values() for s in steps)
-    n = sum(chosen.values())
-    out["entropy"] = -sum(v / n * math.log2(v / n) for v in chosen.values()) / math.log2(k)
-    out["fallback"] = sum(not s["viable"] for st in picked.values() for s in st) / n
+    counts = Counter(s["action"] for steps in selected.values() for s in steps)
+    n = sum(counts.values())
+    out["entropy"] = -sum(v / n * math.log2(v / n) for v in counts.values()) / math.log2(k)
+    out["fallback"] = sum(not s["viable"] for st in selected.values() for s in st) / n
     return out
 
 
@@ -128,17 +130,17 @@ def print_table(title: str, tables: list[list], outcome, k: int, seed: int) -> N
     print(title)
     print(
         "  rule           diversity       quality  diversity  correct | d of q+d | std(d)  "
-        "std(q/10)  chosen-entropy  fallback"
+        "std(q/10)  selected-entropy  fallback"
     )
     for rule in RULES:
-        picked = replay(tables, rule, seed)
+        selected = replay(tables, rule, seed)
         for kind in ("within_state", "running_share"):
-            s = shares(picked, outcome, RewardsConfig(diversity=kind), k)
+            s = shares(selected, outcome, RewardsConfig(diversity=kind), k)
             print(
                 f"  {rule:<14} {kind:<14} {s['r_quality']:7.1%} {s['r_diversity']:9.1%} "
                 f"{s['r_correct']:8.1%} | {s['d_process']:8.1%} | {s['d_std']:6.3f}  "
                 f"{s['q_std']:8.3f}  "
-                f"{s['entropy']:14.3f}  {s['fallback']:8.1%}"
+                f"{s['entropy']:16.3f}  {s['fallback']:8.1%}"
             )
 
 

@@ -65,7 +65,7 @@ def main() -> None:
             f"  {mode:<10} {seconds:6.1f} s ({seconds / base:.2f}x shared): {phase_text}; "
             f"{summary['questions']} questions, {summary['steps']} selected steps; thought "
             f"names a tool {summary['thought_names_tool_rate']:.1%}, names another tool than "
-            f"the selected action {summary['thought_mismatch_rate']:.1%}; chosen-action "
+            f"the selected action {summary['thought_mismatch_rate']:.1%}; selected-action "
             f"entropy {summary['normalized_entropy']:.3f}"
         )
 

@@ -73,10 +73,10 @@ def pool(data: list[dict]) -> list[dict]:
             "completion": completion,
             "action": action,
             "judge_score": score,
-            "chosen": chosen,
+            "selected": selected,
         }
         for i, r in enumerate(data)
-        for completion, action, score, chosen in (
+        for completion, action, score, selected in (
             (r["completion"], "calculator", 8.0, True),
             (rejected, "cot", 2.0, False),
         )

@@ -87,13 +87,13 @@ def synthesis_table(run: dict[str, Any], actions: list[dict[str, Any]]) -> Table
         f"fallback {run['fallback_rate']:.0%}, judge failures {run['judge_failure_rate']:.0%} "
         f"({run['stopped_questions']} questions stopped)"
     )
-    for column in ("action", "chosen", "viable\nrate", "score\nmean", "tool\nerrors", "repaired"):
+    for column in ("action", "selected", "viable\nrate", "score\nmean", "tool\nerrors", "repaired"):
         view.add_column(column, justify="left" if column == "action" else "right", overflow="fold")
     for a in actions:
         mean = "–" if a["score_mean"] is None else f"{a['score_mean']:.2f}"
         view.add_row(
             a["action"],
-            str(a["chosen"]),
+            str(a["selected"]),
             f"{a['viable_rate']:.0%}",
             mean,
             f"{a['tool_error_rate']:.0%}",

@@ -79,14 +79,14 @@ def flows_workdir(given: str | None) -> Path:
     must be a spark checkout; a folder named explicitly may exist only where the workers run
     (an image's /opt/spark)."""
     explicit = given or os.environ.get("SPARK_HOME")
-    chosen = Path(explicit or Path.cwd()).expanduser().resolve()
-    if not explicit and not is_checkout(chosen):
+    folder = Path(explicit or Path.cwd()).expanduser().resolve()
+    if not explicit and not is_checkout(folder):
         raise typer.BadParameter(
-            f"{chosen} is not a spark checkout (no flows/pipeline.py), and the flows run from "
+            f"{folder} is not a spark checkout (no flows/pipeline.py), and the flows run from "
             f"their checkout: run `spark deploy` from one, or pass --workdir {PROJECT_ROOT}",
             param_hint="--workdir",
         )
-    return chosen
+    return folder
 
 
 POOL_HELP = {

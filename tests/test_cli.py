@@ -135,7 +135,7 @@ def test_the_runs_summary_tables_fit_80_columns_without_cutting_a_word():
     run = {f.name: 1 for f in RUN_SCHEMA} | {"questions": 12032, "steps": 120320}
     actions = [
         {f.name: 1.0 for f in ACTIONS_SCHEMA}
-        | {"action": a, "chosen": 120320, "repairs_attempted": 9999, "repairs_succeeded": 9999}
+        | {"action": a, "selected": 120320, "repairs_attempted": 9999, "repairs_succeeded": 9999}
         for a in ACTIONS
     ]
     run = pa.Table.from_pylist([run], RUN_SCHEMA).to_pylist()[0]

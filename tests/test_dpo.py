@@ -18,9 +18,9 @@ POOL = [
     (1, 0, "B", 5.5, False),
     (1, 0, "C", 2.0, False),  # q1 s0: A over C by 4.0
     (1, 1, "A", 5.0, True),
-    (1, 1, "B", 4.5, False),  # only 0.5 below the pick
+    (1, 1, "B", 4.5, False),  # only 0.5 below the selected one
     (1, 1, "Z", None, False),  # failed judgement: neither score 0 nor rejected
-    (2, 0, "D", 3.0, True),  # fallback pick (nothing viable at 4.0): no pair
+    (2, 0, "D", 3.0, True),  # fallback selection (nothing viable at 4.0): no pair
     (2, 0, "E", 1.0, False),
     (3, 0, "B", 7.0, True),
     (3, 0, "C", 3.0, False),
@@ -47,9 +47,9 @@ def pool() -> list[dict]:
             "completion": f"{a} at {q}.{s}",
             "action": a,
             "judge_score": score,
-            "chosen": chosen,
+            "selected": selected,
         }
-        for q, s, a, score, chosen in POOL
+        for q, s, a, score, selected in POOL
     ]
 
 

@@ -25,8 +25,8 @@ def test_ppo_raises_the_target_actions_probability_on_held_out_states(tiny_model
     )
     actions = cfg.rollout.actions
     questions = validate(read_source("bundled")).accepted
-    chosen = [q for q in questions if q["category"] in ("chemistry", "physics")][:8]
-    train, held_out = probe.split(probe.states(chosen, actions), train_per_category=2)
+    subset = [q for q in questions if q["category"] in ("chemistry", "physics")][:8]
+    train, held_out = probe.split(probe.states(subset, actions), train_per_category=2)
     assert len(train) == 4 and len(held_out) == 4
     assert not {s.question_id for s in train} & {s.question_id for s in held_out}
     backend = HFBackend(tiny_model_dir, "cpu", batch_size=4)

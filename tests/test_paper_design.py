@@ -22,7 +22,7 @@ from spark_core.labeling.trajectories import label
 from spark_core.models.constrained_actions.scoring import action_names
 from spark_core.models.judge.scorers import HFJudge, Judgement, stated_grade
 from spark_core.synthesis.rollout import check_actions, judge_readings
-from spark_core.synthesis.selection import pick_in_order
+from spark_core.synthesis.selection import select_in_order
 
 
 # --- integer grades ----------------------------------------------------------------------------
@@ -64,8 +64,8 @@ def test_integer_grades_change_which_candidates_are_viable_at_six():
     """6.37 (expected) passes 'above 6.0'; its stated grade 6 does not."""
     expected = {"cot": 6.37, "calculator": 8.1}
     integer = {"cot": 6.0, "calculator": 8.0}
-    ((_, a),) = pick_in_order([(1, expected)], Counter(), "lowest_viable", 6.0)
-    ((_, b),) = pick_in_order([(1, integer)], Counter(), "lowest_viable", 6.0)
+    ((_, a),) = select_in_order([(1, expected)], Counter(), "lowest_viable", 6.0)
+    ((_, b),) = select_in_order([(1, integer)], Counter(), "lowest_viable", 6.0)
     assert (a.action, b.action) == ("cot", "calculator")
 
 
@@ -127,8 +127,8 @@ def test_within_state_term_on_a_hand_made_state():
     # usage so far: cot 7, calculator 3, chemistry 0; all three viable in this state
     state = {"cot": 8.0, "calculator": 7.0, "chemistry": 6.5, "finance": 2.0}
     usage = Counter({"cot": 7, "calculator": 3, "finance": 9})
-    ((_, low),) = pick_in_order([(1, state)], usage.copy(), "lowest_viable", 6.0)
-    ((_, top),) = pick_in_order([(1, state)], usage.copy(), "greedy", 6.0)
+    ((_, low),) = select_in_order([(1, state)], usage.copy(), "lowest_viable", 6.0)
+    ((_, top),) = select_in_order([(1, state)], usage.copy(), "greedy", 6.0)
     assert (low.action, low.max_viable_usage_before) == ("chemistry", 7)  # finance is not viable
     assert within_state_bonus(low.usage_before, low.max_viable_usage_before) == pytest.approx(
         math.log(8)  # log share(cot) - log share(chemistry) = log(8/1)
@@ -137,12 +137,14 @@ def test_within_state_term_on_a_hand_made_state():
     mid = within_state_bonus(3, 7)
     assert mid == pytest.approx(math.log(8 / 4))
     with pytest.raises(ValueError):
-        within_state_bonus(5, 3)  # the chosen one is among the viable: m >= n
+        within_state_bonus(5, 3)  # the selected one is among the viable: m >= n
     # the only viable candidate earns nothing, however rare
-    ((_, only),) = pick_in_order([(1, {"chemistry": 7.0, "cot": 5.0})], usage.copy(), "greedy", 6.0)
+    ((_, only),) = select_in_order(
+        [(1, {"chemistry": 7.0, "cot": 5.0})], usage.copy(), "greedy", 6.0
+    )
     assert within_state_bonus(only.usage_before, only.max_viable_usage_before) == 0.0
     # a fallback (nothing viable) earns nothing either
-    ((_, fb),) = pick_in_order([(1, {"chemistry": 5.0, "cot": 4.0})], usage.copy(), "greedy", 6.0)
+    ((_, fb),) = select_in_order([(1, {"chemistry": 5.0, "cot": 4.0})], usage.copy(), "greedy", 6.0)
     assert not fb.viable and within_state_bonus(fb.usage_before, fb.max_viable_usage_before) == 0
 
 

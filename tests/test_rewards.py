@@ -18,7 +18,7 @@ from spark_core.labeling.rewards import (
     trajectory_returns,
 )
 from spark_core.labeling.trajectories import label
-from spark_core.synthesis.selection import pick_in_order
+from spark_core.synthesis.selection import select_in_order
 
 
 def batch_advantages(cfg: RewardsConfig, trajectories):
@@ -62,13 +62,13 @@ def test_discounted_mean_return_by_hand():
 
 
 def test_rare_tool_earns_a_much_larger_bonus_than_a_common_one():
-    # 10 picks so far, all of cot; 9 actions
+    # 10 selections so far, all of cot; 9 actions
     rare, common = running_share(0, 10, 9), running_share(10, 10, 9)
     assert (rare, common) == (pytest.approx(1 / 19), pytest.approx(11 / 19))
     assert rarity_bonus(rare, "one_minus_p") == pytest.approx(18 / 19)
     assert rarity_bonus(common, "one_minus_p") == pytest.approx(8 / 19)
     assert rarity_bonus(rare, "neg_log_p") == pytest.approx(math.log(19))
-    assert running_share(0, 0, 9) == pytest.approx(1 / 9)  # first pick of a run
+    assert running_share(0, 0, 9) == pytest.approx(1 / 9)  # first selection of a run
     with pytest.raises(ValueError):
         running_share(3, 2, 9)
 
@@ -135,12 +135,12 @@ def test_labeling_rewards_from_selection_time_usage_and_no_reward_for_guesses(ru
 def test_selection_order_is_a_seeded_shuffle():
     table = [(q, {"calculator": 7.0, "chemistry": 7.0}) for q in range(12)]
 
-    def picks(seed):
-        return pick_in_order(table, Counter(), "rarity_first", 6.0, order_seed=seed)
+    def selections(seed):
+        return select_in_order(table, Counter(), "rarity_first", 6.0, order_seed=seed)
 
-    by_id = [q for q, _ in picks(None)]
+    by_id = [q for q, _ in selections(None)]
     assert by_id == list(range(12))
-    first, again, other = picks("order:0:1"), picks("order:0:1"), picks("order:1:1")
+    first, again, other = selections("order:0:1"), selections("order:0:1"), selections("order:1:1")
     assert first == again  # deterministic for a seed
     assert [q for q, _ in first] != by_id and sorted(q for q, _ in first) == by_id
     assert [q for q, _ in first] != [q for q, _ in other]

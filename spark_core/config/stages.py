@@ -282,7 +282,7 @@ class RewardsConfig(Section):
 
     w_quality: float = Field(1.0, description="w_q: weight of the judge's score / 10 per step.")
     w_diversity: float = Field(
-        0.5, description="w_d: weight of the rarity bonus of the chosen action per step."
+        0.5, description="w_d: weight of the rarity bonus of the selected action per step."
     )
     w_correct: float = Field(
         1.0, description="w_c: weight of the terminal reward (1 if the final answer is correct)."
@@ -290,8 +290,8 @@ class RewardsConfig(Section):
     diversity: Literal["within_state", "running_share"] = Field(
         "within_state",
         description="The diversity term: log share of the most-used viable candidate of the same "
-        "state minus log share of the chosen one, at selection time (within_state), or "
-        "rarity_bonus of the chosen action's running usage share alone (running_share).",
+        "state minus log share of the selected one, at selection time (within_state), or "
+        "rarity_bonus of the selected action's running usage share alone (running_share).",
     )
     rarity_bonus: Literal["one_minus_p", "neg_log_p"] = Field(
         "one_minus_p",

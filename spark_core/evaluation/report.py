@@ -103,14 +103,14 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
 FIGURES = {"per-state": pooled_mean, "per-state tools": pooled_mean, "pooled": pooled_entropy}
 
 
-def _chosen(row: dict[str, Any]) -> list[str]:
+def _tool_choices(row: dict[str, Any]) -> list[str]:
     """The actions that count for tool-selection entropy: tools and cot."""
     return [a for a in row["actions"] if a not in (ANSWER, INVALID)]
 
 
 def _units(rows: list[dict[str, Any]], figure: str) -> list:
     if figure == "pooled":
-        return [_chosen(r) for r in rows]
+        return [_tool_choices(r) for r in rows]
     if figure == "per-state tools":  # the m actions training offered: `answer` left out
         return [tool_state_entropies(r["step_probs"], r["action_names"]) for r in rows]
     return [state_entropies(r["step_probs"]) for r in rows]  # computed once, then resampled

@@ -153,7 +153,7 @@ def mean_state_entropy(units: Sequence[Sequence[Sequence[float]]]) -> float:
 
 def pooled_entropy(units: Sequence[Sequence[str]]) -> float:
     """Entropy (bits) of the pooled counts of the actions chosen over all questions."""
-    return entropy_bits(Counter(a for chosen in units for a in chosen))
+    return entropy_bits(Counter(a for taken in units for a in taken))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -58,8 +58,8 @@ def conditional_bits(units: list[tuple[str, list[str]]], correct: bool = False) 
     """H(action | category) of (category, chosen actions) units: each category's entropy
     (Miller–Madow corrected when ``correct``) weighted by its share of the choices."""
     counts: dict[str, Counter] = {}
-    for category, chosen in units:
-        counts.setdefault(category, Counter()).update(chosen)
+    for category, taken in units:
+        counts.setdefault(category, Counter()).update(taken)
     total = sum(sum(c.values()) for c in counts.values())
     if not total:
         return float("nan")

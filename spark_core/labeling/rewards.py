@@ -2,14 +2,15 @@
 
 Per step t of a trajectory of T steps::
 
-    p_t  = (n_t + 1) / (N_t + K)                 running usage share of the chosen action when
-                                                 it was selected: n_t picks of it and N_t picks
+    p_t  = (n_t + 1) / (N_t + K)                 running usage share of the selected action when
+                                                 it was selected: n_t selections of it and N_t
                                                  in all before this one, K candidate actions
     r_t  = w_q * judge_score_t / 10              answer quality
          + w_d * d_t                             tool diversity (rewards.diversity):
-      within_state:  d_t = log p_max,t - log p_t = log((m_t + 1) / (n_t + 1)), m_t the picks
-                     before this one of the most-used *viable* candidate of the same state
-                     (0 when the chosen one is the only viable one, or on a fallback)
+      within_state:  d_t = log p_max,t - log p_t = log((m_t + 1) / (n_t + 1)), m_t the
+                     selections before this one of the most-used *viable* candidate of the
+                     same state (0 when the selected one is the only viable one, or on a
+                     fallback)
       running_share: d_t = bonus(p_t) = 1 - p or -log p (rewards.rarity_bonus)
     o    = 1 if the trajectory's stated final answer is correct, else 0
            (wrong, or no answer: MMLU-Pro's seeded random guess earns nothing)
@@ -24,13 +25,13 @@ answer decides between trajectories; gamma < 1 additionally prefers answering so
 
 Why within the state (the default): a running share alone drifts to 1/K once a rule evens
 usage out, so it barely varies (at paper scale under rarity_first its standard deviation was
-0.001-0.03 against 0.08-0.13 for quality). Contrasting the pick with the other viable
-candidates of the same state rewards choosing a rarer tool than the alternatives, and picking
-the only viable tool earns nothing, under every selection rule.
+0.001-0.03 against 0.08-0.13 for quality). Contrasting the selected candidate with the other
+viable candidates of the same state rewards selecting a rarer tool than the alternatives, and
+selecting the only viable tool earns nothing, under every selection rule.
 
 Why the bonus is measured at selection: the final usage shares are flat once rarity-first has
 evened them out, so a bonus computed from them is nearly constant. The running share says how
-rare the action was when it was chosen, which is what the diversity term is meant to reward.
+rare the action was when it was selected, which is what the diversity term is meant to reward.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def rarity_bonus(p: float, kind: str) -> float:
 
 
 def within_state_bonus(count_before: int, max_viable_before: int) -> float:
-    """log share of the most-used viable candidate minus log share of the chosen one, both at
-    selection time: log((m + 1) / (n + 1)) (the add-one smoothed shares' common N + K cancels).
-    Never negative (the most-used viable candidate includes the chosen one); 0 when the pick
-    is the most-used viable candidate or the only one."""
+    """log share of the most-used viable candidate minus log share of the selected one, both
+    at selection time: log((m + 1) / (n + 1)) (the add-one smoothed shares' common N + K
+    cancels). Never negative (the most-used viable candidate includes the selected one); 0 when
+    the selected candidate is the most-used viable candidate or the only one."""
     if count_before < 0 or max_viable_before < count_before:
         raise ValueError(f"bad usage counts {count_before}, {max_viable_before}")
     return math.log(max_viable_before + 1) - math.log(count_before + 1)
@@ -102,8 +103,8 @@ def variance_shares(parts: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def running_share(count_before: int, total_before: int, n_actions: int) -> float:
-    """The chosen action's usage share at selection time, add-one smoothed over the K actions
-    so the first picks of a run (no usage yet) get a defined share of 1/K."""
+    """The selected action's usage share at selection time, add-one smoothed over the K
+    actions so the first selections of a run (no usage yet) get a defined share of 1/K."""
     if n_actions <= 0 or count_before < 0 or total_before < count_before:
         raise ValueError(f"bad usage counts {count_before}/{total_before} over {n_actions}")
     return (count_before + 1) / (total_before + n_actions)

@@ -1,6 +1,6 @@
 """Labeling: synthesis artifacts -> ``trajectories`` (one row per question x step) for training.
 
-Each row holds the policy's state (system + user prompt), the chosen action text (the
+Each row holds the policy's state (system + user prompt), the selected action text (the
 completion), every reward component, the return and advantage, and the question's final
 answer and correctness. ``candidate_pool`` keeps all judged candidates of every step with their
 scores, for training on every candidate with group-relative advantages.
@@ -24,9 +24,10 @@ from spark_core.labeling.rewards import (
 )
 from spark_core.protocol import render_step, state_message, system_prompt, tool_lines
 
-STAGE_VERSION = "4"  # 2: length-neutral returns, bonus at selection, no reward for guesses
+STAGE_VERSION = "5"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 # 3: candidate_pool carries the candidates' tool-call repairs
 # 4: rewards.diversity (within-state contrast by default)
+# 5: candidate_pool's `selected` column (was `chosen`)
 TRAJECTORIES_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
@@ -62,7 +63,7 @@ CANDIDATE_POOL_SCHEMA = pa.schema(
         pa.field("completion", pa.string(), nullable=False),
         pa.field("action", pa.string(), nullable=False),
         pa.field("judge_score", pa.float64(), nullable=False),
-        pa.field("chosen", pa.bool_(), nullable=False),
+        pa.field("selected", pa.bool_(), nullable=False),  # the candidate synthesis selected
         pa.field("repair_attempts", pa.int32()),  # rollout.tool_retries; null: none run
         pa.field("repair_succeeded", pa.bool_()),
     ]
@@ -133,7 +134,8 @@ def candidate_pool(
     candidates: list[dict[str, Any]],
     scores: list[dict[str, Any]],
 ) -> pa.Table:
-    """Every judged candidate as a (prompt, completion, score) row; ``chosen`` marks the pick."""
+    """Every judged candidate as a (prompt, completion, score) row; ``selected`` marks the one
+    synthesis selected at its step."""
     system = system_prompt(tool_lines(cfg.rollout.actions))
     by_id = {q["question_id"]: q for q in questions}
     before = {(s["question_id"], s["step"]): s for s in selected}
@@ -144,17 +146,19 @@ def candidate_pool(
         score = score_of.get((*key, c["action"]))
         if key not in before or score is None:
             continue
-        q, pick = by_id[c["question_id"]], before[key]
+        q, selection = by_id[c["question_id"]], before[key]
         rows.append(
             {
                 "question_id": c["question_id"],
                 "step": c["step"],
                 "system": system,
-                "prompt": state_message(q["question"], q["options"], pick["trajectory_before"]),
+                "prompt": state_message(
+                    q["question"], q["options"], selection["trajectory_before"]
+                ),
                 "completion": render_step(c["thought"], c["action"], c["tool_input"]),
                 "action": c["action"],
                 "judge_score": score,
-                "chosen": c["action"] == pick["action"],
+                "selected": c["action"] == selection["action"],
                 "repair_attempts": c.get("repair_attempts"),
                 "repair_succeeded": c.get("repair_succeeded"),
             }

@@ -1,7 +1,7 @@
 """Thought-action agreement: does the selected step's thought name the tool it ends up using?
 
 With ``rollout.thoughts: shared`` the 9 candidates of a step share one thought, written before
-any action is fixed, so a rarity-aware pick can train on "Thought: ... use the calculator ...
+any action is fixed, so a rarity-aware selection can train on "Thought: ... use the calculator ...
 Action: chemistry". This measures how often. A thought *names* a tool when the tool's name
 appears as a word, with its underscore written as a space or not ("symbolic math",
 "unit_converter"); ``cot`` has no name to look for. Loose aliases ("math", "search") are not

@@ -1,8 +1,8 @@
-"""The barrier of a rollout step: every shard's candidates and judge scores are in, so pick
+"""The barrier of a rollout step: every shard's candidates and judge scores are in, so select
 one candidate per question over *all* shards at once (global usage counts, questions in a seeded
-shuffled order; the rule is ``selection.py``), append the pick and its observation to the
-question's trajectory, and close the questions that stated a final answer. It is a barrier
-because rarity is global: a shard cannot know what the others picked. After the last step every
+shuffled order; the rule is ``selection.py``), append the selected step and its observation to
+the question's trajectory, and close the questions that stated a final answer. It is a barrier
+because rarity is global: a shard cannot know what the others selected. After the last step every
 open question is asked for its final answer (``rollout.final_answers``).
 """
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from spark_core.config import RunConfig
 from spark_core.protocol import COT, final_answer, render_step, trajectory_entry
-from spark_core.synthesis.selection import pick_in_order
+from spark_core.synthesis.selection import select_in_order
 
 STATE_SCHEMA = pa.schema(
     [
@@ -35,8 +35,8 @@ SELECTED_SCHEMA = pa.schema(
         pa.field("score", pa.float64(), nullable=False),
         pa.field("viable", pa.bool_(), nullable=False),
         pa.field("usage_before", pa.int64(), nullable=False),
-        pa.field("total_before", pa.int64(), nullable=False),  # picks of any action before
-        # usage of the most-used viable candidate before the pick (rewards.within_state_bonus)
+        pa.field("total_before", pa.int64(), nullable=False),  # selections of any action before
+        # usage of the most-used viable candidate before the selection (rewards.within_state_bonus)
         pa.field("max_viable_usage_before", pa.int64()),
         pa.field("trajectory_before", pa.string(), nullable=False),
         pa.field("completion", pa.string(), nullable=False),
@@ -106,21 +106,21 @@ def advance_trajectories(
     states: pa.Table,
     usage: Counter,
 ) -> tuple[pa.Table, pa.Table]:
-    """Pick one candidate per active question; returns (selected, next states). ``usage`` is
-    updated in place. A question none of whose candidates could be judged is closed
-    without a pick (``judge_stops`` records why)."""
-    # a question with no judged candidate cannot be picked for: it leaves the rollout here
+    """Select one candidate per active question; returns (selected, next states). ``usage``
+    is updated in place. A question none of whose candidates could be judged is closed
+    without a selection (``judge_stops`` records why)."""
+    # a question with no judged candidate cannot be selected for: it leaves the rollout here
     stopped = set(judge_stops(step, scores).column("question_id").to_pylist())
     by_question: dict[int, dict[str, float | None]] = {}
     for row in scores.to_pylist():
         if row["question_id"] not in stopped:
             by_question.setdefault(row["question_id"], {})[row["action"]] = row["score"]
-    # shards were concatenated in any order; a pick is looked up by (question, action)
+    # shards were concatenated in any order; a selection is looked up by (question, action)
     candidate = {(r["question_id"], r["action"]): r for r in candidates.to_pylist()}
-    # one seeded order per step: the question picked first gets first claim on a rare tool,
+    # one seeded order per step: the question selected for first gets first claim on a rare tool,
     # so the order must not follow question ids (they come in category blocks)
-    picks = dict(
-        pick_in_order(
+    selections = dict(
+        select_in_order(
             list(by_question.items()),
             usage,
             cfg.rollout.selection,
@@ -132,14 +132,14 @@ def advance_trajectories(
     for state in states.to_pylist():
         qid = state["question_id"]
         if qid in stopped and not state["done"]:
-            next_states.append({**state, "done": True})  # closed without a pick or an answer
+            next_states.append({**state, "done": True})  # closed without a selection or an answer
             continue
-        if state["done"] or qid not in picks:
+        if state["done"] or qid not in selections:
             next_states.append(state)  # finished at an earlier step: carried over unchanged
             continue
-        pick = picks[qid]
-        row = candidate[(qid, pick.action)]
-        completion = render_step(row["thought"], pick.action, row["tool_input"])
+        selection = selections[qid]
+        row = candidate[(qid, selection.action)]
+        completion = render_step(row["thought"], selection.action, row["tool_input"])
         observation = observation_text(row, cfg.rollout.observation_chars)
         # an answer stated in the thought or the input ends this question's rollout early
         stated = final_answer(f"{row['thought']}\n{row['tool_input']}")
@@ -149,7 +149,7 @@ def advance_trajectories(
             {
                 "question_id": qid,
                 "step": step,
-                **asdict(pick),  # action, score, viable and the usage counts the rewards read
+                **asdict(selection),  # action, score, viable and the usage counts the rewards read
                 "trajectory_before": state["trajectory"],
                 "completion": completion,
                 "observation": observation,

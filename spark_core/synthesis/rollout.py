@@ -36,12 +36,13 @@ from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
 
-STAGE_VERSION = "6"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
+STAGE_VERSION = "7"  # 2: behaviour log-probs, seeded selection order, judge sees the thought
 # 3: failed tool calls repaired before judging (rollout.tool_retries), repair columns
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
 # 5: viability strictly above the threshold, judge.grade (both readings stored), within-state
 #    usage of the viable candidates in `selected`
 # 6: judge_cached_prompt_tokens and judge_batch columns (judge.mode, judge.batch)
+# 7: summary_actions' `selected`, `selected_share` columns (were `chosen`, `chosen_share`)
 
 CANDIDATES_SCHEMA = pa.schema(
     [

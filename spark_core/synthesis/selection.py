@@ -6,10 +6,12 @@ viable = judge score *strictly above* the threshold (``rollout.viable_threshold`
 that pass the quality threshold"): the lowest-scoring viable candidate. ``rarity_first`` (an
 ablation reading "favors less-frequently used" as usage counts): among viable candidates the
 least-used action so far, ties broken by the lower score, then by name. ``greedy``: the highest
-score. If nothing is viable, the highest score wins and the pick is recorded as a fallback. Usage
-counts are global: callers pick for questions in an order fixed by a seed (a seeded shuffle:
-MMLU-Pro's ids come in category blocks, so id order would decide which categories get the rare
-tools) and count each pick before the next, so the result is deterministic for a given seed.
+score. If nothing is viable, the highest score wins and the selection is recorded as a
+fallback. Usage counts are global: callers select for questions in an order fixed by a seed (a
+seeded shuffle: MMLU-Pro's ids come in category blocks, so id order would decide which
+categories get the rare tools) and count each selection before the next, so the result is
+deterministic for a given seed. The selected candidate is a step's ``selected`` row (DPO's
+``chosen``, the preferred side of a pair, is another thing: ``training/dpo_pairs.py``).
 The rule's name and the threshold are config (``rollout.selection``), never defaulted here.
 """
 
@@ -24,14 +26,16 @@ from spark_core.config import SelectionRule
 
 
 @dataclass(frozen=True)
-class Pick:
+class Selection:
+    """The candidate the selection rule selected at a step, with the usage counts before it."""
+
     action: str
     score: float
     viable: bool  # False: nothing reached the threshold and this is the fallback
-    usage_before: int  # how often the action had been chosen before this pick
-    total_before: int = 0  # how many picks of any action came before this one
-    # usage count of the most-used viable candidate (the chosen one's own when it is the only
-    # one, or on a fallback): the within-state diversity term contrasts the pick with it
+    usage_before: int  # how often the action had been selected before this selection
+    total_before: int = 0  # how many selections of any action came before this one
+    # usage count of the most-used viable candidate (the selected one's own when it is the
+    # only one, or on a fallback): the within-state diversity term contrasts the selection with it
     max_viable_usage_before: int = 0
 
 
@@ -64,10 +68,10 @@ RULES: dict[str, Callable[[dict[str, float], Counter], str]] = {
 }
 
 
-def pick_action(
+def select_action(
     scores: dict[str, float | None], usage: Counter, rule: SelectionRule, threshold: float
-) -> Pick:
-    """Pick one action from ``scores`` (action -> judge score; None = failed judgement) by
+) -> Selection:
+    """Select one action from ``scores`` (action -> judge score; None = failed judgement) by
     ``rule`` among those scoring above ``threshold``; the top score when none does."""
     judged = {a: s for a, s in scores.items() if s is not None}
     if not judged:
@@ -78,28 +82,28 @@ def pick_action(
     total = sum(usage.values())
     if not viable:
         action = greedy(judged, usage)  # the fallback: the judge's favourite, flagged not viable
-        return Pick(action, judged[action], False, usage[action], total, usage[action])
+        return Selection(action, judged[action], False, usage[action], total, usage[action])
     action = RULES[rule](viable, usage)
     most = max(usage[a] for a in viable)
-    return Pick(action, viable[action], True, usage[action], total, most)
+    return Selection(action, viable[action], True, usage[action], total, most)
 
 
-def pick_in_order(
+def select_in_order(
     table: list[tuple[int, dict[str, float | None]]],
     usage: Counter,
     rule: SelectionRule,
     threshold: float,
     order_seed: str | None = None,
-) -> list[tuple[int, Pick]]:
-    """Pick for many questions, counting each pick in ``usage`` before the next (the barrier
+) -> list[tuple[int, Selection]]:
+    """Select for many questions, counting each selection in ``usage`` before the next (the barrier
     step over all shards). The order is ascending question_id, shuffled by ``order_seed``
     when one is given."""
     ordered = sorted(table, key=lambda row: row[0])
     if order_seed is not None:
         random.Random(order_seed).shuffle(ordered)
-    picks = []
+    selections = []
     for question_id, scores in ordered:
-        pick = pick_action(scores, usage, rule, threshold)
-        usage[pick.action] += 1
-        picks.append((question_id, pick))
-    return picks
+        selection = select_action(scores, usage, rule, threshold)
+        usage[selection.action] += 1
+        selections.append((question_id, selection))
+    return selections

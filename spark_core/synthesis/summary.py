@@ -23,8 +23,8 @@ from spark_core.synthesis.selection import is_viable
 ACTIONS_SCHEMA = pa.schema(
     [
         pa.field("action", pa.string(), nullable=False),
-        pa.field("chosen", pa.int64(), nullable=False),
-        pa.field("chosen_share", pa.float64(), nullable=False),
+        pa.field("selected", pa.int64(), nullable=False),
+        pa.field("selected_share", pa.float64(), nullable=False),
         pa.field("candidates", pa.int64(), nullable=False),
         pa.field("viable_rate", pa.float64(), nullable=False),
         pa.field("tool_error_rate", pa.float64(), nullable=False),
@@ -85,8 +85,8 @@ def summarize(
     judge_model: str,
     judge_prices: tuple[float | None, float | None] | JudgeRates = (None, None),
 ) -> tuple[pa.Table, pa.Table]:
-    chosen = Counter(s["action"] for s in selected)
-    total = sum(chosen.values()) or 1
+    selected_count = Counter(s["action"] for s in selected)
+    total = sum(selected_count.values()) or 1
     per_action = []
     for action in actions:
         judged = [s["score"] for s in scores if s["action"] == action and s["score"] is not None]
@@ -96,8 +96,8 @@ def summarize(
         per_action.append(
             {
                 "action": action,
-                "chosen": chosen[action],
-                "chosen_share": chosen[action] / total,
+                "selected": selected_count[action],
+                "selected_share": selected_count[action] / total,
                 "candidates": len(cands),
                 "viable_rate": sum(is_viable(v, threshold) for v in judged) / len(judged)
                 if judged
@@ -140,8 +140,8 @@ def summarize(
     run = {
         "questions": len({s["question_id"] for s in selected}),
         "steps": len(selected),
-        "entropy_bits": entropy_bits(chosen),
-        "normalized_entropy": normalized_entropy(chosen, len(actions)),
+        "entropy_bits": entropy_bits(selected_count),
+        "normalized_entropy": normalized_entropy(selected_count, len(actions)),
         "fallback_rate": sum(not s["viable"] for s in selected) / total,
         "failed_judgements": failed,
         "judge_failure_rate": failed / len(scores) if scores else 0.0,
@@ -213,7 +213,7 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         "# Synthesis summary",
         "",
         f"- questions: {r['questions']}, selected steps: {r['steps']}",
-        f"- chosen-action entropy: {r['entropy_bits']:.3f} bits "
+        f"- selected-action entropy: {r['entropy_bits']:.3f} bits "
         f"(normalised {r['normalized_entropy']:.3f})",
         f"- fallback rate (nothing viable): {r['fallback_rate']:.1%}",
         f"- judge failure rate: {r['judge_failure_rate']:.1%} ({r['failed_judgements']} of "
@@ -232,7 +232,7 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
         "- viable candidates under each judge reading (judge.grade): expected "
         f"{fmt_rate(r['viable_rate_expected'])}, integer {fmt_rate(r['viable_rate_integer'])}",
         "",
-        "| action | chosen | share | viable rate | tool errors | score mean | p10 | p50 | p90 "
+        "| action | selected | share | viable rate | tool errors | score mean | p10 | p50 | p90 "
         "| repaired |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -245,7 +245,8 @@ def markdown(per_action: pa.Table, run: pa.Table, rewards: pa.Table | None = Non
 
     for a in per_action.to_pylist():
         lines.append(
-            f"| {a['action']} | {a['chosen']} | {a['chosen_share']:.1%} | {a['viable_rate']:.1%} "
+            f"| {a['action']} | {a['selected']} | {a['selected_share']:.1%} "
+            f"| {a['viable_rate']:.1%} "
             f"| {a['tool_error_rate']:.1%} | {fmt(a['score_mean'])} | {fmt(a['score_p10'])} "
             f"| {fmt(a['score_p50'])} | {fmt(a['score_p90'])} | {repaired(a)} |"
         )

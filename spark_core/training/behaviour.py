@@ -62,12 +62,12 @@ def completion_logprobs(
                 input_ids=ids, attention_mask=attention, logits_to_keep=width - low
             ).logits.float()  # positions low .. width - 1
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            chosen = torch.gather(logp, -1, ids[:, low + 1 :, None]).squeeze(-1).cpu()
+            token_logp = torch.gather(logp, -1, ids[:, low + 1 :, None]).squeeze(-1).cpu()
             for i, row, (prompt_ids, completion_ids) in zip(
                 indices, range(len(chunk)), chunk, strict=True
             ):
                 first = len(prompt_ids) - 1 - low
-                results[i] = chosen[row, first : first + len(completion_ids)].tolist()
+                results[i] = token_logp[row, first : first + len(completion_ids)].tolist()
     return [results[i] for i in range(len(encoded))]
 
 
@@ -122,7 +122,7 @@ def add_behaviour_logprobs(
     candidates: pa.Table | None = None,
 ) -> pa.Table:
     """``selected`` with its ``behaviour_logprobs`` column filled (null where the backend gives
-    none): the completions as training will see them, in the state they were chosen in.
+    none): the completions as training will see them, in the state they were selected in.
     ``candidates`` carries the openai backend's generated log-probs."""
     rows = selected.to_pylist()
     system = system_prompt(tool_lines(cfg.rollout.actions))

@@ -1,5 +1,5 @@
 """Training data from ``trajectories`` (or the ``candidate_pool``): chat-formatted prompt /
-completion pairs, tokenised so that only the completion (the chosen action text) is trained.
+completion pairs, tokenised so that only the completion (the step's action text) is trained.
 
 One truncation rule serves SFT and PPO (``fit``): the system prompt, the question and the whole
 completion always stay; a row that is too long loses its oldest trajectory steps from the

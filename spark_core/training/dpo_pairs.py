@@ -1,12 +1,14 @@
 """Step-level preference pairs from the ``candidate_pool`` (MCTS-DPO / StepAgent style): every
 synthesized step holds several judged candidates for the same state, so the selected one and a
-worse one make a DPO pair without a single extra model call.
+worse one make a DPO pair without a single extra model call. ``chosen`` and ``rejected`` are
+DPO's names for the two sides of a pair; the candidate synthesis selected at a step is the
+pool's ``selected`` row, which may or may not become a pair's chosen side.
 
 Per step (same question, same step: the same state and prompt):
 
 - **score pair**: chosen = the selected candidate, when it is viable (judge score strictly above
-  ``rollout.viable_threshold``; a fallback pick, made when nothing was viable, is nothing to
-  prefer); rejected = the step's lowest-scored candidate (ties: the action name), kept only
+  ``rollout.viable_threshold``; a fallback selection, made when nothing was viable, is nothing
+  to prefer); rejected = the step's lowest-scored candidate (ties: the action name), kept only
   when chosen − rejected ≥ ``training.dpo_score_margin``.
 - **rarity pair** (``training.dpo_rarity_margin`` set): chosen = the selected viable candidate;
   rejected = a *viable* candidate whose action synthesis selected more often over the whole
@@ -38,7 +40,7 @@ def preference_pairs(
     rarity_margin: float | None = None,
 ) -> list[dict[str, Any]]:
     """DPO pairs of the candidate pool, ordered by (question, step, score pair first)."""
-    selected_count = Counter(r["action"] for r in pool if r["chosen"])
+    selected_count = Counter(r["action"] for r in pool if r["selected"])
     steps: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     for row in pool:
         if row["judge_score"] is not None:
@@ -46,10 +48,10 @@ def preference_pairs(
     pairs = []
     for key in sorted(steps):
         group = steps[key]
-        picks = [r for r in group if r["chosen"]]
-        if len(picks) != 1 or not is_viable(picks[0]["judge_score"], threshold):
+        selected = [r for r in group if r["selected"]]
+        if len(selected) != 1 or not is_viable(selected[0]["judge_score"], threshold):
             continue
-        chosen = picks[0]
+        chosen = selected[0]  # the selected candidate is the pair's preferred side
         others = [r for r in group if r is not chosen]
         if not others:
             continue

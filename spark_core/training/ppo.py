@@ -1,5 +1,5 @@
 """SPaRK's adapter: offline PPO (``ppo_trainer.OfflinePPOTrainer``, the loss in ``ppo_loss``)
-on the chosen steps' advantages, and the statement of which pi_old its ratio used, for the log
+on the selected steps' advantages, and the statement of which pi_old its ratio used, for the log
 and the model card. A PEFT adapter folder that resumes from its last checkpoint after a kill."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def train_ppo(
     pool: list[dict[str, Any]] | None = None,
     check_start: bool = False,
 ):
-    """SPaRK: offline PPO on the chosen steps' advantages (or every judged candidate with
+    """SPaRK: offline PPO on the selected steps' advantages (or every judged candidate with
     group-relative advantages when ``training.candidates == 'all'``). ``check_start``: measure
     the ratio range over all the data before the first step (one more pass; bench/learn.py)."""
     from peft import get_peft_model
@@ -96,7 +96,7 @@ def train_ppo(
     what = (
         "every judged candidate, group-relative advantages"
         if source is not rows
-        else "chosen steps with composite-reward advantages"
+        else "selected steps with composite-reward advantages"
     )
     card = {
         "title": "SPaRK (offline PPO)",

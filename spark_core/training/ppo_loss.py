@@ -140,6 +140,6 @@ def token_logprobs(
 
     Returns tensors aligned with ``input_ids[:, 1:]``."""
     logp = next_token_logp(logits)
-    chosen = torch.gather(logp, -1, input_ids[:, 1:, None]).squeeze(-1)
+    token_logp = torch.gather(logp, -1, input_ids[:, 1:, None]).squeeze(-1)
     entropy = -(logp.exp() * logp).sum(dim=-1)
-    return chosen, entropy
+    return token_logp, entropy

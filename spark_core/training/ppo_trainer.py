@@ -204,8 +204,8 @@ class OfflinePPOTrainer(Trainer):
         keep = ids.shape[1] - first + 1
         out = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep)
         logp = next_token_logp(out.logits)
-        chosen = torch.gather(logp, -1, ids[:, first:, None]).squeeze(-1)
-        return logp, chosen, mask[:, first:]
+        token_logp = torch.gather(logp, -1, ids[:, first:, None]).squeeze(-1)
+        return logp, token_logp, mask[:, first:]
 
     def _adapter_is_identity(self) -> bool:
         """A fresh LoRA adapter (B = 0) leaves the base model unchanged: pi_theta = pi_ref."""

@@ -96,13 +96,13 @@ def _hf_batch(backend: Any, batch: list[StepRequest]) -> list[PolicyStep]:
         bridges.append(decoder.settle(row, ids, f"{thought}\nAction:"))
     session.feed(bridges)
     dists = score_session(session, suffixes, names, range(len(batch)))
-    chosen = [
+    drawn = [
         dist.choose(r.temperature, random.Random(f"action:{r.seed}:{canonical_hash(r.to_dict())}"))
         for r, dist in zip(batch, dists, strict=True)
     ]
     label = tok("\nAction Input:", add_special_tokens=False).input_ids
     own = name_tokens(tok, names)
-    session.feed([own[names.index(c)] + label for c in chosen])
+    session.feed([own[names.index(c)] + label for c in drawn])
     input_ids = decoder.decode(first.input_tokens, INPUT_STOP, continue_after=False)
     steps = []
     for row, r in enumerate(batch):
@@ -111,7 +111,7 @@ def _hf_batch(backend: Any, batch: list[StepRequest]) -> list[PolicyStep]:
         steps.append(
             PolicyStep(
                 thoughts[row].strip(),
-                chosen[row],
+                drawn[row],
                 text.strip(),
                 dists[row].to_dict(),
                 prompt_tokens=len(prompts[row]),
