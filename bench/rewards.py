@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from spark_core import CATEGORIES  # noqa: E402
 from spark_core.config import ACTIONS, RewardsConfig  # noqa: E402
+from spark_core.data.answers import AnswerSource  # noqa: E402
 from spark_core.labeling.rewards import (  # noqa: E402
     diversity_bonuses,
     step_rewards,
@@ -192,9 +193,10 @@ def demo(args: argparse.Namespace) -> None:
         tables.append(sorted(grades.items()))
     with_answers = store.read(result.final_answers.name, FINAL_SCHEMA).to_pylist()
     questions = {r["question_id"]: r for r in store.read(result.plan.questions.name).to_pylist()}
-    correct = {
+    correct = {  # the labels' outcome: a guess earns nothing
         f["question_id"]: float(
-            f["source"] != "guess" and f["final_answer"] == questions[f["question_id"]]["answer"]
+            f["answer_source"] != AnswerSource.GUESS
+            and f["final_answer"] == questions[f["question_id"]]["answer"]
         )
         for f in with_answers
     }

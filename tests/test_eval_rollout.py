@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from spark_core.data.answers import AnswerSource
 from spark_core.evaluation.policy_rollout import (
     EVAL_ROWS_SCHEMA,
     evaluate_policy,
@@ -59,7 +60,8 @@ def test_constrained_decoding_stores_exact_distributions(run_config, tiny_model_
             assert math.isclose(sum(probs), 1.0, abs_tol=1e-9)
             assert names[max(range(len(names)), key=probs.__getitem__)] == action  # greedy
         assert row["invalid_actions"] == 0 and "invalid" not in row["actions"]
-        assert (row["answer_source"] == "guess") == row["no_answer"]
+        assert row["answer_source"] in set(AnswerSource)  # one of the four strings
+        assert (row["answer_source"] == AnswerSource.GUESS) == row["no_answer"]
     assert steps >= len(QUESTIONS)
     # a random model's text holds no option letter: its questions end in the seeded guess
     guessed = [r for r in rows if r["no_answer"]]

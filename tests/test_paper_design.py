@@ -10,6 +10,7 @@ import torch
 
 from spark_core import CATEGORIES
 from spark_core.config import DataConfig, RewardsConfig, load_config
+from spark_core.data.answers import AnswerSource
 from spark_core.data.questions import ingest_records, sample, validate
 from spark_core.data.sources import RawRecord, read_file
 from spark_core.evaluation.stats import tool_state_entropies, without_answer
@@ -183,7 +184,7 @@ def test_labelled_rows_carry_the_within_state_term(run_config):
             "max_viable_usage_before": 3,
         },
     ]
-    finals = [{"question_id": 1, "final_answer": "A", "source": "stated"}]
+    finals = [{"question_id": 1, "final_answer": "A", "answer_source": AnswerSource.STATED}]
     rows = label(cfg, [q], selected, finals).to_pylist()
     assert [r["r_diversity"] for r in rows] == pytest.approx([0.0, 0.5 * math.log(2)])
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 from spark_core.config import RewardsConfig, load_config
+from spark_core.data.answers import AnswerSource
 from spark_core.labeling.rewards import (
     advantages,
     length_neutral_returns,
@@ -17,7 +19,7 @@ from spark_core.labeling.rewards import (
     step_rewards,
     trajectory_returns,
 )
-from spark_core.labeling.trajectories import label
+from spark_core.labeling.trajectories import TRAJECTORIES_SCHEMA, label
 from spark_core.synthesis.selection import select_in_order
 
 
@@ -74,10 +76,22 @@ def test_rare_tool_earns_a_much_larger_bonus_than_a_common_one():
 
 
 def test_a_guess_is_no_answer():
-    assert outcome("A", "guess", "A") == 0.0
-    assert outcome("A", "stated", "A") == 1.0
-    assert outcome("A", "answer_step", "A") == 1.0
-    assert outcome("B", "stated", "A") == 0.0
+    assert outcome("A", AnswerSource.GUESS, "A") == 0.0
+    assert outcome("A", "guess", "A") == 0.0  # as read back from Parquet: the plain string
+    for given in (AnswerSource.STATED, AnswerSource.FINAL_PROMPT, AnswerSource.ANSWER_ACTION):
+        assert outcome("A", given, "A") == 1.0
+    assert outcome("B", AnswerSource.STATED, "A") == 0.0
+
+
+def test_answer_source_is_one_set_of_strings_for_every_stage():
+    assert [s.value for s in AnswerSource] == ["answer_action", "stated", "final_prompt", "guess"]
+    assert AnswerSource.FINAL_PROMPT == "final_prompt" and f"{AnswerSource.GUESS}" == "guess"
+    # synthesis's final answers and evaluation's rows hold the same column, as plain strings
+    from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
+    from spark_core.synthesis.rollout import FINAL_SCHEMA
+
+    for schema in (FINAL_SCHEMA, EVAL_ROWS_SCHEMA, TRAJECTORIES_SCHEMA):
+        assert schema.field("answer_source").type == pa.string()
 
 
 def _question(qid, answer="A"):
@@ -116,16 +130,16 @@ def test_labeling_rewards_from_selection_time_usage_and_no_reward_for_guesses(ru
         _selected(3, 1, "cot", 7.0, 1, 2),  # p = 2/5
     ]
     finals = [
-        {"question_id": 1, "final_answer": "A", "source": "guess"},  # lucky guess
-        {"question_id": 2, "final_answer": "A", "source": "stated"},
-        {"question_id": 3, "final_answer": "B", "source": "answer_step"},
+        {"question_id": 1, "final_answer": "A", "answer_source": AnswerSource.GUESS},  # lucky
+        {"question_id": 2, "final_answer": "A", "answer_source": AnswerSource.STATED},
+        {"question_id": 3, "final_answer": "B", "answer_source": AnswerSource.FINAL_PROMPT},
     ]
     rows = label(cfg, questions, selected, finals).to_pylist()
     assert [r["usage_share"] for r in rows] == pytest.approx([1 / 3, 1 / 4, 2 / 5])
     assert [r["r_diversity"] for r in rows] == pytest.approx([0.5 * 2 / 3, 0.5 * 3 / 4, 0.3])
     assert [r["r_quality"] for r in rows] == pytest.approx([0.6, 0.8, 0.7])
     assert [r["r_correct"] for r in rows] == [0.0, 1.0, 0.0]  # the guess earns nothing
-    assert [r["answer_source"] for r in rows] == ["guess", "stated", "answer_step"]
+    assert [r["answer_source"] for r in rows] == ["guess", "stated", "final_prompt"]
     assert rows[0]["correct"] is True  # still recorded: the letter matched
     assert [r["return"] for r in rows] == pytest.approx([0.6 + 1 / 3, 0.8 + 0.375 + 1, 1.0])
     assert rows[1]["advantage"] > 0 > rows[0]["advantage"]

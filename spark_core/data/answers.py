@@ -9,7 +9,21 @@ from __future__ import annotations
 import random
 import re
 
+from spark_core.str_enum import StrEnum
+
 LETTERS = "ABCDEFGHIJ"
+
+
+class AnswerSource(StrEnum):
+    """Where a question's final letter came from: the ``answer_source`` column of evaluation's
+    rows and labeling's trajectories (synthesis's ``final_answers.source``), one meaning each."""
+
+    ANSWER_ACTION = "answer_action"  # the policy took the answer action; its input's letter
+    STATED = "stated"  # 'the answer is (X)' written in a step's thought or input
+    FINAL_PROMPT = "final_prompt"  # asked for after the last step (the prefilled answer step)
+    GUESS = "guess"  # no letter could be read: MMLU-Pro's seeded random guess
+
+
 _ANSWER_IS = re.compile(r"answer is \(?([A-J])\)?")
 # a look-ahead, so overlapping occurrences ("answer:Answer:C") are all found
 _ANSWER_COLON_ANY = re.compile(r"(?=[aA]nswer:\s*([A-J]))")

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.data.answers import LETTERS, read_letter
+from spark_core.data.answers import LETTERS, AnswerSource, read_letter
 from spark_core.evaluation.policies import evaluated_policy
 from spark_core.models.constrained_actions.scoring import action_names, tempered
 from spark_core.models.generator import Generator
@@ -60,8 +60,7 @@ EVAL_ROWS_SCHEMA = pa.schema(
         pa.field("final_answer", pa.string(), nullable=False),
         pa.field("correct", pa.bool_(), nullable=False),
         pa.field("no_answer", pa.bool_(), nullable=False),
-        # answer_action | stated | final_prompt | guess
-        pa.field("answer_source", pa.string(), nullable=False),
+        pa.field("answer_source", pa.string(), nullable=False),  # AnswerSource
         pa.field("steps", pa.int32(), nullable=False),
         pa.field("actions", pa.list_(pa.string()), nullable=False),
         # P(action | state) per step, in the order of action_names; [] where not available
@@ -131,7 +130,7 @@ def evaluate_policy(
             "actions": [],
             "probs": [],
             "answer": None,
-            "source": "guess",
+            "source": AnswerSource.GUESS,
             "done": False,
             "tool_calls": 0,
             "tool_errors": 0,
@@ -183,7 +182,7 @@ def evaluate_policy(
             if result.action == ANSWER:
                 s["done"] = True
                 s["answer"] = read_letter(result.action_input, len(q.options))
-                s["source"] = "answer_action"
+                s["source"] = AnswerSource.ANSWER_ACTION
             elif result.action == INVALID:
                 s["invalid"] += 1
             elif result.action != COT:
@@ -227,7 +226,7 @@ def evaluate_policy(
             s["trajectory"] = f"{s['trajectory']}\n{entry}" if s["trajectory"] else entry
             stated = final_answer(said)  # "the answer is (X)" written by the model itself
             if stated is not None and LETTERS.index(stated) < len(by_id[qid].options):
-                s.update(answer=stated, source="stated", done=True)
+                s.update(answer=stated, source=AnswerSource.STATED, done=True)
     publish(what, cfg.evaluation.steps, cfg.evaluation.steps + 1)
     pending = [q for q in questions if state[q.question_id]["answer"] is None]
     finals = generator.generate(
@@ -236,7 +235,7 @@ def evaluate_policy(
     for q, completion in zip(pending, finals, strict=True):
         letter = read_letter(completion.text, len(q.options))  # the model's text after "("
         if letter is not None:
-            state[q.question_id].update(answer=letter, source="final_prompt")
+            state[q.question_id].update(answer=letter, source=AnswerSource.FINAL_PROMPT)
     publish(what, cfg.evaluation.steps + 1, cfg.evaluation.steps + 1)
     rows = []
     for q in questions:
@@ -244,7 +243,7 @@ def evaluate_policy(
         letter, no_answer = s["answer"], s["answer"] is None
         if no_answer:
             letter = guess_letter(cfg.evaluation.seed, q.question_id, len(q.options))
-            s["source"] = "guess"
+            s["source"] = AnswerSource.GUESS
         rows.append(
             {
                 "policy": target.policy,

@@ -40,6 +40,7 @@ import math
 from collections.abc import Sequence
 
 from spark_core.config import RewardsConfig
+from spark_core.data.answers import AnswerSource
 
 
 def rarity_bonus(p: float, kind: str) -> float:
@@ -111,8 +112,9 @@ def running_share(count_before: int, total_before: int, n_actions: int) -> float
 
 
 def outcome(final_answer: str, source: str, answer: str) -> float:
-    """1 for a correct *stated* answer; 0 for a wrong one or none (a guess is no answer)."""
-    return float(source != "guess" and final_answer == answer)
+    """1 for a correct answer the model gave (any ``AnswerSource`` but a guess); 0 for a wrong
+    one or none (a guess is no answer)."""
+    return float(source != AnswerSource.GUESS and final_answer == answer)
 
 
 def step_rewards(

@@ -27,7 +27,8 @@ from spark_core.protocol import render_step, state_message, system_prompt, tool_
 STAGE_VERSION = "5"  # 2: length-neutral returns, bonus at selection, no reward for guesses
 # 3: candidate_pool carries the candidates' tool-call repairs
 # 4: rewards.diversity (within-state contrast by default)
-# 5: candidate_pool's `selected` column (was `chosen`)
+# 5: candidate_pool's `selected` column (was `chosen`); answer_source `final_prompt` (was
+#    `answer_step`)
 TRAJECTORIES_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
@@ -49,7 +50,7 @@ TRAJECTORIES_SCHEMA = pa.schema(
         pa.field("final_answer", pa.string(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
         pa.field("correct", pa.bool_(), nullable=False),
-        pa.field("answer_source", pa.string(), nullable=False),  # stated | answer_step | guess
+        pa.field("answer_source", pa.string(), nullable=False),  # AnswerSource
         pa.field("num_steps", pa.int32(), nullable=False),
         pa.field("behaviour_logprobs", pa.list_(pa.float32())),
     ]
@@ -93,7 +94,7 @@ def label(
         parts = step_rewards(
             [s["score"] for s in steps],
             diversity_bonuses(steps, n_actions, cfg.rewards),
-            outcome(final["final_answer"], final["source"], q["answer"]),
+            outcome(final["final_answer"], final["answer_source"], q["answer"]),
             cfg.rewards,
         )
         returns = trajectory_returns(parts, cfg.rewards.gamma)
@@ -116,7 +117,7 @@ def label(
                     "final_answer": final["final_answer"],
                     "answer": q["answer"],
                     "correct": correct,
-                    "answer_source": final["source"],
+                    "answer_source": final["answer_source"],
                     "num_steps": len(steps),
                     "behaviour_logprobs": s.get("behaviour_logprobs"),
                 }

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
-from spark_core.data.answers import LETTERS, read_letter
+from spark_core.data.answers import LETTERS, AnswerSource, read_letter
 from spark_core.models.generator import Generator
 from spark_core.models.judge.judge import Judge
 from spark_core.models.judge.prompt import JudgeItem
@@ -42,7 +42,9 @@ STAGE_VERSION = "7"  # 2: behaviour log-probs, seeded selection order, judge see
 # 5: viability strictly above the threshold, judge.grade (both readings stored), within-state
 #    usage of the viable candidates in `selected`
 # 6: judge_cached_prompt_tokens and judge_batch columns (judge.mode, judge.batch)
-# 7: summary_actions' `selected`, `selected_share` columns (were `chosen`, `chosen_share`)
+# 7: summary_actions' `selected`, `selected_share` columns (were `chosen`, `chosen_share`);
+#    final_answers' `answer_source` column (was `source`) and its value `final_prompt` (was
+#    `answer_step`): one AnswerSource with labeling and evaluation
 
 CANDIDATES_SCHEMA = pa.schema(
     [
@@ -79,7 +81,8 @@ FINAL_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.int64(), nullable=False),
         pa.field("final_answer", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # stated | answer_step | guess
+        # AnswerSource: stated | final_prompt | guess (synthesis offers no answer action)
+        pa.field("answer_source", pa.string(), nullable=False),
         pa.field("answer_text", pa.string(), nullable=False),
     ]
 )
@@ -109,8 +112,9 @@ def answer_request(cfg: RunConfig, q: Question, trajectory: str) -> ChatRequest:
 def final_answers(
     cfg: RunConfig, questions: dict[int, Question], states: pa.Table, generator: Generator
 ) -> pa.Table:
-    """Every question's final answer: stated during the rollout, asked for afterwards, or —
-    MMLU-Pro's rule when no letter can be read — a seeded random guess."""
+    """Every question's final answer and its ``AnswerSource``: stated during the rollout,
+    asked for after the last step (final_prompt), or — MMLU-Pro's rule when no letter can be
+    read — a seeded random guess. (Synthesis offers no answer action: never answer_action.)"""
     rows, pending = [], []
     for state in states.to_pylist():
         if state["final_answer"]:
@@ -118,7 +122,7 @@ def final_answers(
                 {
                     "question_id": state["question_id"],
                     "final_answer": state["final_answer"],
-                    "source": "stated",
+                    "answer_source": AnswerSource.STATED,
                     "answer_text": "",
                 }
             )
@@ -131,15 +135,15 @@ def final_answers(
         q = questions[state["question_id"]]
         # the model's own text after the prefilled "(", read by MMLU-Pro's cascade: no wrapping
         letter = read_letter(completion.text, len(q.options))
-        source = "answer_step"
+        source = AnswerSource.FINAL_PROMPT
         if letter is None:
             rng = random.Random(f"guess:{cfg.rollout.seed}:{q.question_id}")
-            letter, source = LETTERS[rng.randrange(len(q.options))], "guess"
+            letter, source = LETTERS[rng.randrange(len(q.options))], AnswerSource.GUESS
         rows.append(
             {
                 "question_id": q.question_id,
                 "final_answer": letter,
-                "source": source,
+                "answer_source": source,
                 "answer_text": completion.text,
             }
         )
