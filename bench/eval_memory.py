@@ -52,7 +52,7 @@ def main() -> None:
     runs = tempfile.mkdtemp(prefix="spark-bench-")
     cfg = load_config(args.config, [*args.set, "evaluation.steps=1", f"runtime.runs_dir={runs}"])
 
-    from spark_core.data.questions import ingest_records
+    from spark_core.data.questions import Split, ingest_records
     from spark_core.data.sources import read_source
     from spark_core.evaluation.policy_rollout import evaluate_policy
     from spark_core.memory import current_rss_mb, peak_memory
@@ -66,7 +66,7 @@ def main() -> None:
 
     data = cfg.data
     table = ingest_records(read_source(data.source, data.hub_split, data.hub_revision), data)
-    rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == "eval"]
+    rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == Split.EVAL]
     rows = rows[: args.questions]
     sandbox = sandbox_for(cfg)
     adapters = make_adapters(resolve_model(cfg.generator.name), Path(runs), 5)

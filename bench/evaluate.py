@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--adapters", action="store_true", help="also time the demo adapters")
     args = parser.parse_args()
     cfg = load_config(args.config, args.set)
-    from spark_core.data.questions import ingest_records
+    from spark_core.data.questions import Split, ingest_records
     from spark_core.data.sources import read_source
     from spark_core.evaluation.policy_rollout import evaluate_policy
     from spark_core.models.generator import Generator
@@ -47,7 +47,7 @@ def main() -> None:
 
     data = cfg.data
     table = ingest_records(read_source(data.source, data.hub_split, data.hub_revision), data)
-    rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == "eval"]
+    rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == Split.EVAL]
     sandbox = sandbox_for(cfg)
 
     def run(

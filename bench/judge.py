@@ -27,7 +27,7 @@ from spark_core.config import JudgeConfig  # noqa: E402
 from spark_core.models.hf.backend import HFBackend  # noqa: E402
 from spark_core.models.judge.judge import make_judge  # noqa: E402
 from spark_core.models.judge.prompt import JudgeItem  # noqa: E402
-from spark_core.models.judge.scorers import HFJudge  # noqa: E402
+from spark_core.models.judge.scorers import HFJudge, JudgeStatus  # noqa: E402
 
 LATENCY_S = 0.1
 
@@ -107,7 +107,7 @@ def openai_rps(base_url: str, concurrency: int, n: int) -> float:
     start = time.perf_counter()
     out = judge.score(items)
     elapsed = time.perf_counter() - start
-    assert all(j.status == "ok" for j in out)
+    assert all(j.status == JudgeStatus.OK for j in out)
     return n / elapsed
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spark_core.config import load_config  # noqa: E402
-from spark_core.data.questions import ingest_records  # noqa: E402
+from spark_core.data.questions import Split, ingest_records  # noqa: E402
 from spark_core.data.sources import read_source  # noqa: E402
 from spark_core.models.generator import make_generator  # noqa: E402
 from spark_core.models.judge.agreement import agreement  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(str(ROOT / "configs/demo.yaml"), [f"runtime.runs_dir={tmp}", *args.set])
         rows = ingest_records(read_source(cfg.data.source), cfg.data).questions.to_pylist()
-        train = [Question.from_row(r) for r in rows if r["split"] == "train"][: args.questions]
+        train = [Question.from_row(r) for r in rows if r["split"] == Split.TRAIN][: args.questions]
         generator, judge = make_generator(cfg.generator, None), make_judge(cfg.judge, None)
         limits = SandboxLimits.from_config(cfg.tools)
         with Sandbox(limits, {"corpus": cfg.tools.corpus}) as sandbox:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spark_core.config import load_config  # noqa: E402
-from spark_core.data.questions import ingest_records  # noqa: E402
+from spark_core.data.questions import Split, ingest_records  # noqa: E402
 from spark_core.data.sources import read_source  # noqa: E402
 from spark_core.models.generator import make_generator  # noqa: E402
 from spark_core.models.judge.judge import make_judge  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     overrides = [f"rollout.tool_retries={args.retries}", *args.set, f"runtime.runs_dir={runs}"]
     cfg = load_config(args.config, overrides)
     rows = ingest_records(read_source(cfg.data.source), cfg.data).questions.to_pylist()
-    questions = [Question.from_row(r) for r in rows if r["split"] == "train"]
+    questions = [Question.from_row(r) for r in rows if r["split"] == Split.TRAIN]
     generator, judge = make_generator(cfg.generator, None), make_judge(cfg.judge, None)
     timings: dict[str, float] = {}
     start = time.perf_counter()

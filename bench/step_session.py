@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.config, args.set)
 
-    from spark_core.data.questions import ingest_records
+    from spark_core.data.questions import Split, ingest_records
     from spark_core.data.sources import read_source
     from spark_core.models.generator import make_generator
     from spark_core.models.hf.step_session import StepSession
@@ -44,7 +44,7 @@ def main() -> None:
 
     data = cfg.data
     table = ingest_records(read_source(data.source, data.hub_split, data.hub_revision), data)
-    rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == "train"]
+    rows = [Question.from_row(r) for r in table.questions.to_pylist() if r["split"] == Split.TRAIN]
     questions = rows[: args.questions]
     backend = make_generator(cfg.generator, None).backend
     actions, r = cfg.rollout.actions, cfg.rollout

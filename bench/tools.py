@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from spark_core.tools.base import ToolStatus
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox, SandboxLimits, scrubbed_env
 
@@ -80,7 +81,7 @@ def main() -> None:
             t0 = time.perf_counter()
             result = sandbox.run(name, text)
             times.append((time.perf_counter() - t0) * 1000)
-            assert result.status == "ok", (name, result)
+            assert result.status == ToolStatus.OK, (name, result)
         median = statistics.median(times)
         fresh = fresh_interpreter_ms(name, text, args.baseline_calls)
         ratios.append(fresh / median)

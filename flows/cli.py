@@ -360,6 +360,7 @@ def tools_run(
     """Run one tool call through the sandbox, with the limits of the run config."""
     import json
 
+    from spark_core.tools.base import ToolStatus
     from spark_core.tools.batch import ToolCall, run_batch
     from spark_core.tools.registry import action_names
     from spark_core.tools.sandbox import Sandbox, SandboxLimits
@@ -373,10 +374,10 @@ def tools_run(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        style = "green" if result["status"] == "ok" else "red"
+        style = "green" if result["status"] == ToolStatus.OK else "red"
         console.print(f"[{style}]{result['status']}[/] ({result['latency_ms']:.1f} ms)")
         console.print(result["output"] or result["error"], highlight=False, markup=False)
-    if result["status"] != "ok":
+    if result["status"] != ToolStatus.OK:
         raise typer.Exit(code=1)
 
 

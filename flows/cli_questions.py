@@ -14,7 +14,7 @@ def planned_questions(cfg: RunConfig):
     source sampled here when it is local; a hub source without one is sized from the config
     with the bundled questions standing in for their length."""
     from spark_core import CATEGORIES
-    from spark_core.data.questions import ingest_records
+    from spark_core.data.questions import Split, ingest_records
     from spark_core.data.sources import bundled_path, read_file, read_source, source_kind
     from spark_core.synthesis.rollout import Question
     from tasks.caching import store_for
@@ -51,8 +51,10 @@ def planned_questions(cfg: RunConfig):
         n_eval = round(n * data.eval_fraction)
         if data.eval_total is not None:  # a separate held-out pool beside the n sampled
             n, n_eval = n + data.eval_total, data.eval_total
-        rows = [{**next(pool), "split": "eval" if i < n_eval else "train"} for i in range(n)]
+        rows = [
+            {**next(pool), "split": Split.EVAL if i < n_eval else Split.TRAIN} for i in range(n)
+        ]
         note = f"{n} questions from data.total/per_category; lengths from the bundled sample"
-    train = [Question.from_row(r) for r in rows if r["split"] == "train"]
-    evaluate = [Question.from_row(r) for r in rows if r["split"] == "eval"]
+    train = [Question.from_row(r) for r in rows if r["split"] == Split.TRAIN]
+    evaluate = [Question.from_row(r) for r in rows if r["split"] == Split.EVAL]
     return train, evaluate, note

@@ -23,7 +23,7 @@ from spark_core.models.judge.agreement import agreement as measure_agreement
 from spark_core.models.judge.judge import make_judge
 from spark_core.models.judge.per_state import state_scorer
 from spark_core.models.judge.prompt import JudgeItem
-from spark_core.models.judge.scorers import HFJudge
+from spark_core.models.judge.scorers import HFJudge, JudgeStatus
 from spark_core.models.openai.backend import BackendError
 from spark_core.models.openai.capabilities import capabilities_for, endpoint_of
 from spark_core.models.requests import ChatRequest
@@ -175,9 +175,9 @@ def check_judge(cfg: RunConfig, cache: ResponseCache | None, agreement: bool = T
         if jc.mode == "per_state":
             judgements = per_state
     report.items = len(items)
-    report.parsed = sum(j.status == "ok" for j in judgements)
-    report.method = ", ".join(sorted({j.method for j in judgements if j.status == "ok"}))
-    failed = [j.raw or j.error for j in judgements if j.status != "ok"]
+    report.parsed = sum(j.status == JudgeStatus.OK for j in judgements)
+    report.method = ", ".join(sorted({j.method for j in judgements if j.status == JudgeStatus.OK}))
+    failed = [j.raw or j.error for j in judgements if j.status != JudgeStatus.OK]
     report.replies = (failed or [j.raw for j in judgements])[:3]  # failures first
     report.pairs = len(CALIBRATION)
     scores = [j.score for j in judgements]

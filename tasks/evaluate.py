@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import ModelConfig, RunConfig
-from spark_core.data.questions import QUESTIONS_SCHEMA
+from spark_core.data.questions import QUESTIONS_SCHEMA, Split
 from spark_core.evaluation.assemble import STORED_BESIDE, build_report
 from spark_core.evaluation.common_schema import COMMON_STATES_SCHEMA
 from spark_core.evaluation.common_states import stratified_subset
@@ -101,7 +101,7 @@ def _paid_model(cfg: RunConfig, policy: str) -> tuple[ModelConfig, str]:
 def held_out(cfg: RunConfig, questions: ArtifactRef) -> list[Question]:
     """Every held-out question of the run (the eval split)."""
     table = rows(store_for(cfg), [questions], QUESTIONS_SCHEMA)
-    split = [Question.from_row(r) for r in table if r["split"] == "eval"]
+    split = [Question.from_row(r) for r in table if r["split"] == Split.EVAL]
     if not split:
         raise ValueError(f"{questions.uri} has no eval questions (data.eval_fraction is 0?)")
     return split

@@ -14,7 +14,7 @@ from prefect.states import State
 
 from spark_core.artifacts import ArtifactRef, canonical_hash, stage_key
 from spark_core.config import RunConfig
-from spark_core.data.questions import QUESTIONS_SCHEMA
+from spark_core.data.questions import QUESTIONS_SCHEMA, Split
 from spark_core.models.registry import REGISTRY
 from spark_core.models.usage import Usage
 from spark_core.protocol import Question
@@ -66,7 +66,7 @@ def record_phases(timings: dict[str, float]) -> None:
 
 def _train_questions(cfg: RunConfig, questions: ArtifactRef) -> dict[int, Question]:
     table = rows(store_for(cfg), [questions], QUESTIONS_SCHEMA)
-    return {r["question_id"]: Question.from_row(r) for r in table if r["split"] == "train"}
+    return {r["question_id"]: Question.from_row(r) for r in table if r["split"] == Split.TRAIN}
 
 
 def _state(cfg: RunConfig, state: ArtifactRef) -> pa.Table:

@@ -9,11 +9,8 @@ import pytest
 
 from spark_core.config import EvaluationConfig
 from spark_core.evaluation.claims import (
-    INCONCLUSIVE,
-    NOT_RUN,
-    NOT_SUPPORTED,
-    SUPPORTED,
     Comparison,
+    Verdict,
     claim_lines,
     claims_table,
     verdict,
@@ -97,26 +94,26 @@ def test_non_inferiority_on_both_sides_of_the_margin():
     # is below ~3% (rule of three), not that d = 0 exactly: the pseudo-pair keeps it open
     same = claims_table(cfg, _pair(100, 0, 0), None).to_pylist()[0]
     assert same["estimate"] == 0.0 and same["ci_low"] < -0.02 < 0.02 < same["ci_high"]
-    assert same["verdict"] == INCONCLUSIVE
+    assert same["verdict"] == Verdict.INCONCLUSIVE
     many = claims_table(cfg, _pair(2000, 0, 0), None).to_pylist()[0]  # 2000: decided
-    assert -0.02 < many["ci_low"] < 0 and many["verdict"] == SUPPORTED
+    assert -0.02 < many["ci_low"] < 0 and many["verdict"] == Verdict.SUPPORTED
     # the demo's case: 14 questions, SPaRK alone right on one. Every percentile-bootstrap
     # replicate is >= 0 ([0, +21] points: "non-inferior"); the normal interval is not
     one = claims_table(cfg, _pair(14, 0, 1), None).to_pylist()[0]
     assert one["estimate"] == pytest.approx(1 / 14)
-    assert one["ci_low"] < -0.02 and one["verdict"] == INCONCLUSIVE
+    assert one["ci_low"] < -0.02 and one["verdict"] == Verdict.INCONCLUSIVE
     # 2000 questions, d = -1 point with se ~0.32 points: the CI is inside the margin
     inside = claims_table(cfg, _pair(2000, 30, 10), None).to_pylist()[0]
     assert inside["estimate"] == pytest.approx(-0.01)
     assert -0.02 < inside["ci_low"] < -0.01 < inside["ci_high"] < 0
-    assert inside["verdict"] == SUPPORTED and inside["p_holm"] <= 0.05
+    assert inside["verdict"] == Verdict.SUPPORTED and inside["p_holm"] <= 0.05
     # d = -3 points: the whole CI is below -margin
     outside = claims_table(cfg, _pair(2000, 70, 10), None).to_pylist()[0]
     assert outside["estimate"] == pytest.approx(-0.03) and outside["ci_high"] < -0.02
-    assert outside["verdict"] == NOT_SUPPORTED and math.isnan(outside["questions_needed"])
+    assert outside["verdict"] == Verdict.NOT_SUPPORTED and math.isnan(outside["questions_needed"])
     # 100 questions, d = -1 point: the CI spans the margin; more questions would decide
     small = claims_table(cfg, _pair(100, 3, 2), None).to_pylist()[0]
-    assert small["ci_low"] < -0.02 < small["ci_high"] and small["verdict"] == INCONCLUSIVE
+    assert small["ci_low"] < -0.02 < small["ci_high"] and small["verdict"] == Verdict.INCONCLUSIVE
     se = (small["ci_high"] - small["ci_low"]) / (2 * 1.96)  # ~ the bootstrap's sd
     expected = 100 * ((1.95996 + 0.84162) * se / 0.01) ** 2
     assert small["questions_needed"] == pytest.approx(expected, rel=0.25)
@@ -125,15 +122,16 @@ def test_non_inferiority_on_both_sides_of_the_margin():
 
 def test_verdict_wording_for_each_case():
     c = Comparison(0.1, 0.02, 0.18, 0.004, 0.04, 50)
-    assert verdict(c, 0.012, 0.0, 0.05) == SUPPORTED
-    assert verdict(c, 0.12, 0.0, 0.05) == INCONCLUSIVE  # Holm took it above alpha
+    assert verdict(c, 0.012, 0.0, 0.05) == Verdict.SUPPORTED
+    assert verdict(c, 0.12, 0.0, 0.05) == Verdict.INCONCLUSIVE  # Holm took it above alpha
     below = Comparison(-0.1, -0.18, -0.02, 1.0, 0.04, 50)
-    assert verdict(below, 1.0, 0.0, 0.05) == NOT_SUPPORTED
-    assert verdict(below, 1.0, -0.2, 0.05) == INCONCLUSIVE  # a margin the CI does not exclude
+    assert verdict(below, 1.0, 0.0, 0.05) == Verdict.NOT_SUPPORTED
+    # a margin the CI does not exclude
+    assert verdict(below, 1.0, -0.2, 0.05) == Verdict.INCONCLUSIVE
     # without sft nor common states: not run, out of the Holm family
     cfg = _cfg(["accuracy_noninferior_base", "accuracy_noninferior_sft", "entropy_above_base"])
     table = claims_table(cfg, _pair(100, 3, 2), None).to_pylist()
-    assert [r["verdict"] for r in table] == [INCONCLUSIVE, NOT_RUN, NOT_RUN]
+    assert [r["verdict"] for r in table] == [Verdict.INCONCLUSIVE, Verdict.NOT_RUN, Verdict.NOT_RUN]
     assert table[1]["note"] == "no `sft` in the evaluation rows"
     assert table[2]["note"] == "no common-state distributions were computed"
     assert table[0]["p_holm"] == table[0]["p_value"]  # a family of one
@@ -141,8 +139,8 @@ def test_verdict_wording_for_each_case():
     text = "\n".join(claim_lines(claims_table(cfg, _pair(100, 3, 2), None), 0.05, 0.02, 1000))
     assert text.startswith("## Claims")
     n = int(table[0]["questions_needed"])
-    assert f"**{INCONCLUSIVE}** (≈ {n:,} questions needed, now 100)" in text
-    assert text.count(f"**{NOT_RUN}**") == 2
+    assert f"**{Verdict.INCONCLUSIVE}** (≈ {n:,} questions needed, now 100)" in text
+    assert text.count(f"**{Verdict.NOT_RUN}**") == 2
 
 
 def _common(policy, probs, n=30, seed=-1):
@@ -181,8 +179,8 @@ def test_common_state_entropy_claims_and_the_sampling_rows():
     cfg = _cfg(["entropy_above_base", "entropy_above_sampling"], samples=300)
     claims = claims_table(cfg, rows, common).to_pylist()
     assert [(r["policy_b"], r["verdict"]) for r in claims] == [
-        ("base", SUPPORTED),
-        ("base@1.3", NOT_SUPPORTED),  # equal entropy: d = 0 in every resample
+        ("base", Verdict.SUPPORTED),
+        ("base@1.3", Verdict.NOT_SUPPORTED),  # equal entropy: d = 0 in every resample
     ]
     assert claims[0]["estimate"] == pytest.approx(2.0) and claims[0]["questions"] == 30
     assert claims[1]["questions_needed"] != claims[1]["questions_needed"]  # NaN: decided
@@ -266,9 +264,9 @@ def test_build_report_puts_the_claims_on_top(run_config, tmp_path):
     claims = built.claims.to_pylist()
     assert [r["claim_id"] for r in claims] == list(cfg.evaluation.claims)
     verdicts = {(r["claim_id"], r["verdict"]) for r in claims}
-    assert ("entropy_above_base", SUPPORTED) in verdicts
-    assert ("accuracy_noninferior_sft", NOT_RUN) in verdicts
-    assert ("entropy_above_sampling", NOT_RUN) in verdicts  # no base@T policy
+    assert ("entropy_above_base", Verdict.SUPPORTED) in verdicts
+    assert ("accuracy_noninferior_sft", Verdict.NOT_RUN) in verdicts
+    assert ("entropy_above_sampling", Verdict.NOT_RUN) in verdicts  # no base@T policy
     assert built.common_entropy.num_rows == 4  # ppo pooled and per seed, base
 
 
@@ -281,7 +279,7 @@ def test_too_few_states_are_shown_not_tested_and_nan_states_are_not_paired():
     one = _common("ppo", uniform, n=1, seed=0) + _common("ppo", peaked, n=1, seed=1)
     one += _common("base", peaked, n=1)
     row = claims_table(cfg, [], one).to_pylist()[0]
-    assert row["verdict"] == INCONCLUSIVE and math.isnan(row["p_value"])
+    assert row["verdict"] == Verdict.INCONCLUSIVE and math.isnan(row["p_value"])
     assert row["questions"] == 1 and row["note"].startswith("fewer than 10 paired questions")
     # a state whose mass is all on `answer` has no entropy: left out of both sides' pairs
     answer_only = [0.0, 0.0, 0.0, 0.0, 1.0]
@@ -294,7 +292,7 @@ def test_too_few_states_are_shown_not_tested_and_nan_states_are_not_paired():
     spread = [[0.25 + 0.01 * (q % 5), 0.25, 0.25, 0.25 - 0.01 * (q % 5), 0.0] for q in range(40)]
     noisy = [r | {"probs": spread[r["question_id"]]} for r in _common("ppo", uniform, n=40)]
     far = claims_table(cfg, [], noisy + _common("base", peaked, n=40)).to_pylist()[0]
-    assert far["verdict"] == SUPPORTED and 0.0 <= far["p_value"] < 1e-6
+    assert far["verdict"] == Verdict.SUPPORTED and 0.0 <= far["p_value"] < 1e-6
     wide = claims_table(
         _cfg(["entropy_above_base"], samples=300, alpha=0.01),
         [],

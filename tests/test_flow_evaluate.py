@@ -8,7 +8,7 @@ import pytest
 
 from spark_core import CATEGORIES
 from spark_core.artifacts import ArtifactStore
-from spark_core.evaluation.claims import CLAIMS_SCHEMA, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from spark_core.evaluation.claims import CLAIMS_SCHEMA, Verdict
 from spark_core.evaluation.common_entropy import COMMON_ENTROPY_SCHEMA
 from spark_core.evaluation.policy_rollout import EVAL_ROWS_SCHEMA
 from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA
@@ -17,7 +17,7 @@ from spark_core.evaluation.score_outputs import score_file
 from tasks.results import Adapters
 from tests.helpers import random_adapter, task_states
 
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
+VERDICTS = (Verdict.SUPPORTED, Verdict.NOT_SUPPORTED, Verdict.INCONCLUSIVE)
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,21 @@ import pyarrow as pa
 from spark_core import CATEGORIES
 from spark_core.config import DataConfig
 from spark_core.data.sources import RawRecord
+from spark_core.str_enum import StrEnum
 
 STAGE_VERSION = "2"  # bump when ingest logic changes what it writes
 # 2: data.eval_total, a separate held-out evaluation pool
 LETTERS = "ABCDEFGHIJ"
 MIN_OPTIONS, MAX_OPTIONS = 2, 10
 REQUIRED = ("question_id", "question", "options", "answer", "answer_index", "category")
+
+
+class Split(StrEnum):
+    """Which side of the split a question is on: the ``split`` column of ``questions``."""
+
+    TRAIN = "train"  # synthesis and training use it
+    EVAL = "eval"  # held out: only evaluation sees it
+
 
 QUESTIONS_SCHEMA = pa.schema(
     [
@@ -34,7 +43,7 @@ QUESTIONS_SCHEMA = pa.schema(
         pa.field("cot_content", pa.string()),
         pa.field("category", pa.string(), nullable=False),
         pa.field("src", pa.string()),
-        pa.field("split", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # Split
     ]
 )
 
@@ -187,7 +196,8 @@ def split(rows: list[dict[str, Any]], cfg: DataConfig) -> list[dict[str, Any]]:
             n_eval = min(max(n_eval, 1), len(ids) - 1)
         eval_ids = set(ids[:n_eval])
         out.extend(
-            {**r, "split": "eval" if r["question_id"] in eval_ids else "train"} for r in group
+            {**r, "split": Split.EVAL if r["question_id"] in eval_ids else Split.TRAIN}
+            for r in group
         )
     return sorted(out, key=lambda r: r["question_id"])
 
@@ -205,7 +215,8 @@ def held_out(
         cfg.model_copy(update={"per_category": None, "total": cfg.eval_total}),
         salt="held_out",
     )
-    out = [{**r, "split": "train"} for r in sampled] + [{**r, "split": "eval"} for r in pool]
+    out = [{**r, "split": Split.TRAIN} for r in sampled]
+    out += [{**r, "split": Split.EVAL} for r in pool]
     return sorted(out, key=lambda r: r["question_id"])
 
 
@@ -231,8 +242,7 @@ def ingest_records(records: list[RawRecord], cfg: DataConfig) -> IngestResult:
         "accepted": len(checked.accepted),
         "rejected": len(checked.rejected),
         "sampled": len(rows),
-        "train": sum(r["split"] == "train" for r in rows),
-        "eval": sum(r["split"] == "eval" for r in rows),
+        **{s.value: sum(r["split"] == s for r in rows) for s in Split},
         "per_category": dict(sorted(Counter(r["category"] for r in rows).items())),
     }
     return IngestResult(questions, rejected, stats)

@@ -39,17 +39,23 @@ from spark_core.evaluation.common_entropy import common_groups, mean_entropy
 from spark_core.evaluation.policies import TESTED
 from spark_core.evaluation.seeds import Groups, paired_differences, seed_groups
 from spark_core.evaluation.stats import accuracy, holm, questions_needed
+from spark_core.str_enum import StrEnum
 
 if TYPE_CHECKING:
     from spark_core.config import EvaluationConfig
 
 SAMPLED_PREFIX = "base@"  # base@0.7, base@1, ...: the base model sampled at a temperature
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = (
-    "supported",
-    "not supported",
-    "inconclusive at this size",
-    "not run",
-)
+
+
+class Verdict(StrEnum):
+    """A claim's verdict: the ``verdict`` column of ``eval_claims`` (module docstring)."""
+
+    SUPPORTED = "supported"
+    NOT_SUPPORTED = "not supported"
+    INCONCLUSIVE = "inconclusive at this size"
+    NOT_RUN = "not run"
+
+
 # claim -> (the claim in the paper's words, the policy SPaRK is compared with, the figure)
 CLAIMS: dict[str, tuple[str, str, str]] = {
     "accuracy_noninferior_base": (
@@ -89,7 +95,7 @@ CLAIMS_SCHEMA = pa.schema(
         pa.field("ci_high", _F, nullable=False),
         pa.field("p_value", _F, nullable=False),  # raw; NaN: not run
         pa.field("p_holm", _F, nullable=False),  # Holm-adjusted over the claims that ran
-        pa.field("verdict", pa.string(), nullable=False),
+        pa.field("verdict", pa.string(), nullable=False),  # Verdict
         pa.field("questions_needed", _F, nullable=False),  # inconclusive only; inf: no size
         pa.field("note", pa.string(), nullable=False),
     ]
@@ -154,13 +160,13 @@ def compare(
     return Comparison(estimate, centre - z * se, centre + z * se, p, se, n, centre, units)
 
 
-def verdict(c: Comparison, p_holm: float, bound: float, alpha: float) -> str:
+def verdict(c: Comparison, p_holm: float, bound: float, alpha: float) -> Verdict:
     """supported / not supported / inconclusive at this size (module docstring)."""
     if p_holm <= alpha:
-        return SUPPORTED
+        return Verdict.SUPPORTED
     if c.ci_high <= bound:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
+        return Verdict.NOT_SUPPORTED
+    return Verdict.INCONCLUSIVE
 
 
 def needed(c: Comparison, bound: float, alpha: float, family: int, power: float) -> float:
@@ -309,11 +315,12 @@ def claims_table(
             continue
         if e.get("few"):  # shown, never tested: out of the Holm family
             estimate = {"questions": e["c"].questions, "estimate": e["c"].estimate}
-            out.append(row | _not_run() | estimate | {"verdict": INCONCLUSIVE})
+            out.append(row | _not_run() | estimate | {"verdict": Verdict.INCONCLUSIVE})
             continue
         c, p_holm = e["c"], e["p_holm"]
         decided = verdict(c, p_holm, e["bound"], ev.alpha)
-        n = needed(c, e["bound"], ev.alpha, len(ran), ev.power) if decided == INCONCLUSIVE else nan
+        inconclusive = decided == Verdict.INCONCLUSIVE
+        n = needed(c, e["bound"], ev.alpha, len(ran), ev.power) if inconclusive else nan
         out.append(
             row
             | {
@@ -339,7 +346,7 @@ def _not_run() -> dict:
         "ci_high": nan,
         "p_value": nan,
         "p_holm": nan,
-        "verdict": NOT_RUN,
+        "verdict": Verdict.NOT_RUN,
         "questions_needed": nan,
     }
 
@@ -356,14 +363,14 @@ def _estimate(r: dict) -> str:
 
 
 def _verdict_text(r: dict) -> str:
-    if r["verdict"] != INCONCLUSIVE:
+    if r["verdict"] != Verdict.INCONCLUSIVE:
         return f"**{r['verdict']}**"
     n = r["questions_needed"]
     if math.isinf(n):
-        return f"**{INCONCLUSIVE}** (no effect observed: no size decides it)"
+        return f"**{Verdict.INCONCLUSIVE}** (no effect observed: no size decides it)"
     if math.isnan(n):
-        return f"**{INCONCLUSIVE}**"
-    return f"**{INCONCLUSIVE}** (≈ {int(n):,} questions needed, now {r['questions']})"
+        return f"**{Verdict.INCONCLUSIVE}**"
+    return f"**{Verdict.INCONCLUSIVE}** (≈ {int(n):,} questions needed, now {r['questions']})"
 
 
 def claim_lines(table: pa.Table, alpha: float, margin: float, samples: int) -> list[str]:

@@ -45,6 +45,7 @@ from spark_core.protocol import (
 from spark_core.synthesis.barrier import observation_text
 from spark_core.synthesis.repair import RepairContext, repair_calls
 from spark_core.synthesis.rollout import answer_request
+from spark_core.tools.base import ToolStatus
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.sandbox import Sandbox
 
@@ -211,13 +212,13 @@ def evaluate_policy(
                 if qid in results_by_id:
                     row = results_by_id[qid]
                     s["tool_calls"] += 1
-                    s["tool_errors"] += row["status"] != "ok"
+                    s["tool_errors"] += row["status"] != ToolStatus.OK
                     if row.get("repair_attempts"):
                         s["repairs"][-1] = row["repair_attempts"]
                         s["repaired"][-1] = row["repair_succeeded"]
                     result.action_input = row["tool_input"]  # the input that ran last
                 else:  # cot: the reasoning is the observation
-                    row = {"action": COT, "status": "ok", "output": result.action_input}
+                    row = {"action": COT, "status": ToolStatus.OK, "output": result.action_input}
                     row["error"] = ""
                 observation = observation_text(row, cfg.rollout.observation_chars)
                 step_text = render_step(result.thought, result.action, result.action_input)

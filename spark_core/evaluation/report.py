@@ -32,6 +32,7 @@ from spark_core.evaluation.stats import (
     tool_state_entropies,
 )
 from spark_core.protocol import ANSWER, INVALID
+from spark_core.str_enum import StrEnum
 
 OVERALL = "overall"
 _F = pa.float64()
@@ -92,7 +93,7 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
         pa.field("policy_b", pa.string(), nullable=False),
         pa.field("seed_a", pa.int64(), nullable=False),  # -1: untrained or its only seed
         pa.field("seed_b", pa.int64(), nullable=False),
-        pa.field("figure", pa.string(), nullable=False),  # per-state | pooled
+        pa.field("figure", pa.string(), nullable=False),  # EntropyFigure
         pa.field("n_questions", pa.int64(), nullable=False),
         pa.field("entropy_a", _F, nullable=False),
         pa.field("entropy_b", _F, nullable=False),
@@ -100,7 +101,21 @@ ENTROPY_TESTS_SCHEMA = pa.schema(
         pa.field("p_value", _F, nullable=False),
     ]
 )
-FIGURES = {"per-state": pooled_mean, "per-state tools": pooled_mean, "pooled": pooled_entropy}
+
+
+class EntropyFigure(StrEnum):
+    """The tool-selection entropy figures: the ``figure`` column of ``eval_entropy_tests``."""
+
+    PER_STATE = "per-state"  # mean entropy of P(action | state) over the states
+    PER_STATE_TOOLS = "per-state tools"  # the same over the m actions training offered
+    POOLED = "pooled"  # entropy of the pooled counts of the tools and cot taken
+
+
+FIGURES = {
+    EntropyFigure.PER_STATE: pooled_mean,
+    EntropyFigure.PER_STATE_TOOLS: pooled_mean,
+    EntropyFigure.POOLED: pooled_entropy,
+}
 
 
 def _tool_choices(row: dict[str, Any]) -> list[str]:
@@ -109,9 +124,9 @@ def _tool_choices(row: dict[str, Any]) -> list[str]:
 
 
 def _units(rows: list[dict[str, Any]], figure: str) -> list:
-    if figure == "pooled":
+    if figure == EntropyFigure.POOLED:
         return [_tool_choices(r) for r in rows]
-    if figure == "per-state tools":  # the m actions training offered: `answer` left out
+    if figure == EntropyFigure.PER_STATE_TOOLS:  # the m actions training offered: no `answer`
         return [tool_state_entropies(r["step_probs"], r["action_names"]) for r in rows]
     return [state_entropies(r["step_probs"]) for r in rows]  # computed once, then resampled
 
@@ -123,8 +138,9 @@ def _norm(bits: float, n: int) -> float:
 def _figure(
     rows: list[dict[str, Any]], figure: str, statistic, samples: int, seed: int
 ) -> tuple[float, float, float]:
-    """(value, CI low, CI high) of a figure of rows pooled over their seeds: the point value
-    from every seed's units, the interval from the hierarchical bootstrap (seeds, questions)."""
+    """(value, CI low, CI high) of a figure (accuracy or an ``EntropyFigure``) of rows pooled
+    over their seeds: the point value from every seed's units, the interval from the
+    hierarchical bootstrap (seeds, questions)."""
     if figure == "accuracy":
         groups = seed_groups(rows, lambda r: r["correct"])
     else:
@@ -147,9 +163,9 @@ def _row(
     acc, lo, hi = _figure(rows, "accuracy", accuracy, samples, seed)
     calls = sum(r["tool_calls"] for r in rows)
     steps = sum(len(r["actions"]) for r in rows)
-    state_bits, s_lo, s_hi = _figure(rows, "per-state", pooled_mean, samples, seed)
-    tool_bits, t_lo, t_hi = _figure(rows, "per-state tools", pooled_mean, samples, seed)
-    pooled_bits, p_lo, p_hi = _figure(rows, "pooled", pooled_entropy, samples, seed)
+    state_bits, s_lo, s_hi = _figure(rows, EntropyFigure.PER_STATE, pooled_mean, samples, seed)
+    tool_bits, t_lo, t_hi = _figure(rows, EntropyFigure.PER_STATE_TOOLS, pooled_mean, samples, seed)
+    pooled_bits, p_lo, p_hi = _figure(rows, EntropyFigure.POOLED, pooled_entropy, samples, seed)
     n_names = len(rows[0]["action_names"]) if rows else 0
     return {
         "policy": policy,

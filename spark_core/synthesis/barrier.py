@@ -17,6 +17,7 @@ import pyarrow as pa
 from spark_core.config import RunConfig
 from spark_core.protocol import COT, final_answer, render_step, trajectory_entry
 from spark_core.synthesis.selection import select_in_order
+from spark_core.tools.base import ToolStatus
 
 STATE_SCHEMA = pa.schema(
     [
@@ -72,7 +73,7 @@ def usage_table(usage: Counter) -> pa.Table:
 
 
 def observation_text(row: dict[str, Any], limit: int) -> str:
-    text = row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}"
+    text = row["output"] if row["status"] == ToolStatus.OK else f"{row['status']}: {row['error']}"
     text = " ".join(text.split()) if row["action"] == COT else text.strip()
     return text if len(text) <= limit else text[:limit] + " ..."
 

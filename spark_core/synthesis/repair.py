@@ -21,6 +21,7 @@ from spark_core.config import RunConfig
 from spark_core.models.generator import Generator
 from spark_core.models.requests import ChatRequest, Message
 from spark_core.protocol import COT, render_step
+from spark_core.tools.base import ToolStatus
 from spark_core.tools.batch import ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
@@ -62,7 +63,7 @@ def failure_text(row: dict[str, Any]) -> str:
 def repairable(row: dict[str, Any]) -> bool:
     """A failed sandboxed call of a known tool (``cot`` never fails; an unknown tool cannot
     be fixed by a new input)."""
-    return row["status"] != "ok" and row["action"] != COT and row["action"] in discover()
+    return row["status"] != ToolStatus.OK and row["action"] != COT and row["action"] in discover()
 
 
 def repair_request(
@@ -125,5 +126,5 @@ def repair_calls(
         ]
         for (i, _), result in zip(runnable, run_batch(calls, sandbox, parallelism), strict=True):
             rows[i].update(result)
-            rows[i]["repair_succeeded"] = result["status"] == "ok"
+            rows[i]["repair_succeeded"] = result["status"] == ToolStatus.OK
     return tokens

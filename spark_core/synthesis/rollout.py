@@ -22,7 +22,7 @@ from spark_core.data.answers import LETTERS, AnswerSource, read_letter
 from spark_core.models.generator import Generator
 from spark_core.models.judge.judge import Judge
 from spark_core.models.judge.prompt import JudgeItem
-from spark_core.models.judge.scorers import Judgement
+from spark_core.models.judge.scorers import EXPECTATION_METHODS, Judgement, JudgeStatus
 from spark_core.models.requests import ChatRequest, Completion
 from spark_core.protocol import (
     COT,
@@ -32,6 +32,7 @@ from spark_core.protocol import (
     policy_messages,
 )
 from spark_core.synthesis.repair import REPAIR_FIELDS, RepairContext, repair_calls
+from spark_core.tools.base import ToolStatus
 from spark_core.tools.batch import TOOL_CALLS_SCHEMA, ToolCall, run_batch
 from spark_core.tools.registry import discover
 from spark_core.tools.sandbox import Sandbox
@@ -65,10 +66,10 @@ SCORES_SCHEMA = pa.schema(
         pa.field("score", pa.float64()),  # null: the judgement failed; judge.grade's reading
         pa.field("score_expected", pa.float64()),  # log-prob expectation (null: not available)
         pa.field("score_integer", pa.float64()),  # the judge's stated grade (null: none read)
-        pa.field("judge_status", pa.string(), nullable=False),
+        pa.field("judge_status", pa.string(), nullable=False),  # JudgeStatus
         pa.field("judge_error", pa.string(), nullable=False),
         pa.field("judge_reply", pa.string(), nullable=False),  # the judge's raw reply
-        pa.field("judge_method", pa.string(), nullable=False),  # how the score was read
+        pa.field("judge_method", pa.string(), nullable=False),  # JudgeMethod: how it was read
         pa.field("judge_prompt_tokens", pa.int64(), nullable=False),
         pa.field("judge_completion_tokens", pa.int64(), nullable=False),
         pa.field("judge_cached", pa.bool_(), nullable=False),
@@ -220,10 +221,9 @@ def action_fixed(messages: tuple, action: str) -> tuple:
 def judge_readings(j: Judgement, grade: str) -> dict[str, float | None]:
     """``score`` (what selection and rewards use, by ``judge.grade``) and both readings: the
     expectation exists where the judge gave log-probs, the stated grade wherever one was read."""
-    read_expected = j.method.removesuffix("_state") in ("logprobs", "next_token")
-    expected = j.score if read_expected else None
-    integer = j.grade if j.status == "ok" else None
-    score = j.score if grade == "expected" or j.status != "ok" else integer
+    expected = j.score if j.method in EXPECTATION_METHODS else None
+    integer = j.grade if j.status == JudgeStatus.OK else None
+    score = j.score if grade == "expected" or j.status != JudgeStatus.OK else integer
     return {"score": score, "score_expected": expected, "score_integer": integer}
 
 
@@ -311,7 +311,7 @@ def rollout_step(
         )
         if completion.finish_reason == "error":
             row.update(
-                status="error",
+                status=ToolStatus.ERROR,
                 output="",
                 error=f"generation failed: {completion.extra.get('error', '')}"[:500],
             )
@@ -326,7 +326,7 @@ def rollout_step(
             trajectories[q.question_id],
             row["action"],
             row["tool_input"],
-            row["output"] if row["status"] == "ok" else f"{row['status']}: {row['error']}",
+            row["output"] if row["status"] == ToolStatus.OK else f"{row['status']}: {row['error']}",
             thought_of[q.question_id, a],
         )
         for row, (q, a) in zip(rows, pairs, strict=True)

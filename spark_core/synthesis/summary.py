@@ -15,10 +15,12 @@ from spark_core.config import RunConfig
 from spark_core.labeling.rewards import spread, variance_shares
 from spark_core.labeling.trajectories import label
 from spark_core.metrics import entropy_bits, normalized_entropy, quantile
+from spark_core.models.judge.scorers import JudgeStatus
 from spark_core.models.prices import JudgeRates, model_rates, rates_for
 from spark_core.protocol import parse_step
 from spark_core.synthesis.agreement import agreement
 from spark_core.synthesis.selection import is_viable
+from spark_core.tools.base import ToolStatus
 
 ACTIONS_SCHEMA = pa.schema(
     [
@@ -102,7 +104,7 @@ def summarize(
                 "viable_rate": sum(is_viable(v, threshold) for v in judged) / len(judged)
                 if judged
                 else 0.0,
-                "tool_error_rate": sum(c["status"] != "ok" for c in cands) / len(cands)
+                "tool_error_rate": sum(c["status"] != ToolStatus.OK for c in cands) / len(cands)
                 if cands
                 else 0.0,
                 "score_mean": statistics.fmean(judged) if judged else None,
@@ -129,7 +131,7 @@ def summarize(
     batched = [s for s in fresh if s.get("judge_batch")]
     batch_prompt = sum(s["judge_prompt_tokens"] for s in batched)
     batch_completion = sum(s["judge_completion_tokens"] for s in batched)
-    failed = sum(s["judge_status"] != "ok" for s in scores)
+    failed = sum(s["judge_status"] != JudgeStatus.OK for s in scores)
     outcomes: dict[tuple[int, int], list[bool]] = {}
     for s in scores:
         outcomes.setdefault((s["question_id"], s["step"]), []).append(s["score"] is None)
@@ -279,8 +281,8 @@ def shard_line(
 ) -> str:
     """One rollout shard at one step: candidates, tool errors, judge failures, model usage
     (``usage``: the generator's and the judge's lines) and time per phase."""
-    failed = sum(s != "ok" for s in scores.column("judge_status").to_pylist())
-    tool_errors = sum(s != "ok" for s in candidates.column("status").to_pylist())
+    failed = sum(s != JudgeStatus.OK for s in scores.column("judge_status").to_pylist())
+    tool_errors = sum(s != ToolStatus.OK for s in candidates.column("status").to_pylist())
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(timings.items()))
     return (
         f"step {step} shard {shard}: {active} questions, {candidates.num_rows} candidates, "

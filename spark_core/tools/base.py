@@ -1,16 +1,25 @@
 """What a tool is, and what running one returns.
 
 A tool maps the text a model wrote to a deterministic text output. Failure is data: a result
-carries ``status`` ok / error / timeout / rejected, never an exception out of the stage.
+carries a ``ToolStatus`` (ok / error / timeout / rejected), never an exception out of the stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["ok", "error", "timeout", "rejected"]
+from spark_core.str_enum import StrEnum
+
+
+class ToolStatus(StrEnum):
+    """How a tool call ended: the ``status`` column of tool calls (``candidates``)."""
+
+    OK = "ok"  # the output is the tool's
+    ERROR = "error"  # the tool failed on the input (the error tells the model why)
+    TIMEOUT = "timeout"  # the call ran past its CPU or wall-time limit
+    REJECTED = "rejected"  # the sandbox or the tool refused it (unsafe, unknown tool)
 
 
 class ToolError(ValueError):
@@ -23,7 +32,7 @@ class Rejected(ToolError):
 
 @dataclass(frozen=True)
 class ToolResult:
-    status: Status
+    status: ToolStatus
     output: str
     error: str
     latency_ms: float

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from spark_core.tools.base import ToolResult
+from spark_core.tools.base import ToolResult, ToolStatus
 from spark_core.tools.registry import COT, discover
 from spark_core.tools.sandbox import Sandbox
 
@@ -22,7 +22,7 @@ TOOL_CALLS_SCHEMA = pa.schema(
         pa.field("step", pa.int32(), nullable=False),
         pa.field("action", pa.string(), nullable=False),
         pa.field("tool_input", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ToolStatus
         pa.field("output", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         pa.field("latency_ms", pa.float64(), nullable=False),
@@ -41,11 +41,11 @@ class ToolCall:
 
 def _execute(call: ToolCall, sandbox: Sandbox) -> ToolResult:
     if call.action == COT:
-        return ToolResult("ok", call.tool_input, "", 0.0)
+        return ToolResult(ToolStatus.OK, call.tool_input, "", 0.0)
     if call.action not in discover():
-        return ToolResult("rejected", "", f"unknown tool {call.action!r}", 0.0)
+        return ToolResult(ToolStatus.REJECTED, "", f"unknown tool {call.action!r}", 0.0)
     if not call.tool_input.strip():
-        return ToolResult("error", "", "empty tool input", 0.0)
+        return ToolResult(ToolStatus.ERROR, "", "empty tool input", 0.0)
     return sandbox.run(call.action, call.tool_input)
 
 

@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from spark_core.tools import bwrap, cgroup
-from spark_core.tools.base import ToolResult
+from spark_core.tools.base import ToolResult, ToolStatus
 from spark_core.tools.worker import clean_text
 
 log = logging.getLogger(__name__)
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-STATUSES = ("ok", "error", "rejected", "timeout")
+STATUSES = tuple(ToolStatus)
 CREATED_ROOTS: list[str] = []  # host scratch roots made by this process (tests check cleanup)
 PROCESS_WARNING = (
     "tools.isolation is 'process': tool calls run without bubblewrap's namespaces (no private "
@@ -199,8 +199,8 @@ class _Worker:
         self.oom_killed = self.cgroup is not None and self.cgroup.oom_kills() > kills
         if not valid_reply(reply, self.next_id, self.limits):
             return None
-        if self.oom_killed and reply["status"] in ("timeout", "error"):
-            reply.update(status="error", error=self.memory_error)
+        if self.oom_killed and reply["status"] in (ToolStatus.TIMEOUT, ToolStatus.ERROR):
+            reply.update(status=ToolStatus.ERROR, error=self.memory_error)
         return reply
 
     @property
@@ -332,7 +332,7 @@ class Sandbox:
         """Execute one call; failures come back as a result, never as an exception."""
         worker = self._idle.get() if self._all else None
         if worker is None:
-            return ToolResult("error", "", "sandbox is closed", 0.0)
+            return ToolResult(ToolStatus.ERROR, "", "sandbox is closed", 0.0)
         start = time.perf_counter()
         reply = None
         try:
@@ -359,9 +359,9 @@ class Sandbox:
             error = "sandbox worker stopped responding or sent an invalid reply"
             if oom_killed:
                 error = f"memory limit ({self.limits.memory_mb} MB) exceeded: worker killed"
-            return ToolResult("error", "", error, round(elapsed, 3))
+            return ToolResult(ToolStatus.ERROR, "", error, round(elapsed, 3))
         output, error = clean_text(reply["output"]), clean_text(reply["error"])
-        return ToolResult(reply["status"], output, error, reply["latency_ms"])
+        return ToolResult(ToolStatus(reply["status"]), output, error, reply["latency_ms"])
 
     def close(self) -> None:
         with self._lock:

@@ -23,10 +23,12 @@ import tempfile
 import time
 from typing import Any
 
+from spark_core.tools.base import ToolStatus
 from spark_core.tools.sweep import sweep as sweep_namespace
 
 RESULT_LIMIT_BYTES = 1 << 20
-CHILD_STATUSES = ("ok", "error", "rejected")
+# what a call's child may report; a timeout is the supervisor's to say
+CHILD_STATUSES = (ToolStatus.OK, ToolStatus.ERROR, ToolStatus.REJECTED)
 
 
 def clean_text(text: str) -> str:
@@ -142,13 +144,13 @@ def execute(
     latency_ms = (time.perf_counter() - start) * 1000
     if timed_out or not exited:
         result = {
-            "status": "timeout",
+            "status": ToolStatus.TIMEOUT,
             "output": "",
             "error": f"wall-time limit ({limits['wall_seconds']} s) exceeded",
         }
     elif data:
         result = parse_child_result(data, limits["max_output_chars"]) or {
-            "status": "error",
+            "status": ToolStatus.ERROR,
             "output": "",
             "error": "sandbox: the tool process sent a malformed result",
         }
@@ -157,15 +159,23 @@ def execute(
         signal.SIGKILL,
     ):
         result = {
-            "status": "timeout",
+            "status": ToolStatus.TIMEOUT,
             "output": "",
             "error": f"CPU-time limit ({limits['cpu_seconds']} s) exceeded",
         }
     elif os.WIFSIGNALED(wait_status):
         sig = signal.Signals(os.WTERMSIG(wait_status)).name
-        result = {"status": "error", "output": "", "error": f"tool process killed by {sig}"}
+        result = {
+            "status": ToolStatus.ERROR,
+            "output": "",
+            "error": f"tool process killed by {sig}",
+        }
     else:
-        result = {"status": "error", "output": "", "error": "tool process exited without a result"}
+        result = {
+            "status": ToolStatus.ERROR,
+            "output": "",
+            "error": "tool process exited without a result",
+        }
     result["latency_ms"] = round(latency_ms, 3)
     return result
 
@@ -178,7 +188,9 @@ def _serve(line: bytes, limits: dict[str, Any], root: str, sweep: bool, ctl) -> 
         if not isinstance(request.get("tool"), str) or not isinstance(request.get("input"), str):
             raise ValueError("tool and input must be strings")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return json.dumps({"id": None, "status": "error", "output": "", "error": "bad request"})
+        return json.dumps(
+            {"id": None, "status": ToolStatus.ERROR, "output": "", "error": "bad request"}
+        )
     request = {"tool": request["tool"], "input": request["input"]}
     result = execute(request, limits, root, sweep, ctl)
     result["id"] = call_id

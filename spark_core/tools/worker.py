@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from spark_core.tools import supervisor
+from spark_core.tools.base import ToolStatus
 from spark_core.tools.supervisor import clean_text, parse_child_result  # noqa: F401 - re-exported
 
 RESULT_LIMIT_BYTES = supervisor.RESULT_LIMIT_BYTES
@@ -80,7 +81,7 @@ def _close_fds(keep: int) -> None:
 def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_fd: int) -> None:
     """Runs in the forked child; never returns (the caller ``_exit``s)."""
     _close_fds(keep=write_fd)
-    status, output, error = "error", "", ""
+    status, output, error = ToolStatus.ERROR, "", ""
     try:
         from spark_core.tools import lockdown
         from spark_core.tools.base import Rejected, ToolError
@@ -103,11 +104,11 @@ def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_
         random.seed(0)
         try:
             output = str(tool.run(text))
-            status = "ok"
+            status = ToolStatus.OK
         except lockdown.SandboxViolation as exc:
-            status, error = "rejected", str(exc)
+            status, error = ToolStatus.REJECTED, str(exc)
         except Rejected as exc:
-            status, error = "rejected", str(exc)
+            status, error = ToolStatus.REJECTED, str(exc)
         except ToolError as exc:
             error = str(exc)
         except MemoryError:
@@ -116,8 +117,8 @@ def _child(request: dict[str, Any], limits: dict[str, Any], scratch: str, write_
             error = "RecursionError: expression or program nested too deeply"
         except BaseException as exc:  # model-written code can raise anything
             error = f"{type(exc).__name__}: {exc}"
-        if lockdown.violations and status != "rejected":
-            status, error = "rejected", f"sandbox: {lockdown.violations[0]} is not allowed"
+        if lockdown.violations and status != ToolStatus.REJECTED:
+            status, error = ToolStatus.REJECTED, f"sandbox: {lockdown.violations[0]} is not allowed"
     except BaseException as exc:  # failure while entering the sandbox itself
         error = f"sandbox setup failed: {type(exc).__name__}: {exc}"
     cap = limits["max_output_chars"]

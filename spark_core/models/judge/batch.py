@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spark_core.models.judge.prompt import JudgeItem
-from spark_core.models.judge.scorers import Judgement, OpenAIJudge, expected_score, parse_score
+from spark_core.models.judge.scorers import (
+    Judgement,
+    JudgeMethod,
+    JudgeStatus,
+    OpenAIJudge,
+    expected_score,
+    parse_score,
+)
 from spark_core.models.judge.state_prompt import group_states
 from spark_core.models.openai.backend import BackendError, backoff_seconds
 from spark_core.models.openai.capabilities import (
@@ -89,9 +96,9 @@ def chat_body(model: str, request: ChatRequest, extra: dict[str, Any]) -> dict[s
 def candidate_extra(judge: OpenAIJudge) -> dict[str, Any]:
     """What a per-candidate request asks for beyond the chat: logprobs or a JSON score."""
     method = judge.method
-    if method == "logprobs":
+    if method == JudgeMethod.LOGPROBS:
         return {"logprobs": True, "top_logprobs": 20}
-    if method == "structured":
+    if method == JudgeMethod.STRUCTURED:
         return STRUCTURED_STYLES[judge.capabilities.structured]  # type: ignore[union-attr]
     return {}
 
@@ -100,13 +107,13 @@ def candidate_score(method: str, response: Any) -> float | None:
     """A per-candidate score read from a chat completion, as ``OpenAIJudge`` reads it."""
     choice = response.choices[0]
     text = choice.message.content or ""
-    if method == "logprobs":
+    if method == JudgeMethod.LOGPROBS:
         content = getattr(getattr(choice, "logprobs", None), "content", None)
         for position in (content or [])[:2]:
             score = expected_score({t.token: t.logprob for t in position.top_logprobs or []})
             if score is not None:
                 return score
-    if method == "structured":
+    if method == JudgeMethod.STRUCTURED:
         score = score_from_json(text)
         if score is not None:
             return score
@@ -154,7 +161,7 @@ class BatchJudging:
         return [
             Judgement(
                 score,
-                "ok" if score is not None else "failed",
+                JudgeStatus.OK if score is not None else JudgeStatus.FAILED,
                 raw,
                 "" if score is not None else f"no score in the judge's reply {raw[:80]!r}",
                 getattr(usage, "prompt_tokens", 0) or 0,

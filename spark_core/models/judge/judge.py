@@ -15,7 +15,13 @@ from spark_core.models.backends import make_backend
 from spark_core.models.judge.batch import BatchJudging
 from spark_core.models.judge.per_state import state_scorer
 from spark_core.models.judge.prompt import JudgeItem, judge_messages
-from spark_core.models.judge.scorers import HFJudge, Judgement, OpenAIJudge, stated_grade
+from spark_core.models.judge.scorers import (
+    HFJudge,
+    Judgement,
+    JudgeStatus,
+    OpenAIJudge,
+    stated_grade,
+)
 from spark_core.models.judge.state_prompt import group_states, state_messages
 from spark_core.models.openai.capabilities import (
     Capabilities,
@@ -132,13 +138,14 @@ class Judge:
             items,
             self._compute,
             lambda d: Judgement(**{**d, "cached": True}),
-            lambda j: j.status == "ok",
+            lambda j: j.status == JudgeStatus.OK,
             self.stop_rules,
         )
         for judgement in results:
-            if judgement.grade is None and judgement.status == "ok":  # cached before grades
+            # a judgement cached before grades were stored: its grade is read now
+            if judgement.grade is None and judgement.status == JudgeStatus.OK:
                 judgement.grade = stated_grade(judgement.method, judgement.score, judgement.raw)
-            if judgement.status != "ok":
+            if judgement.status != JudgeStatus.OK:
                 log.warning("judgement failed: %s", judgement.error)
         return results
 

@@ -23,7 +23,13 @@ import torch
 
 from spark_core.models.hf.prefix_cache import cache_arg
 from spark_core.models.judge.prompt import JudgeItem
-from spark_core.models.judge.scorers import HFJudge, Judgement, OpenAIJudge
+from spark_core.models.judge.scorers import (
+    HFJudge,
+    Judgement,
+    JudgeMethod,
+    JudgeStatus,
+    OpenAIJudge,
+)
 from spark_core.models.judge.state_prompt import (
     group_states,
     parse_state_reply,
@@ -76,12 +82,12 @@ class HFStateJudge:
         return [
             Judgement(
                 expected[k] if parsed[k] is not None else None,
-                "ok" if parsed[k] is not None else "failed",
+                JudgeStatus.OK if parsed[k] is not None else JudgeStatus.FAILED,
                 reply,
                 "" if parsed[k] is not None else f"no score for candidate {k + 1}",
                 prompt_share[k],
                 completion_share[k],
-                method="next_token_state",
+                method=JudgeMethod.NEXT_TOKEN_STATE,
                 grade=written[k] if parsed[k] is not None else None,
             )
             for k in range(len(items))
@@ -104,9 +110,11 @@ class OpenAIStateJudge:
         self.inner = inner
 
     @property
-    def method(self) -> str:
+    def method(self) -> JudgeMethod:
         caps = self.inner.capabilities
-        return "structured_state" if caps is not None and caps.structured else "text_state"
+        if caps is not None and caps.structured:
+            return JudgeMethod.STRUCTURED_STATE
+        return JudgeMethod.TEXT_STATE
 
     def call_args(self, items: list[JudgeItem]) -> tuple[ChatRequest, dict[str, Any]]:
         """The request for one state's candidates and chat()'s extra arguments (batch jobs
@@ -129,7 +137,7 @@ class OpenAIStateJudge:
         return [
             Judgement(
                 score,
-                "ok" if score is not None else "failed",
+                JudgeStatus.OK if score is not None else JudgeStatus.FAILED,
                 reply,
                 "" if score is not None else f"no score for candidate {k} in {reply[:80]!r}",
                 prompt[k - 1],
@@ -163,14 +171,21 @@ class OpenAIStateJudge:
                 totals[i][1] += judgement.completion_tokens
                 totals[i][2] += judgement.cached_prompt_tokens
                 results[i] = judgement
-            pending = [i for i in pending if results[i].status != "ok"]  # type: ignore[union-attr]
+            pending = [i for i in pending if results[i].status != JudgeStatus.OK]  # type: ignore[union-attr]
             if not pending:
                 break
         out = []
         for i, judgement in enumerate(results):
             if judgement is None:
                 judgement = Judgement(
-                    None, "failed", "", last_error, 0, 0, self.inner.attempts, method=self.method
+                    None,
+                    JudgeStatus.FAILED,
+                    "",
+                    last_error,
+                    0,
+                    0,
+                    self.inner.attempts,
+                    method=self.method,
                 )
             judgement.prompt_tokens, judgement.completion_tokens = totals[i][:2]
             judgement.cached_prompt_tokens = totals[i][2]

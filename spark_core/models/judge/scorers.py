@@ -33,19 +33,45 @@ from spark_core.models.openai.capabilities import (
 )
 from spark_core.models.prices import cached_tokens
 from spark_core.models.requests import ChatRequest, Gate, OnDone
+from spark_core.str_enum import StrEnum
+
+
+class JudgeStatus(StrEnum):
+    """How a judgement ended: the ``judge_status`` column of synthesis's ``scores``."""
+
+    OK = "ok"  # a score was read
+    FAILED = "failed"  # no score could be read (never read as 0): the error says why
+
+
+class JudgeMethod(StrEnum):
+    """How a score was read: the ``judge_method`` column of synthesis's ``scores``."""
+
+    LOGPROBS = "logprobs"  # openai, per candidate: expectation over the score tokens' logprobs
+    STRUCTURED = "structured"  # openai, per candidate: a JSON {"score": n} (response_format)
+    TEXT = "text"  # openai, per candidate: the number parsed from the reply
+    NEXT_TOKEN = "next_token"  # hf, per candidate: the next-token distribution over the digits
+    STRUCTURED_STATE = "structured_state"  # judge.mode per_state: one JSON reply per state
+    TEXT_STATE = "text_state"  # per_state: the numbers parsed from one reply per state
+    NEXT_TOKEN_STATE = "next_token_state"  # hf per_state: digit distributions in one reply
+
+
+# the methods whose score is a probability-weighted expectation (its stated grade is separate)
+EXPECTATION_METHODS = frozenset(
+    {JudgeMethod.LOGPROBS, JudgeMethod.NEXT_TOKEN, JudgeMethod.NEXT_TOKEN_STATE}
+)
 
 
 @dataclass
 class Judgement:
     score: float | None
-    status: Literal["ok", "failed"]
+    status: JudgeStatus
     raw: str = ""
     error: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 1
     cached: bool = False
-    method: str = ""  # logprobs | structured | text | next_token (local); +_state: per_state
+    method: str = ""  # a JudgeMethod
     grade: float | None = None  # the stated integer grade (score is the expectation if read)
     cached_prompt_tokens: int = 0  # of prompt_tokens, served by the provider's prompt cache
     batch: bool = False  # billed as part of a Batch API job
@@ -87,7 +113,7 @@ def expected_score(top_logprobs: dict[str, float]) -> float | None:
 def stated_grade(method: str, score: float | None, raw: str) -> float | None:
     """The judge's stated grade: the number in its reply where ``score`` is a log-prob
     expectation, else the score itself (already the stated number)."""
-    if method == "logprobs":
+    if method == JudgeMethod.LOGPROBS:
         return parse_score(raw)
     return score
 
@@ -114,16 +140,16 @@ class OpenAIJudge:
         return ChatRequest(judge_messages(item), max_new_tokens=self.max_new_tokens)
 
     @property
-    def method(self) -> str:
+    def method(self) -> JudgeMethod:
         caps = self.capabilities
         if caps is None or caps.logprobs:
-            return "logprobs"
-        return "structured" if caps.structured else "text"
+            return JudgeMethod.LOGPROBS
+        return JudgeMethod.STRUCTURED if caps.structured else JudgeMethod.TEXT
 
     def _ask(self, request: ChatRequest) -> tuple[Any, float | None]:
         """One call in this endpoint's best scoring mode: (response, score or None)."""
         method = self.method
-        if method == "logprobs":
+        if method == JudgeMethod.LOGPROBS:
             response = self.backend.chat(request, logprobs=True, top_logprobs=20)
             content = getattr(getattr(response.choices[0], "logprobs", None), "content", None)
             for position in (content or [])[:2]:  # the score may follow a space or "**"
@@ -131,7 +157,7 @@ class OpenAIJudge:
                 if score is not None:
                     return response, score
             return response, parse_score(response.choices[0].message.content or "")
-        if method == "structured":
+        if method == JudgeMethod.STRUCTURED:
             style = STRUCTURED_STYLES[self.capabilities.structured]  # type: ignore[union-attr]
             # a JSON object needs a few more tokens than a bare digit
             wide = replace(request, max_new_tokens=max(request.max_new_tokens, 16))
@@ -160,7 +186,7 @@ class OpenAIJudge:
             if score is not None:
                 return Judgement(
                     score,
-                    "ok",
+                    JudgeStatus.OK,
                     raw,
                     "",
                     prompt_tokens,
@@ -173,7 +199,7 @@ class OpenAIJudge:
             error = f"no score in the judge's reply {raw[:80]!r}"
         return Judgement(
             None,
-            "failed",
+            JudgeStatus.FAILED,
             raw,
             error,
             prompt_tokens,
@@ -259,12 +285,12 @@ class HFJudge:
             for i, (value, grade) in zip(unit, values, strict=True):
                 results[i] = Judgement(
                     value,
-                    "ok",
+                    JudgeStatus.OK,
                     f"{value:.2f}",
                     "",
                     len(rows[i]),
                     0,
-                    method="next_token",
+                    method=JudgeMethod.NEXT_TOKEN,
                     grade=grade,
                 )
                 if on_done is not None:
