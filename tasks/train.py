@@ -22,6 +22,7 @@ from tasks.results import Adapter, Adapters, Labels
 
 STAGE_VERSION = "4"  # 4: pi_old from the reference pass on the fitted row, kl_exact, kl_target
 # 3: behaviour pi_old, one truncation rule, sft_data
+# (PPO's policy once named "spark": its key is train-ppo now, a new key, so nothing to bump)
 
 
 def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:

@@ -52,6 +52,7 @@ from spark_core.tools.sandbox import Sandbox
 STAGE_VERSION = "5"  # 5: tempered distributions stored, the seed column, one base@T per T
 # 3: failed tool calls repaired at the step (rollout.tool_retries)
 # 4: the sandbox refuses oversized calculator/unit_converter inputs, names the memory cap
+# (PPO's policy once named "spark" writes rows_ppo, a new artifact name: nothing to bump)
 EVAL_ROWS_SCHEMA = pa.schema(
     [
         pa.field("policy", pa.string(), nullable=False),
