@@ -114,7 +114,7 @@ def training_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> StageT
         for step in range(1, r.steps + 1):
             state = _tokens(cfg, rates, _policy_chars(cfg, q, step))
             tokens += min(state + r.thought_tokens + r.input_tokens, t.max_seq_len)
-    epochs = {"sft": t.sft_epochs, "ppo": t.ppo_epochs, "dpo": t.dpo_epochs}
+    epochs = {"sft": t.sft.epochs, "ppo": t.ppo.epochs, "dpo": t.dpo.epochs}
     seconds = 0.0
     seeds = len(t.seed_list())
     for trainer in t.trainers:
@@ -260,7 +260,7 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
     start = time.perf_counter()
     model = get_peft_model(
         load_base(resolve_model(cfg.generator.name), choose_precision(t)),
-        lora_config(t),
+        lora_config(t.lora),
     )
     if t.activation_checkpointing:  # the recomputation is part of what a step costs
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

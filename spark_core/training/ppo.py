@@ -1,5 +1,5 @@
 """SPaRK's adapter: offline PPO (``ppo_trainer.OfflinePPOTrainer``, the loss in ``ppo_loss``)
-on the chosen steps' advantages, and the statement of which pi_old its ratio used, for the log
+on the selected steps' advantages, and the statement of which pi_old its ratio used, for the log
 and the model card. A PEFT adapter folder that resumes from its last checkpoint after a kill."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def pi_old_statement(cfg: RunConfig, gap: dict[str, float], fitted: Truncation) -> str:
     """Which pi_old the PPO ratio used and why, for the log and the model card."""
     t = cfg.training
-    if t.old_logprobs == "refresh":
+    if t.ppo.old_logprobs == "refresh":
         what = (
             "refresh (standard PPO): the policy at the start of each PPO epoch, scored on "
             "the training rows under the training precision; the trust region moves with "
@@ -61,21 +61,21 @@ def train_ppo(
     pool: list[dict[str, Any]] | None = None,
     check_start: bool = False,
 ):
-    """SPaRK: offline PPO on the chosen steps' advantages (or every judged candidate with
-    group-relative advantages when ``training.candidates == 'all'``). ``check_start``: measure
+    """SPaRK: offline PPO on the selected steps' advantages (or every judged candidate with
+    group-relative advantages when ``training.ppo.candidates == 'all'``). ``check_start``: measure
     the ratio range over all the data before the first step (one more pass; bench/learn.py)."""
     from peft import get_peft_model
 
     from spark_core.models.hf.backend import load_tokenizer
 
-    t = cfg.training
+    t, ppo = cfg.training, cfg.training.ppo
     tokenizer = load_tokenizer(base_path)
-    model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
-    source = group_relative(pool) if t.candidates == "all" and pool else rows
-    stored = t.old_logprobs == "behaviour" and cfg.behaviour_source() == "stored"
+    model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t.lora))
+    source = group_relative(pool) if ppo.candidates == "all" and pool else rows
+    stored = ppo.old_logprobs == "behaviour" and cfg.behaviour_source() == "stored"
     examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len, stored_pi_beta=stored)
-    resolved = t.model_copy(update={"behaviour_source": cfg.behaviour_source()})
-    args = OfflinePPOConfig.from_training(resolved, **common_args(cfg, out_dir, t.ppo_epochs))
+    resolved = ppo.model_copy(update={"behaviour_source": cfg.behaviour_source()})
+    args = OfflinePPOConfig.from_training(resolved, **common_args(cfg, out_dir, ppo.epochs))
     trainer = OfflinePPOTrainer(
         model=model,
         args=args,
@@ -96,7 +96,7 @@ def train_ppo(
     what = (
         "every judged candidate, group-relative advantages"
         if source is not rows
-        else "chosen steps with composite-reward advantages"
+        else "selected steps with composite-reward advantages"
     )
     card = {
         "title": "SPaRK (offline PPO)",

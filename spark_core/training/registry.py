@@ -34,14 +34,13 @@ class Trainer:
 # every trainer of training.trainers (its config name): a new trainer is one entry here, and
 # one in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders)
 TRAINERS: dict[str, Trainer] = {
-    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
-    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # SPaRK
+    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft.data == "greedy"),  # the baseline
+    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.ppo.candidates == "all"),  # SPaRK
     "dpo": Trainer(  # step-level DPO: pairs from the candidate pool only
         lambda cfg, _trajectories, base, out, pool: train_dpo(cfg, pool, base, out),
         lambda cfg: True,
     ),
 }
-DPO_FIELDS = ("dpo_score_margin", "dpo_rarity_margin", "dpo_beta", "dpo_epochs")
 
 
 def metrics_table(policy: str, history: list[dict[str, Any]]) -> pa.Table:
