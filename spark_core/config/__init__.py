@@ -1,6 +1,7 @@
 """The run config: one typed object describes a whole run.
 
-Presets live in ``configs/*.yaml``; ``--set section.key=value`` overrides any field. Every
+Presets live in ``configs/*.yaml``; ``--set section.key=value`` (``section.group.key=value``
+inside a section's group, e.g. ``training.ppo.epochs``) overrides any field. Every
 section is a plain pydantic model so the Prefect UI can render the whole thing as a form, and
 so a stage's cache key can hash exactly the section that drives it.
 """
@@ -244,7 +245,8 @@ class RunConfig(Section):
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
-    """Apply one ``section.key=value`` override; the value is parsed as YAML."""
+    """Apply one ``section.key=value`` (or ``section.group.key=value``) override; the value is
+    parsed as YAML."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected section.key=value")
     dotted, raw = assignment.split("=", 1)
