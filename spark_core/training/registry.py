@@ -31,8 +31,10 @@ class Trainer:
     uses_pool: Callable[[RunConfig], bool]
 
 
-# every trainer of training.trainers (its config name): a new trainer is one entry here, and
-# one in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders)
+# every trainer of training.trainers (its config name): a new trainer is one entry here, one
+# in spark_core.config.TRAINED_POLICY (the policy it is evaluated as, naming its folders), and
+# its settings, if it has its own, a group of the same name in config/training.py
+# (training.<name>: only its own adapter's cache key holds it, tasks/train.py)
 TRAINERS: dict[str, Trainer] = {
     "sft": Trainer(train_sft, lambda cfg: cfg.training.sft.data == "greedy"),  # the baseline
     "ppo": Trainer(train_ppo, lambda cfg: cfg.training.ppo.candidates == "all"),  # SPaRK
