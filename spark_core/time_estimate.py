@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from spark_core.config import RunConfig
+from spark_core.memory import large_frees_returned
 from spark_core.protocol import Question, policy_messages
 
 PASS_COST = {"sft": 1.0, "ppo": 1.0, "dpo": 2.0}  # sequences read per example (DPO: a pair)
@@ -270,11 +271,12 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
     length = min(_tokens(cfg, rates, chars) + r.thought_tokens + r.input_tokens, t.max_seq_len)
     device = next(model.parameters()).device
     ids = torch.randint(0, model.config.vocab_size, (t.batch_size, length), device=device)
-    for _attempt in range(2):
-        start = time.perf_counter()
-        model(input_ids=ids, labels=ids).loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+    with large_frees_returned():  # as the trainers run
+        for _attempt in range(2):
+            start = time.perf_counter()
+            model(input_ids=ids, labels=ids).loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
     rates.train_tps = t.batch_size * length / elapsed
     del model
