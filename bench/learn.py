@@ -57,14 +57,14 @@ def main() -> None:
 
     overrides = [
         f"generator.name={args.model}",
-        f"training.ppo_epochs={args.epochs}",
+        f"training.ppo.epochs={args.epochs}",
         f"training.quantization={args.quantization}",
-        f"training.old_logprobs={args.old_logprobs}",
-        f"training.clip_eps={args.clip_eps}",
+        f"training.ppo.old_logprobs={args.old_logprobs}",
+        f"training.ppo.clip_eps={args.clip_eps}",
         "training.save_steps=100000",
     ]
     if args.kl_target is not None:
-        overrides.append(f"training.kl_target={args.kl_target}")
+        overrides.append(f"training.ppo.kl_target={args.kl_target}")
     if args.learning_rate is not None:
         overrides.append(f"training.learning_rate={args.learning_rate}")
     cfg = load_config("configs/demo.yaml", overrides)
@@ -85,7 +85,7 @@ def main() -> None:
     p0 = [b[args.target] for b in before]
     p1 = [a[args.target] for a in after]
     gains = [b - a for a, b in zip(p0, p1, strict=True)]
-    t = cfg.training
+    t, ppo = cfg.training, cfg.training.ppo
     print(
         f"tool-choice probe, {args.model}, device {args.device}, quantization "
         f"{args.quantization}, target {args.target!r}"
@@ -95,10 +95,10 @@ def main() -> None:
         f"{len(data)} steps; {len(held_out)} held-out states; {len(actions) + 1} action names"
     )
     print(
-        f"  offline PPO: {t.ppo_epochs} epochs, lr {t.learning_rate}, batch {t.batch_size}, "
-        f"LoRA r={t.lora_r}, clip {t.clip_eps}, KL penalty {t.kl_estimator} x {t.kl_coef}"
-        f"{f' (adaptive, target {t.kl_target})' if t.kl_target else ''}, pi_old = "
-        f"{t.old_logprobs} ({cfg.behaviour_source()}); {len(history)} optimizer steps in "
+        f"  offline PPO: {ppo.epochs} epochs, lr {t.learning_rate}, batch {t.batch_size}, "
+        f"LoRA r={t.lora.r}, clip {ppo.clip_eps}, KL penalty {ppo.kl_estimator} x {ppo.kl_coef}"
+        f"{f' (adaptive, target {ppo.kl_target})' if ppo.kl_target else ''}, pi_old = "
+        f"{ppo.old_logprobs} ({cfg.behaviour_source()}); {len(history)} optimizer steps in "
         f"{wall:.0f} s"
     )
     last = history[-1] if history else {}
@@ -119,11 +119,11 @@ def main() -> None:
     for h in history:
         g = {k: h.get(k, float("nan")) for k in ("loss", "ratio", "ratio_min", "ratio_max")}
         g.update({k: h.get(k, float("nan")) for k in ("clipfrac", "kl_exact", "kl_penalty")})
-        beta = f" kl_coef {h.get('kl_coef', float('nan')):.4f}" if t.kl_target else ""
+        beta = f" kl_coef {h.get('kl_coef', float('nan')):.4f}" if ppo.kl_target else ""
         print(
             f"    step {h['step']:3d}: loss {g['loss']:+.4f} ratio {g['ratio']:.3f} "
             f"[{g['ratio_min']:.3f}, {g['ratio_max']:.3f}] clipfrac {g['clipfrac']:.3f} "
-            f"kl_exact {g['kl_exact']:.4f} kl_penalty({t.kl_estimator}) {g['kl_penalty']:.4f}"
+            f"kl_exact {g['kl_exact']:.4f} kl_penalty({ppo.kl_estimator}) {g['kl_penalty']:.4f}"
             f"{beta}"
         )
     print(
@@ -142,7 +142,7 @@ def main() -> None:
         f"  KL(after || before) of the held-out action distribution: mean "
         f"{statistics.fmean(kls):.4f} nats; exact per-token KL(policy || reference) on the "
         f"training completions (last step): {last.get('kl_exact', float('nan')):.5f} "
-        f"({t.kl_estimator} penalty at the logged tokens "
+        f"({ppo.kl_estimator} penalty at the logged tokens "
         f"{last.get('kl_penalty', float('nan')):.5f})"
     )
     print(f"  goal +0.2 absolute: {'met' if statistics.fmean(gains) >= 0.2 else 'NOT met'}")

@@ -9,7 +9,7 @@ extra forward pass without gradient).
 bitsandbytes are present; the first line says which one ran.
 
 Both trainers run one epoch over the same examples with the same batch size and LoRA config.
-PPO runs as configured (``training.old_logprobs: behaviour``, the hf generator: pi_beta from
+PPO runs as configured (``training.ppo.old_logprobs: behaviour``, the hf generator: pi_beta from
 the reference pass): its time includes the reference pass (adapter disabled, no gradient) of
 every micro-batch, which is also pi_old; the stored behaviour log-probs (computed here, outside
 the timing, as the select barrier does) are only checked against it. DPO trains one pair per
@@ -93,9 +93,9 @@ def main() -> None:
         "configs/demo.yaml",
         [
             f"generator.name={args.model}",
-            "training.sft_epochs=1",
-            "training.ppo_epochs=1",
-            "training.dpo_epochs=1",
+            "training.sft.epochs=1",
+            "training.ppo.epochs=1",
+            "training.dpo.epochs=1",
             "training.save_steps=100000",
             f"training.quantization={args.quantization}",
         ],
@@ -121,9 +121,9 @@ def main() -> None:
         rates["dpo"] = tokens / (time.perf_counter() - start)
     print(
         f"training throughput, {args.model}, {args.examples} examples "
-        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora_r}, "
+        f"({tokens} tokens), batch {cfg.training.batch_size}, LoRA r={cfg.training.lora.r}, "
         f"{precision.device}, quantization {precision.quantization}, "
-        f"pi_old={cfg.training.old_logprobs}"
+        f"pi_old={cfg.training.ppo.old_logprobs}"
     )
     print(f"  SFT step: {rates['sft']:7.1f} tokens/s")
     print(f"  PPO step: {rates['ppo']:7.1f} tokens/s")

@@ -18,7 +18,11 @@ err_console = Console(stderr=True)
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config preset (YAML).")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a field: section.key=value (repeatable)."),
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a field: section.key=value or section.group.key=value (repeatable).",
+    ),
 ]
 
 

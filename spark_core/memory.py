@@ -9,7 +9,7 @@ measurement, so an outer one still sees the inner one's peak. Where the mark can
 (not Linux), the process's lifetime peak (``ru_maxrss``) is reported and marked as such.
 Only this process is measured: the sandbox's worker processes are not (tools are small).
 
-``return_large_frees`` bounds what glibc keeps: see its docstring.
+``large_frees_returned`` bounds what glibc keeps while training: see its docstring.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -68,32 +69,55 @@ class PeakMemory:
 
 
 MMAP_THRESHOLD = 1 << 20  # bytes: allocations above it are mapped and unmapped on free
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-_threshold_set = False
+# what glibc's dynamic thresholds reach on a 64-bit machine, restored after training
+_DYNAMIC_MMAP_MAX, _DYNAMIC_TRIM_MAX = 32 << 20, 64 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_HELD = {"open": False}  # process-wide, as the thresholds are
 
 
-def return_large_frees(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Make glibc hand blocks above ``threshold`` back to the system as soon as they are freed.
-
-    glibc raises its mmap threshold to the size of each mapped block freed (up to 32 MB), so
-    after the first layer of a forward pass the multi-MB activations of later ones come from
-    the heap, which fragments and never shrinks: a 135M-parameter LoRA step on 4 x 300 tokens
-    (checkpointed) peaked at 2.67 GB resident against 1.41 GB with a fixed 1 MB threshold
-    (same arithmetic, same results; docs/benchmarks.md, bench/train_memory.py). A fixed
-    threshold is set once per process; ``MALLOC_MMAP_THRESHOLD_`` in the environment
-    (glibc's own variable) wins. False where this is not glibc."""
-    global _threshold_set
-    if _threshold_set or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return _threshold_set
+def _glibc() -> Any | None:
+    """glibc's C library, or None (not Linux, musl, or glibc's own variable set: it wins)."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+        return None
     name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    _threshold_set = bool(mallopt(_M_MMAP_THRESHOLD, threshold))
-    return _threshold_set
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def large_frees_returned(threshold: int = MMAP_THRESHOLD) -> Iterator[bool]:
+    """While open, glibc hands blocks above ``threshold`` back to the system as soon as they
+    are freed; yields whether it could (False where this is not glibc).
+
+    For training, not generation. glibc raises its mmap threshold to the size of each mapped
+    block freed (up to 32 MB), so after the first layer of a forward and backward pass the
+    multi-MB activations of later ones come from the heap, which fragments and never shrinks:
+    a 135M-parameter LoRA step on 4 x 300 tokens (checkpointed) peaked at 2.67 GB resident
+    against 1.41 GB with a fixed 1 MB threshold (same arithmetic, same results;
+    docs/benchmarks.md, bench/train_memory.py). Decoding is the opposite case: its KV caches
+    and logits are allocated and freed at every token, and mapping each one costs page faults
+    (the demo's synthesis took 277 s with the fixed threshold against 127 s without,
+    generation 3.7x slower). On exit the thresholds are set to what glibc's dynamic ones reach
+    (32 MB mmap, 64 MB trim; mallopt cannot turn the dynamic ones back on) and the heap is
+    trimmed. Nested use keeps the outermost. ``MALLOC_MMAP_THRESHOLD_`` in the environment
+    (glibc's own variable) wins: nothing is changed."""
+    libc = _glibc()
+    with _LOCK:
+        outer = libc is not None and not _HELD["open"]
+        _HELD["open"] = _HELD["open"] or outer
+    if not outer:
+        yield libc is not None
+        return
+    try:
+        yield bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    finally:
+        _HELD["open"] = False
+        libc.mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_TRIM_MAX)
+        libc.malloc_trim(0)
 
 
 def current_rss_mb() -> float:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from spark_core.config import RunConfig
+from spark_core.memory import large_frees_returned
 from spark_core.protocol import Question, policy_messages
 
 PASS_COST = {"sft": 1.0, "ppo": 1.0, "dpo": 2.0}  # sequences read per example (DPO: a pair)
@@ -114,7 +115,7 @@ def training_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> StageT
         for step in range(1, r.steps + 1):
             state = _tokens(cfg, rates, _policy_chars(cfg, q, step))
             tokens += min(state + r.thought_tokens + r.input_tokens, t.max_seq_len)
-    epochs = {"sft": t.sft_epochs, "ppo": t.ppo_epochs, "dpo": t.dpo_epochs}
+    epochs = {"sft": t.sft.epochs, "ppo": t.ppo.epochs, "dpo": t.dpo.epochs}
     seconds = 0.0
     seeds = len(t.seed_list())
     for trainer in t.trainers:
@@ -260,7 +261,7 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
     start = time.perf_counter()
     model = get_peft_model(
         load_base(resolve_model(cfg.generator.name), choose_precision(t)),
-        lora_config(t),
+        lora_config(t.lora),
     )
     if t.activation_checkpointing:  # the recomputation is part of what a step costs
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -270,11 +271,12 @@ def _calibrate_trainer(cfg: RunConfig, questions: list[Question], rates: Rates) 
     length = min(_tokens(cfg, rates, chars) + r.thought_tokens + r.input_tokens, t.max_seq_len)
     device = next(model.parameters()).device
     ids = torch.randint(0, model.config.vocab_size, (t.batch_size, length), device=device)
-    for _attempt in range(2):
-        start = time.perf_counter()
-        model(input_ids=ids, labels=ids).loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+    with large_frees_returned():  # as the trainers run
+        for _attempt in range(2):
+            start = time.perf_counter()
+            model(input_ids=ids, labels=ids).loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
     rates.train_tps = t.batch_size * length / elapsed
     del model

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from prefect.artifacts import create_table_artifact
 
 from spark_core.config import RunConfig
-from spark_core.memory import PeakMemory, peak_memory, return_large_frees
+from spark_core.memory import PeakMemory, peak_memory
 from tasks.caching import _logger, ui_key
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +41,6 @@ def measured(stage: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
-            return_large_frees()  # once per process: what a stage frees goes back to the system
             peak = PeakMemory()
             try:
                 with peak_memory() as peak:

@@ -16,7 +16,7 @@ from spark_core.evaluation.policies import seeded_name
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.registry import REGISTRY
-from spark_core.training.registry import DPO_FIELDS, TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
+from spark_core.training.registry import TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
 from tasks.caching import Unit, cached_unit, rows, store_for, unit_task
 from tasks.results import Adapter, Adapters, Labels
 
@@ -26,8 +26,10 @@ STAGE_VERSION = "4"  # 4: pi_old from the reference pass on the fitted row, kl_e
 
 
 def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
-    """Which trainers run (``trainers``) never changes what one writes, and the DPO fields
-    only matter to DPO: adding ``dpo`` keeps the SFT and PPO adapters' keys."""
+    """A trainer's key holds the shared training settings, ``training.lora`` and its own
+    group (``training.sft``, ``.ppo`` or ``.dpo``), never another trainer's: adding ``dpo``,
+    or changing DPO's beta, keeps the SFT and PPO adapters' keys. Which trainers run
+    (``trainers``) never changes what one writes."""
     if trainer not in TRAINERS:
         raise ValueError(f"unknown trainer {trainer!r}; known: {', '.join(TRAINERS)}")
     policy = trainer  # the policy its adapter is evaluated as
@@ -40,7 +42,7 @@ def train_unit(cfg: RunConfig, trainer: str, labels: Labels) -> Unit:
         "trainers",
         "seeds",
         "activation_checkpointing",
-        *(DPO_FIELDS if trainer != "dpo" else ()),
+        *(other for other in TRAINERS if other != trainer),  # the other trainers' groups
     }
     training = {k: v for k, v in cfg.section("training").items() if k not in ignored}
     sections = {"training": training, "policy": cfg.generator.name}

@@ -66,8 +66,8 @@ def ppo_rows(n: int = 4) -> list[dict]:
 
 def ppo_args(tmp_path, **over):
     """Trainer arguments as a run builds them: PPO terms (``over``'s keys among
-    ``OfflinePPOConfig.PPO_TERMS``) through ``TrainingConfig``, the rest as TrainingArguments."""
-    from spark_core.config import TrainingConfig
+    ``OfflinePPOConfig.PPO_TERMS``) through ``training.ppo``, the rest as TrainingArguments."""
+    from spark_core.config import PPOSettings
     from spark_core.training.ppo_trainer import OfflinePPOConfig
 
     terms = {k: over.pop(k) for k in OfflinePPOConfig.PPO_TERMS if k in over}
@@ -85,8 +85,8 @@ def ppo_args(tmp_path, **over):
         lr_scheduler_type="constant",
     )
     base.update(over)
-    training = TrainingConfig(**{"old_logprobs": "refresh", **terms})
-    return OfflinePPOConfig.from_training(training, **base)
+    ppo = PPOSettings(**{"old_logprobs": "refresh", **terms})
+    return OfflinePPOConfig.from_training(ppo, **base)
 
 
 # --- training rows in the real prompt format ----------------------------------------------

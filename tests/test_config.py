@@ -1,3 +1,4 @@
+import re
 import textwrap
 from pathlib import Path
 from typing import get_args
@@ -64,13 +65,13 @@ def test_extends_deep_merges_the_child_over_the_parent(tmp_path):
         extends: base.yaml
         data: {seed: 5}                 # one field of a section: the others stay the parent's
         rollout: {actions: [cot]}       # a list replaces the parent's, it is not appended to
-        training: {sft_epochs: 2}       # a section the parent does not set
+        training: {sft: {epochs: 2}}    # a section the parent does not set
         """,
     )
     cfg = load_config(child, ["rewards.w_diversity=0.1"])
     assert (cfg.data.total, cfg.data.seed) == (40, 5)
     assert (cfg.rollout.steps, cfg.rollout.actions) == (4, ["cot"])
-    assert cfg.training.sft_epochs == 2
+    assert cfg.training.sft.epochs == 2
     assert cfg.rewards.w_diversity == 0.1  # --set still applies last
     assert "extends" not in cfg.model_dump()  # not a config field
     assert load_config(tmp_path / "base.yaml").rollout.actions == ["calculator", "python", "cot"]
@@ -203,11 +204,111 @@ def test_the_walk_finds_an_undocumented_nested_field():
     assert _undocumented(Outer) == ["inner.bare"]
 
 
-def test_renamed_field_says_its_new_name(tmp_path):
-    with pytest.raises(ConfigError, match=r"'epochs' was renamed to 'training\.sft_epochs'"):
-        load_config(None, ["training.epochs=2"])
-    path = tmp_path / "old.yaml"
-    path.write_text("training:\n  epochs: 2\n")
-    with pytest.raises(ConfigError, match=r"training: .*renamed to 'training\.sft_epochs'"):
-        load_config(path)
-    assert load_config(None, ["training.sft_epochs=2"]).training.sft_epochs == 2
+def test_renamed_field_says_its_new_name():
+    with pytest.raises(ConfigError, match=r"'sampling_temperature' was renamed to 'evaluation"):
+        load_config(None, ["evaluation.sampling_temperature=1.0"])
+
+
+# every flat training key before the section was grouped, and where it is now
+TRAINING_KEYS_MOVED = {
+    "epochs": "training.sft.epochs",
+    "lora_r": "training.lora.r",
+    "lora_alpha": "training.lora.alpha",
+    "lora_dropout": "training.lora.dropout",
+    "sft_epochs": "training.sft.epochs",
+    "sft_data": "training.sft.data",
+    "ppo_epochs": "training.ppo.epochs",
+    "clip_eps": "training.ppo.clip_eps",
+    "kl_coef": "training.ppo.kl_coef",
+    "kl_estimator": "training.ppo.kl_estimator",
+    "kl_target": "training.ppo.kl_target",
+    "entropy_coef": "training.ppo.entropy_coef",
+    "old_logprobs": "training.ppo.old_logprobs",
+    "behaviour_source": "training.ppo.behaviour_source",
+    "behaviour_tolerance": "training.ppo.behaviour_tolerance",
+    "candidates": "training.ppo.candidates",
+    "dpo_score_margin": "training.dpo.score_margin",
+    "dpo_rarity_margin": "training.dpo.rarity_margin",
+    "dpo_beta": "training.dpo.beta",
+    "dpo_epochs": "training.dpo.epochs",
+}
+
+
+def test_every_old_flat_training_key_is_mapped():
+    from spark_core.config.training import MOVED
+
+    assert MOVED == TRAINING_KEYS_MOVED
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(TRAINING_KEYS_MOVED.items()))
+def test_an_old_flat_training_key_names_its_new_place(tmp_path, old, new):
+    """From --set and from a preset: the message names the new key, which then loads."""
+    value = {
+        "lora_dropout": 0.1,
+        "sft_data": "greedy",
+        "kl_estimator": "k1",
+        "old_logprobs": "refresh",
+        "behaviour_source": "reference",
+        "candidates": "all",
+    }.get(old, 2)  # a valid value of the new key
+    told = rf"'{old}' moved to '{re.escape(new)}'"
+    with pytest.raises(ConfigError, match=told):
+        load_config(None, [f"training.{old}={value}"])
+    preset = _write(tmp_path / "old.yaml", f"training:\n  {old}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(preset))}: .*\n  training: .*{told}"):
+        load_config(preset)
+    section, key = new.split(".")[1:]
+    cfg = load_config(None, [f"{new}={value}"])
+    assert getattr(getattr(cfg.training, section), key) == value
+
+
+def test_several_old_training_keys_are_named_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["training.lora_r=4", "training.dpo_beta=0.2"])
+    assert "'lora_r' moved to 'training.lora.r'" in str(err.value)
+    assert "'dpo_beta' moved to 'training.dpo.beta'" in str(err.value)
+
+
+def test_ppo_candidates_chosen_is_now_selected(tmp_path):
+    with pytest.raises(ConfigError, match=r"candidates: 'chosen' was renamed to 'selected'"):
+        load_config(None, ["training.ppo.candidates=chosen"])
+    preset = _write(tmp_path / "old.yaml", "training:\n  ppo: {candidates: chosen}\n")
+    with pytest.raises(ConfigError, match=r"training\.ppo: .*'chosen' was renamed to 'selected'"):
+        load_config(preset)
+    assert load_config(None, ["training.ppo.candidates=selected"]).training.ppo.candidates == (
+        "selected"
+    )
+
+
+def test_set_reaches_a_nested_training_field():
+    cfg = load_config("configs/demo.yaml", ["training.ppo.epochs=3", "training.lora.r=4"])
+    assert (cfg.training.ppo.epochs, cfg.training.lora.r) == (3, 4)
+    assert cfg.training.sft.epochs == 1  # the preset's, untouched
+    assert cfg.training.ppo.clip_eps == 0.2  # the group's other fields keep their defaults
+    with pytest.raises(ConfigError, match=r"training\.ppo\.epoch\b"):
+        load_config(None, ["training.ppo.epoch=3"])  # a typo inside a group is named in full
+    with pytest.raises(ConfigError, match="'ppo' is not a section"):
+        load_config(None, ["training.ppo=3", "training.ppo.epochs=2"])
+
+
+def test_extends_keeps_the_parents_siblings_of_an_overridden_nested_field(tmp_path):
+    _write(
+        tmp_path / "parent.yaml",
+        """
+        training:
+          learning_rate: 5.0e-5
+          lora: {r: 16, alpha: 32}
+          ppo: {epochs: 3, clip_eps: 0.3, old_logprobs: refresh}
+        """,
+    )
+    child = _write(
+        tmp_path / "child.yaml",
+        """
+        extends: parent.yaml
+        training:
+          ppo: {clip_eps: 0.1}
+        """,
+    )
+    t = load_config(child).training
+    assert (t.ppo.clip_eps, t.ppo.epochs, t.ppo.old_logprobs) == (0.1, 3, "refresh")
+    assert (t.lora.r, t.lora.alpha, t.learning_rate) == (16, 32, 5.0e-5)

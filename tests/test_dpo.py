@@ -138,7 +138,7 @@ def test_dpo_trainer_writes_a_loadable_peft_adapter(tiny_model_dir, tmp_path):
             "training.max_steps=2",
             "training.batch_size=2",
             "training.learning_rate=0.01",
-            "training.dpo_rarity_margin=1.0",
+            "training.dpo.rarity_margin=1.0",
         ],
     )
     rows = [
@@ -202,10 +202,40 @@ def test_adding_dpo_keeps_the_sft_and_ppo_train_keys(run_config):
         return train_unit(cfg, trainer, labels).key
 
     before = run_config()
-    after = run_config("training.trainers=[sft, ppo, dpo]", "training.dpo_beta=0.3")
+    after = run_config("training.trainers=[sft, ppo, dpo]", "training.dpo.beta=0.3")
     for trainer in ("sft", "ppo"):
         assert key(before, trainer) == key(after, trainer)
     assert train_unit(after, "ppo", labels).what == "ppo"  # folders named by the trainer
     only_dpo = ("training.trainers=[dpo]", "evaluation.policies=[base]")
-    assert key(after, "dpo") == key(run_config(*only_dpo, "training.dpo_beta=0.3"), "dpo")
+    assert key(after, "dpo") == key(run_config(*only_dpo, "training.dpo.beta=0.3"), "dpo")
     assert key(after, "dpo") != key(run_config(*only_dpo), "dpo")  # beta 0.1
+
+
+def test_a_trainers_key_holds_its_own_group_and_the_shared_settings(run_config):
+    """Each trainer reads ``training.<trainer>``: another trainer's group, or a setting that
+    does not change the arithmetic (activation checkpointing), keeps its key; the shared
+    settings and the LoRA adapter change every trainer's."""
+    from spark_core.artifacts import ArtifactRef
+    from spark_core.config import TrainingConfig
+    from spark_core.training.registry import TRAINERS
+    from tasks.results import Labels
+    from tasks.train import train_unit
+
+    assert set(TRAINERS) <= set(TrainingConfig.model_fields)  # every trainer has its group
+    labels = Labels(
+        *(ArtifactRef(name, name, name * 4, 1) for name in ("candidate_pool", "trajectories"))
+    )
+    every = ("training.trainers=[sft, ppo, dpo]",)
+
+    def keys(*overrides):
+        cfg = run_config(*every, *overrides)
+        return {t: train_unit(cfg, t, labels).key for t in TRAINERS}
+
+    base = keys()
+    for group in ("sft", "ppo", "dpo"):
+        changed = keys(f"training.{group}.epochs=7")
+        assert {t for t in TRAINERS if changed[t] != base[t]} == {group}
+    assert keys("training.activation_checkpointing=false") == base
+    for shared in ("training.lora.r=4", "training.learning_rate=0.001"):
+        changed = keys(shared)
+        assert all(changed[t] != base[t] for t in TRAINERS), shared

@@ -17,7 +17,7 @@ def test_ppo_raises_the_target_actions_probability_on_held_out_states(tiny_model
         "configs/demo.yaml",
         [
             f"generator.name={tiny_model_dir}",
-            "training.ppo_epochs=2",
+            "training.ppo.epochs=2",
             "training.learning_rate=3e-3",
             "training.batch_size=4",
             "training.save_steps=100000",

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spark_core.config import TrainingConfig
+from spark_core.config import PPOSettings
 from spark_core.training.data import PPOCollator, encode, group_relative, ppo_examples
 from spark_core.training.ppo_loss import kl_per_token, ppo_loss, token_logprobs
 from spark_core.training.ppo_trainer import OfflinePPOConfig, OfflinePPOTrainer
@@ -74,8 +74,8 @@ def tokenizer(tiny_model_dir):
 
 
 def test_ppo_terms_come_from_the_training_config_only(tmp_path):
-    training = TrainingConfig(clip_eps=0.3, kl_coef=0.1, kl_estimator="k1", entropy_coef=0.01)
-    args = OfflinePPOConfig.from_training(training, output_dir=str(tmp_path), use_cpu=True)
+    ppo = PPOSettings(clip_eps=0.3, kl_coef=0.1, kl_estimator="k1", entropy_coef=0.01)
+    args = OfflinePPOConfig.from_training(ppo, output_dir=str(tmp_path), use_cpu=True)
     assert [getattr(args, n) for n in OfflinePPOConfig.PPO_TERMS] == [
         0.3,
         0.1,
@@ -88,8 +88,8 @@ def test_ppo_terms_come_from_the_training_config_only(tmp_path):
     ]
     with pytest.raises(TypeError):  # no defaults of its own that could drift from the config
         OfflinePPOConfig(output_dir=str(tmp_path), use_cpu=True)
-    with pytest.raises(TypeError, match="come from TrainingConfig"):
-        OfflinePPOConfig.from_training(training, output_dir=str(tmp_path), clip_eps=0.5)
+    with pytest.raises(TypeError, match="come from training.ppo"):
+        OfflinePPOConfig.from_training(ppo, output_dir=str(tmp_path), clip_eps=0.5)
 
 
 def test_prompt_tokens_are_masked_out_of_the_loss(tiny_model_dir, tokenizer):
@@ -279,7 +279,7 @@ def test_activation_checkpointing_changes_memory_not_the_adapter(tiny_model_dir,
                 f"generator.name={tiny_model_dir}",
                 "training.max_steps=2",
                 "training.batch_size=2",
-                "training.lora_dropout=0.1",  # dropout's random masks must be replayed too
+                "training.lora.dropout=0.1",  # dropout's random masks must be replayed too
                 f"training.activation_checkpointing={str(on).lower()}",
             ],
         )

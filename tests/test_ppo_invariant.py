@@ -150,14 +150,14 @@ def test_ratio_is_one_under_qlora_against_bf16_stored_log_probs(
 ):
     from peft import get_peft_model
 
-    from spark_core.config import TrainingConfig
+    from spark_core.config import LoraSettings
     from spark_core.training.hardware import Precision, load_base, lora_config
 
     data, budget = multi_step_data(tiny_model_dir, tokenizer)
     data = stored_fp32(tiny_model_dir, data, device="cuda")  # the bf16 generator's, on CUDA
     examples, _ = ppo_examples(data, tokenizer, budget)
     base = load_base(tiny_model_dir, Precision("cuda", "4bit", True))
-    model = get_peft_model(base, lora_config(TrainingConfig(lora_r=4)))
+    model = get_peft_model(base, lora_config(LoraSettings(r=4)))
     trainer = OfflinePPOTrainer(
         model=model,
         args=ppo_args(
@@ -217,13 +217,13 @@ def test_adaptive_kl_coefficient_follows_the_target(tiny_model_dir, tokenizer, t
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["training.kl_target=0.1", "training.kl_coef=0"], "training.kl_target needs"),
+        (["training.ppo.kl_target=0.1", "training.ppo.kl_coef=0"], "training.ppo.kl_target needs"),
         (
-            ["generator.backend=openai", "training.candidates=all"],
-            "set training.behaviour_source=reference",
+            ["generator.backend=openai", "training.ppo.candidates=all"],
+            "set training.ppo.behaviour_source=reference",
         ),
         (
-            ["training.behaviour_source=stored", "training.quantization=4bit"],
+            ["training.ppo.behaviour_source=stored", "training.quantization=4bit"],
             "training.quantization=4bit",
         ),
     ],
@@ -240,12 +240,17 @@ def test_behaviour_source_follows_the_generator():
     )
     assert (
         load_config(
-            "configs/demo.yaml", ["generator.backend=openai", "training.behaviour_source=reference"]
+            "configs/demo.yaml",
+            ["generator.backend=openai", "training.ppo.behaviour_source=reference"],
         ).behaviour_source()
         == "reference"
     )
     # refresh needs no pi_beta at all: pooled candidates from an openai generator train
     load_config(
         "configs/demo.yaml",
-        ["generator.backend=openai", "training.candidates=all", "training.old_logprobs=refresh"],
+        [
+            "generator.backend=openai",
+            "training.ppo.candidates=all",
+            "training.ppo.old_logprobs=refresh",
+        ],
     )

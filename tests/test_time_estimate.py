@@ -95,7 +95,7 @@ def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
     assert list(stages) == ["ingest", "synthesize", "label", "train", "evaluate"]
     tokens = 2 * (16 + 32 + 16)  # one state + one step per question
     trainers = cfg.training.trainers
-    epochs = {"sft": cfg.training.sft_epochs, "ppo": cfg.training.ppo_epochs}
+    epochs = {"sft": cfg.training.sft.epochs, "ppo": cfg.training.ppo.epochs}
     assert stages["train"].seconds == pytest.approx(
         sum(3 + epochs[t] * tokens / 100 for t in trainers)
     )

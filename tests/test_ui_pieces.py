@@ -62,6 +62,13 @@ def test_form_sections_are_titled_by_words(schema):
         "evaluation": "Evaluation",
         "runtime": "Runtime",
     }
+    training = _props(schema, "TrainingConfig")
+    assert {g: training[g]["title"] for g in ("lora", "sft", "ppo", "dpo")} == {
+        "lora": "LoRA",
+        "sft": "SFT baseline",
+        "ppo": "Offline PPO",
+        "dpo": "Step-level DPO",
+    }
 
 
 def test_a_bad_value_is_rejected_naming_the_field_and_the_rule(schema):

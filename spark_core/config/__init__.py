@@ -1,6 +1,7 @@
 """The run config: one typed object describes a whole run.
 
-Presets live in ``configs/*.yaml``; ``--set section.key=value`` overrides any field. Every
+Presets live in ``configs/*.yaml``; ``--set section.key=value`` (``section.group.key=value``
+inside a section's group, e.g. ``training.ppo.epochs``) overrides any field. Every
 section is a plain pydantic model so the Prefect UI can render the whole thing as a form, and
 so a stage's cache key can hash exactly the section that drives it.
 """
@@ -14,7 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from spark_core.config.evaluation import SAMPLED_POLICY, TRAINED_POLICIES, EvaluationConfig
-from spark_core.config.section import ConfigError, Section
+from spark_core.config.section import ConfigError, Section, default_of
 from spark_core.config.stages import (
     ACTIONS,
     DataConfig,
@@ -25,7 +26,13 @@ from spark_core.config.stages import (
     SelectionRule,
     ToolsConfig,
 )
-from spark_core.config.training import TrainingConfig
+from spark_core.config.training import (
+    DPOSettings,
+    LoraSettings,
+    PPOSettings,
+    SFTSettings,
+    TrainingConfig,
+)
 
 __all__ = [
     "ACTIONS",
@@ -33,18 +40,23 @@ __all__ = [
     "SAMPLED_POLICY",
     "TRAINED_POLICIES",
     "ConfigError",
+    "DPOSettings",
     "DataConfig",
     "EvaluationConfig",
     "JudgeConfig",
+    "LoraSettings",
     "ModelConfig",
+    "PPOSettings",
     "RewardsConfig",
     "RolloutConfig",
     "RunConfig",
     "RuntimeConfig",
+    "SFTSettings",
     "SelectionRule",
     "ToolsConfig",
     "TrainingConfig",
     "apply_override",
+    "default_of",
     "format_validation_error",
     "load_config",
 ]
@@ -179,10 +191,10 @@ class RunConfig(Section):
         return self
 
     def behaviour_source(self) -> str:
-        """Where offline PPO's pi_beta comes from (``training.behaviour_source`` resolved):
+        """Where offline PPO's pi_beta comes from (``training.ppo.behaviour_source`` resolved):
         'reference' when the hf generator wrote the data with the weights training starts
         from, 'stored' when an openai server (possibly other weights) wrote it."""
-        source = self.training.behaviour_source
+        source = self.training.ppo.behaviour_source
         if source == "auto":
             return "reference" if self.generator.backend == "hf" else "stored"
         return source
@@ -190,30 +202,30 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _check_ppo_terms(self) -> RunConfig:
         """Combinations offline PPO cannot train with, refused before any stage runs."""
-        t = self.training
+        t, ppo = self.training, self.training.ppo
         if "ppo" not in t.trainers:
             return self
-        if t.kl_target is not None and t.kl_coef == 0:
+        if ppo.kl_target is not None and ppo.kl_coef == 0:
             raise ValueError(
-                "training.kl_target needs a starting training.kl_coef > 0 (the adaptive "
+                "training.ppo.kl_target needs a starting training.ppo.kl_coef > 0 (the adaptive "
                 "penalty doubles and halves beta; 0 stays 0): set kl_coef, e.g. 0.05"
             )
-        if t.old_logprobs != "behaviour" or self.behaviour_source() != "stored":
+        if ppo.old_logprobs != "behaviour" or self.behaviour_source() != "stored":
             return self
-        if t.candidates == "all":
+        if ppo.candidates == "all":
             raise ValueError(
-                "training.candidates=all trains on pooled candidates, which carry no stored "
-                "behaviour log-probs, but training.behaviour_source resolves to 'stored': set "
-                "training.behaviour_source=reference (the generator's own weights wrote them) "
-                "or training.old_logprobs=refresh"
+                "training.ppo.candidates=all trains on pooled candidates, which carry no stored "
+                "behaviour log-probs, but training.ppo.behaviour_source resolves to 'stored': "
+                "set training.ppo.behaviour_source=reference (the generator's own weights wrote "
+                "them) or training.ppo.old_logprobs=refresh"
             )
         if self.generator.backend == "hf" and t.quantization == "4bit":
             raise ValueError(
-                "training.behaviour_source=stored with the hf generator and "
+                "training.ppo.behaviour_source=stored with the hf generator and "
                 "training.quantization=4bit: the stored log-probs come from the generator's "
                 "full-precision weights, the trained policy is 4-bit, so the PPO ratios start "
                 "far from 1 and most tokens are clipped from the first step; set "
-                "training.behaviour_source=reference (pi_beta re-scored under 4-bit)"
+                "training.ppo.behaviour_source=reference (pi_beta re-scored under 4-bit)"
             )
         return self
 
@@ -234,7 +246,8 @@ class RunConfig(Section):
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
-    """Apply one ``section.key=value`` override; the value is parsed as YAML."""
+    """Apply one ``section.key=value`` (or ``section.group.key=value``) override; the value is
+    parsed as YAML."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected section.key=value")
     dotted, raw = assignment.split("=", 1)

@@ -32,18 +32,39 @@ def choices(values: tuple[str, ...]) -> dict[str, Any]:
     return {"items": {"type": "string", "enum": list(values)}, "uniqueItems": True}
 
 
+def default_of(section: type[BaseModel], name: str) -> Any:
+    """The default of one field of a config section: what a library class (the sandbox's
+    limits, a backend, a request) takes as its own default, so the value is written once, in
+    the section that documents it."""
+    return section.model_fields[name].get_default(call_default_factory=True)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, json_schema_extra=form_schema
     )
-    # old field name -> new one: a preset or --set that still uses the old name is told so
+    # old field name -> its new name in the same section: a preset or --set that still uses
+    # the old name is told so
     _renamed: ClassVar[dict[str, str]] = {}
+    # old field name -> the full path it moved to (into a sub-section): told the same way
+    _moved: ClassVar[dict[str, str]] = {}
+    # field -> {old value: new value}: a renamed choice of a Literal field, told the same way
+    _renamed_values: ClassVar[dict[str, dict[str, str]]] = {}
 
     @model_validator(mode="before")
     @classmethod
     def _check_renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for old, new in cls._renamed.items():
-                if old in data:
-                    raise ValueError(f"{old!r} was renamed to {new!r}")
+        if not isinstance(data, dict):
+            return data
+        told = [
+            f"{old!r} was renamed to {new!r}" for old, new in cls._renamed.items() if old in data
+        ]
+        told += [f"{old!r} moved to {new!r}" for old, new in cls._moved.items() if old in data]
+        told += [
+            f"{name}: {data[name]!r} was renamed to {values[data[name]]!r}"
+            for name, values in cls._renamed_values.items()
+            if isinstance(data.get(name), str) and data[name] in values
+        ]
+        if told:
+            raise ValueError("; ".join(told))
         return data

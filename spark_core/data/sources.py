@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spark_core.artifacts import canonical_hash
+from spark_core.config import DataConfig, default_of
 
 BUNDLED = "bundled"
+HUB_SPLIT: str = default_of(DataConfig, "hub_split")  # where a caller names no split
 BUNDLED_FILE = "mmlu_pro_sample.jsonl"
 
 # MMLU-Pro's columns and the Python types their values must have.
@@ -65,7 +67,7 @@ def source_kind(source: str) -> str:
     )
 
 
-def source_hash(source: str, hub_split: str = "test", hub_revision: str | None = None) -> str:
+def source_hash(source: str, hub_split: str = HUB_SPLIT, hub_revision: str | None = None) -> str:
     """Content hash of a source, so a cache keys on what the data *is*, never on a path."""
     kind = source_kind(source)
     if kind == "hub":
@@ -191,7 +193,9 @@ def read_file(path: str) -> list[RawRecord]:
     return records
 
 
-def read_hub(dataset_id: str, split: str = "test", revision: str | None = None) -> list[RawRecord]:
+def read_hub(
+    dataset_id: str, split: str = HUB_SPLIT, revision: str | None = None
+) -> list[RawRecord]:
     """Load a hub dataset with ``datasets`` (needs network or a warm local hub cache)."""
     import datasets  # heavy import, only needed for the hub
 
@@ -203,7 +207,7 @@ def read_hub(dataset_id: str, split: str = "test", revision: str | None = None) 
 
 
 def read_source(
-    source: str, hub_split: str = "test", hub_revision: str | None = None
+    source: str, hub_split: str = HUB_SPLIT, hub_revision: str | None = None
 ) -> list[RawRecord]:
     kind = source_kind(source)
     if kind == BUNDLED:

@@ -17,7 +17,7 @@ from spark_core.evaluation.seeds import (
     seed_groups,
     seed_label,
 )
-from spark_core.evaluation.stats import without_answer
+from spark_core.evaluation.stats import BOOTSTRAP_SAMPLES, without_answer
 from spark_core.metrics import entropy_bits
 
 _F = pa.float64()
@@ -69,7 +69,9 @@ def _row(policy: str, seed: int, groups: Groups, m: int, samples: int, rng_seed:
     }
 
 
-def common_entropy(common: list[dict[str, Any]], samples: int = 1000, seed: int = 0) -> pa.Table:
+def common_entropy(
+    common: list[dict[str, Any]], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> pa.Table:
     """Per policy: the seeds pooled (seed -1) and, for a policy with several, each seed."""
     out = []
     for policy, groups in common_groups(common).items():

@@ -23,6 +23,7 @@ from spark_core.evaluation.seeds import (
     seed_of,
 )
 from spark_core.evaluation.stats import (
+    BOOTSTRAP_SAMPLES,
     accuracy,
     mcnemar_exact,
     paired_permutation_test,
@@ -258,7 +259,7 @@ def entropy_tests(
 
 
 def summarize(
-    rows: list[dict[str, Any]], actions: list[str], samples: int = 1000, seed: int = 0
+    rows: list[dict[str, Any]], actions: list[str], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
 ) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
     """(summary per policy x category and overall, pooled over each policy's seeds (seed -1),
     plus each seed's overall row where a policy has several; action usage; paired McNemar

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from spark_core.evaluation.stats import BOOTSTRAP_SAMPLES
 from spark_core.evaluation.stats import percentile_interval as interval
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ def _draw_seeds(groups: Groups, rng: random.Random) -> list[dict[int, Any]]:
 def hierarchical_bootstrap(
     groups: Groups,
     statistic: Callable[[Sequence], float],
-    samples: int = 1000,
+    samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
@@ -78,7 +79,7 @@ def paired_differences(
     a: Groups,
     b: Groups,
     statistic: Callable[[Sequence], float],
-    samples: int = 1000,
+    samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> tuple[float, list[float], int]:
     """statistic(A) - statistic(B) on the questions both have: (the observed difference, its

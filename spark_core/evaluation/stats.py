@@ -11,8 +11,12 @@ from collections.abc import Callable, Sequence
 from statistics import NormalDist
 from typing import TypeVar
 
+from spark_core.config import EvaluationConfig, default_of
 from spark_core.metrics import entropy_bits
 from spark_core.protocol import ANSWER
+
+# bootstrap resamples where a caller gives none: evaluation.bootstrap_samples's default
+BOOTSTRAP_SAMPLES: int = default_of(EvaluationConfig, "bootstrap_samples")
 
 T = TypeVar("T")
 
@@ -22,7 +26,7 @@ def accuracy(correct: Sequence[bool]) -> float:
 
 
 def bootstrap_ci(
-    correct: Sequence[bool], samples: int = 1000, seed: int = 0, level: float = 0.95
+    correct: Sequence[bool], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the accuracy (seeded, so reports are reproducible)."""
     n = len(correct)
@@ -61,7 +65,7 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple
 def bootstrap_stat(
     units: Sequence[T],
     statistic: Callable[[Sequence[T]], float],
-    samples: int = 1000,
+    samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:

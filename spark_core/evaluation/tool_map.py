@@ -19,7 +19,7 @@ from spark_core.evaluation.plots import plot_tool_maps
 from spark_core.evaluation.productivity import PRODUCTIVITY_SCHEMA, productivity, productivity_lines
 from spark_core.evaluation.report import OVERALL
 from spark_core.evaluation.seeds import flatten, hierarchical_bootstrap, seed_groups
-from spark_core.evaluation.stats import miller_madow_bits, pooled_entropy
+from spark_core.evaluation.stats import BOOTSTRAP_SAMPLES, miller_madow_bits, pooled_entropy
 from spark_core.metrics import entropy_bits
 from spark_core.protocol import ANSWER, INVALID
 
@@ -104,7 +104,7 @@ def _choices(row: dict[str, Any]) -> list[str]:
 
 
 def tool_map(
-    rows: list[dict[str, Any]], actions: list[str], samples: int = 1000, seed: int = 0
+    rows: list[dict[str, Any]], actions: list[str], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
 ) -> tuple[pa.Table, pa.Table]:
     """(counts and shares per policy x sorted category x action, in the configured action
     order plus ``invalid`` where any step was invalid; entropy per policy x category, overall
@@ -248,7 +248,7 @@ def tool_report(
     rows: list[dict[str, Any]],
     actions: list[str],
     out_dir: Path,
-    samples: int = 1000,
+    samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> ToolReport:
     """Tool productivity and the per-category tool map of the evaluation rows, with one

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from spark_core.config import ModelConfig, default_of
+
 Message = tuple[str, str]  # (role, content)
 OnDone = Callable[[int, Any], None] | None
 """Called with (index, result) as soon as each result exists, so callers can checkpoint."""
@@ -17,9 +19,13 @@ Gate = Callable[[int], bool] | None
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """One chat call. Its token limit and temperature default to the model section's; a
+    request's seed is its own (callers derive it from a stage's seed, the question and the
+    step), 0 unless given. ``to_dict`` is its response-cache key."""
+
     messages: tuple[Message, ...]
-    max_new_tokens: int = 64
-    temperature: float = 0.0
+    max_new_tokens: int = default_of(ModelConfig, "max_new_tokens")
+    temperature: float = default_of(ModelConfig, "temperature")
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
@@ -63,15 +69,16 @@ class Completion(Metered):
 
 @dataclass(frozen=True)
 class StepRequest:
-    """What a constrained step needs: the state, the action names and the token budgets."""
+    """What a constrained step needs: the state, the action names and the token budgets
+    (``rollout.thought_tokens`` and ``rollout.input_tokens``: every caller passes them)."""
 
     messages: tuple[Message, ...]
     names: tuple[str, ...]
-    thought_tokens: int = 48
-    input_tokens: int = 32
-    temperature: float = 0.0
+    thought_tokens: int
+    input_tokens: int
+    temperature: float = default_of(ModelConfig, "temperature")
     top_p: float = 1.0
-    seed: int = 0
+    seed: int = 0  # as ChatRequest's: derived by the caller
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -28,8 +28,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from spark_core.config import ToolsConfig, default_of
 from spark_core.tools import bwrap, cgroup
 from spark_core.tools.base import ToolResult, ToolStatus
 from spark_core.tools.worker import clean_text
@@ -54,25 +55,29 @@ NO_CGROUP_WARNING = (
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-call limits, and ``isolation``: how the workers are walled off from the host."""
+    """Per-call limits, and ``isolation``: how the workers are walled off from the host. The
+    limits the ``tools`` section sets default to its defaults; ``file_mb`` and ``open_files``
+    are the sandbox's own (no setting)."""
 
-    cpu_seconds: float = 2.0
-    wall_seconds: float = 5.0
-    memory_mb: int = 512
-    max_output_chars: int = 2000
+    cpu_seconds: float = default_of(ToolsConfig, "cpu_seconds")
+    wall_seconds: float = default_of(ToolsConfig, "wall_seconds")
+    memory_mb: int = default_of(ToolsConfig, "memory_mb")
+    max_output_chars: int = default_of(ToolsConfig, "max_output_chars")
     file_mb: int = 4
     open_files: int = 64
-    isolation: Literal["bwrap", "process"] = "bwrap"
+    isolation: Literal["bwrap", "process"] = default_of(ToolsConfig, "isolation")
+
+    FROM_CONFIG: ClassVar[tuple[str, ...]] = (
+        "cpu_seconds",
+        "wall_seconds",
+        "memory_mb",
+        "max_output_chars",
+        "isolation",
+    )
 
     @classmethod
-    def from_config(cls, tools_cfg: Any) -> SandboxLimits:
-        return cls(
-            cpu_seconds=tools_cfg.cpu_seconds,
-            wall_seconds=tools_cfg.wall_seconds,
-            memory_mb=tools_cfg.memory_mb,
-            max_output_chars=tools_cfg.max_output_chars,
-            isolation=tools_cfg.isolation,
-        )
+    def from_config(cls, tools_cfg: ToolsConfig) -> SandboxLimits:
+        return cls(**{name: getattr(tools_cfg, name) for name in cls.FROM_CONFIG})
 
     @property
     def reply_bytes(self) -> int:
@@ -272,6 +277,8 @@ class Sandbox:
         self,
         limits: SandboxLimits | None = None,
         config: dict[str, Any] | None = None,
+        # not tools.parallelism: a one-off sandbox (a time estimate's calibration, `spark
+        # tool`) needs one worker; the stages pass tools.parallelism (tasks/tools.py)
         workers: int = 1,
     ):
         self.limits = limits or SandboxLimits()

@@ -21,7 +21,7 @@ METRIC_KEYS = (
     "policy_loss",
     "kl_penalty",  # PPO: the k1/k3 penalty at the logged tokens (not KL(policy || ref))
     "kl_exact",  # PPO: KL(policy || reference) over the vocabulary, completion positions
-    "kl_coef",  # PPO: beta (moves with training.kl_target)
+    "kl_coef",  # PPO: beta (moves with training.ppo.kl_target)
     "approx_kl",
     "clipfrac",
     "ratio",

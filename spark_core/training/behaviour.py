@@ -1,6 +1,6 @@
 """Behaviour log-probs: log pi_beta(token | state) of every selected completion, under the model
 that wrote it, stored at synthesis. Offline PPO uses them as pi_beta only when another model
-wrote the data (``training.behaviour_source: stored``); when the trained base weights wrote it
+wrote the data (``training.ppo.behaviour_source: stored``); when the trained base weights wrote it
 (an hf generator), pi_beta is re-scored by the trainer's reference pass on the training row under
 the training precision, and these are the check (``behaviour_gap_mean/max``).
 
@@ -14,8 +14,8 @@ the ``logprobs`` the server returned with the thought and the input: each traini
 character span matches one generated token gets its log-prob; the others (the labels, the action
 name: text the server did not write, or a token split differently) are NaN, and the trainer uses
 the reference log-prob there. A server that returns no log-probs leaves the row's list null, and
-training then needs ``training.behaviour_source: reference`` (the server ran the trained base
-weights) or ``training.old_logprobs: refresh``.
+training then needs ``training.ppo.behaviour_source: reference`` (the server ran the trained base
+weights) or ``training.ppo.old_logprobs: refresh``.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ def sft_records(
 
 def greedy_rows(pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The judge's top-scored candidate of every step (ties: the action name), which is what
-    a user gets without rarity-first: the ``training.sft_data: greedy`` baseline."""
+    a user gets without rarity-first: the ``training.sft.data: greedy`` baseline."""
     best: dict[tuple[int, int], dict[str, Any]] = {}
     for row in pool:
         key = (row["question_id"], row["step"])

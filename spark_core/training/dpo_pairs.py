@@ -9,11 +9,11 @@ Per step (same question, same step: the same state and prompt):
 - **score pair**: chosen = the selected candidate, when it is viable (judge score strictly above
   ``rollout.viable_threshold``; a fallback selection, made when nothing was viable, is nothing
   to prefer); rejected = the step's lowest-scored candidate (ties: the action name), kept only
-  when chosen − rejected ≥ ``training.dpo_score_margin``.
-- **rarity pair** (``training.dpo_rarity_margin`` set): chosen = the selected viable candidate;
+  when chosen − rejected ≥ ``training.dpo.score_margin``.
+- **rarity pair** (``training.dpo.rarity_margin`` set): chosen = the selected viable candidate;
   rejected = a *viable* candidate whose action synthesis selected more often over the whole
   pool (the most often selected one; ties: the higher score, then the name) and that scores at
-  most ``dpo_rarity_margin`` above the chosen one. It teaches rarity-first's preference for the
+  most ``rarity_margin`` above the chosen one. It teaches rarity-first's preference for the
   less used tool when the judge finds both about equally good. Skipped when it would repeat the
   step's score pair.
 

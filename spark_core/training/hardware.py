@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from spark_core.config import TrainingConfig
+from spark_core.config import LoraSettings, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,14 @@ def choose_precision(cfg: TrainingConfig) -> Precision:
     return Precision("cuda" if cuda else "cpu", quant, bf16)
 
 
-def lora_config(cfg: TrainingConfig, dropout: float | None = None):
+def lora_config(lora: LoraSettings, dropout: float | None = None):
+    """peft's ``LoraConfig`` of ``training.lora`` on every linear layer."""
     from peft import LoraConfig
 
     return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout if dropout is None else dropout,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout if dropout is None else dropout,
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )

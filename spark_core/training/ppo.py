@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_core.config import RunConfig
+from spark_core.memory import large_frees_returned
 from spark_core.training.adapter_run import (
     StepProgress,
     common_args,
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 def pi_old_statement(cfg: RunConfig, gap: dict[str, float], fitted: Truncation) -> str:
     """Which pi_old the PPO ratio used and why, for the log and the model card."""
     t = cfg.training
-    if t.old_logprobs == "refresh":
+    if t.ppo.old_logprobs == "refresh":
         what = (
             "refresh (standard PPO): the policy at the start of each PPO epoch, scored on "
             "the training rows under the training precision; the trust region moves with "
@@ -62,20 +63,20 @@ def train_ppo(
     check_start: bool = False,
 ):
     """SPaRK: offline PPO on the selected steps' advantages (or every judged candidate with
-    group-relative advantages when ``training.candidates == 'all'``). ``check_start``: measure
+    group-relative advantages when ``training.ppo.candidates == 'all'``). ``check_start``: measure
     the ratio range over all the data before the first step (one more pass; bench/learn.py)."""
     from peft import get_peft_model
 
     from spark_core.models.hf.backend import load_tokenizer
 
-    t = cfg.training
+    t, ppo = cfg.training, cfg.training.ppo
     tokenizer = load_tokenizer(base_path)
-    model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t))
-    source = group_relative(pool) if t.candidates == "all" and pool else rows
-    stored = t.old_logprobs == "behaviour" and cfg.behaviour_source() == "stored"
+    model = get_peft_model(load_base(base_path, choose_precision(t)), lora_config(t.lora))
+    source = group_relative(pool) if ppo.candidates == "all" and pool else rows
+    stored = ppo.old_logprobs == "behaviour" and cfg.behaviour_source() == "stored"
     examples, fitted = ppo_examples(source, tokenizer, t.max_seq_len, stored_pi_beta=stored)
-    resolved = t.model_copy(update={"behaviour_source": cfg.behaviour_source()})
-    args = OfflinePPOConfig.from_training(resolved, **common_args(cfg, out_dir, t.ppo_epochs))
+    resolved = ppo.model_copy(update={"behaviour_source": cfg.behaviour_source()})
+    args = OfflinePPOConfig.from_training(resolved, **common_args(cfg, out_dir, ppo.epochs))
     trainer = OfflinePPOTrainer(
         model=model,
         args=args,
@@ -89,7 +90,8 @@ def train_ppo(
         low, high = trainer.start_ratio_range()
         run_metrics = {"start_ratio_min": low, "start_ratio_max": high}
         log.info("PPO ratio before the first step: [%.6f, %.6f]", low, high)
-    trainer.train(resume_from_checkpoint=resume)
+    with large_frees_returned():  # training's activations: back to the system when freed
+        trainer.train(resume_from_checkpoint=resume)
     gap = trainer.behaviour_gap()
     statement = pi_old_statement(cfg, gap, fitted)
     log.info("PPO pi_old: %s", statement)

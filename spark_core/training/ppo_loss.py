@@ -93,8 +93,8 @@ def ppo_loss(
     penalty is the k1/k3 estimator at the logged tokens (module docstring).
 
     Keyword-only: three log-prob tensors of one shape are easy to swap by position. The
-    coefficients have no defaults here; they come from the ``training`` section
-    (``TrainingConfig`` in ``spark_core/config/training.py``).
+    coefficients have no defaults here; they come from ``training.ppo``
+    (``PPOSettings`` in ``spark_core/config/training.py``).
     Shapes: log-probs, entropy and mask [batch, tokens]; advantages [batch] (one per step)."""
     mask = mask.to(logprobs.dtype)
     adv = advantages.to(logprobs.dtype)[:, None]

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from spark_core.config import TrainingConfig
+from spark_core.config import PPOSettings
 from spark_core.training.data import PPOCollator
 from spark_core.training.ppo_loss import (
     adaptive_kl_coef,
@@ -47,15 +47,15 @@ log = logging.getLogger(__name__)
 
 
 def _term(name: str) -> Any:
-    """A PPO term's dataclass field: no default (it always comes from ``training``) and
-    ``training``'s own description as its help, so neither can drift from the config."""
-    return field(metadata={"help": TrainingConfig.model_fields[name].description})
+    """A PPO term's dataclass field: no default (it always comes from ``training.ppo``) and
+    ``training.ppo``'s own description as its help, so neither can drift from the config."""
+    return field(metadata={"help": PPOSettings.model_fields[name].description})
 
 
 @dataclass(kw_only=True)
 class OfflinePPOConfig(TrainingArguments):
     """``TrainingArguments`` plus the PPO terms, built with ``from_training``: the terms
-    have no defaults here, the ``training`` section (``TrainingConfig`` in
+    have no defaults here, ``training.ppo`` (``PPOSettings`` in
     ``spark_core/config/training.py``) is their one source.
     ``num_train_epochs`` is the number of PPO epochs over the logged data.
     ``behaviour_source`` must be resolved ('reference' or 'stored': ``RunConfig.behaviour_source``)
@@ -82,13 +82,13 @@ class OfflinePPOConfig(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep PPO columns."})
 
     @classmethod
-    def from_training(cls, training: TrainingConfig, **trainer_args: Any) -> OfflinePPOConfig:
-        """The PPO terms from ``training``; ``trainer_args`` are ``TrainingArguments``
+    def from_training(cls, ppo: PPOSettings, **trainer_args: Any) -> OfflinePPOConfig:
+        """The PPO terms from ``training.ppo``; ``trainer_args`` are ``TrainingArguments``
         only (output folder, epochs, batch size, precision ...)."""
         clash = set(cls.PPO_TERMS) & set(trainer_args)
         if clash:
-            raise TypeError(f"PPO terms {sorted(clash)} come from TrainingConfig, not kwargs")
-        return cls(**{n: getattr(training, n) for n in cls.PPO_TERMS}, **trainer_args)
+            raise TypeError(f"PPO terms {sorted(clash)} come from training.ppo, not kwargs")
+        return cls(**{n: getattr(ppo, n) for n in cls.PPO_TERMS}, **trainer_args)
 
 
 class _PPOEvents(TrainerCallback):
@@ -182,8 +182,9 @@ class OfflinePPOTrainer(Trainer):
             raise ValueError(
                 f"{missing} of {len(data)} examples carry no stored behaviour log-probs (the "
                 "generator returned none, or these are pooled candidates), but "
-                "training.behaviour_source is 'stored': set training.behaviour_source=reference "
-                "if generator.name's weights wrote the data, else training.old_logprobs=refresh"
+                "training.ppo.behaviour_source is 'stored': set "
+                "training.ppo.behaviour_source=reference if generator.name's weights wrote the "
+                "data, else training.ppo.old_logprobs=refresh"
             )
         if any(e.get("truncated") for e in data):
             raise ValueError(
@@ -326,7 +327,7 @@ class OfflinePPOTrainer(Trainer):
         log.log(
             level,
             "stored behaviour log-probs vs recomputed under training numerics on %d rows: mean "
-            "|diff| %.4f, max %.4f nats (training.behaviour_tolerance %.3g); %s",
+            "|diff| %.4f, max %.4f nats (training.ppo.behaviour_tolerance %.3g); %s",
             len(self._gap),
             gap["behaviour_gap_mean"],
             gap["behaviour_gap_max"],

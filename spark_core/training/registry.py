@@ -31,18 +31,19 @@ class Trainer:
     uses_pool: Callable[[RunConfig], bool]
 
 
-# every trainer of training.trainers (its config name, which is also the policy its adapter
-# is evaluated as and names its folders): a new trainer is one entry here, and one in
-# spark_core.config.TRAINED_POLICIES
+# every trainer of training.trainers (its config name, which is also the policy its adapter is
+# evaluated as and names its folders): a new trainer is one entry here, one in
+# spark_core.config.TRAINED_POLICIES, and its settings, if it has its own, a group of the same
+# name in config/training.py (training.<name>: only its own adapter's cache key holds it,
+# tasks/train.py)
 TRAINERS: dict[str, Trainer] = {
-    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft_data == "greedy"),  # the baseline
-    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.candidates == "all"),  # SPaRK
+    "sft": Trainer(train_sft, lambda cfg: cfg.training.sft.data == "greedy"),  # the baseline
+    "ppo": Trainer(train_ppo, lambda cfg: cfg.training.ppo.candidates == "all"),  # SPaRK
     "dpo": Trainer(  # step-level DPO: pairs from the candidate pool only
         lambda cfg, _trajectories, base, out, pool: train_dpo(cfg, pool, base, out),
         lambda cfg: True,
     ),
 }
-DPO_FIELDS = ("dpo_score_margin", "dpo_rarity_margin", "dpo_beta", "dpo_epochs")
 
 
 def metrics_table(policy: str, history: list[dict[str, Any]]) -> pa.Table:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_core.config import RunConfig
+from spark_core.memory import large_frees_returned
 from spark_core.training.adapter_run import (
     StepProgress,
     common_args,
@@ -20,11 +21,11 @@ from spark_core.training.hardware import choose_precision, load_base, lora_confi
 def sft_rows(
     cfg: RunConfig, rows: list[dict[str, Any]], pool: list[dict[str, Any]] | None
 ) -> list[dict[str, Any]]:
-    """The SFT baseline's data (``training.sft_data``): the selected steps, or the judge's
+    """The SFT baseline's data (``training.sft.data``): the selected steps, or the judge's
     top-scored candidate of every step."""
-    if cfg.training.sft_data == "greedy":
+    if cfg.training.sft.data == "greedy":
         if not pool:
-            raise ValueError("training.sft_data=greedy needs the candidate pool")
+            raise ValueError("training.sft.data=greedy needs the candidate pool")
         return greedy_rows(pool)
     return rows
 
@@ -49,7 +50,7 @@ def train_sft(
     data = sft_rows(cfg, rows, pool)
     records, fitted = sft_records(data, tokenizer, cfg.training.max_seq_len)
     args = SFTConfig(
-        **common_args(cfg, out_dir, cfg.training.sft_epochs),
+        **common_args(cfg, out_dir, cfg.training.sft.epochs),
         max_length=None,  # rows are already fitted by the rule PPO uses: nothing for TRL to cut
         completion_only_loss=True,
     )
@@ -58,14 +59,15 @@ def train_sft(
         args=args,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.training),
+        peft_config=lora_config(cfg.training.lora),
         callbacks=[StepProgress("train sft (steps)")],
     )
-    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
+    with large_frees_returned():  # training's activations: back to the system when freed
+        trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
     card = {
         "title": "SFT baseline",
         "base_model": cfg.generator.name,
-        "data": f"{len(records)} steps ({cfg.training.sft_data}) from SPaRK synthesis "
+        "data": f"{len(records)} steps ({cfg.training.sft.data}) from SPaRK synthesis "
         f"(imitation); {fitted.truncated_rows} lost earlier steps to fit, "
         f"{fitted.dropped_rows} did not fit.",
         "config": cfg.section("training"),

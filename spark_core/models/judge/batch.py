@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from spark_core.config import JudgeConfig, default_of
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import (
     Judgement,
@@ -121,7 +122,11 @@ def candidate_score(method: str, response: Any) -> float | None:
 
 
 class BatchJudging:
-    def __init__(self, poll_max_s: float = 60.0, timeout_s: float = 86400.0):
+    def __init__(
+        self,
+        poll_max_s: float = default_of(JudgeConfig, "batch_poll_max_s"),
+        timeout_s: float = default_of(JudgeConfig, "batch_timeout_s"),
+    ):
         self.poll_min_s = 1.0
         self.poll_max_s = poll_max_s
         self.timeout_s = timeout_s

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from spark_core.config import JudgeConfig
+from spark_core.config import JudgeConfig, default_of
 from spark_core.models.backends import make_backend
 from spark_core.models.judge.batch import BatchJudging
 from spark_core.models.judge.per_state import state_scorer
@@ -46,7 +46,7 @@ class Judge:
         cache: ResponseCache | None,
         usage: Usage,
         stop_rules: StopRules | None = None,
-        mode: str = "per_candidate",
+        mode: str = default_of(JudgeConfig, "mode"),
         batch: Any = None,
     ):
         self.scorer = scorer

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from spark_core.config import JudgeConfig, default_of
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.prefix_cache import common_prefix_len, shared_forward
 from spark_core.models.judge.prompt import SCORE_PREFILL, JudgeItem, judge_messages
@@ -126,8 +127,8 @@ class OpenAIJudge:
     def __init__(
         self,
         backend: OpenAIBackend,
-        max_new_tokens: int = 8,
-        attempts: int = 3,
+        max_new_tokens: int = default_of(JudgeConfig, "max_new_tokens"),
+        attempts: int = default_of(JudgeConfig, "attempts"),
         capabilities: Capabilities | None = None,
     ):
         self.backend = backend
@@ -218,7 +219,11 @@ class OpenAIJudge:
 
 
 class HFJudge:
-    def __init__(self, backend: HFBackend, mode: Literal["prefix", "batched", "single"] = "prefix"):
+    def __init__(
+        self,
+        backend: HFBackend,
+        mode: Literal["prefix", "batched", "single"] = default_of(JudgeConfig, "local_batching"),
+    ):
         self.backend = backend
         self.mode = mode
         self.model_id = backend.model_id

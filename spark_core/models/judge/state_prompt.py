@@ -70,7 +70,9 @@ def state_messages(items: list[JudgeItem]) -> tuple[tuple[str, str], ...]:
     return (("system", STATE_SYSTEM), ("user", state_user_message(items)))
 
 
-def state_request(items: list[JudgeItem], extra_tokens: int = 8) -> ChatRequest:
+def state_request(items: list[JudgeItem], extra_tokens: int) -> ChatRequest:
+    """One per-state judge call: room for every candidate's score and ``extra_tokens`` (the
+    judge's ``max_new_tokens``) more."""
     return ChatRequest(
         state_messages(items), max_new_tokens=TOKENS_PER_SCORE * len(items) + extra_tokens
     )

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from spark_core.config import ModelConfig, default_of
 from spark_core.models.requests import ChatRequest, Completion, Gate, OnDone
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ class OpenAIBackend:
         self,
         name: str,
         base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        concurrency: int = 16,
-        timeout_s: float = 60.0,
-        max_retries: int = 5,
+        api_key_env: str = default_of(ModelConfig, "api_key_env"),
+        concurrency: int = default_of(ModelConfig, "concurrency"),
+        timeout_s: float = default_of(ModelConfig, "timeout_s"),
+        max_retries: int = default_of(ModelConfig, "max_retries"),
     ):
         import openai
 
