@@ -176,8 +176,10 @@ def calibrate(cfg: RunConfig, questions: list[Question], judge_latency_s: float)
     ``judge_latency_s``: the preflight's latency per judgement."""
     rates = Rates()
     _calibrate_generator(cfg, questions, rates)
-    concurrency = cfg.judge.concurrency if cfg.judge.backend == "openai" else 1
-    rates.judge_s = judge_latency_s / concurrency
+    if cfg.judge.backend == "hf":  # as synthesis judges: a state's candidates together
+        rates.judge_s = _calibrate_local_judge(cfg, questions[0])
+    else:
+        rates.judge_s = judge_latency_s / cfg.judge.concurrency
     _calibrate_sandbox(cfg, rates)
     _calibrate_trainer(cfg, questions, rates)
     return rates
@@ -230,6 +232,36 @@ def _calibrate_generator(cfg: RunConfig, questions: list[Question], rates: Rates
         for _ in range(steps):
             session.feed(token)
         rates.decode_step_s = (time.perf_counter() - start) / steps
+
+
+def _calibrate_local_judge(cfg: RunConfig, q: Question) -> float:
+    """Seconds per judgement of a local judge, scoring one first-step state's candidates as
+    synthesis does (``judge.local_batching``: in ``prefix`` mode the state is read once, then
+    every candidate on it). The preflight's latency is no guide: it scores pairs. The
+    thought and observations are the question's own text, cut to the rollout's lengths."""
+    from spark_core.models.judge.judge import make_judge
+    from spark_core.models.judge.prompt import JudgeItem
+
+    r = cfg.rollout
+    text = " ".join([q.question] * (1 + 4 * r.observation_chars // max(len(q.question), 1)))
+    thought = text[: int(r.thought_tokens * 4)]
+    items = [
+        JudgeItem(
+            q.question,
+            q.options,
+            "",
+            a,
+            text[: r.input_tokens * 4],
+            text[: r.observation_chars],
+            thought,
+        )
+        for a in r.actions
+    ]
+    scorer = make_judge(cfg.judge, None).scorer
+    scorer.score(items[:2])  # warm-up: first-call overheads
+    start = time.perf_counter()
+    scorer.score(items)
+    return (time.perf_counter() - start) / len(items)
 
 
 def _calibrate_sandbox(cfg: RunConfig, rates: Rates) -> None:
