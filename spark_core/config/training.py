@@ -137,7 +137,7 @@ class TrainingConfig(Section):
     trainers: list[Literal["sft", "ppo", "dpo"]] = Field(
         default_factory=lambda: ["sft", "ppo"],
         description="Adapters to train: the SFT baseline, SPaRK's offline PPO (evaluated as the "
-        "'spark' policy) and step-level DPO on the candidate pool's judged pairs; each reads "
+        "'ppo' policy) and step-level DPO on the candidate pool's judged pairs; each reads "
         "its own group below (sft, ppo, dpo) and the shared settings here.",
         json_schema_extra={"default": ["sft", "ppo"], "uniqueItems": True},
     )
