@@ -172,3 +172,42 @@ def test_without_a_fixed_threshold_the_heap_keeps_the_freed_blocks():
             """
         )
     )
+
+
+FREED_IN_THE_MIDDLE = """
+from spark_core.memory import current_rss_mb, trim_heap
+big = bytearray(8 * MB)
+del big  # glibc raises its threshold to 8 MB: the 4 MB blocks below come from the heap
+blocks, pins = [], []
+for _ in range(50):  # a small block after each: the freed ones cannot merge into the top
+    blocks.append(touch(4))
+    pins.append(bytearray(64 * 1024))
+del blocks
+before = current_rss_mb()
+"""
+
+
+def test_trim_heap_gives_back_what_the_heap_kept():
+    _fresh(
+        FREED_IN_THE_MIDDLE
+        + textwrap.dedent(
+            """
+            assert trim_heap()
+            assert current_rss_mb() < before - 150, (current_rss_mb(), before)
+            """
+        )
+    )
+
+
+def test_without_trim_heap_the_freed_blocks_stay_resident():
+    """The positive control of the test above."""
+    _fresh(
+        FREED_IN_THE_MIDDLE
+        + textwrap.dedent(
+            """
+            import time
+            time.sleep(0.2)
+            assert current_rss_mb() > before - 20, (current_rss_mb(), before)
+            """
+        )
+    )
