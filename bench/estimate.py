@@ -24,9 +24,10 @@ def main() -> None:
 
     from flows.cli_estimate import calibrated_estimate
     from flows.pipeline import pipeline
-    from spark_core.memory import peak_memory
+    from spark_core.memory import peak_memory, return_large_frees
     from tasks.memory import LAST
 
+    return_large_frees()  # as the `spark` command does, before the calibration loads models
     start = time.perf_counter()
     with peak_memory() as calibration_peak:
         rates, stages = calibrated_estimate(cfg)

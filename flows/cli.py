@@ -26,6 +26,15 @@ app.add_typer(tools_app, name="tools")
 app.add_typer(cli_check.check_app, name="check")
 
 
+@app.callback()
+def _process_setup() -> None:
+    """Every command (a dry run's calibration and `spark check` load models too): glibc's
+    mmap threshold fixed (``spark_core.memory.return_large_frees``)."""
+    from spark_core.memory import return_large_frees
+
+    return_large_frees()
+
+
 def _run_flow(fn, cfg: RunConfig) -> Any:
     from prefect.exceptions import FailedRun
     from transformers.utils import logging as hf_logging

@@ -9,7 +9,7 @@ measurement, so an outer one still sees the inner one's peak. Where the mark can
 (not Linux), the process's lifetime peak (``ru_maxrss``) is reported and marked as such.
 Only this process is measured: the sandbox's worker processes are not (tools are small).
 
-``large_frees_returned`` bounds what glibc keeps while training: see its docstring.
+``return_large_frees`` and ``large_frees_returned`` bound what glibc keeps: see their\ndocstrings.
 """
 
 from __future__ import annotations
@@ -68,11 +68,14 @@ class PeakMemory:
         return out
 
 
-MMAP_THRESHOLD = 1 << 20  # bytes: allocations above it are mapped and unmapped on free
+# bytes: allocations above a fixed mmap threshold are mapped, and unmapped when freed
+MMAP_THRESHOLD = 1 << 20  # while training
+PROCESS_MMAP_THRESHOLD = 8 << 20  # everywhere else in a `spark` process: see return_large_frees
 # what glibc's dynamic thresholds reach on a 64-bit machine, restored after training
 _DYNAMIC_MMAP_MAX, _DYNAMIC_TRIM_MAX = 32 << 20, 64 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
-_HELD = {"open": False}  # process-wide, as the thresholds are
+# process-wide, as the thresholds are: the process's own threshold, a training one open
+_STATE: dict[str, Any] = {"process": None, "open": False}
 
 
 def _glibc() -> Any | None:
@@ -85,6 +88,26 @@ def _glibc() -> Any | None:
         return libc if libc is not None and hasattr(libc, "mallopt") else None
     except OSError:
         return None
+
+
+def return_large_frees(threshold: int = PROCESS_MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold for the rest of the process (every `spark` command and stage
+    flow calls it once); False where this is not glibc.
+
+    glibc's dynamic threshold rises to the largest block freed (up to 32 MB), and the heap
+    below it fragments and stays resident. Fixed at 8 MB, the demo's synthesis held 1.67 GB
+    at its peak against 2.61 GB, for 4% more time (117.0 s against 112.5 s,
+    ``bench/synthesize.py`` under ``MALLOC_MMAP_THRESHOLD_``): a decoding step's KV caches
+    and logits (a few MB each at batch 16) stay on the fast heap. Lower thresholds map those
+    too, and pay page faults at every token: 4 MB cost 22%, 1 MB 150% (synthesis 277 s).
+    Training sets 1 MB while it runs (``large_frees_returned``)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    with _LOCK:
+        if _STATE["process"] is None and libc.mallopt(_M_MMAP_THRESHOLD, threshold):
+            _STATE["process"] = threshold
+    return _STATE["process"] is not None
 
 
 def trim_heap() -> bool:
@@ -108,15 +131,15 @@ def large_frees_returned(threshold: int = MMAP_THRESHOLD) -> Iterator[bool]:
     against 1.41 GB with a fixed 1 MB threshold (same arithmetic, same results;
     docs/benchmarks.md, bench/train_memory.py). Decoding is the opposite case: its KV caches
     and logits are allocated and freed at every token, and mapping each one costs page faults
-    (the demo's synthesis took 277 s with the fixed threshold against 127 s without,
-    generation 3.7x slower). On exit the thresholds are set to what glibc's dynamic ones reach
-    (32 MB mmap, 64 MB trim; mallopt cannot turn the dynamic ones back on) and the heap is
-    trimmed. Nested use keeps the outermost. ``MALLOC_MMAP_THRESHOLD_`` in the environment
-    (glibc's own variable) wins: nothing is changed."""
+    (the demo's synthesis took 277 s with it against 127 s without, generation 3.7x slower).
+    On exit the process's threshold is back (``return_large_frees``; where none was set, what
+    glibc's dynamic ones reach: 32 MB mmap, 64 MB trim) and the heap is trimmed. Nested use
+    keeps the outermost. ``MALLOC_MMAP_THRESHOLD_`` in the environment (glibc's own
+    variable) wins: nothing is changed."""
     libc = _glibc()
     with _LOCK:
-        outer = libc is not None and not _HELD["open"]
-        _HELD["open"] = _HELD["open"] or outer
+        outer = libc is not None and not _STATE["open"]
+        _STATE["open"] = _STATE["open"] or outer
     if not outer:
         yield libc is not None
         return
@@ -124,9 +147,12 @@ def large_frees_returned(threshold: int = MMAP_THRESHOLD) -> Iterator[bool]:
     try:
         yield bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
     finally:
-        _HELD["open"] = False
-        libc.mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_TRIM_MAX)
+        _STATE["open"] = False
+        if _STATE["process"] is not None:  # back to the process's own threshold
+            libc.mallopt(_M_MMAP_THRESHOLD, _STATE["process"])
+        else:  # mallopt cannot turn glibc's dynamic thresholds back on: where they end up
+            libc.mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_TRIM_MAX)
         libc.malloc_trim(0)
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from prefect.artifacts import create_table_artifact
 
 from spark_core.config import RunConfig
-from spark_core.memory import PeakMemory, peak_memory, trim_heap
+from spark_core.memory import PeakMemory, peak_memory, return_large_frees, trim_heap
 from tasks.caching import _logger, ui_key
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +41,7 @@ def measured(stage: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
+            return_large_frees()  # once per process: a fixed 8 MB mmap threshold
             trim_heap()  # what earlier stages freed is not this stage's
             peak = PeakMemory()
             try:

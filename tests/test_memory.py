@@ -161,6 +161,29 @@ def test_large_frees_go_back_to_the_system_once_the_threshold_is_fixed():
     )
 
 
+def test_a_spark_process_maps_blocks_above_8_mb_and_training_above_1_mb():
+    _fresh(
+        MALLOC_STATE
+        + textwrap.dedent(
+            """
+            from spark_core.memory import large_frees_returned, return_large_frees
+            assert return_large_frees()
+            before = mapped_mb()
+            big = bytearray(12 * MB)
+            assert mapped_mb() - before >= 12  # above the process's 8 MB: mapped
+            del big
+            mapped, _ = block_after_a_freed_big_one()
+            assert mapped < 1, mapped  # a 5 MB block (a KV cache's size) stays on the heap
+            with large_frees_returned():
+                mapped, left = block_after_a_freed_big_one()
+            assert mapped >= 5 and left < 1, (mapped, left)  # training: mapped, returned
+            mapped, _ = block_after_a_freed_big_one()
+            assert mapped < 1, mapped  # the process's 8 MB again
+            """
+        )
+    )
+
+
 def test_without_a_fixed_threshold_the_heap_keeps_the_freed_blocks():
     """The positive control of the test above: the same allocations, glibc's default."""
     _fresh(
