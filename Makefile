@@ -59,7 +59,7 @@ test: install chromium
 test-fast: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -m "not e2e"
+	$(BIN)/pytest -q -m "not e2e" -n 2
 
 lint: install
 	$(BIN)/ruff check .
