@@ -8,7 +8,10 @@ calibration items the preflight scores (latency over ``judge.concurrency``), the
 calls per second at ``tools.parallelism``, and the trainer's forward+backward tokens per
 second with the configured LoRA/QLoRA at ``training.batch_size``. The estimate replays the
 stages' work with those rates, step by step, under the plan's upper bounds (every question
-rolls every step), so it errs long. Used by ``spark run --dry-run`` and ``spark check``.
+rolls every step), but leaves out what is not model or tool work (Prefect, Parquet, the
+threads of parallel shards waiting on one CPU): on the idle 2-core machine the demo's
+synthesis, training and evaluation took 1.15-1.5x their estimates (``bench/estimate.py``).
+Used by ``spark run --dry-run`` and ``spark check``.
 """
 
 from __future__ import annotations
@@ -98,6 +101,9 @@ def synthesis_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> Stage
             )
         seconds += len(train) * tools * (1 + r.tool_retries) * rates.tool_s
         seconds += rows * rates.judge_s
+        if rates.call_s is None:  # the selection reads the selected steps' log-probs again
+            step = mean + r.thought_tokens + r.input_tokens
+            seconds += len(train) * step / (rates.prefill_tps or 1.0)
     final = [_tokens(cfg, rates, _policy_chars(cfg, q, r.steps + 1)) for q in train]
     seconds += _generation_s(rates, int(sum(final) / max(len(final), 1)), len(train), 3)
     basis = f"{len(train)} questions x {r.steps} steps x {n} candidates"

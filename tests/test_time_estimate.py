@@ -62,6 +62,7 @@ def test_synthesis_time_replays_every_phase(tmp_path):
         + math.ceil(2 * 9 / 4) * 16 * 0.1  # 18 candidate inputs, batches of 4, 16 steps
         + 2 * 8 * 0.5  # 8 tool calls per question
         + 2 * 9 * 1.0  # 9 judgements per question
+        + 2 * (16 + 32 + 16) / 16  # the selection: each selected step's log-probs, read again
         + 2 * 16 / 16
         + 3 * 0.1  # final answers
     )
@@ -103,3 +104,27 @@ def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
     assert two_seeds.seconds == pytest.approx(2 * stages["train"].seconds)
     uncalibrated = estimate(cfg, Rates(), QUESTIONS, QUESTIONS)
     assert math.isnan(uncalibrated[3].seconds)
+
+
+def test_a_local_judge_is_timed_on_one_state_s_candidates_together(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """As synthesis judges (prefix mode: the state read once, every candidate on it), not the
+    preflight's pairs: the timed call scores every action's candidate of one state."""
+    from spark_core.models.judge.scorers import HFJudge
+    from spark_core.time_estimate import _calibrate_local_judge
+
+    cfg = _cfg(tmp_path, f"judge.name={tiny_model_dir}", "judge.device=cpu")
+    calls, real = [], HFJudge.score
+
+    def recorded(self, items, on_done=None):
+        calls.append(items)
+        return real(self, items, on_done)
+
+    monkeypatch.setattr(HFJudge, "score", recorded)
+    per_judgement = _calibrate_local_judge(cfg, QUESTIONS[0])
+    assert per_judgement > 0
+    timed = calls[-1]
+    assert [i.action for i in timed] == list(cfg.rollout.actions)
+    assert len({i.shared_part for i in timed}) == 1  # one state: one shared prefix
+    assert all(len(i.tool_output) == cfg.rollout.observation_chars for i in timed)
