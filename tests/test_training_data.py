@@ -66,6 +66,26 @@ def test_greedy_sft_data_is_the_judges_top_candidate():
     ]
 
 
+def test_behaviour_logprobs_read_the_shared_system_prompt_once_and_match_each_row_alone(
+    tiny_model_dir,
+):
+    """A batch reads the prefix its rows share once (the system prompt); each row's log-probs
+    equal those of the row scored alone (batch of one: no sharing, no padding), also when two
+    rows share their whole prompt (a state with two completions: no prefix reuse)."""
+    from spark_core.models.hf.backend import HFBackend
+    from spark_core.training.behaviour import completion_logprobs
+
+    backend = HFBackend(tiny_model_dir, "cpu")
+    rows = [long_row(2), long_row(0), long_row(1)]
+    triples = [(r["system"], r["prompt"], r["completion"]) for r in rows]
+    triples.append((rows[1]["system"], rows[1]["prompt"], "Thought: another step."))
+    batched = completion_logprobs(backend, triples)
+    for triple, got in zip(triples, batched, strict=True):
+        (alone,) = completion_logprobs(backend, [triple])
+        assert len(got) == len(alone)
+        assert got == pytest.approx(alone, abs=1e-4)
+
+
 def test_behaviour_logprobs_line_up_and_are_pi_old(tiny_model_dir, tokenizer, tmp_path):
     from spark_core.models.hf.backend import HFBackend
     from spark_core.training.behaviour import completion_logprobs

@@ -28,6 +28,7 @@ import pyarrow as pa
 import torch
 
 from spark_core.config import RunConfig
+from spark_core.models.hf.prefix_cache import common_prefix_len, shared_forward
 from spark_core.protocol import Question, render_step, state_message, system_prompt, tool_lines
 from spark_core.training.data import chat_ids
 
@@ -52,21 +53,27 @@ def completion_logprobs(
             indices = order[start : start + batch_size]
             chunk = [encoded[i] for i in indices]
             seqs = [p + c for p, c in chunk]
-            width = max(len(s) for s in seqs)
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=backend.device)
-            attention = torch.tensor(
-                [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=backend.device
+            shortest_prompt = min(len(p) for p, _ in chunk)
+            # the prefix the rows share (the system prompt) is read once, when it ends inside
+            # every prompt (two completions of one state share more)
+            shared = common_prefix_len(seqs) if len(seqs) > 1 else 0
+            reuse = shared <= shortest_prompt - 1
+            shared = shared if reuse else 0
+            low = shortest_prompt - 1 - shared  # the suffix column predicting a first token
+            width = max(len(s) for s in seqs) - shared
+            fwd = shared_forward(
+                model, seqs, pad, backend.device, reuse, keep=list(range(low, width))
             )
-            low = min(len(p) for p, _ in chunk) - 1  # logits at position i predict token i + 1
-            logits = model(
-                input_ids=ids, attention_mask=attention, logits_to_keep=width - low
-            ).logits.float()  # positions low .. width - 1
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_logp = torch.gather(logp, -1, ids[:, low + 1 :, None]).squeeze(-1).cpu()
+            logp = torch.log_softmax(fwd.logits.float()[:, :-1], dim=-1)
+            suffix = torch.tensor(
+                [s[shared:] + [pad] * (width - len(s) + shared) for s in seqs],
+                device=backend.device,
+            )
+            token_logp = torch.gather(logp, -1, suffix[:, low + 1 :, None]).squeeze(-1).cpu()
             for i, row, (prompt_ids, completion_ids) in zip(
                 indices, range(len(chunk)), chunk, strict=True
             ):
-                first = len(prompt_ids) - 1 - low
+                first = len(prompt_ids) - 1 - shared - low
                 results[i] = token_logp[row, first : first + len(completion_ids)].tolist()
     return [results[i] for i in range(len(encoded))]
 

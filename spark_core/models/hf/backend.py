@@ -190,7 +190,9 @@ class HFBackend:
     def generate(self, requests: list[ChatRequest], on_done: OnDone = None) -> list[Completion]:
         """Generate for every request. Requests with the same messages and sampling (the inputs
         for each tool of one step differ only in the assistant's prefill) share one prefix
-        forward; the rest are batched by sampling parameters."""
+        forward; the rest are batched by sampling parameters. A greedy batch reads the prefix
+        its prompts share (the system prompt) once too: its rows decode on that cache
+        (``_generate_shared``) instead of ``model.generate`` on left-padded prompts."""
         results: list[Completion | None] = [None] * len(requests)
         shared: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
@@ -209,7 +211,9 @@ class HFBackend:
             for indices in batched.values():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
-                    out = self._generate_batch([requests[i] for i in chunk])
+                    greedy = requests[chunk[0]].temperature == 0
+                    decode = self._generate_shared if greedy else self._generate_batch
+                    out = decode([requests[i] for i in chunk])
                     for i, done in zip(chunk, out, strict=True):
                         results[i] = done
                         if on_done is not None:
