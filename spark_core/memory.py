@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 import sys
@@ -78,16 +79,21 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (ma
 _STATE: dict[str, Any] = {"process": None, "open": False}
 
 
-def _glibc() -> Any | None:
-    """glibc's C library, or None (not Linux, musl, or glibc's own variable set: it wins)."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
-        return None
-    name = ctypes.util.find_library("c")
+@functools.cache
+def _load_glibc() -> Any | None:
+    """glibc's C library, or None (not Linux, or musl); looked up once (``find_library``
+    runs ``ldconfig``)."""
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
     try:
         libc = ctypes.CDLL(name) if name else None
-        return libc if libc is not None and hasattr(libc, "mallopt") else None
     except OSError:
         return None
+    return libc if libc is not None and hasattr(libc, "mallopt") else None
+
+
+def _glibc() -> Any | None:
+    """glibc, unless its own ``MALLOC_MMAP_THRESHOLD_`` is set (it wins: nothing is changed)."""
+    return None if "MALLOC_MMAP_THRESHOLD_" in os.environ else _load_glibc()
 
 
 def return_large_frees(threshold: int = PROCESS_MMAP_THRESHOLD) -> bool:
@@ -143,7 +149,7 @@ def large_frees_returned(threshold: int = MMAP_THRESHOLD) -> Iterator[bool]:
     if not outer:
         yield libc is not None
         return
-    libc.malloc_trim(0)  # what was freed before training: not part of its peak
+    trim_heap()  # what was freed before training: not part of its peak
     try:
         yield bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
     finally:
@@ -153,7 +159,7 @@ def large_frees_returned(threshold: int = MMAP_THRESHOLD) -> Iterator[bool]:
         else:  # mallopt cannot turn glibc's dynamic thresholds back on: where they end up
             libc.mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_MAX)
             libc.mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_TRIM_MAX)
-        libc.malloc_trim(0)
+        trim_heap()
 
 
 def current_rss_mb() -> float:

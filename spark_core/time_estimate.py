@@ -245,21 +245,25 @@ def _calibrate_local_judge(cfg: RunConfig, q: Question) -> float:
     synthesis does (``judge.local_batching``: in ``prefix`` mode the state is read once, then
     every candidate on it). The preflight's latency is no guide: it scores pairs. The
     thought and observations are the question's own text, cut to the rollout's lengths."""
+    from spark_core.judge_costs import CHARS_PER_TOKEN
     from spark_core.models.judge.judge import make_judge
     from spark_core.models.judge.prompt import JudgeItem
 
     r = cfg.rollout
-    text = " ".join([q.question] * (1 + 4 * r.observation_chars // max(len(q.question), 1)))
-    thought = text[: int(r.thought_tokens * 4)]
+    thought_chars, input_chars = (
+        int(n * CHARS_PER_TOKEN) for n in (r.thought_tokens, r.input_tokens)
+    )
+    longest = max(thought_chars, input_chars, r.observation_chars)
+    text = " ".join([q.question] * (1 + longest // max(len(q.question), 1)))
     items = [
         JudgeItem(
             q.question,
             q.options,
             "",
             a,
-            text[: r.input_tokens * 4],
+            text[:input_chars],
             text[: r.observation_chars],
-            thought,
+            text[:thought_chars],
         )
         for a in r.actions
     ]

@@ -14,7 +14,6 @@ from spark_core.artifacts import ArtifactRef, ArtifactStore, stage_key
 from spark_core.config import RunConfig
 from spark_core.evaluation.policies import seeded_name
 from spark_core.labeling.trajectories import CANDIDATE_POOL_SCHEMA, TRAJECTORIES_SCHEMA
-from spark_core.memory import large_frees_returned
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.registry import REGISTRY
 from spark_core.training.registry import TRAIN_METRICS_SCHEMA, TRAINERS, metrics_table
@@ -117,14 +116,13 @@ def train_adapter(cfg: RunConfig, trainer: str, labels: Labels) -> Adapter:
     def compute():
         out = work_dir(cfg, unit.key, policy)
         REGISTRY.release_models()  # the trainer loads its own copy: free the stages' models
-        with large_frees_returned():  # from its loading on, not only its optimizer steps
-            history = TRAINERS[trainer].train(
-                cfg,
-                rows(store, [labels.trajectories], TRAJECTORIES_SCHEMA),
-                resolve_model(cfg.generator.name),
-                out,
-                rows(store, [labels.candidate_pool], CANDIDATE_POOL_SCHEMA),
-            )
+        history = TRAINERS[trainer].train(
+            cfg,
+            rows(store, [labels.trajectories], TRAJECTORIES_SCHEMA),
+            resolve_model(cfg.generator.name),
+            out,
+            rows(store, [labels.candidate_pool], CANDIDATE_POOL_SCHEMA),
+        )
         if not store.is_local:  # trained in the run folder: publish beside the artifacts
             store.put_folder(out / "adapter", _adapter_dir(unit.key, policy))
         get_run_logger().info(

@@ -180,7 +180,7 @@ def test_trained_policies_need_their_trainer(run_config):
     with pytest.raises(ConfigError, match="'ppo'.*'ppo' trainer"):
         run_config("training.trainers=[sft]")
     # the policy once called spark (the project's and the CLI's name) is refused by its new name
-    with pytest.raises(ConfigError, match="policy 'spark' was renamed to 'ppo'"):
+    with pytest.raises(ConfigError, match="policies: 'spark' was renamed to 'ppo'"):
         run_config("evaluation.policies=[base, sft, spark]")
     with pytest.raises(ConfigError, match="training.trainers"):
         run_config("training.trainers=[grpo]")

@@ -3,9 +3,9 @@ model and the policy each trainer's adapter is evaluated as."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from spark_core.config.section import Section
 from spark_core.config.stages import ModelConfig
@@ -14,7 +14,6 @@ SAMPLED_POLICY = "base@T"  # the base model sampled at each of evaluation.temper
 # A trainer's adapter (training.trainers) is evaluated as the policy of the trainer's name,
 # which also names its artifact folder: PPO's adapter (SPaRK's method) is the policy "ppo".
 TRAINED_POLICIES = ("sft", "ppo", "dpo")
-RENAMED_POLICIES = {"spark": "ppo"}  # old policy name -> new one: an old preset is told so
 
 
 class EvaluationConfig(Section):
@@ -23,6 +22,8 @@ class EvaluationConfig(Section):
     _renamed: ClassVar[dict[str, str]] = {
         "sampling_temperature": "evaluation.temperatures (a list, e.g. [1.0])"
     }
+    # a trained policy is named by its trainer (sft, ppo, dpo): PPO's was "spark"
+    _renamed_values: ClassVar[dict[str, dict[str, str]]] = {"policies": {"spark": "ppo"}}
 
     steps: int = Field(5, gt=0, description="Maximum policy steps per question.")
     policies: list[Literal["base", "base@T", "sft", "ppo", "dpo"]] = Field(
@@ -113,17 +114,6 @@ class EvaluationConfig(Section):
         lt=1,
         description="Power at which an inconclusive claim's needed sample size is computed.",
     )
-
-    @field_validator("policies", mode="before")
-    @classmethod
-    def _check_renamed_policies(cls, value: Any) -> Any:
-        for old, new in RENAMED_POLICIES.items():
-            if isinstance(value, list) and old in value:
-                raise ValueError(
-                    f"policy {old!r} was renamed to {new!r} (a trained policy is named by its "
-                    "trainer: sft, ppo, dpo)"
-                )
-        return value
 
     @model_validator(mode="after")
     def _check_temperatures(self) -> EvaluationConfig:

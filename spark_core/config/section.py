@@ -48,7 +48,8 @@ class Section(BaseModel):
     _renamed: ClassVar[dict[str, str]] = {}
     # old field name -> the full path it moved to (into a sub-section): told the same way
     _moved: ClassVar[dict[str, str]] = {}
-    # field -> {old value: new value}: a renamed choice of a Literal field, told the same way
+    # field -> {old value: new value}: a renamed choice of a Literal field (or of an item of a
+    # list field), told the same way
     _renamed_values: ClassVar[dict[str, dict[str, str]]] = {}
 
     @model_validator(mode="before")
@@ -60,11 +61,14 @@ class Section(BaseModel):
             f"{old!r} was renamed to {new!r}" for old, new in cls._renamed.items() if old in data
         ]
         told += [f"{old!r} moved to {new!r}" for old, new in cls._moved.items() if old in data]
-        told += [
-            f"{name}: {data[name]!r} was renamed to {values[data[name]]!r}"
-            for name, values in cls._renamed_values.items()
-            if isinstance(data.get(name), str) and data[name] in values
-        ]
+        for name, values in cls._renamed_values.items():
+            given = data.get(name)
+            items = given if isinstance(given, list) else [given]
+            told += [
+                f"{name}: {item!r} was renamed to {values[item]!r}"
+                for item in items
+                if isinstance(item, str) and item in values
+            ]
         if told:
             raise ValueError("; ".join(told))
         return data

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from spark_core.config import RunConfig
-from spark_core.memory import large_frees_returned
 from spark_core.training.adapter_run import (
     StepProgress,
     common_args,
@@ -54,8 +53,7 @@ def train_dpo(cfg: RunConfig, pool: list[dict[str, Any]], base_path: str, out_di
         peft_config=lora_config(t.lora),
         callbacks=[StepProgress("train dpo (steps)")],
     )
-    with large_frees_returned():  # training's activations: back to the system when freed
-        trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
+    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
     kinds = {k: sum(p["kind"] == k for p in pairs) for k in ("score", "rarity")}
     card = {
         "title": "Step-level DPO",

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from spark_core.config import RunConfig
-from spark_core.memory import large_frees_returned
 from spark_core.training.adapter_run import (
     StepProgress,
     common_args,
@@ -90,8 +89,7 @@ def train_ppo(
         low, high = trainer.start_ratio_range()
         run_metrics = {"start_ratio_min": low, "start_ratio_max": high}
         log.info("PPO ratio before the first step: [%.6f, %.6f]", low, high)
-    with large_frees_returned():  # training's activations: back to the system when freed
-        trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resume)
     gap = trainer.behaviour_gap()
     statement = pi_old_statement(cfg, gap, fitted)
     log.info("PPO pi_old: %s", statement)

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from spark_core.config import RunConfig
+from spark_core.memory import large_frees_returned
 from spark_core.training.adapter_run import METRIC_KEYS
 from spark_core.training.dpo import train_dpo
 from spark_core.training.ppo import train_ppo
@@ -23,12 +24,18 @@ TRAIN_METRICS_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class Trainer:
-    """How a trainer is run: ``train(cfg, trajectories, base_model, out_dir, candidate_pool)``
+    """How a trainer is run: ``fit(cfg, trajectories, base_model, out_dir, candidate_pool)``
     returns its logged metrics; ``uses_pool(cfg)`` says whether the candidate pool is one of
     its inputs (and so part of its cache key)."""
 
-    train: Callable[..., list[dict]]
+    fit: Callable[..., list[dict]]
     uses_pool: Callable[[RunConfig], bool]
+
+    def train(self, *args: Any) -> list[dict]:
+        """``fit`` with glibc returning training's freed activations to the system, from
+        loading the model to the last step (``memory.large_frees_returned``)."""
+        with large_frees_returned():
+            return self.fit(*args)
 
 
 # every trainer of training.trainers (its config name, which is also the policy its adapter is

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from spark_core.config import RunConfig
-from spark_core.memory import large_frees_returned
 from spark_core.training.adapter_run import (
     StepProgress,
     common_args,
@@ -62,8 +61,7 @@ def train_sft(
         peft_config=lora_config(cfg.training.lora),
         callbacks=[StepProgress("train sft (steps)")],
     )
-    with large_frees_returned():  # training's activations: back to the system when freed
-        trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
+    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir))
     card = {
         "title": "SFT baseline",
         "base_model": cfg.generator.name,
