@@ -39,9 +39,10 @@ def train_sft(
     """The SFT baseline: imitate the selected actions, or the judge's greedy picks
     (completion-only loss)."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from spark_core.models.hf.backend import load_tokenizer
+    from spark_core.training.sft_window import WindowedSFTTrainer
 
     tokenizer = load_tokenizer(base_path)
     tokenizer.padding_side = "right"
@@ -53,7 +54,7 @@ def train_sft(
         max_length=None,  # rows are already fitted by the rule PPO uses: nothing for TRL to cut
         completion_only_loss=True,
     )
-    trainer = SFTTrainer(
+    trainer = WindowedSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(records),

@@ -15,7 +15,12 @@ import torch
 
 from spark_core.config import ModelConfig, default_of
 from spark_core.models.hf.default_model import resolve_model
-from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len, shared_forward
+from spark_core.models.hf.prefix_cache import (
+    cache_arg,
+    common_prefix_len,
+    new_cache,
+    shared_forward,
+)
 from spark_core.models.hf.weights import WEIGHTS, load_weights
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
@@ -328,7 +333,7 @@ class HFBackend:
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         with torch.inference_mode(), self._adapter_context():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, **kwargs, **new_cache(self.model))
         new = out[:, enc["input_ids"].shape[1] :]  # left padding: every prompt ends at one column
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         completions = []

@@ -10,12 +10,12 @@ the prompt again. A row's logits match a forward pass of that row's visible toke
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 
-from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len
+from spark_core.models.hf.growing_cache import detached_copy
+from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len, new_cache
 
 SHARED_PREFIX_MIN = 32  # shorter shared prefixes are read with the rows (one pass is cheaper)
 
@@ -54,6 +54,7 @@ class KVSession:
             position_ids=positions.to(self.device),
             use_cache=True,
             logits_to_keep=1,  # the vocabulary projection only where it is read
+            **new_cache(self.model),
         )
         self.cache = getattr(out, self.arg)
         self.mask, self.next_pos = mask, mask.sum(-1)
@@ -62,7 +63,9 @@ class KVSession:
 
     def _start_shared(self, rows: list[list[int]], shared: int) -> torch.Tensor:
         prefix = torch.tensor([rows[0][:shared]], device=self.device)
-        out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=prefix, use_cache=True, logits_to_keep=1, **new_cache(self.model)
+        )
         self.cache = getattr(out, self.arg)
         self.cache.batch_repeat_interleave(len(rows))
         self.mask = torch.ones(len(rows), shared, dtype=torch.long)
@@ -120,11 +123,10 @@ class KVSession:
 
     def fork(self, rows: list[int]) -> KVSession:
         """A new session holding copies of the given rows (a row may repeat); this session is
-        unchanged (cache layers replace their tensors on update, so shallow copies are
-        independent)."""
+        unchanged (the copy selects its rows into tensors of its own and owns no buffer:
+        ``growing_cache.detached_copy``)."""
         forked = KVSession(self.model, self.pad_id, self.device)
-        cache = copy.copy(self.cache)
-        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        cache = detached_copy(self.cache)
         cache.batch_select_indices(torch.tensor(rows, device=self.device))
         index = torch.tensor(rows)
         forked.cache = cache

@@ -4,7 +4,9 @@ The candidates of a step share their prompt up to the candidate (the judge) or u
 action name (the generator writing each tool's input). The prefix's KV cache is computed once,
 repeated for every row, and only the right-padded suffixes are run on top of it. Padding sits
 after each row's real tokens and is masked, so a row's logits match a forward pass of that row
-alone.
+alone. Suffixes of very different lengths (a long search result beside a one-number
+calculator output) run in groups of similar length on the one prefix (``length_groups``):
+padded columns cost as much as real ones.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from spark_core.models.hf.growing_cache import detached_copy, growing_cache
+
+# what one more forward pass costs, in padded suffix tokens: the pass's fixed work (30 layers'
+# calls, reading the weights, copying the prefix's cache) against ~1 ms a token on 2 cores
+GROUP_OVERHEAD_TOKENS = 48
 
 
 def common_prefix_len(rows: list[list[int]]) -> int:
@@ -33,6 +41,54 @@ def cache_arg(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Row indices in groups of similar length, each group one forward pass: the partition of
+    the rows sorted by length that computes the fewest padded tokens, counting ``overhead``
+    tokens per pass (an exact dynamic programme; rows of equal length keep their order)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best = [0] + [0] * n  # best[j]: cost of the first j sorted rows
+    cut = [0] * (n + 1)  # where the last group of the first j rows starts
+    for j in range(1, n + 1):
+        best[j], cut[j] = min(
+            (best[i] + (j - i) * lengths[order[j - 1]] + overhead, i) for i in range(j)
+        )
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
+@dataclass
+class Prefix:
+    """One row's KV cache of a prompt prefix, to run any number of suffix groups on."""
+
+    length: int
+    cache: Any
+
+    def repeated(self, rows: int) -> Any:
+        """A cache of ``rows`` copies of the prefix; this one is left as it is."""
+        cache = detached_copy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+@torch.inference_mode()
+def read_prefix(model: Any, tokens: list[int], device: str) -> Prefix:
+    """Read a prefix once; only its cache is kept (no position is projected on the vocabulary)."""
+    arg = cache_arg(model)
+    ids = torch.tensor([tokens], device=device)
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **new_cache(model))
+    return Prefix(len(tokens), getattr(out, arg))
+
+
+def new_cache(model: Any) -> dict[str, Any]:
+    """The keyword argument that starts a forward pass (or ``generate``) on a cache that
+    grows in place (``growing_cache.py``), under the installed transformers' name for it."""
+    return {cache_arg(model): growing_cache(model)}
+
+
 @dataclass
 class SharedForward:
     logits: torch.Tensor  # [rows, width, vocab] for the suffix positions
@@ -50,21 +106,20 @@ def shared_forward(
     device: str,
     reuse_prefix: bool = True,
     keep: list[int] | None = None,
+    prefix: Prefix | None = None,
 ) -> SharedForward:
     """``keep``: the suffix columns whose logits are read (the vocabulary projection is a
     fifth of a small model's compute per token: skip it elsewhere); ``logits[:, k]`` is then
-    column ``keep[k]``. None: every column."""
+    column ``keep[k]``. None: every column. ``prefix``: an already read prefix of every row
+    (else the rows' common prefix is read here, when ``reuse_prefix``)."""
     arg = cache_arg(model)
-    prefix_len = common_prefix_len(rows) if reuse_prefix and len(rows) > 1 else 0
-    kwargs: dict[str, Any] = {"use_cache": True}
+    if prefix is None and reuse_prefix and len(rows) > 1 and common_prefix_len(rows):
+        prefix = read_prefix(model, rows[0][: common_prefix_len(rows)], device)
+    prefix_len = prefix.length if prefix is not None else 0
+    cache = prefix.repeated(len(rows)) if prefix is not None else growing_cache(model)
+    kwargs: dict[str, Any] = {"use_cache": True, arg: cache}
     if keep is not None:
         kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
-    if prefix_len:
-        prefix = torch.tensor([rows[0][:prefix_len]], device=device)
-        # only its cache is read: project no position on the vocabulary
-        cache = getattr(model(input_ids=prefix, use_cache=True, logits_to_keep=1), arg)
-        cache.batch_repeat_interleave(len(rows))
-        kwargs[arg] = cache
     suffixes = [r[prefix_len:] for r in rows]
     lengths = [len(s) for s in suffixes]
     width = max(lengths)

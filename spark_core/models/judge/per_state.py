@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from spark_core.models.hf.prefix_cache import cache_arg
+from spark_core.models.hf.prefix_cache import new_cache
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import (
     HFJudge,
@@ -57,15 +57,13 @@ class HFStateJudge:
     def score_state(self, items: list[JudgeItem]) -> list[Judgement]:
         backend, one = self.backend, self.inner.digit_ids[1]
         prompt = self._ids(backend.prompt_text(ChatRequest(_messages(items), prefill='{"1": ')))
-        arg = cache_arg(backend.model)
-        cache, feed, written, expected, generated = None, prompt, [], [], 0
+        ((arg, cache),) = new_cache(backend.model).items()
+        feed, written, expected, generated = prompt, [], [], 0
         with backend.computing():
             for k in range(1, len(items) + 1):
                 # the fragment plus a trailing '1': P(first digit) and P('0' | '1') in one pass
                 ids = torch.tensor([feed + [one]], device=backend.device)
-                out = backend.model(
-                    input_ids=ids, use_cache=True, **({arg: cache} if cache else {})
-                )
+                out = backend.model(input_ids=ids, use_cache=True, **{arg: cache})
                 cache = getattr(out, arg)
                 logits = out.logits[0, -2:].float().cpu()
                 value, grade = self.inner._scores_from_logits(logits[:1], logits[1:])[0]

@@ -23,7 +23,12 @@ import torch
 
 from spark_core.config import JudgeConfig, default_of
 from spark_core.models.hf.backend import HFBackend
-from spark_core.models.hf.prefix_cache import common_prefix_len, shared_forward
+from spark_core.models.hf.prefix_cache import (
+    common_prefix_len,
+    length_groups,
+    read_prefix,
+    shared_forward,
+)
 from spark_core.models.judge.prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai.backend import BackendError, OpenAIBackend
 from spark_core.models.openai.capabilities import (
@@ -254,23 +259,36 @@ class HFJudge:
 
     def _score_rows(self, rows: list[list[int]], reuse_prefix: bool) -> list[tuple[float, float]]:
         """Each row plus a trailing '1': logits at the prompt's end give P(first digit), the
-        logits after the '1' give P('0'|'1') — one forward pass for both."""
+        logits after the '1' give P('0'|'1') — one forward pass for both. With
+        ``reuse_prefix`` the rows' shared prefix is read once and their own parts run on it in
+        groups of similar length (a long observation does not pad the short ones)."""
         rows = [r + [self.digit_ids[1]] for r in rows]
-        pad = self.backend.tokenizer.pad_token_id
-        prefix = common_prefix_len(rows) if reuse_prefix and len(rows) > 1 else 0
-        ends = [len(r) - prefix - 2 for r in rows]  # each row's prompt end, in suffix columns
-        keep = sorted({c for e in ends for c in (e, e + 1)})  # and the column after the '1'
-        with self.backend.computing():
-            fwd = shared_forward(
-                self.backend.model, rows, pad, self.backend.device, reuse_prefix, keep
+        backend = self.backend
+        pad = backend.tokenizer.pad_token_id
+        prefix_len = common_prefix_len(rows) if reuse_prefix and len(rows) > 1 else 0
+        values: list[tuple[float, float] | None] = [None] * len(rows)
+        with backend.computing():
+            prefix = (
+                read_prefix(backend.model, rows[0][:prefix_len], backend.device)
+                if prefix_len
+                else None
             )
-        column = {c: k for k, c in enumerate(keep)}
-        index = torch.arange(len(rows))
-        at_end = torch.tensor([column[e] for e in ends])
-        after_one = torch.tensor([column[e + 1] for e in ends])
-        return self._scores_from_logits(
-            fwd.logits[index, at_end].float().cpu(), fwd.logits[index, after_one].float().cpu()
-        )
+            groups = length_groups([len(r) - prefix_len for r in rows]) if prefix else None
+            for group in groups or [list(range(len(rows)))]:
+                part = [rows[i] for i in group]
+                ends = [len(r) - prefix_len - 2 for r in part]  # prompt ends, suffix columns
+                keep = sorted({c for e in ends for c in (e, e + 1)})  # and after the '1'
+                fwd = shared_forward(
+                    backend.model, part, pad, backend.device, False, keep, prefix=prefix
+                )
+                column = {c: k for k, c in enumerate(keep)}
+                index = torch.arange(len(part))
+                at_end = fwd.logits[index, torch.tensor([column[e] for e in ends])]
+                after_one = fwd.logits[index, torch.tensor([column[e + 1] for e in ends])]
+                scored = self._scores_from_logits(at_end.float().cpu(), after_one.float().cpu())
+                for i, value in zip(group, scored, strict=True):
+                    values[i] = value
+        return [v for v in values if v is not None]
 
     def score(self, items: list[JudgeItem], on_done: OnDone = None) -> list[Judgement]:
         rows = [self.prompt_ids(item) for item in items]
