@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.growing_cache import SPARE, GrowingLayer, detached_copy
-from spark_core.models.hf.prefix_cache import cache_arg, length_groups, new_cache
+from spark_core.models.hf.prefix_cache import cache_arg, length_groups, new_cache, read_prefix
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import HFJudge
 
@@ -103,10 +103,12 @@ def test_length_groups_is_the_cheapest_partition():
 
 
 def test_the_judge_scores_length_groups_as_it_scores_each_candidate_alone(tiny_model_dir):
+    """Two states: the rubric both share is read once and continued by each state's prefix,
+    whose candidates run in length groups."""
     backend = HFBackend(tiny_model_dir, device="cpu", batch_size=16)
     items = [
         JudgeItem(
-            "Which gas do plants absorb?",
+            question,
             ("Oxygen", "Carbon dioxide", "Helium"),
             "",
             f"tool{i}",
@@ -114,12 +116,26 @@ def test_the_judge_scores_length_groups_as_it_scores_each_candidate_alone(tiny_m
             "a long search result about photosynthesis " * 12 if i == 4 else f"{i}",
             thought="Photosynthesis takes in a gas.",
         )
+        for question in ("Which gas do plants absorb?", "Which gas do we breathe out?")
         for i in range(9)
     ]
     judge = HFJudge(backend, "prefix")
-    rows = [judge.prompt_ids(item) for item in items]
+    rows = [judge.prompt_ids(item) for item in items[:9]]
     shared = min(len(r) for r in rows) - 8
     assert len(length_groups([len(r) - shared for r in rows])) > 1  # groups are exercised
     grouped = [j.score for j in judge.score(items)]
     alone = [j.score for j in HFJudge(backend, "single").score(items)]
     assert grouped == pytest.approx(alone, abs=1e-4)
+
+
+def test_a_prefix_continued_from_a_shorter_one_reads_as_the_whole(model):
+    tokens = torch.randint(0, 1000, (40,), generator=torch.Generator().manual_seed(2)).tolist()
+    base = read_prefix(model, tokens[:15], "cpu")
+    whole, continued = read_prefix(model, tokens, "cpu"), read_prefix(model, tokens, "cpu", base)
+    assert continued.length == whole.length == 40
+    assert base.cache.layers[0].keys.shape[-2] == 15  # the base is left as it was
+    for a, b in zip(whole.cache.layers, continued.cache.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-6)
+    other = read_prefix(model, [7, *tokens[1:]], "cpu", base)  # not a continuation: read whole
+    assert other.cache.layers[0].keys.shape[-2] == 40

@@ -234,3 +234,42 @@ def test_without_trim_heap_the_freed_blocks_stay_resident():
             """
         )
     )
+
+
+THREADS_ALLOCATE = """
+import ctypes, ctypes.util, os, sys, threading
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+def work():
+    for _ in range(20):
+        touch(1)  # malloc'd (above pymalloc's sizes), from this thread's arena
+
+
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+sys.stderr.flush()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(body: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", TOUCH + textwrap.dedent(body) + THREADS_ALLOCATE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr.count("Arena ")
+
+
+def test_a_spark_process_keeps_every_thread_on_one_heap():
+    assert _arenas("from spark_core.memory import return_large_frees\nreturn_large_frees()") == 1
+    assert _arenas("") > 1  # the positive control: glibc gives the threads arenas of their own

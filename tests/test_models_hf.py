@@ -6,6 +6,7 @@ import pytest
 
 from spark_core.data.answers import answer_or_guess, extract_answer
 from spark_core.models.hf.backend import HFBackend
+from spark_core.models.hf.prefix_cache import length_groups
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import HFJudge
 from spark_core.models.requests import ChatRequest
@@ -152,6 +153,18 @@ def test_shared_prefix_generation_matches_separate_generation(backend):
     alone = [backend.generate([r])[0] for r in requests]
     assert [c.text for c in together] == [c.text for c in alone]
     assert [c.completion_tokens for c in together] == [c.completion_tokens for c in alone]
+    # short answers after prompts of very different lengths (synthesis's final answers): the
+    # greedy rows run in length groups on the shared prefix
+    short = [
+        ChatRequest(messages, max_new_tokens=3, prefill=f"Action: answer\nAction Input: ({p}")
+        for p in ("", "A", "B", "C" + " or D" * 150)
+    ]
+    rows = [backend.count_tokens(backend.prompt_text(r)) for r in short]
+    shared = min(rows) - 4
+    assert len(length_groups([n - shared for n in rows], 48 * 3)) > 1
+    together = backend.generate(short)
+    alone = [backend.generate([r])[0] for r in short]
+    assert [c.text for c in together] == [c.text for c in alone]
     sampled = [
         ChatRequest(
             messages,

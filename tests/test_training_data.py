@@ -66,15 +66,20 @@ def test_greedy_sft_data_is_the_judges_top_candidate():
     ]
 
 
+@pytest.mark.parametrize("budget", [None, 1])
 def test_behaviour_logprobs_read_the_shared_system_prompt_once_and_match_each_row_alone(
-    tiny_model_dir,
+    tiny_model_dir, monkeypatch, budget
 ):
-    """A batch reads the prefix its rows share once (the system prompt); each row's log-probs
+    """The rows read the prefix they share once (the system prompt); each row's log-probs
     equal those of the row scored alone (batch of one: no sharing, no padding), also when two
-    rows share their whole prompt (a state with two completions: no prefix reuse)."""
+    rows share their whole prompt (a state with two completions), and when the logits budget
+    cuts the rows into one pass each (``budget`` 1) on the one prefix."""
     from spark_core.models.hf.backend import HFBackend
+    from spark_core.training import behaviour
     from spark_core.training.behaviour import completion_logprobs
 
+    if budget is not None:
+        monkeypatch.setattr(behaviour, "LOGITS_BUDGET", budget)
     backend = HFBackend(tiny_model_dir, "cpu")
     rows = [long_row(2), long_row(0), long_row(1)]
     triples = [(r["system"], r["prompt"], r["completion"]) for r in rows]
@@ -206,3 +211,19 @@ def test_openai_logprobs_are_laid_onto_the_training_tokens(tokenizer):
         )
         is None
     )
+
+
+def test_behaviour_passes_keep_their_logits_within_the_budget(monkeypatch):
+    from spark_core.training import behaviour
+
+    monkeypatch.setattr(behaviour, "LOGITS_BUDGET", 999)
+    encoded = [([0] * p, [0] * c) for p, c in [(30, 5), (10, 5), (12, 4), (31, 9), (11, 2)]]
+    passes = behaviour._passes(encoded, batch_size=8, vocab=10)
+    assert sorted(i for p in passes for i in p) == list(range(5))
+    for rows in passes:
+        window = max(sum(map(len, encoded[j])) for j in rows) - min(
+            len(encoded[j][0]) for j in rows
+        )
+        assert len(rows) == 1 or len(rows) * window * 10 <= 999
+    assert passes == [[1, 4, 2], [0, 3]]  # prompt-length order; the long prompts apart
+    assert behaviour._passes(encoded, batch_size=2, vocab=1) == [[1, 4], [2, 0], [3]]

@@ -28,9 +28,34 @@ import pyarrow as pa
 import torch
 
 from spark_core.config import RunConfig
-from spark_core.models.hf.prefix_cache import common_prefix_len, shared_forward
+from spark_core.models.hf.prefix_cache import common_prefix_len, read_prefix, shared_forward
 from spark_core.protocol import Question, render_step, state_message, system_prompt, tool_lines
 from spark_core.training.data import chat_ids
+
+# floats of logits (and as many of their log-softmax) one pass may hold: 128 MB each. The
+# window of a batch of ~400-token states times a 49k vocabulary is ~30 MB a row: without a
+# bound, the selection's eight-row passes were synthesis's peak (+0.5 GB in the demo)
+LOGITS_BUDGET = 2**25
+
+
+def _passes(
+    encoded: list[tuple[list[int], list[int]]], batch_size: int, vocab: int
+) -> list[list[int]]:
+    """Rows in prompt-length order, cut into passes of at most ``batch_size`` rows whose
+    logits window (earliest completion to longest row) fits ``LOGITS_BUDGET``."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    passes: list[list[int]] = []
+    for i in order:
+        rows = [*passes[-1], i] if passes else [i]
+        window = max(len(encoded[j][0]) + len(encoded[j][1]) for j in rows) - min(
+            len(encoded[j][0]) for j in rows
+        )
+        fits = len(rows) <= batch_size and len(rows) * window * vocab <= LOGITS_BUDGET
+        if passes and fits:
+            passes[-1].append(i)
+        else:
+            passes.append([i])
+    return passes
 
 
 @torch.inference_mode()
@@ -44,32 +69,34 @@ def completion_logprobs(
     tokenizer, model = backend.tokenizer, backend.model
     pad = tokenizer.pad_token_id
     encoded = [chat_ids(tokenizer, *row) for row in rows]
+    if not encoded:
+        return []
+    seqs = [p + c for p, c in encoded]
+    # the prefix every row shares (the system prompt) is read once, when it ends inside every
+    # prompt; each pass runs its rows' own tokens on it
+    shared = common_prefix_len(seqs) if len(seqs) > 1 else 0
+    shared = shared if shared <= min(len(p) for p, _ in encoded) - 1 else 0
+    vocab = model.get_output_embeddings().weight.shape[0]
     results: dict[int, list[float]] = {}
-    # rows of similar prompt length together: the vocabulary is projected only from the
-    # earliest completion of a batch on (the prompt's logits are never read)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     with backend.computing():
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
+        prefix = read_prefix(model, seqs[0][:shared], backend.device) if shared else None
+        # rows of similar prompt length together: the vocabulary is projected only from the
+        # earliest completion of a pass on (the prompt's logits are never read)
+        for indices in _passes(encoded, batch_size, vocab):
             chunk = [encoded[i] for i in indices]
-            seqs = [p + c for p, c in chunk]
-            shortest_prompt = min(len(p) for p, _ in chunk)
-            # the prefix the rows share (the system prompt) is read once, when it ends inside
-            # every prompt (two completions of one state share more)
-            shared = common_prefix_len(seqs) if len(seqs) > 1 else 0
-            reuse = shared <= shortest_prompt - 1
-            shared = shared if reuse else 0
-            low = shortest_prompt - 1 - shared  # the suffix column predicting a first token
-            width = max(len(s) for s in seqs) - shared
+            part = [seqs[i] for i in indices]
+            low = min(len(p) for p, _ in chunk) - 1 - shared  # suffix column of a first token
+            width = max(len(s) for s in part) - shared
             fwd = shared_forward(
-                model, seqs, pad, backend.device, reuse, keep=list(range(low, width))
+                model, part, pad, backend.device, False, list(range(low, width)), prefix
             )
             logp = torch.log_softmax(fwd.logits.float()[:, :-1], dim=-1)
             suffix = torch.tensor(
-                [s[shared:] + [pad] * (width - len(s) + shared) for s in seqs],
+                [s[shared:] + [pad] * (width - len(s) + shared) for s in part],
                 device=backend.device,
             )
             token_logp = torch.gather(logp, -1, suffix[:, low + 1 :, None]).squeeze(-1).cpu()
+            del fwd, logp
             for i, row, (prompt_ids, completion_ids) in zip(
                 indices, range(len(chunk)), chunk, strict=True
             ):

@@ -16,9 +16,13 @@ import torch
 from spark_core.config import ModelConfig, default_of
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.hf.prefix_cache import (
+    GROUP_OVERHEAD_TOKENS,
+    Prefix,
     cache_arg,
     common_prefix_len,
+    length_groups,
     new_cache,
+    read_prefix,
     shared_forward,
 )
 from spark_core.models.hf.weights import WEIGHTS, load_weights
@@ -242,66 +246,92 @@ class HFBackend:
 
     @torch.inference_mode()
     def _generate_shared(self, batch: list[ChatRequest]) -> list[Completion]:
-        """Decode several continuations of one shared prompt prefix, computing it once."""
+        """Decode several continuations of one shared prompt prefix, computing it once. Greedy
+        rows of very different lengths (a long observation in one trajectory) are read and
+        decoded in groups of similar length on that one prefix (``length_groups``); sampled
+        rows stay one group (one generator draws every row's tokens)."""
         first = batch[0]
         rows = [
             self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids for r in batch
         ]
+        results: list[Completion | None] = [None] * len(rows)
         with self._adapter_context():
-            # prompt prefix once, then each row's right-padded suffix on top of its KV cache
-            # suffixes are right-padded: a row's next-token logits sit at its last real token,
-            # not at the last column; only those columns are projected on the vocabulary
-            prefix = common_prefix_len(rows) if len(rows) > 1 else 0
-            ends = [len(r) - prefix - 1 for r in rows]
-            keep = sorted(set(ends))
-            fwd = shared_forward(
-                self.model, rows, self.tokenizer.pad_token_id, self.device, keep=keep
+            shared = common_prefix_len(rows) if len(rows) > 1 else 0
+            prefix = read_prefix(self.model, rows[0][:shared], self.device) if shared else None
+            groups = [list(range(len(rows)))]
+            if prefix is not None and first.temperature == 0:
+                # a group costs a pass and its decoding steps (each ~ a pass's fixed work)
+                overhead = GROUP_OVERHEAD_TOKENS * first.max_new_tokens
+                groups = length_groups([len(r) - shared for r in rows], overhead)
+            for group in groups:
+                done = self._decode_on(first, [rows[i] for i in group], prefix)
+                for i, completion in zip(group, done, strict=True):
+                    results[i] = completion
+        return [r for r in results if r is not None]
+
+    def _decode_on(
+        self, first: ChatRequest, rows: list[list[int]], prefix: Prefix | None
+    ) -> list[Completion]:
+        """Read the rows' own tokens on ``prefix`` (right-padded), then decode them together."""
+        # suffixes are right-padded: a row's next-token logits sit at its last real token,
+        # not at the last column; only those columns are projected on the vocabulary
+        offset = prefix.length if prefix is not None else 0
+        ends = [len(r) - offset - 1 for r in rows]
+        keep = sorted(set(ends))
+        fwd = shared_forward(
+            self.model,
+            rows,
+            self.tokenizer.pad_token_id,
+            self.device,
+            False,
+            keep=keep,
+            prefix=prefix,
+        )
+        # one generator for the whole group: same seed => same samples, run after run
+        rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
+        index = torch.arange(len(rows))
+        column = torch.tensor([keep.index(e) for e in ends])
+        tokens = self.next_tokens(fwd.logits[index, column], first, rng)
+        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        generated: list[list[int]] = [[] for _ in rows]
+        finished = [False] * len(rows)
+        # new tokens are appended after the padding columns, so give their positions
+        # explicitly: right after each row's real tokens, as if there were no padding
+        positions = torch.tensor([fwd.prefix_len + n for n in fwd.lengths], device=self.device)
+        # transformers renamed past_key_values to cache: pass whichever this model takes
+        mask, cache, arg = fwd.mask, fwd.cache, cache_arg(self.model)
+        for step in range(first.max_new_tokens):
+            # record the tokens just sampled; finished rows stay in the batch (the cache's
+            # shape is fixed) but whatever they produce from now on is ignored
+            for i, t in enumerate(tokens.tolist()):
+                if finished[i]:
+                    continue
+                if t in eos:
+                    finished[i] = True
+                    continue
+                generated[i].append(t)
+                # a stop string can span tokens: decode a short tail, not the whole row
+                if first.stop and any(
+                    stop in self.tokenizer.decode(generated[i][-8:]) for stop in first.stop
+                ):
+                    finished[i] = True
+            # the token budget counts the first token too: no forward pass after the last
+            if all(finished) or step == first.max_new_tokens - 1:
+                break
+            # every row attends to the token it is about to feed (padding stays masked)
+            mask = torch.cat(
+                [mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1
             )
-            # one generator for the whole group: same seed => same samples, run after run
-            rng = torch.Generator().manual_seed(first.seed) if first.temperature > 0 else None
-            index = torch.arange(len(rows))
-            column = torch.tensor([keep.index(e) for e in ends])
-            tokens = self.next_tokens(fwd.logits[index, column], first, rng)
-            eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-            generated: list[list[int]] = [[] for _ in rows]
-            finished = [False] * len(rows)
-            # new tokens are appended after the padding columns, so give their positions
-            # explicitly: right after each row's real tokens, as if there were no padding
-            positions = torch.tensor([fwd.prefix_len + n for n in fwd.lengths], device=self.device)
-            # transformers renamed past_key_values to cache: pass whichever this model takes
-            mask, cache, arg = fwd.mask, fwd.cache, cache_arg(self.model)
-            for step in range(first.max_new_tokens):
-                # record the tokens just sampled; finished rows stay in the batch (the cache's
-                # shape is fixed) but whatever they produce from now on is ignored
-                for i, t in enumerate(tokens.tolist()):
-                    if finished[i]:
-                        continue
-                    if t in eos:
-                        finished[i] = True
-                        continue
-                    generated[i].append(t)
-                    # a stop string can span tokens: decode a short tail, not the whole row
-                    if first.stop and any(
-                        stop in self.tokenizer.decode(generated[i][-8:]) for stop in first.stop
-                    ):
-                        finished[i] = True
-                # the token budget counts the first token too: no forward pass after the last
-                if all(finished) or step == first.max_new_tokens - 1:
-                    break
-                # every row attends to the token it is about to feed (padding stays masked)
-                mask = torch.cat(
-                    [mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1
-                )
-                # one token per row, reusing the cache: the cost of a step is one column
-                out = self.model(
-                    input_ids=tokens[:, None],
-                    attention_mask=mask,
-                    position_ids=positions[:, None],
-                    use_cache=True,
-                    **{arg: cache},
-                )
-                cache, positions = getattr(out, arg), positions + 1
-                tokens = self.next_tokens(out.logits[:, -1], first, rng)
+            # one token per row, reusing the cache: the cost of a step is one column
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                use_cache=True,
+                **{arg: cache},
+            )
+            cache, positions = getattr(out, arg), positions + 1
+            tokens = self.next_tokens(out.logits[:, -1], first, rng)
         completions = []
         for row, tokens_out, done in zip(rows, generated, finished, strict=True):
             text = self.tokenizer.decode(tokens_out, skip_special_tokens=True)

@@ -8,9 +8,12 @@ each layer in a buffer with ``SPARE`` free positions and writes the new columns 
 cache it hands to attention is a view of the filled part, so every value, and hence every
 logit, is the one the concatenating cache gives.
 
-The other cache operations (crop, repeat, select rows) are transformers' own: they replace
-the layer's tensors, and the next ``update`` adopts the replacement into a fresh buffer. A
-cropped layer keeps its buffer and writes over the dropped positions.
+Selecting or repeating rows (a fork of a session, a prefix read once for several rows)
+copies each row straight into a new buffer with room to spare, so the next ``update`` writes
+in place (transformers' own would copy the rows, and the update copy them again: a fork of
+32 rows of ~450 tokens is ~0.7 GB). A cropped layer keeps its buffer and writes over the
+dropped positions; anything else that replaces the tensors is adopted into a fresh buffer at
+the next ``update``.
 """
 
 from __future__ import annotations
@@ -63,6 +66,26 @@ class GrowingLayer(DynamicLayer):
         self.values = self._value_buffer[..., : held + added, :]
         return self.keys, self.values
 
+    def _take_rows(self, rows: list[int]) -> None:
+        """The layer's rows ``rows`` (repeats allowed), row by row into a new buffer with
+        ``SPARE`` free positions (no intermediate copy of the whole selection)."""
+        held = self.keys.shape[-2]
+        shape = (len(rows), self.keys.shape[1], held + SPARE, self.keys.shape[-1])
+        keys, values = self.keys.new_empty(shape), self.values.new_empty(shape)
+        for j, i in enumerate(rows):
+            keys[j, :, :held] = self.keys[i]
+            values[j, :, :held] = self.values[i]
+        self._key_buffer, self._value_buffer = keys, values
+        self.keys, self.values = keys[..., :held, :], values[..., :held, :]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self._take_rows(indices.tolist())
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._take_rows([i for i in range(self.keys.shape[0]) for _ in range(repeats)])
+
     def reset(self) -> None:
         self._key_buffer = self._value_buffer = None
         super().reset()
@@ -81,8 +104,8 @@ def growing_cache(model: Any) -> DynamicCache:
 def detached_copy(cache: DynamicCache) -> DynamicCache:
     """A copy of ``cache`` whose layers share the tensors but own no buffer: its first update
     writes into a buffer of its own, never into the original's (row selection and repetition
-    replace the tensors anyway; a copy extended as it is must not write where the original
-    would)."""
+    take rows into new buffers anyway; a copy extended as it is must not write where the
+    original would)."""
     out = copy.copy(cache)
     out.layers = [copy.copy(layer) for layer in cache.layers]
     for layer in out.layers:

@@ -64,8 +64,12 @@ def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> 
 class Prefix:
     """One row's KV cache of a prompt prefix, to run any number of suffix groups on."""
 
-    length: int
+    tokens: list[int]
     cache: Any
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
 
     def repeated(self, rows: int) -> Any:
         """A cache of ``rows`` copies of the prefix; this one is left as it is."""
@@ -75,12 +79,19 @@ class Prefix:
 
 
 @torch.inference_mode()
-def read_prefix(model: Any, tokens: list[int], device: str) -> Prefix:
-    """Read a prefix once; only its cache is kept (no position is projected on the vocabulary)."""
+def read_prefix(model: Any, tokens: list[int], device: str, base: Prefix | None = None) -> Prefix:
+    """Read a prefix once; only its cache is kept (no position is projected on the
+    vocabulary). ``base``: an already read start of ``tokens`` (the judge's system prompt,
+    shared by every state), continued instead of read again."""
     arg = cache_arg(model)
-    ids = torch.tensor([tokens], device=device)
-    out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **new_cache(model))
-    return Prefix(len(tokens), getattr(out, arg))
+    if base is not None and base.length < len(tokens) and tokens[: base.length] == base.tokens:
+        ids = torch.tensor([tokens[base.length :]], device=device)
+        cache = base.repeated(1)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{arg: cache})
+    else:
+        ids = torch.tensor([tokens], device=device)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **new_cache(model))
+    return Prefix(list(tokens), getattr(out, arg))
 
 
 def new_cache(model: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import torch
 from spark_core.config import JudgeConfig, default_of
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.prefix_cache import (
+    Prefix,
     common_prefix_len,
     length_groups,
     read_prefix,
@@ -257,11 +258,14 @@ class HFJudge:
         best = grades.argmax(dim=-1)
         return [(round(float(e), 4), float(g)) for e, g in zip(expected, best, strict=True)]
 
-    def _score_rows(self, rows: list[list[int]], reuse_prefix: bool) -> list[tuple[float, float]]:
+    def _score_rows(
+        self, rows: list[list[int]], reuse_prefix: bool, base: Prefix | None = None
+    ) -> list[tuple[float, float]]:
         """Each row plus a trailing '1': logits at the prompt's end give P(first digit), the
         logits after the '1' give P('0'|'1') — one forward pass for both. With
-        ``reuse_prefix`` the rows' shared prefix is read once and their own parts run on it in
-        groups of similar length (a long observation does not pad the short ones)."""
+        ``reuse_prefix`` the rows' shared prefix is read once (continuing ``base``, the start
+        every state shares) and their own parts run on it in groups of similar length (a
+        long observation does not pad the short ones)."""
         rows = [r + [self.digit_ids[1]] for r in rows]
         backend = self.backend
         pad = backend.tokenizer.pad_token_id
@@ -269,7 +273,7 @@ class HFJudge:
         values: list[tuple[float, float] | None] = [None] * len(rows)
         with backend.computing():
             prefix = (
-                read_prefix(backend.model, rows[0][:prefix_len], backend.device)
+                read_prefix(backend.model, rows[0][:prefix_len], backend.device, base)
                 if prefix_len
                 else None
             )
@@ -303,8 +307,15 @@ class HFJudge:
                 groups.setdefault(item.shared_part, []).append(i)
             units = list(groups.values())
         results: list[Judgement | None] = [None] * len(items)
+        base = None  # the prompt start every state shares (the rubric), read once
+        shared = common_prefix_len(rows) if self.mode == "prefix" and len(units) > 1 else 0
+        if shared:
+            with self.backend.computing():
+                base = read_prefix(self.backend.model, rows[0][:shared], self.backend.device)
         for unit in units:
-            values = self._score_rows([rows[i] for i in unit], reuse_prefix=self.mode == "prefix")
+            values = self._score_rows(
+                [rows[i] for i in unit], reuse_prefix=self.mode == "prefix", base=base
+            )
             for i, (value, grade) in zip(unit, values, strict=True):
                 results[i] = Judgement(
                     value,
