@@ -9,7 +9,8 @@ measurement, so an outer one still sees the inner one's peak. Where the mark can
 (not Linux), the process's lifetime peak (``ru_maxrss``) is reported and marked as such.
 Only this process is measured: the sandbox's worker processes are not (tools are small).
 
-``return_large_frees`` and ``large_frees_returned`` bound what glibc keeps: see their\ndocstrings.
+``return_large_frees`` and ``large_frees_returned`` bound what glibc keeps: see their
+docstrings.
 """
 
 from __future__ import annotations

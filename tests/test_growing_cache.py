@@ -139,3 +139,24 @@ def test_a_prefix_continued_from_a_shorter_one_reads_as_the_whole(model):
         torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-6)
     other = read_prefix(model, [7, *tokens[1:]], "cpu", base)  # not a continuation: read whole
     assert other.cache.layers[0].keys.shape[-2] == 40
+
+
+def test_peek_reads_continuations_and_leaves_the_session_as_it_was(model):
+    from spark_core.models.hf.kv_session import KVSession
+
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 12]]
+
+    def session() -> KVSession:
+        s = KVSession(model, 0, "cpu")
+        s.start(prompts)
+        return s
+
+    peeked, plain = session(), session()
+    logits = peeked.peek([[21, 22], [23]])
+    forked = plain.fork([0, 1])
+    forked.feed([[21, 22], [23]])
+    torch.testing.assert_close(logits[0], forked.step_logits[0])
+    torch.testing.assert_close(logits[1, :1], forked.step_logits[1, :1])
+    # afterwards the peeked session continues exactly as one that never peeked
+    assert peeked.cache.layers[0].keys.shape == plain.cache.layers[0].keys.shape
+    torch.testing.assert_close(peeked.feed([[30], [31]]), plain.feed([[30], [31]]))

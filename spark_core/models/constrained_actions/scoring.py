@@ -59,9 +59,6 @@ ACTIVE: Any = object()
 """Sentinel for ``adapter``: score with whatever adapter the backend has active."""
 ANCHOR = "Action:"
 NAME_END = "\n"
-# candidate rows per forward pass, each holding a copy of its state's cache: 16 rows of a
-# ~450-token state are ~0.4 GB for the demo model (at 32 the forks were evaluation's peak)
-FORK_ROWS = 16
 
 
 def action_names(actions: Sequence[str]) -> list[str]:
@@ -160,22 +157,26 @@ def score_session(
     session: KVSession, suffixes: list[list[int]], names: Sequence[str], rows: Sequence[int]
 ) -> list[ActionDistribution]:
     """Score every name after each given row's state (its last visible token is ``:``). A
-    name's first token is read from the state's own next-token logits; the names of more than
-    one token continue on forks of the rows' caches, all in one small forward pass (chunked
-    to ``FORK_ROWS`` rows)."""
+    name's first token is read from the state's own next-token logits; a name of more than one
+    token continues on the session itself, every row in one small forward pass per name,
+    cropped off again (``KVSession.peek``): no row's cache is copied (forks of 32 rows of a
+    ~450-token state were ~0.7 GB, evaluation's peak)."""
     first = torch.log_softmax(session.last[list(rows)], dim=-1)
     totals = [[float(first[r, s[0]]) for s in suffixes] for r in range(len(rows))]
-    longer = [j for j, s in enumerate(suffixes) if len(s) > 1]
-    pairs = [(r, j) for r in range(len(rows)) for j in longer]
-    for start in range(0, len(pairs), FORK_ROWS):
-        chunk = pairs[start : start + FORK_ROWS]
-        fork = session.fork([rows[r] for r, _ in chunk])
-        fork.feed([suffixes[j][:-1] for _, j in chunk])
-        for k, (r, j) in enumerate(chunk):
-            rest = suffixes[j][1:]
-            steps = torch.log_softmax(fork.step_logits[k, : len(rest)], dim=-1)
-            rest_ids = torch.tensor(rest, device=steps.device)  # logits live on the model's device
-            totals[r][j] += float(steps.gather(1, rest_ids[:, None]).sum())
+    index = torch.tensor(list(rows))
+    for j, suffix in enumerate(suffixes):
+        if len(suffix) == 1:
+            continue
+        feed: list[list[int]] = [[] for _ in range(session.rows)]
+        for r in rows:
+            feed[r] = suffix[:-1]
+        rest = suffix[1:]
+        logits = session.peek(feed)[index.to(session.step_logits.device), : len(rest)]
+        steps = torch.log_softmax(logits.float(), dim=-1)  # [rows, len(rest), vocab]
+        rest_ids = torch.tensor(rest, device=steps.device)  # logits live on the model's device
+        scored = steps.gather(2, rest_ids.expand(len(rows), -1)[..., None]).sum(dim=(1, 2))
+        for k, value in enumerate(scored.tolist()):
+            totals[k][j] += value
     return [ActionDistribution(tuple(names), tuple(t)) for t in totals]
 
 

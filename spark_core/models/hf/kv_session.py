@@ -112,6 +112,20 @@ class KVSession:
         return last
 
     @torch.inference_mode()
+    def peek(self, tokens: list[list[int]]) -> torch.Tensor:
+        """The logits over each row's ``tokens`` as ``feed`` computes them ([rows, width,
+        vocab]), leaving the session exactly as it was: the fed columns are cropped off the
+        cache (no copy of any row, unlike a fork)."""
+        width = max(len(t) for t in tokens)
+        if width == 0:
+            return self.step_logits[:, :0]
+        mask, next_pos, last = self.mask, self.next_pos, self.last
+        self._feed(tokens, keep_all=True)
+        self.cache.crop(-width)
+        self.mask, self.next_pos, self.last = mask, next_pos, last
+        return self.step_logits
+
+    @torch.inference_mode()
     def retract(self, row: int, n: int) -> None:
         """Hide the row's last ``n`` visible tokens; later tokens take their positions.
         The row's last logits are stale afterwards: feed it before reading them."""
