@@ -33,8 +33,9 @@ def touch(n_mb):
 """
 
 
-def _fresh(body: str) -> None:
-    """Run ``body`` (after TOUCH) in a new interpreter; its asserts are the test's."""
+def _fresh(body: str) -> str:
+    """Run ``body`` (after TOUCH) in a new interpreter; its asserts are the test's. Returns
+    what it wrote on stderr."""
     # without glibc's MALLOC_* variables: setting any of them (Dask's nanny sets
     # MALLOC_TRIM_THRESHOLD_ in this process's environment) turns off glibc's dynamic threshold
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
@@ -47,6 +48,7 @@ def _fresh(body: str) -> None:
         env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
 
 
 def test_peak_sees_a_transient_allocation_and_resets_after_it():
@@ -257,17 +259,7 @@ libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
 
 
 def _arenas(body: str) -> int:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    done = subprocess.run(
-        [sys.executable, "-c", TOUCH + textwrap.dedent(body) + THREADS_ALLOCATE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stderr.count("Arena ")
+    return _fresh(body + THREADS_ALLOCATE).count("Arena ")
 
 
 def test_a_spark_process_keeps_every_thread_on_one_heap():
