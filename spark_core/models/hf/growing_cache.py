@@ -32,8 +32,8 @@ class GrowingLayer(DynamicLayer):
     _value_buffer: torch.Tensor | None = None
 
     def _owns(self, length: int) -> bool:
-        """The layer's tensors are still the front of its buffer (no crop-free replacement
-        since the last update) and ``length`` more positions fit after them."""
+        """The layer's tensors are still the front of its own buffer (nothing replaced them
+        since the last update; a crop leaves them there) and ``length`` more positions fit."""
         buf = self._key_buffer
         keys = self.keys
         return (
