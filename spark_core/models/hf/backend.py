@@ -19,10 +19,8 @@ from spark_core.models.hf.prefix_cache import (
     GROUP_OVERHEAD_TOKENS,
     Prefix,
     cache_arg,
-    common_prefix_len,
-    length_groups,
     new_cache,
-    read_prefix,
+    prefix_groups,
     shared_forward,
 )
 from spark_core.models.hf.weights import WEIGHTS, load_weights
@@ -256,13 +254,14 @@ class HFBackend:
         ]
         results: list[Completion | None] = [None] * len(rows)
         with self._adapter_context():
-            shared = common_prefix_len(rows) if len(rows) > 1 else 0
-            prefix = read_prefix(self.model, rows[0][:shared], self.device) if shared else None
-            groups = [list(range(len(rows)))]
-            if prefix is not None and first.temperature == 0:
-                # a group costs a pass and its decoding steps (each ~ a pass's fixed work)
-                overhead = GROUP_OVERHEAD_TOKENS * first.max_new_tokens
-                groups = length_groups([len(r) - shared for r in rows], overhead)
+            # a group costs a pass and its decoding steps (each ~ a pass's fixed work)
+            prefix, groups = prefix_groups(
+                self.model,
+                rows,
+                self.device,
+                GROUP_OVERHEAD_TOKENS * first.max_new_tokens,
+                grouped=first.temperature == 0,
+            )
             for group in groups:
                 done = self._decode_on(first, [rows[i] for i in group], prefix)
                 for i, completion in zip(group, done, strict=True):

@@ -94,6 +94,27 @@ def read_prefix(model: Any, tokens: list[int], device: str, base: Prefix | None 
     return Prefix(list(tokens), getattr(out, arg))
 
 
+def prefix_groups(
+    model: Any,
+    rows: list[list[int]],
+    device: str,
+    overhead: int = GROUP_OVERHEAD_TOKENS,
+    base: Prefix | None = None,
+    grouped: bool = True,
+) -> tuple[Prefix | None, list[list[int]]]:
+    """The prefix the rows share, read once (continuing ``base``), and the rows in length
+    groups to run on it (``length_groups``; one group when not ``grouped`` or nothing is
+    shared)."""
+    everything = [list(range(len(rows)))]
+    shared = common_prefix_len(rows) if len(rows) > 1 else 0
+    if not shared:
+        return None, everything
+    prefix = read_prefix(model, rows[0][:shared], device, base)
+    if not grouped:
+        return prefix, everything
+    return prefix, length_groups([len(r) - shared for r in rows], overhead)
+
+
 def new_cache(model: Any) -> dict[str, Any]:
     """The keyword argument that starts a forward pass (or ``generate``) on a cache that
     grows in place (``growing_cache.py``), under the installed transformers' name for it."""

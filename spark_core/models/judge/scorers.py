@@ -26,7 +26,7 @@ from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.prefix_cache import (
     Prefix,
     common_prefix_len,
-    length_groups,
+    prefix_groups,
     read_prefix,
     shared_forward,
 )
@@ -269,18 +269,17 @@ class HFJudge:
         rows = [r + [self.digit_ids[1]] for r in rows]
         backend = self.backend
         pad = backend.tokenizer.pad_token_id
-        prefix_len = common_prefix_len(rows) if reuse_prefix and len(rows) > 1 else 0
         values: list[tuple[float, float] | None] = [None] * len(rows)
         with backend.computing():
-            prefix = (
-                read_prefix(backend.model, rows[0][:prefix_len], backend.device, base)
-                if prefix_len
-                else None
+            prefix, groups = (
+                prefix_groups(backend.model, rows, backend.device, base=base)
+                if reuse_prefix
+                else (None, [list(range(len(rows)))])
             )
-            groups = length_groups([len(r) - prefix_len for r in rows]) if prefix else None
-            for group in groups or [list(range(len(rows)))]:
+            offset = prefix.length if prefix is not None else 0
+            for group in groups:
                 part = [rows[i] for i in group]
-                ends = [len(r) - prefix_len - 2 for r in part]  # prompt ends, suffix columns
+                ends = [len(r) - offset - 2 for r in part]  # prompt ends, suffix columns
                 keep = sorted({c for e in ends for c in (e, e + 1)})  # and after the '1'
                 fwd = shared_forward(
                     backend.model, part, pad, backend.device, False, keep, prefix=prefix
