@@ -75,6 +75,15 @@ def test_windowed_loss_and_metrics_are_trls(tiny_model_dir, tmp_path):
     ours = loss_grads_metrics(type(trainer).compute_loss)
     trls = loss_grads_metrics(SFTTrainer.compute_loss)
     assert ours[0] == pytest.approx(float(trls[0]), rel=1e-5)
+    # and the textbook definition: cross-entropy of every labelled next token, over all of them
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        by_hand = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(),
+            batch["labels"][:, 1:].flatten(),
+            ignore_index=IGNORED,
+        )
+    assert ours[0] == pytest.approx(float(by_hand), rel=1e-5)
     assert ours[1].keys() == trls[1].keys() and len(ours[1]) > 0
     for name in ours[1]:
         torch.testing.assert_close(ours[1][name], trls[1][name], rtol=1e-4, atol=1e-6)

@@ -69,7 +69,7 @@ class WindowedSFTTrainer(SFTTrainer):
         mode = "train" if self.model.training else "eval"
         labels = inputs["labels"]
         first = completion_window(labels)
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
         out = model(**model_inputs, use_cache=False, logits_to_keep=labels.shape[1] - first)
         token_logp, entropy, is_top1, mask = window_terms(out.logits, labels[:, first:])
         # TRL's normalisation: summed over the tokens, divided by the batch's (or the whole
