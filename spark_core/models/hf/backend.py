@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from spark_core.config import ModelConfig, default_of
+from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.default_model import resolve_model
 from spark_core.models.hf.prefix_cache import (
     GROUP_OVERHEAD_TOKENS,
@@ -322,7 +323,9 @@ class HFBackend:
                 [mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1
             )
             # one token per row, reusing the cache: the cost of a step is one column
-            out = self.model(
+            out = shared_prefix.forward(
+                self.model,
+                fwd.shared,
                 input_ids=tokens[:, None],
                 attention_mask=mask,
                 position_ids=positions[:, None],

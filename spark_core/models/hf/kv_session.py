@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from spark_core.models.hf.growing_cache import detached_copy
+from spark_core.models.hf import shared_prefix
+from spark_core.models.hf.growing_cache import detached_copy, growing_cache
 from spark_core.models.hf.prefix_cache import cache_arg, common_prefix_len, new_cache
+from spark_core.models.hf.shared_prefix import SharedPrefix
 
 SHARED_PREFIX_MIN = 32  # shorter shared prefixes are read with the rows (one pass is cheaper)
 
@@ -31,6 +33,25 @@ class KVSession:
         self.next_pos = torch.zeros(0, dtype=torch.long)
         self.last = torch.zeros(0)  # [rows, vocab]: logits after each row's last visible token
         self.step_logits = torch.zeros(0)  # [rows, width, vocab] of the latest ``feed``
+        # prefixes the rows continue, read in place (``continuing``); the cache, the mask and
+        # the positions are then the rows' own tokens only
+        self.shared: SharedPrefix | None = None
+
+    @classmethod
+    def continuing(
+        cls, model: Any, pad_id: int, device: str, shared: SharedPrefix, positions: list[int]
+    ) -> KVSession:
+        """An empty session whose rows continue ``shared``'s prefixes (each row's visible
+        prefix ends at its position): feed it the rows' own tokens. Unlike a fork, no row
+        copies its prefix's cache."""
+        session = cls(model, pad_id, device)
+        session.shared = shared
+        session.cache = growing_cache(model)
+        session.mask = torch.zeros(len(positions), 0, dtype=torch.long)
+        session.next_pos = torch.tensor(positions, dtype=torch.long)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        session.last = torch.zeros(len(positions), vocab)
+        return session
 
     @property
     def rows(self) -> int:
@@ -90,7 +111,9 @@ class KVSession:
         mask = torch.cat([self.mask, new_mask], dim=1)
         positions = self.next_pos[:, None] + torch.arange(width)[None, :]
         ends = sorted({n - 1 for n in lengths if n})  # the positions whose logits are read
-        out = self.model(
+        out = shared_prefix.forward(
+            self.model,
+            self.shared,
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
@@ -110,6 +133,12 @@ class KVSession:
                 last[i] = logits[i, column[n - 1]]
         self.last = last
         return last
+
+    @torch.inference_mode()
+    def extend(self, tokens: list[list[int]]) -> torch.Tensor:
+        """``feed``, projecting only each row's last position on the vocabulary (a prompt
+        read for its cache, not its logits)."""
+        return self._feed(tokens, keep_all=False)
 
     @torch.inference_mode()
     def peek(self, tokens: list[list[int]]) -> torch.Tensor:
@@ -135,6 +164,20 @@ class KVSession:
         self.mask[row, visible[-n:]] = 0
         self.next_pos[row] -= n
 
+    @torch.inference_mode()
+    def keep_rows(self, rows: list[int]) -> None:
+        """Drop every row but ``rows`` (in that order) — finished rows stop costing a forward
+        pass. Cheap on a session that ``continuing`` made: its cache is the rows' own tokens."""
+        index = torch.tensor(rows)
+        self.cache.batch_select_indices(index.to(self.device))
+        self.mask, self.next_pos, self.last = (
+            self.mask[index],
+            self.next_pos[index],
+            self.last[index],
+        )
+        if self.shared is not None:
+            self.shared = self.shared.select(rows)
+
     def fork(self, rows: list[int]) -> KVSession:
         """A new session holding copies of the given rows (a row may repeat); this session is
         unchanged (the copy selects its rows into tensors of its own and owns no buffer:
@@ -144,6 +187,7 @@ class KVSession:
         cache.batch_select_indices(torch.tensor(rows, device=self.device))
         index = torch.tensor(rows)
         forked.cache = cache
+        forked.shared = None if self.shared is None else self.shared.select(rows)
         forked.mask, forked.next_pos = self.mask[index], self.next_pos[index]
         forked.last = self.last[index]
         return forked

@@ -1,8 +1,10 @@
 """Forward passes that compute a shared prompt prefix once.
 
 The candidates of a step share their prompt up to the candidate (the judge) or up to the
-action name (the generator writing each tool's input). The prefix's KV cache is computed once,
-repeated for every row, and only the right-padded suffixes are run on top of it. Padding sits
+action name (the generator writing each tool's input). The prefix's KV cache is computed once
+and only the right-padded suffixes are run on it: their attention reads the one copy
+(``shared_prefix.py``; a model it does not support gets the prefix repeated for every row,
+the rows' cache then holding prefix and suffix). Padding sits
 after each row's real tokens and is masked, so a row's logits match a forward pass of that row
 alone. Suffixes of very different lengths (a long search result beside a one-number
 calculator output) run in groups of similar length on the one prefix (``length_groups``):
@@ -17,7 +19,9 @@ from typing import Any
 
 import torch
 
+from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.growing_cache import detached_copy, growing_cache
+from spark_core.models.hf.shared_prefix import SharedPrefix
 
 # what one more forward pass costs, in padded suffix tokens: the pass's fixed work (30 layers'
 # calls, reading the weights, copying the prefix's cache) against ~1 ms a token on 2 cores
@@ -123,11 +127,15 @@ def new_cache(model: Any) -> dict[str, Any]:
 
 @dataclass
 class SharedForward:
+    """What a pass on a prefix leaves for further decoding: pass ``shared`` with every later
+    forward on ``cache`` (``shared_prefix.forward``), with ``mask`` extended."""
+
     logits: torch.Tensor  # [rows, width, vocab] for the suffix positions
-    cache: Any  # KV cache holding prefix + suffixes, for further decoding
-    mask: torch.Tensor  # [rows, prefix + width]
+    cache: Any  # KV cache of the suffixes (and of the prefix when ``shared`` is None)
+    mask: torch.Tensor  # [rows, width], or [rows, prefix + width] when ``shared`` is None
     lengths: list[int]  # real suffix length per row
     prefix_len: int
+    shared: SharedPrefix | None = None
 
 
 @torch.inference_mode()
@@ -148,7 +156,11 @@ def shared_forward(
     if prefix is None and reuse_prefix and len(rows) > 1 and common_prefix_len(rows):
         prefix = read_prefix(model, rows[0][: common_prefix_len(rows)], device)
     prefix_len = prefix.length if prefix is not None else 0
-    cache = prefix.repeated(len(rows)) if prefix is not None else growing_cache(model)
+    shared = None
+    if prefix is not None and shared_prefix.supported(model):
+        visible = torch.ones(len(rows), prefix_len, dtype=torch.bool)
+        shared = SharedPrefix.of_cache(prefix.cache, [0] * len(rows), visible)
+    cache = growing_cache(model) if prefix is None or shared else prefix.repeated(len(rows))
     kwargs: dict[str, Any] = {"use_cache": True, arg: cache}
     if keep is not None:
         kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
@@ -157,10 +169,12 @@ def shared_forward(
     width = max(lengths)
     ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in suffixes], device=device)
     suffix_mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=device)
-    mask = torch.cat(
-        [torch.ones(len(rows), prefix_len, dtype=suffix_mask.dtype, device=device), suffix_mask],
-        dim=1,
-    )
+    mask = suffix_mask  # the rows' own cache: the suffixes (the prefix is read in place)
+    if shared is None:
+        on_prefix = torch.ones(len(rows), prefix_len, dtype=suffix_mask.dtype, device=device)
+        mask = torch.cat([on_prefix, suffix_mask], dim=1)
     positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rows), -1)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
-    return SharedForward(out.logits, getattr(out, arg), mask, lengths, prefix_len)
+    out = shared_prefix.forward(
+        model, shared, input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs
+    )
+    return SharedForward(out.logits, getattr(out, arg), mask, lengths, prefix_len, shared)

@@ -5,10 +5,11 @@ on a prompt that is the question's state plus that thought. Generated one call a
 every question's state was read twice (once for the thought, once as the candidates' shared
 prefix) and the candidates' inputs were decoded nine rows at a time, one question after the
 other. Here the thoughts of up to ``batch_size`` questions are decoded in one KV session; each
-candidate's input prompt is tokenized exactly as before, the session row is rolled back to the
-longest run of tokens it shares with it (the state and, usually, the thought), forked, fed the
-rest and decoded — ``batch_size`` candidate rows at a time, across questions. The requests,
-their cache keys and their token sequences are the ones of the two separate calls.
+candidate's input prompt is tokenized exactly as before; it continues the longest run of
+tokens it shares with its thought's session row (the state and, usually, the thought), read
+in place from that session's cache (``shared_prefix.py``: no row copies its state), and only
+the rest is fed and decoded — ``batch_size`` candidate rows at a time, across questions. The
+requests, their cache keys and their token sequences are the ones of the two separate calls.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 
 import torch
 
+from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.backend import cut_at_stop
 from spark_core.models.hf.kv_session import KVSession
+from spark_core.models.hf.shared_prefix import SharedPrefix
 from spark_core.models.requests import ChatRequest, Completion, OnDone
 
 
@@ -31,38 +34,57 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+Draw = tuple[list[int], ChatRequest, "torch.Generator | None"]
+"""Session rows that draw their tokens together (one request's sampling, one generator)."""
+
+
 def _decode(
-    backend: Any,
-    session: KVSession,
-    request: ChatRequest,
-    rng: torch.Generator | None,
-    continue_after: bool,
+    backend: Any, session: KVSession, draws: list[Draw], continue_after: bool
 ) -> tuple[list[list[int]], list[bool]]:
-    """Decode every row up to ``request.max_new_tokens``, a stop string or EOS: (tokens of
-    each row, whether it ended by itself). With ``continue_after`` every token is fed, so the
-    cache holds exactly the text written."""
+    """Decode every row up to its request's ``max_new_tokens``, a stop string or EOS: (tokens
+    of each row, whether it ended by itself). Each draw's live rows pick their tokens from its
+    generator, in row order, at every step: what decoding that draw alone would pick. With
+    ``continue_after`` every token is fed, so the cache holds exactly the text written.
+    Otherwise a session whose rows continue shared prefixes drops its finished rows (their own
+    cache is all that is copied)."""
     tok = backend.tokenizer
     eos = {tok.eos_token_id, tok.pad_token_id}
     rows = session.rows
+    limit = [0] * rows
+    for members, request, _ in draws:
+        for i in members:
+            limit[i] = request.max_new_tokens
+    compact = not continue_after and session.shared is not None
     generated: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
-    for step in range(request.max_new_tokens):
-        live = [i for i in range(rows) if not done[i]]
-        if not live:
-            break
-        picks = backend.next_tokens(session.last[live], request, rng)
-        feed: list[list[int]] = [[] for _ in range(rows)]
-        for i, token in zip(live, picks.tolist(), strict=True):
-            if token in eos:
-                done[i] = True
+    order = list(range(rows))  # the session's rows, by the row each one decodes
+    for step in range(max(limit, default=0)):
+        at = {i: j for j, i in enumerate(order)}
+        feed: dict[int, list[int]] = {}
+        for members, request, rng in draws:
+            live = [i for i in members if not done[i] and step < limit[i]]
+            if not live:
                 continue
-            generated[i].append(token)
-            feed[i] = [token]
-            if request.stop and any(s in tok.decode(generated[i][-8:]) for s in request.stop):
-                done[i] = True
-        if not continue_after and (all(done) or step == request.max_new_tokens - 1):
+            picks = backend.next_tokens(session.last[[at[i] for i in live]], request, rng)
+            for i, token in zip(live, picks.tolist(), strict=True):
+                if token in eos:
+                    done[i] = True
+                    continue
+                generated[i].append(token)
+                feed[i] = [token]
+                if request.stop and any(s in tok.decode(generated[i][-8:]) for s in request.stop):
+                    done[i] = True
+        if not feed:
             break
-        session.feed(feed)
+        # the token budget counts the first token too: no forward pass after a row's last
+        going = [i for i in order if not done[i] and step + 1 < limit[i]]
+        if not continue_after:
+            if not going:
+                break
+            if compact and len(going) < len(order):
+                session.keep_rows([at[i] for i in going])
+                order, at = going, {i: j for j, i in enumerate(going)}
+        session.feed([feed.get(i, []) for i in order])
     return generated, done
 
 
@@ -97,7 +119,8 @@ class StepSession:
                 prompts = [self._ids(r) for r in chunk]
                 session = KVSession(b.model, b.tokenizer.pad_token_id, b.device)
                 session.start(prompts)
-                generated, ended = _decode(b, session, chunk[0], self._rng(chunk[0]), True)
+                draw = (list(range(len(chunk))), chunk[0], self._rng(chunk[0]))
+                generated, ended = _decode(b, session, [draw], True)
                 for row, (r, ids) in enumerate(zip(chunk, generated, strict=True)):
                     self.rows[r.messages] = (session, row, prompts[row] + ids)
                     done = _completion(b, r, len(prompts[row]), ids, ended[row])
@@ -108,7 +131,8 @@ class StepSession:
 
     def inputs(self, requests: list[ChatRequest], on_done: OnDone = None) -> list[Completion]:
         """Each request on its thought's session row when there is one (else the plain
-        ``generate``), ``batch_size`` rows at a time."""
+        ``generate``). A session's candidates draw ``batch_size`` rows at a time, as separate
+        calls would; they decode together where they read the session's cache in place."""
         b = self.backend
         results: list[Completion | None] = [None] * len(requests)
         by_session: dict[int, list[int]] = {}
@@ -118,14 +142,18 @@ class StepSession:
                 by_session.setdefault(id(self.rows[r.messages][0]), []).append(i)
             else:
                 elsewhere.append(i)
+        together = shared_prefix.supported(b.model)
         with b.computing():
             for indices in by_session.values():
-                for start in range(0, len(indices), b.batch_size):
-                    chunk = indices[start : start + b.batch_size]
-                    for i, done in zip(chunk, self._decode_inputs(requests, chunk), strict=True):
-                        results[i] = done
+                chunks = [
+                    indices[s : s + b.batch_size] for s in range(0, len(indices), b.batch_size)
+                ]
+                for part in [indices] if together else chunks:
+                    done = self._decode_inputs(requests, part)
+                    for i, completion in zip(part, done, strict=True):
+                        results[i] = completion
                         if on_done is not None:
-                            on_done(i, done)
+                            on_done(i, completion)
         if elsewhere:
             relay = None if on_done is None else (lambda j, c: on_done(elsewhere[j], c))
             done = b.generate([requests[i] for i in elsewhere], relay)
@@ -133,21 +161,51 @@ class StepSession:
                 results[i] = c
         return [r for r in results if r is not None]
 
-    def _decode_inputs(self, requests: list[ChatRequest], chunk: list[int]) -> list[Completion]:
-        session = self.rows[requests[chunk[0]].messages][0]
-        fork = session.fork([self.rows[requests[i].messages][1] for i in chunk])
-        prompts, feed = [], []
-        for row, i in enumerate(chunk):
+    def _decode_inputs(self, requests: list[ChatRequest], part: list[int]) -> list[Completion]:
+        """The inputs of ``part`` (candidates on one thought session), each ``batch_size``
+        of them drawing from one generator seeded by the first's request."""
+        session = self.rows[requests[part[0]].messages][0]
+        owners = [self.rows[requests[i].messages][1] for i in part]
+        prompts, feed, keeps, drops = [], [], [], []
+        for i in part:
             ids = self._ids(requests[i])
             visible = self.rows[requests[i].messages][2]
-            keep = min(common_prefix(visible, ids), len(ids) - 1)  # at least one token to feed
-            fork.retract(row, len(visible) - keep)
+            keeps.append(min(common_prefix(visible, ids), len(ids) - 1))  # one token to feed
+            drops.append(len(visible) - keeps[-1])
             prompts.append(ids)
-            feed.append(ids[keep:])
-        fork.feed(feed)
-        first = requests[chunk[0]]
-        generated, ended = _decode(self.backend, fork, first, self._rng(first), False)
+            feed.append(ids[keeps[-1] :])
+        rows = self._continuing(session, owners, keeps, drops)
+        rows.feed(feed)
+        size = self.backend.batch_size
+        draws = [
+            (
+                list(range(s, min(s + size, len(part)))),
+                requests[part[s]],
+                self._rng(requests[part[s]]),
+            )
+            for s in range(0, len(part), size)
+        ]
+        generated, ended = _decode(self.backend, rows, draws, False)
         return [
             _completion(self.backend, requests[i], len(p), ids, e)
-            for i, p, ids, e in zip(chunk, prompts, generated, ended, strict=True)
+            for i, p, ids, e in zip(part, prompts, generated, ended, strict=True)
         ]
+
+    def _continuing(
+        self, session: KVSession, owners: list[int], keeps: list[int], drops: list[int]
+    ) -> KVSession:
+        """Rows that continue their thought rows' first ``keeps`` visible tokens (the last
+        ``drops`` hidden): reading the thought session's cache in place (``shared_prefix``),
+        or, where the model's attention is not supported there, on a fork (a copy of every
+        row, rolled back)."""
+        b = self.backend
+        if not shared_prefix.supported(b.model):
+            fork = session.fork(owners)
+            for row, drop in enumerate(drops):
+                fork.retract(row, drop)
+            return fork
+        visible = session.mask[owners].bool()
+        for row, keep in enumerate(keeps):
+            visible[row, visible[row].nonzero().flatten()[keep:]] = False
+        shared = SharedPrefix.of_cache(session.cache, owners, visible)
+        return KVSession.continuing(b.model, b.tokenizer.pad_token_id, b.device, shared, keeps)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from spark_core.config import JudgeConfig, default_of
+from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.prefix_cache import (
     Prefix,
@@ -30,6 +31,7 @@ from spark_core.models.hf.prefix_cache import (
     read_prefix,
     shared_forward,
 )
+from spark_core.models.judge.local_states import score_states
 from spark_core.models.judge.prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai.backend import BackendError, OpenAIBackend
 from spark_core.models.openai.capabilities import (
@@ -311,10 +313,23 @@ class HFJudge:
         if shared:
             with self.backend.computing():
                 base = read_prefix(self.backend.model, rows[0][:shared], self.backend.device)
+        if base is not None and shared_prefix.supported(self.backend.model):
+            # every state's candidates in a few passes, reading rubric and states in place
+            with self.backend.computing():
+                logits = score_states(self, rows, units, base)
+            at_end = torch.stack([a for a, _ in logits])
+            after_one = torch.stack([b for _, b in logits])
+            scored = self._scores_from_logits(at_end, after_one)
+            values_of = {tuple(unit): [scored[i] for i in unit] for unit in units}
+        else:
+            values_of = {
+                tuple(unit): self._score_rows(
+                    [rows[i] for i in unit], reuse_prefix=self.mode == "prefix", base=base
+                )
+                for unit in units
+            }
         for unit in units:
-            values = self._score_rows(
-                [rows[i] for i in unit], reuse_prefix=self.mode == "prefix", base=base
-            )
+            values = values_of[tuple(unit)]
             for i, (value, grade) in zip(unit, values, strict=True):
                 results[i] = Judgement(
                     value,
