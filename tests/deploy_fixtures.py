@@ -170,6 +170,7 @@ def pipeline_run(prefect_server, tiny_model_dir, tmp_path_factory):
         f"judge.name={tiny_model_dir}",
         "data.categories=[math,physics]",
         "rollout.steps=1",
+        "rollout.shards=2",  # two shards in parallel: the UI shows both
         "rollout.thought_tokens=8",
         "rollout.input_tokens=6",
         "evaluation.steps=1",

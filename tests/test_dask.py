@@ -25,6 +25,7 @@ def test_synthesis_shards_run_in_dask_worker_processes(tiny_model_dir, tmp_path)
             f"judge.name={tiny_model_dir}",
             "data.categories=[math,physics,law,history]",
             "rollout.steps=1",
+            "rollout.shards=2",
             "rollout.thought_tokens=8",
             "rollout.input_tokens=6",
             "runtime.task_runner=dask",

@@ -31,6 +31,7 @@ def tiny_cfg(tiny_model_dir, tmp_path_factory):
                 f"generator.name={tiny_model_dir}",
                 f"judge.name={tiny_model_dir}",
                 "rollout.steps=2",  # the step loop, its barrier and multi-step returns
+                "rollout.shards=2",  # shards in parallel, selection a barrier over both
                 "rollout.thought_tokens=12",
                 "rollout.input_tokens=8",
                 "tools.parallelism=2",
