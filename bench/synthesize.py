@@ -8,6 +8,7 @@ share of the first run (the issue asks < 10%). Prefect's temporary server is sta
 not counted: in ``spark run`` it is up before the stage starts, as it is here.
 
     python bench/synthesize.py [--config configs/demo.yaml] [--set rollout.steps=1 ...]
+        [--passes]   (every forward pass, by the code that asked for it: bench/passes.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_run  # noqa: E402
+from bench.passes import PassCounter  # noqa: E402
 
 
 def prefect_up() -> None:
@@ -30,7 +32,8 @@ def prefect_up() -> None:
 
 def main() -> None:
     # one shard: the phases then run one after another, so their times add up to the wall time
-    cfg, args = fresh_run(("rollout.shards=1",))
+    flags = {"--passes": "count every forward pass by the code that asked for it"}
+    cfg, args = fresh_run(("rollout.shards=1",), flags)
 
     from flows.synthesize import synthesize
     from spark_core.artifacts import ArtifactStore
@@ -44,9 +47,15 @@ def main() -> None:
     server = time.perf_counter() - start
 
     start = time.perf_counter()
-    REGISTRY.stage_models(cfg)
+    generator, judge = REGISTRY.stage_models(cfg)
     sandbox_for(cfg)
     loading = time.perf_counter() - start
+    passes = PassCounter()
+    if args.passes:  # the local models (generator and judge may share one): each wrapped once
+        backends = (generator.backend, getattr(judge.scorer, "backend", None))
+        models = {id(b.model): b.model for b in backends if hasattr(b, "model")}
+        for model in models.values():
+            passes.wrap(model)
 
     start = time.perf_counter()
     result = synthesize(cfg)
@@ -81,6 +90,8 @@ def main() -> None:
         ("Prefect + I/O + final answers", first - work),
     ]:
         print(f"    {name:<30} {seconds:7.1f} s  {100 * seconds / total:5.1f}%")
+    if args.passes:
+        print("\n".join(passes.lines()))
     print(f"  cached rerun:     {rerun:7.1f} s  ({100 * rerun / total:.1f}% of the first run)")
     if cfg.rollout.tool_retries:  # rollout.tool_retries: failed calls repaired, per tool
         per_action = ArtifactStore(cfg.runtime.artifacts_url()).read(

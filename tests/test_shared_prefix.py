@@ -14,7 +14,7 @@ from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.kv_session import KVSession
 from spark_core.models.hf.prefix_cache import cache_arg, growing_cache, read_prefix
-from spark_core.models.hf.shared_prefix import SharedPrefix, _attend
+from spark_core.models.hf.shared_prefix import SharedPrefix, _attend, _attend_math
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import HFJudge
 
@@ -121,16 +121,23 @@ def test_decoding_after_dropping_rows_continues_the_kept_rows_alone(model):
         assert torch.allclose(last[row], alone, atol=TOL)
 
 
-def test_the_log_sum_exp_merge_matches_the_math_on_every_device_path():
-    """CPU takes the fused kernel; other devices the plain products: the same numbers."""
+def test_the_fused_cpu_kernel_and_the_plain_products_agree():
+    """CPU takes the fused kernel; other devices the plain products: the same numbers, and a
+    query that sees nothing gets no weight in the merge (log-sum-exp near ``finfo.min``)."""
     g = torch.Generator().manual_seed(6)
     q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (5, 7, 7))
     mask = torch.zeros(2, 1, 5, 7)
     mask[0, :, :, 4:] = torch.finfo(torch.float32).min
-    out, lse = _attend(q, k, v, mask, 0.35)
-    scores = q @ k.transpose(-1, -2) * 0.35 + mask
-    assert torch.allclose(lse, torch.logsumexp(scores, -1), atol=1e-5)
-    assert torch.allclose(out, torch.softmax(scores, -1) @ v, atol=1e-5)
+    mask[1, :, 2] = torch.finfo(torch.float32).min  # one query sees no key
+    fused, fused_lse = _attend(q, k, v, mask, 0.35)
+    plain, plain_lse = _attend_math(q, k, v, mask, 0.35)
+    assert torch.allclose(fused[0], plain[0], atol=1e-5)
+    assert torch.allclose(fused_lse[0], plain_lse[0], atol=1e-5)
+    seen = [0, 1, 3, 4]
+    assert torch.allclose(fused[1][:, seen], plain[1][:, seen], atol=1e-5)
+    assert bool((fused_lse[1][:, 2] < -1e37).all()) and bool((plain_lse[1][:, 2] < -1e37).all())
+    scores = q[0] @ k[0].transpose(-1, -2) * 0.35 + mask[0]
+    assert torch.allclose(plain[0], torch.softmax(scores, -1) @ v[0], atol=1e-5)
 
 
 def test_models_whose_attention_differs_keep_the_repeated_cache(model):

@@ -99,6 +99,17 @@ def _attend(
             query, key, value, 0.0, False, attn_mask=mask, scale=scale
         )
         return out, lse
+    return _attend_math(query, key, value, mask, scale)
+
+
+def _attend_math(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_attend`` as plain products (scores in float32): every device but the CPU."""
     scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
     if mask is not None:
         scores = scores + mask
