@@ -38,6 +38,7 @@ class Rates:
     prompt_tokens: int = 0  # the calibration prompts' mean length
     prefill_tps: float | None = None  # hf: prompt tokens per second at gen_batch
     decode_step_s: float | None = None  # hf: seconds per decoding step of gen_batch rows
+    decode_one_s: float | None = None  # hf: seconds per decoding step of one row
     call_s: float | None = None  # openai: latency per call over generator.concurrency
     judge_s: float = 0.0  # per judgement, concurrency included
     sandbox_start_s: float = 0.0
@@ -76,11 +77,21 @@ def _generation_s(rates: Rates, prompt_tokens: int, rows: int, new_tokens: int) 
     return prefill + batches * new_tokens * (rates.decode_step_s or 0.0)
 
 
+def _decode_rows_s(rates: Rates, rows: int) -> float:
+    """One decoding step of ``rows`` rows: a step's fixed cost (the weights read once) plus
+    each row's share, from the two calibrated batch sizes."""
+    step, one = rates.decode_step_s or 0.0, rates.decode_one_s
+    if one is None or rates.gen_batch <= 1:
+        return step * math.ceil(rows / max(rates.gen_batch, 1))
+    per_row = max(step - one, 0.0) / (rates.gen_batch - 1)
+    return one + per_row * rows
+
+
 def synthesis_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> StageTime:
     """Per step and question: the thought (batched over the questions), then the candidates'
-    inputs on the thought's KV session (only each candidate's action line is read, the inputs
-    decoded ``batch_size`` rows at a time), the tools in the sandbox, the judge on every
-    candidate; then the final answers."""
+    inputs on the thought's KV session (only each candidate's action line is read; a
+    session's candidates decode together, every row to the end: an upper bound), the tools in
+    the sandbox, the judge on every candidate; then the final answers."""
     r, n = cfg.rollout, len(cfg.rollout.actions)
     seconds = rates.load_s + rates.sandbox_start_s
     tools = n - ("cot" in r.actions)
@@ -93,12 +104,10 @@ def synthesis_time(cfg: RunConfig, rates: Rates, train: list[Question]) -> Stage
         seconds += rows * 4 / (rates.prefill_tps or 1.0)  # "\nAction: <name>\nAction Input:"
         if rates.call_s is not None:
             seconds += rows * rates.call_s
-        else:
-            seconds += (
-                math.ceil(rows / max(rates.gen_batch, 1))
-                * r.input_tokens
-                * (rates.decode_step_s or 0.0)
-            )
+        else:  # a session per gen_batch questions, its rows decoding together
+            for first in range(0, len(train), max(rates.gen_batch, 1)):
+                questions = min(rates.gen_batch, len(train) - first)
+                seconds += r.input_tokens * _decode_rows_s(rates, questions * n)
         seconds += len(train) * tools * (1 + r.tool_retries) * rates.tool_s
         seconds += rows * rates.judge_s
         if rates.call_s is None:  # the selection reads the selected steps' log-probs again
@@ -238,13 +247,19 @@ def _calibrate_generator(cfg: RunConfig, questions: list[Question], rates: Rates
         for _ in range(steps):
             session.feed(token)
         rates.decode_step_s = (time.perf_counter() - start) / steps
+        session.keep_rows([0])  # and one row: a step's fixed cost, for larger batches
+        start = time.perf_counter()
+        for _ in range(steps):
+            session.feed(token[:1])
+        rates.decode_one_s = (time.perf_counter() - start) / steps
 
 
 def _calibrate_local_judge(cfg: RunConfig, q: Question) -> float:
-    """Seconds per judgement of a local judge, scoring one first-step state's candidates as
-    synthesis does (``judge.local_batching``: in ``prefix`` mode the state is read once, then
-    every candidate on it). The preflight's latency is no guide: it scores pairs. The
-    thought and observations are the question's own text, cut to the rollout's lengths."""
+    """Seconds per judgement of a local judge, scoring two first-step states' candidates as
+    synthesis does (``judge.local_batching``: in ``prefix`` mode the rubric and each state
+    are read once, then every candidate on them). The preflight's latency is no guide: it
+    scores pairs. The thoughts and observations are the question's own text, cut to the
+    rollout's lengths (the second state's thought starts a word later)."""
     from spark_core.judge_costs import CHARS_PER_TOKEN
     from spark_core.models.judge.judge import make_judge
     from spark_core.models.judge.prompt import JudgeItem
@@ -255,6 +270,7 @@ def _calibrate_local_judge(cfg: RunConfig, q: Question) -> float:
     )
     longest = max(thought_chars, input_chars, r.observation_chars)
     text = " ".join([q.question] * (1 + longest // max(len(q.question), 1)))
+    later = text.find(" ") + 1
     items = [
         JudgeItem(
             q.question,
@@ -263,8 +279,9 @@ def _calibrate_local_judge(cfg: RunConfig, q: Question) -> float:
             a,
             text[:input_chars],
             text[: r.observation_chars],
-            text[:thought_chars],
+            text[offset : offset + thought_chars],
         )
+        for offset in (0, later)
         for a in r.actions
     ]
     scorer = make_judge(cfg.judge, None).scorer

@@ -3,6 +3,7 @@ checked to the second on hand-made rates; and the calibrated dry run end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -67,6 +68,12 @@ def test_synthesis_time_replays_every_phase(tmp_path):
         + 3 * 0.1  # final answers
     )
     assert got.seconds == pytest.approx(expected)
+    # with the one-row step calibrated, the session's 18 inputs decode together: a step is
+    # 0.04 s plus (0.1 - 0.04) / 3 s a row, 16 steps
+    together = synthesis_time(cfg, dataclasses.replace(RATES, decode_one_s=0.04), QUESTIONS)
+    assert together.seconds - got.seconds == pytest.approx(
+        16 * (0.04 + 18 * 0.02) - math.ceil(2 * 9 / 4) * 16 * 0.1
+    )
     # a retry per failed tool call doubles the tool calls (upper bound: every call fails)
     retry = synthesis_time(_cfg(tmp_path, "rollout.tool_retries=1"), RATES, QUESTIONS)
     assert retry.seconds - got.seconds == pytest.approx(2 * 8 * 0.5)
@@ -106,11 +113,12 @@ def test_evaluation_and_training_scale_with_policies_and_epochs(tmp_path):
     assert math.isnan(uncalibrated[3].seconds)
 
 
-def test_a_local_judge_is_timed_on_one_state_s_candidates_together(
+def test_a_local_judge_is_timed_on_two_states_candidates_together(
     tmp_path, tiny_model_dir, monkeypatch
 ):
-    """As synthesis judges (prefix mode: the state read once, every candidate on it), not the
-    preflight's pairs: the timed call scores every action's candidate of one state."""
+    """As synthesis judges (prefix mode: the rubric and each state read once, every candidate
+    on them), not the preflight's pairs: the timed call scores every action's candidate of
+    two states."""
     from spark_core.models.judge.scorers import HFJudge
     from spark_core.time_estimate import _calibrate_local_judge
 
@@ -125,6 +133,6 @@ def test_a_local_judge_is_timed_on_one_state_s_candidates_together(
     per_judgement = _calibrate_local_judge(cfg, QUESTIONS[0])
     assert per_judgement > 0
     timed = calls[-1]
-    assert [i.action for i in timed] == list(cfg.rollout.actions)
-    assert len({i.shared_part for i in timed}) == 1  # one state: one shared prefix
+    assert [i.action for i in timed] == 2 * list(cfg.rollout.actions)
+    assert len({i.shared_part for i in timed}) == 2  # two states: two shared prefixes
     assert all(len(i.tool_output) == cfg.rollout.observation_chars for i in timed)
