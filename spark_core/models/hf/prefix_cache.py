@@ -24,7 +24,8 @@ from spark_core.models.hf.growing_cache import detached_copy, growing_cache
 from spark_core.models.hf.shared_prefix import SharedPrefix
 
 # what one more forward pass costs, in padded suffix tokens: the pass's fixed work (30 layers'
-# calls, reading the weights, copying the prefix's cache) against ~1 ms a token on 2 cores
+# calls, reading the weights; copying the prefix's cache where it is repeated) against ~1 ms
+# a token on 2 cores
 GROUP_OVERHEAD_TOKENS = 48
 
 
