@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-# the innermost caller that names the work (checked in this order)
+# the code that asked for a pass: the first of these names found on its stack
 SITES = (
     ("_decode_inputs", "candidates' inputs"),
     ("thoughts", "thoughts"),

@@ -10,7 +10,7 @@ second with the configured LoRA/QLoRA at ``training.batch_size``. The estimate r
 stages' work with those rates, step by step, under the plan's upper bounds (every question
 rolls every step), but leaves out what is not model or tool work (Prefect, Parquet, the
 threads of parallel shards waiting on one CPU): on the idle 2-core machine the demo's
-synthesis, training and evaluation took 1.15-1.5x their estimates (``bench/estimate.py``).
+synthesis, training and evaluation took 1.01-1.23x their estimates (``bench/estimate.py``).
 Used by ``spark run --dry-run`` and ``spark check``.
 """
 
