@@ -121,6 +121,21 @@ def test_decoding_after_dropping_rows_continues_the_kept_rows_alone(model):
         assert torch.allclose(last[row], alone, atol=TOL)
 
 
+@torch.inference_mode()
+def test_a_row_rolls_back_its_own_tokens_but_not_into_the_shared_prefix(model):
+    prefix = _tokens(20, 7)
+    base = read_prefix(model, prefix, "cpu")
+    shared = SharedPrefix.of_cache(base.cache, [0], torch.ones(1, 20, dtype=torch.bool))
+    session = KVSession.continuing(model, 0, "cpu", shared, [20])
+    own = _tokens(3, 8)
+    session.feed([own])
+    session.retract(0, 1)
+    last = session.feed([[9]])
+    assert torch.allclose(last[0], _alone(model, prefix + own[:2] + [9])[-1], atol=TOL)
+    with pytest.raises(ValueError, match="shared"):
+        session.retract(0, 4)
+
+
 def test_the_fused_cpu_kernel_and_the_plain_products_agree():
     """CPU takes the fused kernel; other devices the plain products: the same numbers, and a
     query that sees nothing gets no weight in the merge (log-sum-exp near ``finfo.min``)."""
@@ -152,6 +167,7 @@ def test_models_whose_attention_differs_keep_the_repeated_cache(model):
     )
     assert not shared_prefix.supported(with_config(sliding_window=4096))
     assert not shared_prefix.supported(with_config(attn_logit_softcapping=50.0))
+    assert not shared_prefix.supported(with_config(v_head_dim=128))
     flash = with_config()
     flash.config._attn_implementation = "flash_attention_2"
     assert not shared_prefix.supported(flash)

@@ -161,6 +161,11 @@ class KVSession:
         if n <= 0:
             return
         visible = self.mask[row].nonzero().flatten()
+        if self.shared is not None and n > len(visible):
+            raise ValueError(
+                f"cannot roll row {row} back {n} tokens: it has {len(visible)} of its own, "
+                "and the prefix it continues is shared (fork a session that holds it instead)"
+            )
         self.mask[row, visible[-n:]] = 0
         self.next_pos[row] -= n
 

@@ -120,13 +120,15 @@ def _attend_math(
 
 def supported(model: Any) -> bool:
     """Plain full attention over a cache of full-attention layers: what ``forward`` computes.
-    Sliding windows, soft-capped logits or another attention kernel keep the repeated-cache
-    path (their rows carry a copy of the prefix)."""
+    Sliding windows, soft-capped logits, value heads of another size or another attention
+    kernel keep the repeated-cache path (their rows carry a copy of the prefix)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
     if getattr(config, "attn_logit_softcapping", None):
         return False
+    if getattr(config, "v_head_dim", None) or getattr(config, "kv_lora_rank", None):
+        return False  # values narrower than queries (latent attention): shapes assumed equal
     layer_types = getattr(config, "layer_types", None)
     if layer_types is None:  # no per-layer kinds: a sliding window, if any, is everywhere
         return not getattr(config, "sliding_window", None)
