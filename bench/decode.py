@@ -67,8 +67,7 @@ def main() -> None:
     @torch.inference_mode()
     def decode_shared(rows: int) -> tuple[float, torch.Tensor]:
         out = model(input_ids=prompt, use_cache=True, logits_to_keep=1, **new_cache(model))
-        seen = torch.ones(rows, args.context, dtype=torch.bool)
-        state = SharedPrefix.of_cache(getattr(out, arg), [0] * rows, seen)
+        state = SharedPrefix.whole(getattr(out, arg), rows)
         cache, mask = growing_cache(model), torch.zeros(rows, 0, dtype=torch.long)
         ids = (torch.arange(rows) + 100)[:, None]
         logits = []

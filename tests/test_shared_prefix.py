@@ -14,7 +14,7 @@ from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.backend import HFBackend
 from spark_core.models.hf.kv_session import KVSession
 from spark_core.models.hf.prefix_cache import cache_arg, growing_cache, read_prefix
-from spark_core.models.hf.shared_prefix import SharedPrefix, _attend, _attend_math
+from spark_core.models.hf.shared_prefix import SharedPrefix, _attend
 from spark_core.models.judge.prompt import JudgeItem
 from spark_core.models.judge.scorers import HFJudge
 
@@ -58,7 +58,7 @@ def test_rows_on_one_prefix_read_as_each_row_alone(model):
     prefix = _tokens(40, 0)
     own = [_tokens(n, 10 + n) for n in (3, 9, 6)]
     base = read_prefix(model, prefix, "cpu")
-    shared = SharedPrefix.of_cache(base.cache, [0, 0, 0], torch.ones(3, 40, dtype=torch.bool))
+    shared = SharedPrefix.whole(base.cache, 3)
     logits = _run(model, shared, own, [40] * 3)
     for row, tokens in enumerate(own):
         alone = _alone(model, prefix + tokens)[40:]
@@ -72,7 +72,7 @@ def test_two_levels_with_hidden_positions_read_as_the_visible_tokens_alone(model
     rubric = _tokens(12, 1)
     states = [_tokens(n, 20 + n) for n in (7, 15)]
     base = read_prefix(model, rubric, "cpu")
-    on_rubric = SharedPrefix.of_cache(base.cache, [0, 0], torch.ones(2, 12, dtype=torch.bool))
+    on_rubric = SharedPrefix.whole(base.cache, 2)
     session = KVSession.continuing(model, 0, "cpu", on_rubric, [12, 12])
     session.extend(states)
     owner = [0, 1, 1, 0]
@@ -80,7 +80,7 @@ def test_two_levels_with_hidden_positions_read_as_the_visible_tokens_alone(model
     visible[2, 10:] = False  # this row continues only the first 10 tokens of its state
     lengths = [7, 15, 10, 7]
     levels = (
-        SharedPrefix.of_cache(base.cache, [0] * 4, torch.ones(4, 12, dtype=torch.bool)),
+        SharedPrefix.whole(base.cache, 4),
         SharedPrefix.of_cache(session.cache, owner, visible),
     )
     own = [_tokens(n, 40 + n) for n in (4, 2, 5, 1)]
@@ -97,7 +97,7 @@ def test_a_row_that_sees_none_of_a_level_reads_as_without_it(model):
     whole = read_prefix(model, rubric + state, "cpu")
     hidden = torch.zeros(1, 16, dtype=torch.bool)
     levels = (
-        SharedPrefix.of_cache(base.cache, [0], torch.ones(1, 10, dtype=torch.bool)),
+        SharedPrefix.whole(base.cache, 1),
         SharedPrefix.of_cache(whole.cache, [0], hidden),
     )
     own = [_tokens(5, 4)]
@@ -109,7 +109,7 @@ def test_a_row_that_sees_none_of_a_level_reads_as_without_it(model):
 def test_decoding_after_dropping_rows_continues_the_kept_rows_alone(model):
     prefix = _tokens(30, 5)
     base = read_prefix(model, prefix, "cpu")
-    shared = SharedPrefix.of_cache(base.cache, [0] * 3, torch.ones(3, 30, dtype=torch.bool))
+    shared = SharedPrefix.whole(base.cache, 3)
     session = KVSession.continuing(model, 0, "cpu", shared, [30] * 3)
     own = [_tokens(n, 50 + n) for n in (2, 4, 3)]
     session.feed(own)
@@ -125,7 +125,7 @@ def test_decoding_after_dropping_rows_continues_the_kept_rows_alone(model):
 def test_a_row_rolls_back_its_own_tokens_but_not_into_the_shared_prefix(model):
     prefix = _tokens(20, 7)
     base = read_prefix(model, prefix, "cpu")
-    shared = SharedPrefix.of_cache(base.cache, [0], torch.ones(1, 20, dtype=torch.bool))
+    shared = SharedPrefix.whole(base.cache, 1)
     session = KVSession.continuing(model, 0, "cpu", shared, [20])
     own = _tokens(3, 8)
     session.feed([own])
@@ -145,7 +145,7 @@ def test_the_fused_cpu_kernel_and_the_plain_products_agree():
     mask[0, :, :, 4:] = torch.finfo(torch.float32).min
     mask[1, :, 2] = torch.finfo(torch.float32).min  # one query sees no key
     fused, fused_lse = _attend(q, k, v, mask, 0.35)
-    plain, plain_lse = _attend_math(q, k, v, mask, 0.35)
+    plain, plain_lse = _attend(q, k, v, mask, 0.35, fused=False)
     assert torch.allclose(fused[0], plain[0], atol=1e-5)
     assert torch.allclose(fused_lse[0], plain_lse[0], atol=1e-5)
     seen = [0, 1, 3, 4]

@@ -140,6 +140,36 @@ class SharedForward:
 
 
 @torch.inference_mode()
+def run_suffixes(
+    model: Any,
+    suffixes: list[list[int]],
+    pad_id: int,
+    device: str,
+    starts: list[int],
+    cache: Any,
+    shared: Any = None,
+    keep: list[int] | None = None,
+    held: int = 0,
+) -> tuple[Any, torch.Tensor, list[int]]:
+    """One pass of right-padded ``suffixes`` on ``cache`` (and the prefixes ``shared`` reads
+    in place), each row's positions from its ``starts``; ``held``: positions already in
+    ``cache`` that every row sees (a prefix repeated there). ``keep``: the suffix columns
+    whose logits are projected. The model's output, the attention mask, the real lengths."""
+    lengths = [len(s) for s in suffixes]
+    width = max(lengths)
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in suffixes], device=device)
+    mask = torch.tensor([[1] * (held + n) + [0] * (width - n) for n in lengths], device=device)
+    positions = torch.tensor(starts, device=device)[:, None] + torch.arange(width, device=device)
+    kwargs: dict[str, Any] = {"use_cache": True, cache_arg(model): cache}
+    if keep is not None:
+        kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
+    out = shared_prefix.forward(
+        model, shared, input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs
+    )
+    return out, mask, lengths
+
+
+@torch.inference_mode()
 def shared_forward(
     model: Any,
     rows: list[list[int]],
@@ -153,29 +183,15 @@ def shared_forward(
     fifth of a small model's compute per token: skip it elsewhere); ``logits[:, k]`` is then
     column ``keep[k]``. None: every column. ``prefix``: an already read prefix of every row
     (else the rows' common prefix is read here, when ``reuse_prefix``)."""
-    arg = cache_arg(model)
     if prefix is None and reuse_prefix and len(rows) > 1 and common_prefix_len(rows):
         prefix = read_prefix(model, rows[0][: common_prefix_len(rows)], device)
-    prefix_len = prefix.length if prefix is not None else 0
-    shared = None
+    n = prefix.length if prefix is not None else 0
+    shared, held, cache = None, 0, growing_cache(model)
     if prefix is not None and shared_prefix.supported(model):
-        visible = torch.ones(len(rows), prefix_len, dtype=torch.bool)
-        shared = SharedPrefix.of_cache(prefix.cache, [0] * len(rows), visible)
-    cache = growing_cache(model) if prefix is None or shared else prefix.repeated(len(rows))
-    kwargs: dict[str, Any] = {"use_cache": True, arg: cache}
-    if keep is not None:
-        kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
-    suffixes = [r[prefix_len:] for r in rows]
-    lengths = [len(s) for s in suffixes]
-    width = max(lengths)
-    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in suffixes], device=device)
-    suffix_mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=device)
-    mask = suffix_mask  # the rows' own cache: the suffixes (the prefix is read in place)
-    if shared is None:
-        on_prefix = torch.ones(len(rows), prefix_len, dtype=suffix_mask.dtype, device=device)
-        mask = torch.cat([on_prefix, suffix_mask], dim=1)
-    positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rows), -1)
-    out = shared_prefix.forward(
-        model, shared, input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs
+        shared = SharedPrefix.whole(prefix.cache, len(rows))
+    elif prefix is not None:  # every row carries a copy of the prefix
+        held, cache = n, prefix.repeated(len(rows))
+    out, mask, lengths = run_suffixes(
+        model, [r[n:] for r in rows], pad_id, device, [n] * len(rows), cache, shared, keep, held
     )
-    return SharedForward(out.logits, getattr(out, arg), mask, lengths, prefix_len, shared)
+    return SharedForward(out.logits, getattr(out, cache_arg(model)), mask, lengths, n, shared)

@@ -58,6 +58,12 @@ class SharedPrefix:
         layers = cache.layers
         return cls([la.keys for la in layers], [la.values for la in layers], owner, visible)
 
+    @classmethod
+    def whole(cls, cache: Any, rows: int) -> SharedPrefix:
+        """One prefix (``cache``'s only row) that each of ``rows`` rows sees whole."""
+        length = cache.layers[0].keys.shape[-2]
+        return cls.of_cache(cache, [0] * rows, torch.ones(rows, length, dtype=torch.bool))
+
     def select(self, rows: list[int]) -> SharedPrefix:
         """The same prefixes for a subset of the rows (in the given order)."""
         return SharedPrefix(
@@ -90,26 +96,19 @@ def _attend(
     value: torch.Tensor,
     mask: torch.Tensor | None,
     scale: float,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output and the log-sum-exp of its scores per query (what two partial
     attentions merge by). Masks are additive and finite (``finfo.min``): a query that sees
-    nothing gets a log-sum-exp near ``finfo.min``, and so no weight in the merge."""
-    if query.device.type == "cpu":
+    nothing gets a log-sum-exp near ``finfo.min``, and so no weight in the merge. ``fused``
+    (default: on a CPU) takes torch's CPU kernel; otherwise plain products, scores in float32."""
+    if fused is None:
+        fused = query.device.type == "cpu"
+    if fused:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, False, attn_mask=mask, scale=scale
         )
         return out, lse
-    return _attend_math(query, key, value, mask, scale)
-
-
-def _attend_math(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    mask: torch.Tensor | None,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_attend`` as plain products (scores in float32): every device but the CPU."""
     scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
     if mask is not None:
         scores = scores + mask

@@ -142,13 +142,11 @@ class StepSession:
                 by_session.setdefault(id(self.rows[r.messages][0]), []).append(i)
             else:
                 elsewhere.append(i)
-        together = shared_prefix.supported(b.model)
+        # on a fork every row copies its state: batch_size rows at a time
+        size = len(requests) if shared_prefix.supported(b.model) else b.batch_size
         with b.computing():
             for indices in by_session.values():
-                chunks = [
-                    indices[s : s + b.batch_size] for s in range(0, len(indices), b.batch_size)
-                ]
-                for part in [indices] if together else chunks:
+                for part in [indices[s : s + size] for s in range(0, len(indices), size)]:
                     done = self._decode_inputs(requests, part)
                     for i, completion in zip(part, done, strict=True):
                         results[i] = completion

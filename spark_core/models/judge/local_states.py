@@ -15,16 +15,34 @@ from typing import Any
 
 import torch
 
-from spark_core.models.hf import shared_prefix
 from spark_core.models.hf.growing_cache import growing_cache
 from spark_core.models.hf.kv_session import KVSession
 from spark_core.models.hf.prefix_cache import (
     Prefix,
-    cache_arg,
     common_prefix_len,
     length_groups,
+    run_suffixes,
 )
 from spark_core.models.hf.shared_prefix import SharedPrefix
+
+
+def score_columns(lengths: list[int]) -> tuple[list[int], list[int]]:
+    """For rows whose run part ends with the prompt's last token and the appended '1' (of
+    ``lengths`` tokens): each row's prompt-end column, and the columns a pass keeps (the end,
+    where P(first digit) is read, and the '1' after it, where P('0' | '1') is)."""
+    ends = [n - 2 for n in lengths]
+    return ends, sorted({c for e in ends for c in (e, e + 1)})
+
+
+def read_columns(
+    logits: torch.Tensor, ends: list[int], keep: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits at each row's prompt end and after its '1', from a pass that kept ``keep``."""
+    column = {c: k for k, c in enumerate(keep)}
+    index = torch.arange(len(ends))
+    at_end = logits[index, torch.tensor([column[e] for e in ends])]
+    after_one = logits[index, torch.tensor([column[e + 1] for e in ends])]
+    return at_end.float().cpu(), after_one.float().cpu()
 
 
 def _split(groups: list[list[int]], size: int) -> list[list[int]]:
@@ -35,9 +53,7 @@ def _states_session(backend: Any, base: Prefix, parts: list[list[int]]) -> Share
     """Each state's own prompt part read in one pass on the rubric; None when none has one."""
     if not any(parts):
         return None
-    rubric = SharedPrefix.of_cache(
-        base.cache, [0] * len(parts), torch.ones(len(parts), base.length, dtype=torch.bool)
-    )
+    rubric = SharedPrefix.whole(base.cache, len(parts))
     session = KVSession.continuing(
         backend.model,
         backend.tokenizer.pad_token_id,
@@ -52,14 +68,15 @@ def _states_session(backend: Any, base: Prefix, parts: list[list[int]]) -> Share
 @torch.inference_mode()
 def score_states(
     judge: Any, rows: list[list[int]], units: list[list[int]], base: Prefix
-) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
-    """The next-token logits (at the prompt's end, and after a '1') of every row, its units
-    (one state's candidates) read on ``base`` (the rubric, a start every row shares)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next-token logits of every row at its prompt's end and after a '1' ([rows, vocab]
+    each), its units (one state's candidates) read on ``base`` (the rubric, a start every row
+    shares)."""
     backend = judge.backend
-    model, device = backend.model, backend.device
-    pad, arg = backend.tokenizer.pad_token_id, cache_arg(model)
+    model, device, pad = backend.model, backend.device, backend.tokenizer.pad_token_id
     rows = [r + [judge.digit_ids[1]] for r in rows]  # the '1' that splits 1 from 10
-    out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(rows)
+    at_end: list[torch.Tensor | None] = [None] * len(rows)
+    after_one: list[torch.Tensor | None] = [None] * len(rows)
     for start in range(0, len(units), backend.batch_size):
         chunk = units[start : start + backend.batch_size]
         # a state's prompt: what its candidates share, up to two tokens before the shortest
@@ -79,34 +96,21 @@ def score_states(
         members = [(k, i) for k, u in enumerate(chunk) for i in u]
         owner = [k for k, _ in members]
         own = [rows[i][state_len[k] :] for k, i in members]
-        rubric = SharedPrefix.of_cache(
-            base.cache, [0] * len(members), torch.ones(len(members), base.length, dtype=torch.bool)
-        )
+        rubric = SharedPrefix.whole(base.cache, len(members))
         levels = (rubric,) if states is None else (rubric, states.select(owner))
-        groups = _split(length_groups([len(o) for o in own]), backend.batch_size)
-        for group in groups:
+        for group in _split(length_groups([len(o) for o in own]), backend.batch_size):
             part = [own[j] for j in group]
-            ends = [len(p) - 2 for p in part]  # the prompt's last token, in the row's own part
-            keep = sorted({c for e in ends for c in (e, e + 1)})
-            width = max(len(p) for p in part)
-            ids = torch.tensor([p + [pad] * (width - len(p)) for p in part], device=device)
-            mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in part])
-            first = torch.tensor([state_len[owner[j]] for j in group])
-            positions = first[:, None] + torch.arange(width)[None, :]
-            fwd = shared_prefix.forward(
+            ends, keep = score_columns([len(p) for p in part])
+            out, _, _ = run_suffixes(
                 model,
+                part,
+                pad,
+                device,
+                [state_len[owner[j]] for j in group],
+                growing_cache(model),
                 tuple(level.select(group) for level in levels),
-                input_ids=ids,
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                use_cache=True,
-                logits_to_keep=torch.tensor(keep, device=device),
-                **{arg: growing_cache(model)},
+                keep,
             )
-            column = {c: k for k, c in enumerate(keep)}
-            index = torch.arange(len(part))
-            at_end = fwd.logits[index, torch.tensor([column[e] for e in ends])]
-            after_one = fwd.logits[index, torch.tensor([column[e + 1] for e in ends])]
-            for j, a, b in zip(group, at_end.float().cpu(), after_one.float().cpu(), strict=True):
-                out[members[j][1]] = (a, b)
-    return out
+            for j, a, b in zip(group, *read_columns(out.logits, ends, keep), strict=True):
+                at_end[members[j][1]], after_one[members[j][1]] = a, b
+    return torch.stack(at_end), torch.stack(after_one)

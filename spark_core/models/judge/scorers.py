@@ -31,7 +31,7 @@ from spark_core.models.hf.prefix_cache import (
     read_prefix,
     shared_forward,
 )
-from spark_core.models.judge.local_states import score_states
+from spark_core.models.judge.local_states import read_columns, score_columns, score_states
 from spark_core.models.judge.prompt import SCORE_PREFILL, JudgeItem, judge_messages
 from spark_core.models.openai.backend import BackendError, OpenAIBackend
 from spark_core.models.openai.capabilities import (
@@ -281,16 +281,11 @@ class HFJudge:
             offset = prefix.length if prefix is not None else 0
             for group in groups:
                 part = [rows[i] for i in group]
-                ends = [len(r) - offset - 2 for r in part]  # prompt ends, suffix columns
-                keep = sorted({c for e in ends for c in (e, e + 1)})  # and after the '1'
+                ends, keep = score_columns([len(r) - offset for r in part])
                 fwd = shared_forward(
                     backend.model, part, pad, backend.device, False, keep, prefix=prefix
                 )
-                column = {c: k for k, c in enumerate(keep)}
-                index = torch.arange(len(part))
-                at_end = fwd.logits[index, torch.tensor([column[e] for e in ends])]
-                after_one = fwd.logits[index, torch.tensor([column[e + 1] for e in ends])]
-                scored = self._scores_from_logits(at_end.float().cpu(), after_one.float().cpu())
+                scored = self._scores_from_logits(*read_columns(fwd.logits, ends, keep))
                 for i, value in zip(group, scored, strict=True):
                     values[i] = value
         return [v for v in values if v is not None]
@@ -313,24 +308,22 @@ class HFJudge:
         if shared:
             with self.backend.computing():
                 base = read_prefix(self.backend.model, rows[0][:shared], self.backend.device)
+        values: list[tuple[float, float]]
         if base is not None and shared_prefix.supported(self.backend.model):
             # every state's candidates in a few passes, reading rubric and states in place
             with self.backend.computing():
-                logits = score_states(self, rows, units, base)
-            at_end = torch.stack([a for a, _ in logits])
-            after_one = torch.stack([b for _, b in logits])
-            scored = self._scores_from_logits(at_end, after_one)
-            values_of = {tuple(unit): [scored[i] for i in unit] for unit in units}
+                values = self._scores_from_logits(*score_states(self, rows, units, base))
         else:
-            values_of = {
-                tuple(unit): self._score_rows(
+            by_row = {}
+            for unit in units:
+                scored = self._score_rows(
                     [rows[i] for i in unit], reuse_prefix=self.mode == "prefix", base=base
                 )
-                for unit in units
-            }
+                by_row.update(zip(unit, scored, strict=True))
+            values = [by_row[i] for i in range(len(rows))]
         for unit in units:
-            values = values_of[tuple(unit)]
-            for i, (value, grade) in zip(unit, values, strict=True):
+            for i in unit:
+                value, grade = values[i]
                 results[i] = Judgement(
                     value,
                     JudgeStatus.OK,
